@@ -1,0 +1,1 @@
+//! usher: a traffic shield.
