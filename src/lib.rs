@@ -1,1 +1,43 @@
-//! usher: a traffic shield.
+//! usher: a traffic shield. It stands in front of an unchanged website,
+//! admits visitors at the pace the site can bear, and forwards their
+//! requests byte-for-byte.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, its validation, and where mistakes stand.
+//! - [`app`]: shared state of the running process and live reload.
+//! - [`server`]: listeners, TLS, connection guards, graceful drain.
+//! - [`pipeline`]: the request path and the one place errors become answers.
+//! - [`proxy`]: forwarding to the origin (client pool, header rules, in-flight cap).
+//! - [`admin`]: metrics, health, status and reload over the admin listener.
+//! - [`metrics`]: every metric, in one struct.
+//! - [`logging`]: tracing setup and the access log.
+//! - [`pages`]: usher's own error pages.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod pages;
+pub mod pipeline;
+pub mod proxy;
+pub mod server;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+
+/// Boxed error type used by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response usher produces or relays.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A complete in-memory body.
+pub fn full_body(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty_body() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}

@@ -1,0 +1,279 @@
+//! Logs: tracing to stderr as text or JSON lines (the filter reloads live),
+//! and the access log, one line per request in combined or JSON format with
+//! credentials redacted.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http::{header, Request, Response};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::config::{AccessLog as Format, LogConfig};
+use crate::metrics::Outcome;
+
+/// Changes the log filter of the running process.
+pub struct LogHandle(Option<reload::Handle<EnvFilter, Registry>>);
+
+impl LogHandle {
+    /// A handle that changes nothing (tests, or when logging was set up elsewhere).
+    pub fn none() -> LogHandle {
+        LogHandle(None)
+    }
+
+    /// Applies a new filter directive.
+    pub fn set_level(&self, level: &str) {
+        if let (Some(h), Ok(f)) = (&self.0, level.parse::<EnvFilter>()) {
+            let _ = h.reload(f);
+        }
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over the config.
+pub fn init(cfg: &LogConfig) -> LogHandle {
+    let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.level.clone());
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let result = if cfg.json {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.json().flatten_event(true))
+            .try_init()
+    } else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init()
+    };
+    LogHandle(result.is_ok().then_some(handle))
+}
+
+/// The access log; its format changes on reload.
+pub struct AccessLog {
+    format: AtomicU8,
+}
+
+/// What the access log needs from a request, captured before it is consumed.
+pub struct RequestLine {
+    method: http::Method,
+    target: String,
+    version: http::Version,
+    referer: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// Query parameters never written to logs (usher's own tokens and common credentials).
+const SECRET_PARAMS: [&str; 6] = [
+    "usher_ticket",
+    "usher_pass",
+    "token",
+    "access_token",
+    "password",
+    "code",
+];
+
+impl RequestLine {
+    /// Captures the loggable parts of `req`: never cookies or
+    /// `Authorization`, and secret-looking query values redacted.
+    pub fn of<B>(req: &Request<B>) -> RequestLine {
+        let text = |h| {
+            req.headers()
+                .get(h)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect::<String>())
+        };
+        RequestLine {
+            method: req.method().clone(),
+            target: redact_target(req.uri().path_and_query().map_or("/", |p| p.as_str())),
+            version: req.version(),
+            referer: text(header::REFERER).map(|r| redact_target(&r)),
+            user_agent: text(header::USER_AGENT),
+        }
+    }
+}
+
+/// Replaces the values of secret query parameters with `REDACTED`.
+pub fn redact_target(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_string();
+    };
+    let mut out = String::with_capacity(target.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let name = pair.split('=').next().unwrap_or_default();
+        if pair.contains('=') && SECRET_PARAMS.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            out.push_str(name);
+            out.push_str("=REDACTED");
+        } else {
+            out.push_str(pair);
+        }
+    }
+    out
+}
+
+impl AccessLog {
+    /// An access log in `format`.
+    pub fn new(format: Format) -> AccessLog {
+        AccessLog {
+            format: AtomicU8::new(format as u8),
+        }
+    }
+
+    /// Changes the format (on reload).
+    pub fn set(&self, format: Format) {
+        self.format.store(format as u8, Ordering::Relaxed);
+    }
+
+    fn format(&self) -> Format {
+        match self.format.load(Ordering::Relaxed) {
+            x if x == Format::Combined as u8 => Format::Combined,
+            x if x == Format::Json as u8 => Format::Json,
+            _ => Format::Off,
+        }
+    }
+
+    /// Whether lines are written at all.
+    pub fn enabled(&self) -> bool {
+        self.format() != Format::Off
+    }
+
+    /// Writes one line for an answered request.
+    pub fn write<B>(
+        &self,
+        req: &RequestLine,
+        client: IpAddr,
+        resp: &Response<B>,
+        outcome: Outcome,
+        took: Duration,
+    ) {
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let status = resp.status().as_u16();
+        let version = match req.version {
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        match self.format() {
+            Format::Off => {}
+            Format::Combined => {
+                let line = format!(
+                    "{client} - - [{}] \"{} {} {version}\" {status} {bytes} \"{}\" \"{}\"",
+                    clf_time(SystemTime::now()),
+                    req.method,
+                    escape(&req.target),
+                    escape(req.referer.as_deref().unwrap_or("-")),
+                    escape(req.user_agent.as_deref().unwrap_or("-")),
+                );
+                tracing::info!(target: "usher::access", "{line}");
+            }
+            Format::Json => {
+                let line = serde_json::json!({
+                    "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                    "client": client.to_string(),
+                    "method": req.method.as_str(),
+                    "target": req.target,
+                    "version": version,
+                    "status": status,
+                    "bytes": bytes,
+                    "outcome": format!("{outcome:?}").to_lowercase(),
+                    "duration_ms": took.as_secs_f64() * 1000.0,
+                    "referer": req.referer,
+                    "user_agent": req.user_agent,
+                });
+                tracing::info!(target: "usher::access", "{line}");
+            }
+        }
+    }
+}
+
+/// Escapes quotes, backslashes and control bytes for the combined format.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `25/Nov/2026:18:00:00 +0000`
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil_from_days, Howard Hinnant's algorithm
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(
+            redact_target("/a?x=1&usher_pass=abc&Token=t&y"),
+            "/a?x=1&usher_pass=REDACTED&Token=REDACTED&y"
+        );
+        assert_eq!(redact_target("/plain"), "/plain");
+        let req = Request::builder()
+            .uri("/p?password=hunter2")
+            .header("cookie", "usher_pass=secret")
+            .header("authorization", "Bearer secret")
+            .body(())
+            .unwrap();
+        let line = RequestLine::of(&req);
+        assert_eq!(line.target, "/p?password=REDACTED");
+    }
+
+    #[test]
+    fn clf_dates() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_634_096);
+        assert_eq!(clf_time(t), "25/Nov/2026:19:14:56 +0000");
+        assert_eq!(
+            clf_time(SystemTime::UNIX_EPOCH),
+            "01/Jan/1970:00:00:00 +0000"
+        );
+    }
+
+    #[test]
+    fn escapes_quotes_and_controls() {
+        assert_eq!(escape("a\"b\\c\n"), "a\\\"b\\\\c\\x0a");
+    }
+}

@@ -1,0 +1,94 @@
+//! The one place where failures become responses: every error a phase can
+//! return maps to a status, an outcome for the metrics, and a small page.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::metrics::Outcome;
+use crate::proxy::slots::NoSlot;
+use crate::{full_body, Body};
+
+/// Why usher answered a request itself instead of forwarding it.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request is malformed or ambiguous; the connection is closed.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The request head is too large.
+    #[error("request head too large: {0}")]
+    HeadTooLarge(&'static str),
+    /// The announced body is larger than `server.max_request_body`.
+    #[error("request body over the {0}-byte limit")]
+    PayloadTooLarge(u64),
+    /// No origin slot free (in-flight cap reached and the queue full or slow).
+    #[error("{0}")]
+    OriginBusy(NoSlot),
+    /// The origin could not be reached or broke the exchange.
+    #[error("origin {kind} error: {detail}")]
+    OriginFailed {
+        /// Bounded label (`connect`, `reset`, `protocol`, ...).
+        kind: &'static str,
+        /// The underlying error, for the log.
+        detail: String,
+    },
+    /// The origin sent no response headers within `origin.response_timeout`.
+    #[error("origin sent no response within {0:?}")]
+    OriginTimeout(Duration),
+}
+
+impl HttpError {
+    /// The status answered.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::OriginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::OriginFailed { .. } => StatusCode::BAD_GATEWAY,
+            HttpError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// How the metrics count it.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            HttpError::BadRequest(_)
+            | HttpError::HeadTooLarge(_)
+            | HttpError::PayloadTooLarge(_) => Outcome::Rejected,
+            HttpError::OriginBusy(_)
+            | HttpError::OriginFailed { .. }
+            | HttpError::OriginTimeout(_) => Outcome::OriginError,
+        }
+    }
+
+    /// Whether the connection must close after the answer (the framing of
+    /// what follows cannot be trusted).
+    fn closes(&self) -> bool {
+        matches!(
+            self,
+            HttpError::BadRequest(_) | HttpError::HeadTooLarge(_) | HttpError::PayloadTooLarge(_)
+        )
+    }
+
+    /// The response for this error.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut resp = Response::new(full_body(crate::pages::error_page(status.as_u16())));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, HttpError::OriginBusy(_)) {
+            // Short: a slot frees within seconds; the page says so too.
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if self.closes() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

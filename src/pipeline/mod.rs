@@ -1,0 +1,97 @@
+//! The request path: one context per request, phases in order
+//! (guard -> route -> forward), errors turned into answers in one place,
+//! then metrics and the access log.
+
+mod error;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+pub use error::HttpError;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::metrics::Outcome;
+use crate::proxy::headers;
+use crate::Body;
+
+/// What usher knows about a client connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// Whether the client reached usher over TLS.
+    pub tls: bool,
+    /// The listener's address, as a label.
+    pub listener: Arc<str>,
+}
+
+/// Everything a phase needs, built once per request.
+pub struct Ctx<'a> {
+    /// Shared state.
+    pub app: &'a App,
+    /// The config snapshot this request uses from start to end.
+    pub cfg: Arc<Config>,
+    /// The connection.
+    pub conn: &'a ConnInfo,
+    /// Whether the peer is a trusted proxy.
+    pub peer_trusted: bool,
+    /// The visitor's address (see [`headers::client_ip`]).
+    pub client_ip: IpAddr,
+}
+
+/// Serves one request; never fails (errors become answers here).
+pub async fn handle(
+    app: Arc<App>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let cfg = app.config.load_full();
+    let trusted = &cfg.server.trusted_proxies;
+    let peer_trusted = !trusted.is_empty() && headers::is_trusted(conn.peer.ip(), trusted);
+    let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), trusted);
+    let access = app
+        .access_log
+        .enabled()
+        .then(|| crate::logging::RequestLine::of(&req));
+    let ctx = Ctx {
+        app: &app,
+        cfg,
+        conn: &conn,
+        peer_trusted,
+        client_ip,
+    };
+    let (resp, outcome) = match route(&ctx, req).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            if e.outcome() == Outcome::OriginError {
+                tracing::warn!(client = %ctx.client_ip, error = %e, "origin request failed");
+            } else {
+                tracing::debug!(client = %ctx.client_ip, error = %e, "request refused");
+            }
+            let outcome = e.outcome();
+            (e.into_response(), outcome)
+        }
+    };
+    app.metrics.request(outcome, resp.status().as_u16());
+    if let Some(line) = access {
+        app.access_log
+            .write(&line, ctx.client_ip, &resp, outcome, started.elapsed());
+    }
+    Ok(resp)
+}
+
+/// Chooses what answers the request.
+async fn route(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Result<(Response<Body>, Outcome), HttpError> {
+    let resp = crate::proxy::forward(ctx, req).await?;
+    Ok((resp, Outcome::Forwarded))
+}

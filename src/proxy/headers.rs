@@ -1,0 +1,303 @@
+//! Header rules for forwarding: what is hop-by-hop (RFC 9110 §7.6.1) and
+//! never crosses usher, and the forwarding headers usher adds.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Hop-by-hop fields of RFC 9110 §7.6.1 (plus `Proxy-Connection`, which
+/// old clients still send). `Trailer` is end-to-end and stays.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// `X-Forwarded-For`
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop fields and every field named in `Connection`.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (for a
+/// tunnelled upgrade, which must reach the origin to be agreed).
+/// Returns whether the client asked for trailers (`TE: trailers`).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
+    // Fast path: most requests carry none of these at all.
+    if !HOP_BY_HOP.iter().any(|h| headers.contains_key(h)) {
+        return false;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+    trailers
+}
+
+/// Whether `ip` is one of the trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// An IPv4-mapped IPv6 address as plain IPv4, so `10.0.0.0/8` matches it.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The visitor's address: the socket peer, or, when the peer is a trusted
+/// proxy, the first address in `X-Forwarded-For` (from the right) that is
+/// not itself a trusted proxy. A malformed entry stops the walk: what lies
+/// beyond it cannot be believed.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    for hop in hops {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = canonical(ip);
+                if !is_trusted(client, trusted) {
+                    return client;
+                }
+            }
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// What usher knows about the hop it received the request on.
+pub struct Hop<'a> {
+    /// The socket peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+    /// `"http"` or `"https"`, as the client reached usher.
+    pub proto: &'static str,
+    /// The host the client asked for (`Host` or `:authority`).
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` (RFC 7239).
+/// From an untrusted peer, any such headers it sent are replaced, so a
+/// client cannot choose the address the origin sees. From a trusted proxy
+/// the chain is kept and extended.
+pub fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let peer = canonical(hop.peer);
+    let peer_text = peer.to_string();
+    if hop.trusted {
+        append_list(headers, &X_FORWARDED_FOR, &peer_text);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(hop.proto),
+            );
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            if let Some(h) = hop.host {
+                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+            }
+        }
+    } else {
+        headers.remove(header::FORWARDED);
+        headers.insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_str(&peer_text).expect("an IP address is a valid header value"),
+        );
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(hop.proto),
+        );
+        match hop.host {
+            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    let node = match peer {
+        IpAddr::V4(_) => peer_text,
+        IpAddr::V6(_) => format!("\"[{peer_text}]\""),
+    };
+    let mut element = format!("for={node};proto={}", hop.proto);
+    if let Some(h) = hop.host.and_then(|h| h.to_str().ok()) {
+        if h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        {
+            element.push_str(";host=\"");
+            element.push_str(h);
+            element.push('"');
+        }
+    }
+    append_list(headers, &header::FORWARDED, &element);
+}
+
+/// Appends `item` to a comma-separated list header, folding repeated
+/// fields into one (as RFC 9110 §5.3 allows for list-based fields).
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+    let mut joined = String::new();
+    for v in headers.get_all(name) {
+        if let Ok(s) = v.to_str() {
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(s);
+        }
+    }
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(item);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "foo"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("foo", "2"),
+            ("te", "trailers, deflate"),
+            ("trailer", "x-checksum"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("x-kept", "3"),
+        ]);
+        assert!(remove_hop_by_hop(&mut h, false));
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["trailer", "x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "1"),
+        ]);
+        assert!(!remove_hop_by_hop(&mut h, true));
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
+        let host = HeaderValue::from_static("cinema.example");
+        set_forwarding(
+            &mut h,
+            &Hop {
+                peer,
+                trusted: false,
+                proto: "http",
+                host: Some(&host),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "cinema.example");
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.7;proto=http;host=\"cinema.example\""
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_kept_and_walked() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9, 10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        set_forwarding(
+            &mut h,
+            &Hop {
+                peer,
+                trusted: true,
+                proto: "http",
+                host: None,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.1.1, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        // garbage in the chain stops the walk at the last good hop
+        let h = map(&[("x-forwarded-for", "203.0.113.9, nonsense, 10.1.1.1")]);
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
+        // mapped IPv6 peers match IPv4 ranges
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert!(is_trusted(mapped, &trusted));
+    }
+}

@@ -1,0 +1,225 @@
+//! One client connection: accept under the connection cap, TLS handshake
+//! or protocol sniffing, then HTTP/1.1 or HTTP/2 with the guards from config.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::pipeline::{self, ConnInfo};
+
+/// Accepts connections until told to stop.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    limit: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let label: Arc<str> = Arc::from(local.as_str());
+    tracing::info!(listener = %label, tls = tls.is_some(), "listening");
+    loop {
+        // Hold a slot before accepting: at the cap, new clients wait in the
+        // kernel's backlog instead of being accepted and starved.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                app.metrics
+                    .connections_refused
+                    .with_label_values(&["accept_error"])
+                    .inc();
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        app.metrics
+            .connections_total
+            .with_label_values(&[&label])
+            .inc();
+        let info = Arc::new(ConnInfo {
+            peer,
+            tls: tls.is_some(),
+            listener: label.clone(),
+        });
+        let app = app.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            connection(stream, tls, app, info, permit, watcher).await;
+        });
+    }
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    H1,
+    H2,
+}
+
+impl Proto {
+    fn label(self) -> &'static str {
+        match self {
+            Proto::H1 => "http1",
+            Proto::H2 => "h2",
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    info: Arc<ConnInfo>,
+    _permit: OwnedSemaphorePermit,
+    watcher: Watcher,
+) {
+    let cfg = app.config.load_full();
+    match tls {
+        Some(acceptor) => {
+            let timeout = cfg
+                .server
+                .tls
+                .as_ref()
+                .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
+            let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    app.metrics
+                        .connections_refused
+                        .with_label_values(&["tls_handshake"])
+                        .inc();
+                    tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    app.metrics
+                        .connections_refused
+                        .with_label_values(&["tls_handshake_timeout"])
+                        .inc();
+                    return;
+                }
+            };
+            let proto = match tls_stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Proto::H2,
+                _ => Proto::H1,
+            };
+            serve(tls_stream, proto, &cfg, app, info, watcher).await;
+        }
+        None => {
+            let proto = match sniff(&stream, cfg.server.header_read_timeout).await {
+                Some(p) => p,
+                None => {
+                    app.metrics
+                        .connections_refused
+                        .with_label_values(&["idle_before_request"])
+                        .inc();
+                    return;
+                }
+            };
+            serve(stream, proto, &cfg, app, info, watcher).await;
+        }
+    }
+}
+
+/// Tells h2c (prior knowledge, starts with `PRI `) from HTTP/1 by peeking
+/// at the first bytes; `None` if the client sends nothing in time or leaves.
+async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Proto> {
+    let peek = async {
+        let mut buf = [0u8; 4];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if n >= 4 || !b"PRI ".starts_with(&buf[..n]) {
+                return Some(if &buf[..n] == b"PRI " {
+                    Proto::H2
+                } else {
+                    Proto::H1
+                });
+            }
+            // Fewer than 4 bytes, all a prefix of the preface: wait for more.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, peek).await.ok().flatten()
+}
+
+/// The HTTP server settings for a connection, from the config of the moment.
+fn builder(cfg: &Config, proto: Proto) -> auto::Builder<TokioExecutor> {
+    let s = &cfg.server;
+    let b = auto::Builder::new(TokioExecutor::new());
+    let mut b = match proto {
+        Proto::H1 => b.http1_only(),
+        Proto::H2 => b.http2_only(),
+    };
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_headers(s.max_headers)
+        // hyper answers 431 when a head does not fit its read buffer.
+        .max_buf_size(s.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(s.h2_max_concurrent_streams)
+        .max_local_error_reset_streams(s.h2_max_resets)
+        .max_pending_accept_reset_streams(s.h2_max_resets)
+        .max_header_list_size(s.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn serve<IO>(
+    io: IO,
+    proto: Proto,
+    cfg: &Config,
+    app: Arc<App>,
+    info: Arc<ConnInfo>,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let gauge = app
+        .metrics
+        .connections_open
+        .with_label_values(&[&info.listener, proto.label()]);
+    gauge.inc();
+    let builder = builder(cfg, proto);
+    let svc = {
+        let app = app.clone();
+        let info = info.clone();
+        service_fn(move |req| pipeline::handle(app.clone(), info.clone(), req))
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    }
+    gauge.dec();
+}

@@ -1,0 +1,180 @@
+//! Listeners: plain (HTTP/1.1 and h2c) and TLS (ALPN h2 / http/1.1), the
+//! connection guards, and the graceful drain on shutdown.
+
+mod conn;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::{App, Bound};
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Listening sockets, bound before anything is served (so a port clash
+/// stops the start with a clear message).
+pub struct Listeners {
+    plain: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|source| BindError { addr, source })?;
+    // A restart must not wait for TIME_WAIT sockets of the old process.
+    let _ = sock.set_reuseaddr(true);
+    sock.bind(addr)
+        .map_err(|source| BindError { addr, source })?;
+    // The kernel caps this at somaxconn; ask for plenty for a flash crowd.
+    sock.listen(4096)
+        .map_err(|source| BindError { addr, source })
+}
+
+impl Listeners {
+    /// Binds every listener in the app's config.
+    pub async fn bind(app: &App) -> Result<Listeners, BindError> {
+        let cfg = app.config.load();
+        let mut out = Listeners {
+            plain: Vec::new(),
+            tls: Vec::new(),
+            admin: None,
+        };
+        for a in &cfg.server.listen {
+            out.plain.push(bind(*a).await?);
+        }
+        if let Some(t) = &cfg.server.tls {
+            for a in &t.listen {
+                out.tls.push(bind(*a).await?);
+            }
+        }
+        if let Some(a) = cfg.server.admin {
+            out.admin = Some(bind(a).await?);
+        }
+        Ok(out)
+    }
+
+    /// The bound addresses (with real ports when `:0` was asked).
+    pub fn addresses(&self) -> Bound {
+        let addr = |l: &TcpListener| l.local_addr().ok();
+        Bound {
+            plain: self.plain.iter().filter_map(addr).collect(),
+            tls: self.tls.iter().filter_map(addr).collect(),
+            admin: self.admin.as_ref().and_then(addr),
+        }
+    }
+}
+
+/// A running server: its addresses and the means to stop it.
+pub struct Running {
+    /// Bound addresses.
+    pub bound: Bound,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+}
+
+/// Starts serving on `listeners`.
+pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
+    let bound = listeners.addresses();
+    // The config names what was asked; the app remembers what was bound,
+    // so a reload can tell a moved listener from one that was `:0`.
+    {
+        let cfg = app.config.load();
+        let mut b = app.bound.lock().unwrap_or_else(|e| e.into_inner());
+        *b = Bound {
+            plain: cfg.server.listen.clone(),
+            tls: cfg
+                .server
+                .tls
+                .as_ref()
+                .map(|t| t.listen.clone())
+                .unwrap_or_default(),
+            admin: cfg.server.admin,
+        };
+    }
+    let (stop, stopped) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let limit = Arc::new(Semaphore::new(app.config.load().server.max_connections));
+    let mut tasks = Vec::new();
+    let acceptor = app
+        .certs
+        .as_ref()
+        .map(|r| TlsAcceptor::from(Arc::new(tls::server_config(r.clone()))));
+    for l in listeners.plain {
+        tasks.push(tokio::spawn(conn::accept_loop(
+            l,
+            None,
+            app.clone(),
+            limit.clone(),
+            stopped.clone(),
+            graceful.clone(),
+        )));
+    }
+    for l in listeners.tls {
+        tasks.push(tokio::spawn(conn::accept_loop(
+            l,
+            acceptor.clone(),
+            app.clone(),
+            limit.clone(),
+            stopped.clone(),
+            graceful.clone(),
+        )));
+    }
+    if let Some(l) = listeners.admin {
+        tasks.push(tokio::spawn(crate::admin::serve(
+            l,
+            app.clone(),
+            stopped.clone(),
+        )));
+    }
+    Running {
+        bound,
+        stop,
+        tasks,
+        graceful,
+    }
+}
+
+impl Running {
+    /// Stops accepting, asks open connections to finish (HTTP/1 closes after
+    /// the response in progress, HTTP/2 sends GOAWAY), and waits at most
+    /// `grace` for them. Returns how many were still open when time ran out.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
+            // Every accept loop has ended, so nothing else holds it.
+            return 0;
+        };
+        let open = graceful.count();
+        tracing::info!(open, grace = ?grace, "draining connections");
+        match tokio::time::timeout(grace, graceful.shutdown()).await {
+            Ok(()) => 0,
+            Err(_) => {
+                tracing::warn!("shutdown grace ran out; closing the remaining connections");
+                open.max(1)
+            }
+        }
+    }
+}
