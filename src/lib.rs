@@ -12,6 +12,7 @@
 //! - [`metrics`]: every metric, in one struct.
 //! - [`logging`]: tracing setup and the access log.
 //! - [`pages`]: usher's own error pages.
+//! - [`tokens`]: signed tickets and passes, keys, cookies.
 
 pub mod admin;
 pub mod app;
@@ -22,6 +23,7 @@ pub mod pages;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
+pub mod tokens;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
