@@ -1,1 +1,3 @@
 //! usher: a traffic shield.
+
+pub mod server;
