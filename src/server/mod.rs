@@ -2,6 +2,7 @@
 //! connection guards, and the graceful drain on shutdown.
 
 mod conn;
+pub mod h1_guard;
 pub mod tls;
 
 use std::net::SocketAddr;
