@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::metrics::Outcome;
 use crate::proxy::headers;
+use crate::server::h1_guard::GuardHandle;
 use crate::Body;
 
 /// What usher knows about a client connection.
@@ -29,6 +30,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The listener's address, as a label.
     pub listener: Arc<str>,
+    /// Verdicts of the HTTP/1 smuggling guard (HTTP/1 connections only).
+    pub guard: Option<GuardHandle>,
 }
 
 /// Everything a phase needs, built once per request.

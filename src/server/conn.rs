@@ -1,6 +1,7 @@
 //! One client connection: accept under the connection cap, TLS handshake
 //! or protocol sniffing, then HTTP/1.1 or HTTP/2 with the guards from config.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::h1_guard::{GuardLimits, H1Guard};
 use crate::app::App;
 use crate::config::Config;
 use crate::pipeline::{self, ConnInfo};
@@ -60,17 +62,13 @@ pub async fn accept_loop(
             .connections_total
             .with_label_values(&[&label])
             .inc();
-        let info = Arc::new(ConnInfo {
-            peer,
-            tls: tls.is_some(),
-            listener: label.clone(),
-        });
         let app = app.clone();
+        let label = label.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            connection(stream, tls, app, info, permit, watcher).await;
+            connection(stream, peer, label, tls, app, permit, watcher).await;
         });
     }
 }
@@ -93,13 +91,20 @@ impl Proto {
 
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
-    info: Arc<ConnInfo>,
     _permit: OwnedSemaphorePermit,
     watcher: Watcher,
 ) {
     let cfg = app.config.load_full();
+    let info = ConnInfo {
+        peer,
+        tls: tls.is_some(),
+        listener,
+        guard: None,
+    };
     match tls {
         Some(acceptor) => {
             let timeout = cfg
@@ -114,7 +119,7 @@ async fn connection(
                         .connections_refused
                         .with_label_values(&["tls_handshake"])
                         .inc();
-                    tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
@@ -197,6 +202,30 @@ fn builder(cfg: &Config, proto: Proto) -> auto::Builder<TokioExecutor> {
 }
 
 async fn serve<IO>(
+    io: IO,
+    proto: Proto,
+    cfg: &Config,
+    app: Arc<App>,
+    mut info: ConnInfo,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match proto {
+        Proto::H1 => {
+            let limits = GuardLimits {
+                max_head_bytes: cfg.server.max_header_bytes,
+                max_headers: cfg.server.max_headers,
+            };
+            let (io, handle) = H1Guard::new(io, limits);
+            info.guard = Some(handle);
+            run(io, proto, cfg, app, Arc::new(info), watcher).await
+        }
+        Proto::H2 => run(io, proto, cfg, app, Arc::new(info), watcher).await,
+    }
+}
+
+async fn run<IO>(
     io: IO,
     proto: Proto,
     cfg: &Config,
