@@ -27,7 +27,7 @@ mod tests;
 pub use error::error_page;
 pub use i18n::{negotiate, Lang};
 pub use json::status_json;
-pub use page::{HoldingPages, TemplateError, PLACEHOLDERS};
+pub use page::{HoldingPages, TemplateError, MAX_TEMPLATE_BYTES, PLACEHOLDERS};
 
 /// What the waiting room is doing for one visitor.
 ///
