@@ -11,12 +11,13 @@
 //! - [`admin`]: metrics, health, status and reload over the admin listener.
 //! - [`metrics`]: every metric, in one struct.
 //! - [`logging`]: tracing setup and the access log.
-//! - [`pages`]: usher's own error pages.
+//! - [`holding`]: the holding page, status JSON and usher's own error pages.
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
 
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod holding;
 pub mod logging;
 pub mod metrics;
 pub mod pages;
