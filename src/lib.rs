@@ -20,7 +20,6 @@ pub mod config;
 pub mod holding;
 pub mod logging;
 pub mod metrics;
-pub mod pages;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::holding::Lang;
 use crate::metrics::Outcome;
 use crate::proxy::slots::NoSlot;
 use crate::{full_body, Body};
@@ -72,9 +73,9 @@ impl HttpError {
     }
 
     /// The response for this error.
-    pub fn into_response(self) -> Response<Body> {
+    pub fn into_response(self, lang: Lang) -> Response<Body> {
         let status = self.status();
-        let mut resp = Response::new(full_body(crate::pages::error_page(status.as_u16())));
+        let mut resp = Response::new(full_body(crate::holding::error_page(status.as_u16(), lang)));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(

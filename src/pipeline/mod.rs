@@ -16,6 +16,7 @@ pub use error::HttpError;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::holding;
 use crate::metrics::Outcome;
 use crate::proxy::headers;
 use crate::server::h1_guard::GuardHandle;
@@ -63,6 +64,8 @@ pub async fn handle(
         .access_log
         .enabled()
         .then(|| crate::logging::RequestLine::of(&req));
+    // Kept for an error page in the visitor's language (a refcount, no copy).
+    let accept_language = req.headers().get(http::header::ACCEPT_LANGUAGE).cloned();
     let ctx = Ctx {
         app: &app,
         cfg,
@@ -79,7 +82,12 @@ pub async fn handle(
                 tracing::debug!(client = %ctx.client_ip, error = %e, "request refused");
             }
             let outcome = e.outcome();
-            (e.into_response(), outcome)
+            let lang = holding::negotiate(
+                accept_language.as_ref().and_then(|v| v.to_str().ok()),
+                None,
+                holding::Lang::Ko,
+            );
+            (e.into_response(lang), outcome)
         }
     };
     app.metrics.request(outcome, resp.status().as_u16());
