@@ -103,6 +103,16 @@ async fn route(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
+    if let Some(guard) = &ctx.conn.guard {
+        if let Err(r) = guard.next_request() {
+            ctx.app.metrics.bad_requests.with_label_values(&[r.label()]).inc();
+            return Err(if r.status() == 431 {
+                HttpError::HeadTooLarge(r.label())
+            } else {
+                HttpError::BadRequest(r.label())
+            });
+        }
+    }
     let resp = crate::proxy::forward(ctx, req).await?;
     Ok((resp, Outcome::Forwarded))
 }
