@@ -1,1 +1,2 @@
 //! usher: a traffic shield.
+pub mod admission;
