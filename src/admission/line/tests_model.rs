@@ -376,7 +376,7 @@ fn a_million_tickets_fit_in_well_under_10_mib() {
     // Position queries anywhere in a million-ticket line. Measured on the
     // shared 2-core dev box, debug build: 2-8 us per observe (245 block
     // counts plus up to 63 words), 106-130 us for a tick granting 1,000.
-    // Memory: 525,736 bytes collecting, 4,525,800 with the pre-queue map.
+    // Memory: ~526 KB collecting, ~4.53 MB with the pre-queue map.
     let mut rng = StdRng::seed_from_u64(5);
     line.tick(1, 1_000, &mut rng);
     let queries = 2_000;
