@@ -3,6 +3,7 @@
 //! requests byte-for-byte.
 //!
 //! # Layout
+//! - [`admission`]: the waiting line (tickets, frontier, liveness) and the gate.
 //! - [`config`]: the TOML file, its validation, and where mistakes stand.
 //! - [`app`]: shared state of the running process and live reload.
 //! - [`server`]: listeners, TLS, connection guards, graceful drain.
@@ -15,6 +16,7 @@
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod config;
 pub mod holding;

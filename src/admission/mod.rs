@@ -1,0 +1,3 @@
+//! Admission: who gets in, and in what order.
+
+pub mod line;
