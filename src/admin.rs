@@ -13,7 +13,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use http_body_util::BodyExt;
+
+use crate::admission::room::{Overrides, Settings};
 use crate::app::App;
+use crate::config::room::RoomConfig;
 use crate::{full_body, Body};
 
 /// Serves the admin API until told to stop.
@@ -73,7 +77,37 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
             app.metrics.encode(),
         ),
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") if app.room.draining() => {
+            respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+        }
         (&Method::GET, "/readyz") => respond(StatusCode::OK, "text/plain", "ready\n"),
+        (&Method::POST, "/admin/pause") => room_change(&app, |room, cfg| {
+            room.set_overrides(cfg, Overrides { mode: Some("paused".into()), ..Overrides::default() })
+        }),
+        (&Method::POST, "/admin/resume") => room_change(&app, |room, cfg| Ok(room.clear_overrides(cfg, false))),
+        (&Method::POST, "/admin/room") => {
+            let body = read_json(req).await;
+            match body {
+                Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
+                Ok(value) if value.get("reset").and_then(|v| v.as_bool()) == Some(true) => {
+                    room_change(&app, |room, cfg| Ok(room.clear_overrides(cfg, true)))
+                }
+                Ok(value) => match serde_json::from_value::<Overrides>(value) {
+                    Ok(o) => room_change(&app, |room, cfg| room.set_overrides(cfg, o)),
+                    Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e.to_string() })),
+                },
+            }
+        }
+        (&Method::POST, "/admin/drain") => {
+            app.room.set_draining(true);
+            tracing::warn!("draining: /readyz now fails so the load balancer sends no new visitors");
+            json(StatusCode::OK, &serde_json::json!({ "draining": true }))
+        }
+        (&Method::POST, "/admin/undrain") => {
+            app.room.set_draining(false);
+            tracing::info!("drain ended: /readyz succeeds again");
+            json(StatusCode::OK, &serde_json::json!({ "draining": false }))
+        }
         (&Method::GET, "/admin/status") => json(StatusCode::OK, &status(&app).await),
         (&Method::POST, "/admin/reload") => match app.reload().await {
             Ok(report) => json(
@@ -85,7 +119,11 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
                 &serde_json::json!({ "result": "failure", "error": e.to_string(), "kept": "the running config" }),
             ),
         },
-        (_, "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/reload") => respond(
+        (
+            _,
+            "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/reload" | "/admin/pause" | "/admin/resume"
+            | "/admin/room" | "/admin/drain" | "/admin/undrain",
+        ) => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n",
@@ -93,6 +131,37 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(resp)
+}
+
+/// Applies a live room change and answers with the effective settings.
+fn room_change(
+    app: &App,
+    change: impl FnOnce(&crate::admission::room::Room, &RoomConfig) -> Result<Settings, String>,
+) -> Response<Body> {
+    let cfg = app.config.load();
+    let Some(room_cfg) = &cfg.room else {
+        return json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "error": "no [room] in the config: nothing to change" }),
+        );
+    };
+    match change(&app.room, room_cfg) {
+        Ok(settings) => {
+            tracing::warn!(?settings, "room settings changed through the admin API");
+            json(StatusCode::OK, &serde_json::json!({ "settings": settings, "overrides": app.room.overrides() }))
+        }
+        Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
+    }
+}
+
+/// Reads a small JSON body (16 KiB at most).
+async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, String> {
+    let body = http_body_util::Limited::new(req.into_body(), 16 * 1024)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
 }
 
 async fn status(app: &App) -> serde_json::Value {
@@ -123,5 +192,6 @@ async fn status(app: &App) -> serde_json::Value {
             "in_flight": app.slots.in_flight(),
         },
         "certificates": certs,
+        "room": cfg.room.as_ref().map(|r| app.room.status(r)),
     })
 }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use crate::admission::room::{Room, RoomError};
 use crate::config::{Config, ConfigError};
 use crate::logging::{AccessLog, LogHandle};
 use crate::metrics::Metrics;
@@ -28,6 +29,9 @@ pub enum ReloadError {
     /// The origin client could not be built.
     #[error("{0}")]
     Origin(#[from] ClientError),
+    /// The room's keys or template could not be loaded.
+    #[error("{0}")]
+    Room(#[from] RoomError),
 }
 
 /// What a successful reload changed that it could not apply.
@@ -55,6 +59,8 @@ pub struct App {
     pub bound: Mutex<Bound>,
     /// Log filter control.
     pub log: LogHandle,
+    /// The waiting room (idle when the config has no `[room]`).
+    pub room: Room,
     /// Serializes reloads (SIGHUP and the admin API may race).
     reload_lock: tokio::sync::Mutex<ReloadReport>,
 }
@@ -82,6 +88,7 @@ impl App {
             None => None,
         };
         let origin = OriginClient::new(&cfg.origin)?;
+        let room = Room::new(cfg.room.as_ref(), Room::prepare(cfg.room.as_ref(), None)?, metrics.clone());
         let slots = Slots::new(cfg.origin.max_in_flight, metrics.clone());
         metrics.config_last_reload_successful.set(1);
         metrics.config_last_reload_success_timestamp.set(unix_now());
@@ -94,6 +101,7 @@ impl App {
             certs,
             bound: Mutex::new(Bound::default()),
             log,
+            room,
             reload_lock: tokio::sync::Mutex::new(ReloadReport::default()),
         }))
     }
@@ -151,6 +159,7 @@ impl App {
         } else {
             None
         };
+        let room = Room::prepare(new.room.as_ref(), Some(&self.room))?;
         let report = ReloadReport {
             restart_required: self.restart_required(&new),
         };
@@ -162,6 +171,7 @@ impl App {
             self.origin.store(Arc::new(c));
         }
         self.slots.resize(new.origin.max_in_flight);
+        self.room.apply(new.room.as_ref(), room);
         self.access_log.set(new.log.access);
         if new.log.level != current.log.level {
             self.log.set_level(&new.log.level);

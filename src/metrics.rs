@@ -90,7 +90,44 @@ pub struct Metrics {
     pub tls_cert_expiry: GaugeVec,
     /// Build information.
     pub build_info: IntGaugeVec,
+    /// The waiting room's figures.
+    pub room: RoomMetrics,
 }
+
+/// The waiting room's metrics.
+pub struct RoomMetrics {
+    /// Live visitors waiting in line.
+    pub queue_length: IntGauge,
+    /// Tickets issued.
+    pub tickets_issued: IntCounter,
+    /// Admitted through the line.
+    pub admitted_line: IntCounter,
+    /// Admitted directly (nobody waiting, capacity free) or in passthrough.
+    pub admitted_direct: IntCounter,
+    /// Admitted visitors active now.
+    pub active_users: IntGauge,
+    /// Granted places not yet taken.
+    pub pending_admissions: IntGauge,
+    /// Effective max_active_users.
+    pub max_active_users: IntGauge,
+    /// Effective new_users_per_minute.
+    pub new_users_per_minute: IntGauge,
+    /// Admissions per second over the last minute.
+    pub admission_rate: Gauge,
+    /// Estimated wait at the back of the line.
+    pub wait_estimate: Gauge,
+    /// Time from ticket to pass.
+    pub wait_seconds: Histogram,
+    /// Rejected tokens by kind and reason.
+    pub token_rejects: IntCounterVec,
+    /// Requests refused by per-client limits, by scope.
+    pub rate_limited: IntCounterVec,
+    /// 1 for the room's current state.
+    pub state: IntGaugeVec,
+}
+
+/// Room states for `usher_room_state{state}`.
+pub const ROOM_STATES: [&str; 7] = ["off", "open", "prequeue", "paused", "closed", "passthrough", "sold_out"];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -235,7 +272,10 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
 
+        let room = RoomMetrics::new(&registry);
+
         Metrics {
+            room,
             registry,
             requests,
             origin_duration,
@@ -272,6 +312,117 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+impl RoomMetrics {
+    fn new(registry: &Registry) -> RoomMetrics {
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let admitted = IntCounterVec::new(
+            Opts::new("usher_admitted_total", "Visitors admitted (given a pass), by way in"),
+            &["via"],
+        )
+        .expect("valid metric");
+        reg(Box::new(admitted.clone()));
+        let token_rejects = IntCounterVec::new(
+            Opts::new(
+                "usher_token_rejects_total",
+                "Ticket and pass cookies refused (treated as absent), by kind and reason",
+            ),
+            &["kind", "reason"],
+        )
+        .expect("valid metric");
+        for kind in ["ticket", "pass"] {
+            for r in crate::tokens::Reject::ALL {
+                token_rejects.with_label_values(&[kind, r.label()]);
+            }
+        }
+        reg(Box::new(token_rejects.clone()));
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "usher_rate_limited_total",
+                "Requests answered 429 by the per-client limits, by scope",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
+        for s in ["ticket", "request"] {
+            rate_limited.with_label_values(&[s]);
+        }
+        reg(Box::new(rate_limited.clone()));
+        let state = IntGaugeVec::new(
+            Opts::new("usher_room_state", "1 for the waiting room's current state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        for s in ROOM_STATES {
+            state.with_label_values(&[s]);
+        }
+        reg(Box::new(state.clone()));
+        let admission_rate = Gauge::new(
+            "usher_admission_rate",
+            "Visitors admitted per second, over the last minute",
+        )
+        .expect("valid metric");
+        reg(Box::new(admission_rate.clone()));
+        let wait_estimate = Gauge::new(
+            "usher_wait_estimate_seconds",
+            "Estimated wait for a visitor joining the back of the line now (0 when unknown)",
+        )
+        .expect("valid metric");
+        reg(Box::new(wait_estimate.clone()));
+        let wait_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "usher_wait_seconds",
+                "Time visitors waited in line, from ticket to pass",
+            )
+            .buckets(vec![
+                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0,
+            ]),
+        )
+        .expect("valid metric");
+        reg(Box::new(wait_seconds.clone()));
+        RoomMetrics {
+            queue_length: gauge("usher_queue_length", "Visitors waiting in line and still polling"),
+            tickets_issued: counter("usher_tickets_issued_total", "Tickets (places in line) issued"),
+            admitted_line: admitted.with_label_values(&["line"]),
+            admitted_direct: admitted.with_label_values(&["direct"]),
+            active_users: gauge("usher_active_users", "Admitted visitors active within their session"),
+            pending_admissions: gauge(
+                "usher_pending_admissions",
+                "Visitors whose turn came but who have not yet taken their pass",
+            ),
+            max_active_users: gauge("usher_room_max_active_users", "Active visitors allowed (effective)"),
+            new_users_per_minute: gauge(
+                "usher_room_new_users_per_minute",
+                "New visitors admitted per minute (effective target)",
+            ),
+            admission_rate,
+            wait_estimate,
+            wait_seconds,
+            token_rejects,
+            rate_limited,
+            state,
+        }
+    }
+
+    /// Sets `usher_room_state` to `current` alone.
+    pub fn set_state(&self, current: &str) {
+        for s in ROOM_STATES {
+            self.state.with_label_values(&[s]).set(i64::from(s == current));
+        }
     }
 }
 

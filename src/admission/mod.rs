@@ -1,3 +1,13 @@
-//! Admission: who gets in, and in what order.
+//! Admission: who gets in, who waits, and in which order.
+//!
+//! - `line`: tickets, the frontier, liveness, the pre-queue shuffle.
+//! - `gate`: the admission rate (GCRA).
+//! - `active`: admitted visitors and the measured admission rate.
+//! - `room`: the decisions per request and the admission tick.
+//! - `paths`: path normalisation for routing rules.
 
+pub mod active;
+pub mod gate;
 pub mod line;
+pub mod paths;
+pub mod room;

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod locate;
+pub mod room;
 mod show;
 pub mod units;
 pub mod validate;
@@ -34,6 +35,8 @@ pub struct Config {
     pub origin: OriginConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The waiting room; `None` without a `[room]` section (plain proxy).
+    pub room: Option<room::RoomConfig>,
 }
 
 /// One mistake in a config file.
@@ -145,6 +148,9 @@ impl Config {
         let origin: file::RawOrigin =
             read_section(section("origin"), "origin", text, name, &mut found);
         let log: file::RawLog = read_section(section("log"), "log", text, name, &mut found);
+        let raw_room = section("room");
+        let has_room = raw_room.is_some();
+        let room_raw: room::RawRoom = read_section(raw_room, "room", text, name, &mut found);
         // A section that could not be read falls back to its defaults; what
         // validation then says about it would be noise, so it is dropped.
         let unreadable: Vec<String> = found[before..].iter().map(|p| p.key.clone()).collect();
@@ -155,6 +161,7 @@ impl Config {
             server: validate::server(&server, base, &mut p),
             origin: validate::origin(&origin, base, &mut p),
             log: validate::log(&log, &mut p),
+            room: has_room.then(|| room::room(&room_raw, base, &mut p)),
         };
         for (key, message) in p.0 {
             let section = key.split('.').next().unwrap_or_default();

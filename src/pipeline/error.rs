@@ -33,6 +33,12 @@ pub enum HttpError {
         /// The underlying error, for the log.
         detail: String,
     },
+    /// Per-client limit reached; retry after this many seconds.
+    #[error("too many requests from this client")]
+    TooManyRequests(u64),
+    /// usher's own path that does not exist.
+    #[error("no such usher endpoint")]
+    NotFound,
     /// The origin sent no response headers within `origin.response_timeout`.
     #[error("origin sent no response within {0:?}")]
     OriginTimeout(Duration),
@@ -46,6 +52,8 @@ impl HttpError {
             HttpError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::OriginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::OriginFailed { .. } => StatusCode::BAD_GATEWAY,
             HttpError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -56,7 +64,9 @@ impl HttpError {
         match self {
             HttpError::BadRequest(_)
             | HttpError::HeadTooLarge(_)
-            | HttpError::PayloadTooLarge(_) => Outcome::Rejected,
+            | HttpError::PayloadTooLarge(_)
+            | HttpError::TooManyRequests(_)
+            | HttpError::NotFound => Outcome::Rejected,
             HttpError::OriginBusy(_)
             | HttpError::OriginFailed { .. }
             | HttpError::OriginTimeout(_) => Outcome::OriginError,
@@ -83,9 +93,15 @@ impl HttpError {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, HttpError::OriginBusy(_)) {
+        match self {
             // Short: a slot frees within seconds; the page says so too.
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            HttpError::OriginBusy(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            HttpError::TooManyRequests(s) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            _ => {}
         }
         if self.closes() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));

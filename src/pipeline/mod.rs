@@ -3,6 +3,7 @@
 //! then metrics and the access log.
 
 mod error;
+mod room;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -113,6 +114,21 @@ async fn route(
             });
         }
     }
-    let resp = crate::proxy::forward(ctx, req).await?;
+    let Some(room) = &ctx.cfg.room else {
+        return forward(ctx, req).await;
+    };
+    match room::classify(ctx, room, &req) {
+        room::Route::Open => forward(ctx, req).await,
+        room::Route::Status if req.uri().path() == "/__usher/status" => room::govern(ctx, room, req, true).await,
+        room::Route::Status => Err(HttpError::NotFound),
+        room::Route::Protected => room::govern(ctx, room, req, false).await,
+    }
+}
+
+/// Forwards without the room (no `[room]`, or an open path); the origin's
+/// `X-Usher-Release` is usher's business and never reaches the client.
+async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<(Response<Body>, Outcome), HttpError> {
+    let mut resp = crate::proxy::forward(ctx, req).await?;
+    resp.headers_mut().remove(&room::X_USHER_RELEASE);
     Ok((resp, Outcome::Forwarded))
 }

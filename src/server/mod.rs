@@ -140,6 +140,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
             graceful.clone(),
         )));
     }
+    tasks.push(tokio::spawn(admission_ticks(app.clone(), stopped.clone())));
     if let Some(l) = listeners.admin {
         tasks.push(tokio::spawn(crate::admin::serve(
             l,
@@ -152,6 +153,23 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
         stop,
         tasks,
         graceful,
+    }
+}
+
+/// Runs the room's admission tick at the configured interval until stopped.
+async fn admission_ticks(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let cfg = app.config.load_full();
+        let every = cfg.room.as_ref().map_or(Duration::from_secs(1), |r| r.tick);
+        if let Some(room) = &cfg.room {
+            app.room.tick(room);
+        } else {
+            app.metrics.room.set_state("off");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

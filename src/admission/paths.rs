@@ -1,0 +1,91 @@
+//! Path normalisation for routing rules. Rules match the path the origin
+//! will understand, not the bytes as sent, so `/COUPON`, `//coupon`,
+//! `/%63oupon`, `/x/../coupon` or `/coupon;jsessionid=1` cannot slip past a
+//! rule for `/coupon`. The request itself is forwarded unchanged.
+
+use std::borrow::Cow;
+
+/// The normalised form of a request path: percent-decoded once, ASCII
+/// case-folded, `;` parameters dropped from each segment, empty and `.`
+/// segments removed, `..` resolved; always starts with `/`, and keeps a
+/// trailing `/` when the input had one.
+pub fn normalize(path: &str) -> Cow<'_, str> {
+    let clean = path.starts_with('/')
+        && !path.bytes().any(|b| matches!(b, b'%' | b';' | b'\\' | b'A'..=b'Z'))
+        && !path.contains("//")
+        && !path.contains("/.");
+    if clean {
+        return Cow::Borrowed(path);
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let lower = decoded.to_ascii_lowercase().replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in lower.split('/') {
+        let seg = seg.split(';').next().unwrap_or_default();
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(lower.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    let trailing = lower.ends_with('/') || lower.ends_with("/.") || lower.ends_with("/..");
+    if out.is_empty() || (trailing && !segments.is_empty()) {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+/// Whether normalised `path` falls under normalised `prefix`: `/` takes
+/// everything, `/static/` everything below it, `/coupon` the path itself
+/// and everything below it (but not `/coupons`).
+pub fn under(path: &str, prefix: &str) -> bool {
+    if prefix == "/" || (prefix.ends_with('/') && path.starts_with(prefix)) {
+        return true;
+    }
+    path.starts_with(prefix) && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_fold_to_one_path() {
+        for p in [
+            "/coupon",
+            "/COUPON",
+            "//coupon",
+            "/%63oupon",
+            "/%43OUPON",
+            "/x/../coupon",
+            "/./coupon",
+            "/coupon;jsessionid=1",
+            "\\coupon",
+        ] {
+            assert_eq!(normalize(p), "/coupon", "{p}");
+        }
+        assert_eq!(normalize("/coupon%2Fclaim"), "/coupon/claim");
+        assert_eq!(normalize("/static/"), "/static/");
+        assert_eq!(normalize("/../../etc"), "/etc");
+        assert_eq!(normalize(""), "/");
+        assert_eq!(normalize("/%ff%fe"), "/\u{fffd}\u{fffd}");
+        assert!(matches!(normalize("/movies/1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(under("/anything", "/"));
+        assert!(under("/coupon", "/coupon"));
+        assert!(under("/coupon/claim", "/coupon"));
+        assert!(!under("/coupons", "/coupon"));
+        assert!(under("/static/app.js", "/static/"));
+        assert!(!under("/static", "/static/"));
+    }
+}

@@ -1,0 +1,661 @@
+//! The waiting room's state and decisions: who is admitted, who waits and
+//! where, and the admission tick that moves the line.
+//!
+//! One mutex guards the line, the active set, the gate and the rate
+//! window; every critical section is short and allocation-free. A visitor
+//! with a pass that needs no refresh never takes the lock: passes are
+//! checked by signature alone.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use http::{HeaderMap, HeaderValue};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use super::active::{Active, RateWindow};
+use super::gate::{Gate, TokioClock};
+use super::line::{Line, LineConfig, LineMode, Place};
+use crate::config::room::{Mode, RoomConfig};
+use crate::holding::{HoldingPages, RoomState, TemplateError};
+use crate::metrics::Metrics;
+use crate::tokens::cookie::{get_cookie, SetCookie};
+use crate::tokens::{event_id, KeyError, Keyring, Pass, Ticket};
+
+/// Cookie holding the place in line.
+pub const TICKET_COOKIE: &str = "usher_ticket";
+/// Cookie holding the admission pass.
+pub const PASS_COOKIE: &str = "usher_pass";
+/// Cookie remembering the chosen page language.
+pub const LANG_COOKIE: &str = "usher_lang";
+
+/// Why the room's settings could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The keys file.
+    #[error("room.keys_file: {0}")]
+    Keys(#[from] KeyError),
+    /// The template file could not be read.
+    #[error("room.template {path}: {reason}")]
+    TemplateFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The template is broken.
+    #[error("room.template: {0}")]
+    Template(#[from] TemplateError),
+}
+
+/// Live changes from the admin API; they outlast config reloads until reset.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Mode (pause and resume set and clear `paused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Active visitors at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_users: Option<u64>,
+    /// New visitors per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_users_per_minute: Option<u32>,
+    /// Operator's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The room's effective settings: config with overrides applied.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Settings {
+    /// Mode.
+    pub mode: Mode,
+    /// Active visitors at most.
+    pub max_active_users: u64,
+    /// New visitors per minute.
+    pub new_users_per_minute: u32,
+    /// Operator's message.
+    pub message: String,
+}
+
+/// The answer for one visitor.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Go on to the origin.
+    Admit {
+        /// The pass id (to free the slot if the origin says so).
+        pass_id: u64,
+        /// Cookies to set on the answer (a new or refreshed pass, a cleared ticket).
+        cookies: Vec<HeaderValue>,
+    },
+    /// Wait: show the holding page or status JSON.
+    Hold(Hold),
+    /// Too many requests or tickets from this address.
+    Limited {
+        /// Seconds to wait.
+        retry_after: u64,
+        /// `ticket` or `request`.
+        scope: &'static str,
+    },
+}
+
+/// What the holding page or JSON shows.
+#[derive(Debug)]
+pub struct Hold {
+    /// The state shown.
+    pub state: RoomState,
+    /// Live visitors ahead (FIFO), when known.
+    pub position: Option<u64>,
+    /// Estimated wait, when the rate is known.
+    pub eta_seconds: Option<u64>,
+    /// Seconds until the scheduled opening.
+    pub opens_in_seconds: Option<u64>,
+    /// Cookies to set (a new ticket).
+    pub cookies: Vec<HeaderValue>,
+}
+
+struct State {
+    event_id: u64,
+    line: Line,
+    active: Active,
+    gate: Gate<TokioClock>,
+    rate: RateWindow,
+    rng: StdRng,
+    ticks: u64,
+}
+
+type IpLimiter = DefaultKeyedRateLimiter<IpAddr>;
+
+/// The waiting room.
+pub struct Room {
+    epoch: tokio::time::Instant,
+    state: Mutex<State>,
+    keys: ArcSwap<Keyring>,
+    pages: ArcSwap<HoldingPages>,
+    overrides: Mutex<Overrides>,
+    ticket_limit: ArcSwap<(u32, IpLimiter)>,
+    request_limit: ArcSwap<(u32, Option<IpLimiter>)>,
+    event_id: AtomicU64,
+    opened_hash: Mutex<Option<String>>,
+    draining: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+/// Everything a reload must load before it can swap (files that may fail).
+pub struct Prepared {
+    keys: Keyring,
+    pages: HoldingPages,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn line_config(cfg: &RoomConfig, mode: Mode) -> LineConfig {
+    LineConfig {
+        grace_ms: cfg.ticket_grace.as_millis() as u64,
+        claim_window_ms: cfg.claim_window.as_millis() as u64,
+        mode: if mode == Mode::Random {
+            LineMode::Random
+        } else {
+            LineMode::Fifo
+        },
+    }
+}
+
+fn ip_limiter(per: u32, minute: bool) -> IpLimiter {
+    let n = NonZeroU32::new(per.max(1)).unwrap_or(NonZeroU32::MIN);
+    let quota = if minute {
+        // A quarter of the minute's allowance at once: a family behind one
+        // address can all join, a script cannot farm places.
+        Quota::per_minute(n).allow_burst(NonZeroU32::new((per / 4).max(5)).unwrap_or(NonZeroU32::MIN))
+    } else {
+        Quota::per_second(n).allow_burst(NonZeroU32::new(per.saturating_mul(2)).unwrap_or(NonZeroU32::MIN))
+    };
+    IpLimiter::keyed(quota)
+}
+
+impl Room {
+    /// Loads what `cfg` names (keys, template) without applying it.
+    /// Without a keys file, the running room's random key is kept, so a
+    /// reload does not cost anyone their place.
+    pub fn prepare(cfg: Option<&RoomConfig>, running: Option<&Room>) -> Result<Prepared, RoomError> {
+        let keys = match (cfg.and_then(|c| c.keys_file.as_ref()), running) {
+            (Some(path), _) => Keyring::load(path)?,
+            (None, Some(room)) => Keyring::clone(&room.keys.load()),
+            (None, None) => Keyring::ephemeral(),
+        };
+        let template = match cfg.and_then(|c| c.template.as_ref()) {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| RoomError::TemplateFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        let pages = HoldingPages::new(template.as_deref())?;
+        Ok(Prepared { keys, pages })
+    }
+
+    /// A room for `cfg` (an idle one when the config has no `[room]`).
+    pub fn new(cfg: Option<&RoomConfig>, prepared: Prepared, metrics: Arc<Metrics>) -> Room {
+        let epoch = tokio::time::Instant::now();
+        let default = RoomConfig::defaults();
+        let c = cfg.unwrap_or(&default);
+        if cfg.is_some_and(|c| c.keys_file.is_none()) {
+            tracing::warn!("room.keys_file is not set: using a random key, so places in line do not survive a restart");
+        }
+        let prequeue = c.opens_at.as_ref().is_some_and(|(_, at)| *at > SystemTime::now());
+        let state = State {
+            event_id: event_id(&c.event),
+            line: Line::new(line_config(c, c.mode), 0, prequeue),
+            active: Active::default(),
+            gate: Gate::new(c.new_users_per_minute, c.burst, TokioClock::new(epoch)),
+            rate: RateWindow::new(60_000),
+            rng: StdRng::from_os_rng(),
+            ticks: 0,
+        };
+        Room {
+            epoch,
+            event_id: AtomicU64::new(state.event_id),
+            state: Mutex::new(state),
+            keys: ArcSwap::from_pointee(prepared.keys),
+            pages: ArcSwap::from_pointee(prepared.pages),
+            overrides: Mutex::new(Overrides::default()),
+            ticket_limit: ArcSwap::from_pointee((c.tickets_per_minute_per_ip, ip_limiter(c.tickets_per_minute_per_ip, true))),
+            request_limit: ArcSwap::from_pointee((
+                c.requests_per_second_per_ip,
+                (c.requests_per_second_per_ip > 0).then(|| ip_limiter(c.requests_per_second_per_ip, false)),
+            )),
+            opened_hash: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// Applies a reloaded config. A new event name starts a new line.
+    pub fn apply(&self, cfg: Option<&RoomConfig>, prepared: Prepared) {
+        self.keys.store(Arc::new(prepared.keys));
+        self.pages.store(Arc::new(prepared.pages));
+        let Some(c) = cfg else { return };
+        if self.ticket_limit.load().0 != c.tickets_per_minute_per_ip {
+            self.ticket_limit
+                .store(Arc::new((c.tickets_per_minute_per_ip, ip_limiter(c.tickets_per_minute_per_ip, true))));
+        }
+        if self.request_limit.load().0 != c.requests_per_second_per_ip {
+            self.request_limit.store(Arc::new((
+                c.requests_per_second_per_ip,
+                (c.requests_per_second_per_ip > 0).then(|| ip_limiter(c.requests_per_second_per_ip, false)),
+            )));
+        }
+        let settings = self.settings(c);
+        let now = self.now_ms();
+        let mut s = self.lock();
+        let id = event_id(&c.event);
+        if id != s.event_id {
+            tracing::warn!(event = %c.event, "room.event changed: a new line starts");
+            let prequeue = c.opens_at.as_ref().is_some_and(|(_, at)| *at > SystemTime::now());
+            s.line = Line::new(line_config(c, settings.mode), now, prequeue);
+            s.event_id = id;
+            self.event_id.store(id, Ordering::Relaxed);
+            *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        s.line.set_config(line_config(c, settings.mode));
+        if !s.gate.same(settings.new_users_per_minute, c.burst) {
+            s.gate = Gate::new(settings.new_users_per_minute, c.burst, TokioClock::new(self.epoch));
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds on the room's clock (tokio's, so tests can pause it).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The settings in force: config plus admin overrides.
+    pub fn settings(&self, cfg: &RoomConfig) -> Settings {
+        let o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        Settings {
+            mode: o.mode.as_deref().and_then(Mode::parse).unwrap_or(cfg.mode),
+            max_active_users: o.max_active_users.unwrap_or(cfg.max_active_users),
+            new_users_per_minute: o.new_users_per_minute.unwrap_or(cfg.new_users_per_minute),
+            message: o.message.clone().unwrap_or_else(|| cfg.message.clone()),
+        }
+    }
+
+    /// Changes the overrides (`None` fields keep theirs) and applies them.
+    pub fn set_overrides(&self, cfg: &RoomConfig, change: Overrides) -> Result<Settings, String> {
+        if let Some(m) = &change.mode {
+            Mode::parse(m).ok_or_else(|| format!("mode `{m}`: use fifo, random, passthrough, closed or paused"))?;
+        }
+        if change.max_active_users == Some(0) || change.new_users_per_minute == Some(0) {
+            return Err("rates and capacities must be at least 1 (pause the room instead)".into());
+        }
+        {
+            let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+            if change.mode.is_some() {
+                o.mode = change.mode;
+            }
+            if change.max_active_users.is_some() {
+                o.max_active_users = change.max_active_users;
+            }
+            if change.new_users_per_minute.is_some() {
+                o.new_users_per_minute = change.new_users_per_minute;
+            }
+            if change.message.is_some() {
+                o.message = change.message;
+            }
+        }
+        let settings = self.settings(cfg);
+        let mut s = self.lock();
+        s.line.set_config(line_config(cfg, settings.mode));
+        if !s.gate.same(settings.new_users_per_minute, cfg.burst) {
+            s.gate = Gate::new(settings.new_users_per_minute, cfg.burst, TokioClock::new(self.epoch));
+        }
+        Ok(settings)
+    }
+
+    /// Clears the mode override (resume) or every override (`all`).
+    pub fn clear_overrides(&self, cfg: &RoomConfig, all: bool) -> Settings {
+        {
+            let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+            if all {
+                *o = Overrides::default();
+            } else {
+                o.mode = None;
+            }
+        }
+        let _ = self.set_overrides(cfg, Overrides::default());
+        self.settings(cfg)
+    }
+
+    /// The overrides in force.
+    pub fn overrides(&self) -> Overrides {
+        self.overrides.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Marks the node as draining (readiness fails so the balancer moves away).
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the node is draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The holding page renderer.
+    pub fn pages(&self) -> arc_swap::Guard<Arc<HoldingPages>> {
+        self.pages.load()
+    }
+
+    fn cookie(&self, cfg: &RoomConfig, name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
+        SetCookie {
+            name,
+            value,
+            max_age: Some(max_age),
+            secure,
+            domain: cfg.cookie_domain.as_deref(),
+        }
+        .to_header_value()
+    }
+
+    /// Decides for one request to a protected path.
+    pub fn decide(&self, cfg: &RoomConfig, headers: &HeaderMap, ip: IpAddr, secure: bool) -> Verdict {
+        let m = &self.metrics.room;
+        if let Some(limiter) = &self.request_limit.load().1 {
+            if limiter.check_key(&ip).is_err() {
+                m.rate_limited.with_label_values(&["request"]).inc();
+                return Verdict::Limited {
+                    retry_after: 1,
+                    scope: "request",
+                };
+            }
+        }
+        let event = self.event_id.load(Ordering::Relaxed);
+        let now_unix = unix_now();
+        let keys = self.keys.load();
+
+        if let Some(token) = get_cookie(headers, PASS_COOKIE) {
+            match keys.open_pass(token, event, now_unix) {
+                Ok(pass) => return self.admit_pass(cfg, &keys, pass, now_unix, secure),
+                Err(r) => m.token_rejects.with_label_values(&["pass", r.label()]).inc(),
+            }
+        }
+        let settings = self.settings(cfg);
+        match settings.mode {
+            Mode::Closed => {
+                return Verdict::Hold(Hold {
+                    state: RoomState::Closed,
+                    position: None,
+                    eta_seconds: None,
+                    opens_in_seconds: None,
+                    cookies: Vec::new(),
+                })
+            }
+            Mode::Passthrough => {
+                let pass_id = self.lock().rng.random();
+                m.admitted_direct.inc();
+                return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, Vec::new());
+            }
+            _ => {}
+        }
+        let now = self.now_ms();
+        let mut cookies = Vec::new();
+        if let Some(token) = get_cookie(headers, TICKET_COOKIE) {
+            match keys.open_ticket(token, event, now_unix, cfg.ticket_max_age.as_secs()) {
+                Ok(ticket) => {
+                    let mut s = self.lock();
+                    match s.line.observe(ticket.number, now) {
+                        Place::Granted if s.line.take(ticket.number, now) => {
+                            let pass_id = s.rng.random();
+                            drop(s);
+                            m.admitted_line.inc();
+                            m.wait_seconds
+                                .observe(now_unix.saturating_sub(ticket.issued_at) as f64);
+                            cookies.push(SetCookie::clear(TICKET_COOKIE, secure, cfg.cookie_domain.as_deref()));
+                            return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, cookies);
+                        }
+                        Place::Waiting { position } => {
+                            return Verdict::Hold(self.hold(cfg, &settings, &s, Some(position), now));
+                        }
+                        Place::InDraw { .. } => return Verdict::Hold(self.hold(cfg, &settings, &s, None, now)),
+                        // Skipped while away, grant expired, or from another life:
+                        // a new place at the back.
+                        _ => {}
+                    }
+                }
+                Err(r) => m.token_rejects.with_label_values(&["ticket", r.label()]).inc(),
+            }
+        }
+
+        // A new visitor.
+        if self.ticket_limit.load().1.check_key(&ip).is_err() {
+            m.rate_limited.with_label_values(&["ticket"]).inc();
+            return Verdict::Limited {
+                retry_after: 10,
+                scope: "ticket",
+            };
+        }
+        let mut s = self.lock();
+        let admits = matches!(settings.mode, Mode::Fifo | Mode::Random);
+        if admits && s.line.is_open() && s.line.waiting() == 0 {
+            let used = s.active.len() + s.line.pending();
+            if used < settings.max_active_users && s.gate.take(1) == 1 {
+                let pass_id = s.rng.random();
+                s.rate.record(now, 1);
+                drop(s);
+                m.admitted_direct.inc();
+                return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, cookies);
+            }
+        }
+        let number = s.line.issue(now);
+        m.tickets_issued.inc();
+        let position = match s.line.observe(number, now) {
+            Place::Waiting { position } => Some(position),
+            _ => None,
+        };
+        let mut hold = self.hold(cfg, &settings, &s, position, now);
+        drop(s);
+        let token = keys.seal_ticket(&Ticket {
+            event,
+            number,
+            issued_at: now_unix,
+        });
+        hold.cookies
+            .push(self.cookie(cfg, TICKET_COOKIE, &token, cfg.ticket_max_age.as_secs(), secure));
+        Verdict::Hold(hold)
+    }
+
+    fn hold(&self, cfg: &RoomConfig, settings: &Settings, s: &State, position: Option<u64>, now: u64) -> Hold {
+        let opens_in = cfg.opens_at.as_ref().and_then(|(_, at)| at.duration_since(SystemTime::now()).ok());
+        let state = if !s.line.is_open() {
+            RoomState::Prequeue
+        } else if settings.mode == Mode::Paused {
+            RoomState::Paused
+        } else {
+            RoomState::Queued
+        };
+        let eta_seconds = match (state, s.rate.per_second(now)) {
+            (RoomState::Queued, Some(rate)) if rate > 0.0 => {
+                let ahead = position.unwrap_or_else(|| s.line.waiting()) as f64;
+                Some(((ahead + 1.0) / rate).ceil() as u64)
+            }
+            _ => None,
+        };
+        Hold {
+            state,
+            position,
+            eta_seconds,
+            opens_in_seconds: opens_in.map(|d| d.as_secs()),
+            cookies: Vec::new(),
+        }
+    }
+
+    /// A valid pass: go on, refreshing it (and the active slot) at most
+    /// once per refresh step so most requests take no lock at all.
+    fn admit_pass(&self, cfg: &RoomConfig, keys: &Keyring, pass: Pass, now_unix: u64, secure: bool) -> Verdict {
+        let session = cfg.session_duration.as_secs();
+        let step = (session / 10).max(5);
+        let refreshed_at = pass.expires_at.saturating_sub(session + step);
+        if now_unix.saturating_sub(refreshed_at) < step {
+            return Verdict::Admit {
+                pass_id: pass.pass_id,
+                cookies: Vec::new(),
+            };
+        }
+        self.new_pass(cfg, keys, pass.pass_id, pass.admitted_at, now_unix, secure, Vec::new())
+    }
+
+    /// Seals a pass valid for a session (plus one refresh step) from now
+    /// and counts its holder as active until then.
+    #[allow(clippy::too_many_arguments)]
+    fn new_pass(
+        &self,
+        cfg: &RoomConfig,
+        keys: &Keyring,
+        pass_id: u64,
+        admitted_at: u64,
+        now_unix: u64,
+        secure: bool,
+        mut cookies: Vec<HeaderValue>,
+    ) -> Verdict {
+        let session = cfg.session_duration.as_secs();
+        let step = (session / 10).max(5);
+        let expires_at = now_unix + session + step;
+        let until = self.now_ms() + (session + step) * 1000;
+        self.lock().active.touch(pass_id, until);
+        let token = keys.seal_pass(&Pass {
+            event: self.event_id.load(Ordering::Relaxed),
+            pass_id,
+            admitted_at,
+            expires_at,
+        });
+        cookies.push(self.cookie(cfg, PASS_COOKIE, &token, session + step, secure));
+        Verdict::Admit { pass_id, cookies }
+    }
+
+    /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).
+    pub fn release(&self, pass_id: u64) {
+        self.lock().active.release(pass_id);
+    }
+
+    /// One admission tick: rotate liveness, open a scheduled event, and let
+    /// in as many as the rate and free capacity allow.
+    pub fn tick(&self, cfg: &RoomConfig) {
+        let settings = self.settings(cfg);
+        let now = self.now_ms();
+        let m = &self.metrics.room;
+        let mut s = self.lock();
+        let active = s.active.prune(now);
+        if !s.line.is_open() && cfg.opens_at.as_ref().is_none_or(|(_, at)| *at <= SystemTime::now()) {
+            let seed = self.prequeue_seed(cfg);
+            let hash = s.line.open(seed);
+            tracing::info!(event = %cfg.event, seed_sha256 = %hash, prequeue = s.line.stats().prequeue, "room opened: pre-queue shuffled once");
+            *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(hash);
+        }
+        let admitting = matches!(settings.mode, Mode::Fifo | Mode::Random) && s.line.is_open();
+        let budget = if admitting {
+            let free = settings.max_active_users.saturating_sub(active + s.line.pending());
+            let want = free.min(s.line.waiting());
+            s.gate.take(want)
+        } else {
+            0
+        };
+        let State { line, rng, .. } = &mut *s;
+        let out = line.tick(now, budget, rng);
+        s.rate.record(now, out.granted);
+        s.ticks += 1;
+        let rate = s.rate.per_second(now);
+        let waiting = s.line.waiting();
+        m.queue_length.set(waiting as i64);
+        m.active_users.set(s.active.len() as i64);
+        m.pending_admissions.set(s.line.pending() as i64);
+        m.admission_rate.set(rate.unwrap_or(0.0));
+        m.wait_estimate
+            .set(rate.filter(|r| *r > 0.0).map_or(0.0, |r| waiting as f64 / r));
+        m.max_active_users.set(settings.max_active_users as i64);
+        m.new_users_per_minute.set(i64::from(settings.new_users_per_minute));
+        let prune = s.ticks % 40 == 0;
+        let open = s.line.is_open();
+        drop(s);
+        m.set_state(match settings.mode {
+            _ if !open => "prequeue",
+            Mode::Fifo | Mode::Random => "open",
+            Mode::Paused => "paused",
+            Mode::Closed => "closed",
+            Mode::Passthrough => "passthrough",
+        });
+        if prune {
+            // governor keeps state for every address ever seen: forget the
+            // ones whose limits have refilled, so a million addresses pass
+            // through without a million entries staying.
+            let t = self.ticket_limit.load();
+            t.1.retain_recent();
+            t.1.shrink_to_fit();
+            if let Some(r) = &self.request_limit.load().1 {
+                r.retain_recent();
+                r.shrink_to_fit();
+            }
+        }
+    }
+
+    /// The pre-queue shuffle seed: derived from the signing key, so it is
+    /// secret until the opening yet fixed for the event (its hash is logged
+    /// for audit, and the same key and event give the same order).
+    fn prequeue_seed(&self, cfg: &RoomConfig) -> [u8; 32] {
+        let opens = cfg
+            .opens_at
+            .as_ref()
+            .and_then(|(_, at)| at.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let material = self.keys.load().seal_ticket(&Ticket {
+            event: event_id(&cfg.event),
+            number: 0,
+            issued_at: opens,
+        });
+        let mut h = Sha256::new();
+        h.update(b"usher prequeue seed\0");
+        h.update(material.as_bytes());
+        h.finalize().into()
+    }
+
+    /// The line's figures for `/admin/status`.
+    pub fn status(&self, cfg: &RoomConfig) -> serde_json::Value {
+        let settings = self.settings(cfg);
+        let now = self.now_ms();
+        let s = self.lock();
+        let st = s.line.stats();
+        let rate = s.rate.per_second(now);
+        serde_json::json!({
+            "event": cfg.event,
+            "settings": settings,
+            "overrides": self.overrides(),
+            "open": st.open,
+            "opens_at": cfg.opens_at.as_ref().map(|(t, _)| t.clone()),
+            "prequeue_seed_sha256": self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            "issued": st.issued,
+            "waiting": st.waiting,
+            "active": s.active.len(),
+            "pending": st.pending,
+            "admitted_from_line": st.taken_total,
+            "skipped_abandoned": st.skipped_total,
+            "expired_grants": st.expired_total,
+            "admission_rate_per_second": rate,
+            "wait_estimate_seconds": rate.filter(|r| *r > 0.0).map(|r| (st.waiting as f64 / r).ceil()),
+            "line_memory_bytes": st.memory_bytes,
+            "draining": self.draining(),
+        })
+    }
+}

@@ -1,0 +1,439 @@
+//! `[room]`: the waiting room. Absent, usher is a plain protective proxy
+//! (in-flight cap, guards) with no line; present, every protected request
+//! needs a pass, and visitors beyond the gate wait in line.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::validate::{parse_cidr, Problems};
+
+/// Active visitors at most. A conservative start for a legacy site; size
+/// it from the origin's capacity (docs/OPERATIONS.md).
+pub const DEFAULT_MAX_ACTIVE_USERS: u64 = 1_000;
+/// New visitors let in per minute: 10 a second, gentle enough for most origins.
+pub const DEFAULT_NEW_USERS_PER_MINUTE: u32 = 600;
+/// Admissions allowed in one burst above the steady rate.
+pub const DEFAULT_BURST: u32 = 20;
+/// An admitted visitor's slot frees after this long without a request.
+pub const DEFAULT_SESSION_DURATION: &str = "10m";
+/// A visitor who leaves the line and returns within this keeps the place.
+/// Two minutes covers a phone switching networks or a closed tab reopened.
+pub const DEFAULT_TICKET_GRACE: &str = "2m";
+/// Time an admitted visitor has to come back and take the pass before the
+/// slot goes to the next in line (a few polls' worth).
+pub const DEFAULT_CLAIM_WINDOW: &str = "1m";
+/// Admission tick: small enough that admissions look continuous, large
+/// enough that a tick is not busy work.
+pub const DEFAULT_TICK: &str = "250ms";
+/// How often waiting pages poll. Position changes slowly; every 5 s keeps
+/// the page live while a million visitors cost 200k polls/s at most.
+pub const DEFAULT_REFRESH: &str = "5s";
+/// Ticket lifetime: a ticket older than this is refused (a new one is issued).
+pub const DEFAULT_TICKET_MAX_AGE: &str = "24h";
+/// New tickets per client address per minute. Generous because carriers
+/// put many phones behind one address (CGNAT); it stops ticket farming.
+pub const DEFAULT_TICKETS_PER_MINUTE_PER_IP: u32 = 60;
+/// Requests per client address per second (0 turns the limit off).
+pub const DEFAULT_REQUESTS_PER_SECOND_PER_IP: u32 = 100;
+
+/// Raw `[room]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRoom {
+    /// Event name; tickets and passes are bound to it.
+    pub event: String,
+    /// `fifo`, `random`, `passthrough`, `closed` or `paused`.
+    pub mode: String,
+    /// Active visitors at most.
+    pub max_active_users: u64,
+    /// New visitors admitted per minute.
+    pub new_users_per_minute: u32,
+    /// Burst above the steady rate.
+    pub burst: u32,
+    /// Sliding session length of a pass.
+    pub session_duration: String,
+    /// How long an absent visitor keeps a place.
+    pub ticket_grace: String,
+    /// Time to take a pass once admitted.
+    pub claim_window: String,
+    /// Admission tick.
+    pub tick: String,
+    /// Poll interval given to waiting pages.
+    pub refresh: String,
+    /// Oldest ticket accepted.
+    pub ticket_max_age: String,
+    /// Scheduled opening (RFC 3339); before it, a pre-queue.
+    pub opens_at: Option<String>,
+    /// Protected path prefixes (on the normalised, case-folded path).
+    pub protect: Vec<String>,
+    /// Path prefixes that skip the room (static assets).
+    pub bypass_paths: Vec<String>,
+    /// Client networks that skip the room (health checkers, offices).
+    pub bypass_cidrs: Vec<String>,
+    /// Header that skips the room when it carries the shared secret.
+    pub bypass_header: Option<String>,
+    /// File holding that secret.
+    pub bypass_secret_file: Option<String>,
+    /// Token keys (`KID:BASE64` lines). Without it a random key is used and
+    /// tickets do not survive a restart.
+    pub keys_file: Option<String>,
+    /// Cookie `Domain` attribute (default: host-only cookies).
+    pub cookie_domain: Option<String>,
+    /// Operator's message on the holding page.
+    pub message: String,
+    /// Holding page template override.
+    pub template: Option<String>,
+    /// `ko` or `en`: the page language when the browser states none we have.
+    pub default_lang: String,
+    /// Per-client limits.
+    pub limits: RawLimits,
+}
+
+/// Raw `[room.limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// New tickets per client address per minute.
+    pub tickets_per_minute_per_ip: u32,
+    /// Requests per client address per second (0 = off).
+    pub requests_per_second_per_ip: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            tickets_per_minute_per_ip: DEFAULT_TICKETS_PER_MINUTE_PER_IP,
+            requests_per_second_per_ip: DEFAULT_REQUESTS_PER_SECOND_PER_IP,
+        }
+    }
+}
+
+impl Default for RawRoom {
+    fn default() -> Self {
+        RawRoom {
+            event: "default".into(),
+            mode: "fifo".into(),
+            max_active_users: DEFAULT_MAX_ACTIVE_USERS,
+            new_users_per_minute: DEFAULT_NEW_USERS_PER_MINUTE,
+            burst: DEFAULT_BURST,
+            session_duration: DEFAULT_SESSION_DURATION.into(),
+            ticket_grace: DEFAULT_TICKET_GRACE.into(),
+            claim_window: DEFAULT_CLAIM_WINDOW.into(),
+            tick: DEFAULT_TICK.into(),
+            refresh: DEFAULT_REFRESH.into(),
+            ticket_max_age: DEFAULT_TICKET_MAX_AGE.into(),
+            opens_at: None,
+            protect: vec!["/".into()],
+            bypass_paths: Vec::new(),
+            bypass_cidrs: Vec::new(),
+            bypass_header: None,
+            bypass_secret_file: None,
+            keys_file: None,
+            cookie_domain: None,
+            message: String::new(),
+            template: None,
+            default_lang: "ko".into(),
+            limits: RawLimits::default(),
+        }
+    }
+}
+
+/// How the room admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// First come, first served.
+    Fifo,
+    /// A lottery among those waiting.
+    Random,
+    /// No line: everyone is admitted (and counted).
+    Passthrough,
+    /// Nobody new is admitted; a page says the event is closed.
+    Closed,
+    /// New visitors hold; admitted ones keep going.
+    Paused,
+}
+
+impl Mode {
+    /// Parses a mode name.
+    pub fn parse(s: &str) -> Option<Mode> {
+        Some(match s {
+            "fifo" => Mode::Fifo,
+            "random" => Mode::Random,
+            "passthrough" => Mode::Passthrough,
+            "closed" => Mode::Closed,
+            "paused" => Mode::Paused,
+            _ => return None,
+        })
+    }
+
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fifo => "fifo",
+            Mode::Random => "random",
+            Mode::Passthrough => "passthrough",
+            Mode::Closed => "closed",
+            Mode::Paused => "paused",
+        }
+    }
+}
+
+/// The validated `[room]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomConfig {
+    /// Event name.
+    pub event: String,
+    /// Admission mode.
+    pub mode: Mode,
+    /// Active visitors at most.
+    pub max_active_users: u64,
+    /// New visitors per minute.
+    pub new_users_per_minute: u32,
+    /// Burst.
+    pub burst: u32,
+    /// Pass session length.
+    pub session_duration: Duration,
+    /// Place kept while away.
+    pub ticket_grace: Duration,
+    /// Time to take a granted pass.
+    pub claim_window: Duration,
+    /// Admission tick.
+    pub tick: Duration,
+    /// Poll interval for waiting pages.
+    pub refresh: Duration,
+    /// Oldest ticket accepted.
+    pub ticket_max_age: Duration,
+    /// Scheduled opening, as given and parsed.
+    pub opens_at: Option<(String, SystemTime)>,
+    /// Protected prefixes, normalised.
+    pub protect: Vec<String>,
+    /// Bypass prefixes, normalised.
+    pub bypass_paths: Vec<String>,
+    /// Bypass networks.
+    pub bypass_cidrs: Vec<IpNet>,
+    /// Bypass header name and its secret.
+    pub bypass_header: Option<(http::HeaderName, String)>,
+    /// Keys file.
+    pub keys_file: Option<PathBuf>,
+    /// Cookie domain.
+    pub cookie_domain: Option<String>,
+    /// Operator's message.
+    pub message: String,
+    /// Template override file.
+    pub template: Option<PathBuf>,
+    /// Default page language is English.
+    pub default_english: bool,
+    /// New tickets per address per minute.
+    pub tickets_per_minute_per_ip: u32,
+    /// Requests per address per second (0 = off).
+    pub requests_per_second_per_ip: u32,
+}
+
+impl RoomConfig {
+    /// The room with every default (what an empty `[room]` section gives).
+    pub fn defaults() -> RoomConfig {
+        room(&RawRoom::default(), Path::new("."), &mut Problems::default())
+    }
+
+    /// Whether `ip` is in a bypass network.
+    pub fn bypass_ip(&self, ip: IpAddr) -> bool {
+        crate::proxy::headers::is_trusted(ip, &self.bypass_cidrs)
+    }
+}
+
+/// Normalises a configured prefix the way request paths are normalised.
+fn prefix(p: &mut Problems, key: String, text: &str) -> Option<String> {
+    if !text.starts_with('/') {
+        p.push(key, format!("`{text}` must start with /"));
+        return None;
+    }
+    Some(crate::admission::paths::normalize(text).into_owned())
+}
+
+pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
+    let mode = Mode::parse(&raw.mode).unwrap_or_else(|| {
+        p.push("room.mode", format!("`{}`: use fifo, random, passthrough, closed or paused", raw.mode));
+        Mode::Fifo
+    });
+    if raw.event.is_empty() || raw.event.len() > 64 {
+        p.push("room.event", "give the event a name of 1 to 64 characters");
+    }
+    if raw.max_active_users == 0 {
+        p.push("room.max_active_users", "must be at least 1 (use mode = \"closed\" to admit nobody)");
+    }
+    if raw.new_users_per_minute == 0 {
+        p.push("room.new_users_per_minute", "must be at least 1 (use mode = \"paused\" to stop admissions)");
+    }
+    if raw.burst == 0 {
+        p.push("room.burst", "must be at least 1");
+    }
+    let dur = |p: &mut Problems, key: &str, text: &str, min: Duration| {
+        match super::units::parse_duration(text) {
+            Ok(d) if d >= min => d,
+            Ok(_) => {
+                p.push(key, format!("`{text}` is too short (at least {})", super::units::format_duration(min)));
+                min
+            }
+            Err(e) => {
+                p.push(key, e);
+                min
+            }
+        }
+    };
+    let session_duration = dur(p, "room.session_duration", &raw.session_duration, Duration::from_secs(10));
+    let ticket_grace = dur(p, "room.ticket_grace", &raw.ticket_grace, Duration::from_secs(10));
+    let claim_window = dur(p, "room.claim_window", &raw.claim_window, Duration::from_secs(5));
+    let tick = dur(p, "room.tick", &raw.tick, Duration::from_millis(10));
+    let refresh = dur(p, "room.refresh", &raw.refresh, Duration::from_secs(1));
+    let ticket_max_age = dur(p, "room.ticket_max_age", &raw.ticket_max_age, Duration::from_secs(60));
+    if refresh * 2 > ticket_grace {
+        p.push(
+            "room.refresh",
+            "must be at most half of room.ticket_grace, or polling visitors would lose their place",
+        );
+    }
+    if refresh > claim_window {
+        p.push("room.claim_window", "must be at least room.refresh, or admitted visitors miss their turn");
+    }
+    let opens_at = raw.opens_at.as_ref().and_then(|t| match parse_rfc3339_offset(t) {
+        Some(at) => Some((t.clone(), at)),
+        None => {
+            p.push(
+                "room.opens_at",
+                format!("`{t}` is not an RFC 3339 time with a zone, like \"2026-12-01T09:00:00+09:00\""),
+            );
+            None
+        }
+    });
+    let protect = raw
+        .protect
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| prefix(p, format!("room.protect.{i}"), x))
+        .collect();
+    let bypass_paths = raw
+        .bypass_paths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| prefix(p, format!("room.bypass_paths.{i}"), x))
+        .collect();
+    let bypass_cidrs = raw
+        .bypass_cidrs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| parse_cidr(c).map_err(|e| p.push(format!("room.bypass_cidrs.{i}"), e)).ok())
+        .collect();
+    let bypass_header = match (&raw.bypass_header, &raw.bypass_secret_file) {
+        (None, None) => None,
+        (Some(h), Some(f)) => {
+            let name = http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| p.push("room.bypass_header", format!("`{h}` is not a header name")))
+                .ok();
+            let path = base.join(f);
+            let secret = std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| p.push("room.bypass_secret_file", format!("{}: {e}", path.display())))
+                .ok();
+            match secret {
+                Some(s) if s.len() < 16 => {
+                    p.push("room.bypass_secret_file", "the secret must be at least 16 characters");
+                    None
+                }
+                Some(s) => name.map(|n| (n, s)),
+                None => None,
+            }
+        }
+        _ => {
+            p.push("room.bypass_header", "give both bypass_header and bypass_secret_file, or neither");
+            None
+        }
+    };
+    if let Some(d) = &raw.cookie_domain {
+        if !crate::tokens::cookie::is_valid_domain(d) {
+            p.push("room.cookie_domain", format!("`{d}` is not a cookie domain"));
+        }
+    }
+    let default_english = match raw.default_lang.as_str() {
+        "ko" => false,
+        "en" => true,
+        other => {
+            p.push("room.default_lang", format!("`{other}`: use \"ko\" or \"en\""));
+            false
+        }
+    };
+    RoomConfig {
+        event: raw.event.clone(),
+        mode,
+        max_active_users: raw.max_active_users,
+        new_users_per_minute: raw.new_users_per_minute,
+        burst: raw.burst,
+        session_duration,
+        ticket_grace,
+        claim_window,
+        tick,
+        refresh,
+        ticket_max_age,
+        opens_at,
+        protect,
+        bypass_paths,
+        bypass_cidrs,
+        bypass_header,
+        keys_file: raw.keys_file.as_ref().map(|f| base.join(f)),
+        cookie_domain: raw.cookie_domain.clone().filter(|d| !d.is_empty()),
+        message: raw.message.clone(),
+        template: raw.template.as_ref().map(|f| base.join(f)),
+        default_english,
+        tickets_per_minute_per_ip: raw.limits.tickets_per_minute_per_ip,
+        requests_per_second_per_ip: raw.limits.requests_per_second_per_ip,
+    }
+}
+
+/// Parses RFC 3339 with any UTC offset (humantime takes only `Z`).
+pub fn parse_rfc3339_offset(t: &str) -> Option<SystemTime> {
+    let t = t.trim();
+    let (main, offset_secs) = if let Some(m) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
+        (m, 0i64)
+    } else {
+        let i = t.len().checked_sub(6)?;
+        let (m, off) = t.split_at(i);
+        let sign = match off.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let h: i64 = off.get(1..3)?.parse().ok()?;
+        let mi: i64 = off.get(4..6)?.parse().ok()?;
+        if off.as_bytes().get(3) != Some(&b':') {
+            return None;
+        }
+        (m, sign * (h * 3600 + mi * 60))
+    };
+    let utc = humantime::parse_rfc3339_weak(main).ok()?;
+    let secs = offset_secs.unsigned_abs();
+    if offset_secs >= 0 {
+        utc.checked_sub(Duration::from_secs(secs))
+    } else {
+        utc.checked_add(Duration::from_secs(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_offsets() {
+        let z = parse_rfc3339_offset("2026-12-01T00:00:00Z").unwrap();
+        let kst = parse_rfc3339_offset("2026-12-01T09:00:00+09:00").unwrap();
+        assert_eq!(z, kst);
+        let west = parse_rfc3339_offset("2026-11-30T19:00:00-05:00").unwrap();
+        assert_eq!(z, west);
+        assert!(parse_rfc3339_offset("2026-12-01 09:00").is_none());
+        assert!(parse_rfc3339_offset("tomorrow").is_none());
+    }
+}

@@ -1,0 +1,186 @@
+//! The HTTP side of the waiting room: which requests it governs, the
+//! holding page and status JSON it answers, and the cookies it sets.
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{Ctx, HttpError};
+use crate::admission::paths;
+use crate::admission::room::{Hold, Verdict, LANG_COOKIE, PASS_COOKIE, TICKET_COOKIE};
+use crate::config::room::RoomConfig;
+use crate::holding::{self, Lang, RoomState, StatusView};
+use crate::metrics::Outcome;
+use crate::tokens::cookie::{get_cookie, strip_cookies, SetCookie};
+use crate::{full_body, Body};
+
+/// Header the origin sends to end a visitor's session (e.g. after checkout).
+pub static X_USHER_RELEASE: HeaderName = HeaderName::from_static("x-usher-release");
+/// Header on every answer usher makes itself in the room.
+pub static X_USHER_STATE: HeaderName = HeaderName::from_static("x-usher-state");
+
+/// Where a request goes.
+pub enum Route {
+    /// usher's own endpoint (`/__usher/status`).
+    Status,
+    /// Not governed by the room: straight to the origin.
+    Open,
+    /// Governed by the room.
+    Protected,
+}
+
+/// Classifies a request by its normalised path and the bypass rules.
+pub fn classify(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) -> Route {
+    let path = paths::normalize(req.uri().path());
+    if path.starts_with("/__usher/") {
+        return Route::Status;
+    }
+    if room.bypass_paths.iter().any(|p| paths::under(&path, p)) || room.bypass_ip(ctx.client_ip) {
+        return Route::Open;
+    }
+    if let Some((name, secret)) = &room.bypass_header {
+        let given = req.headers().get(name).map(|v| v.as_bytes());
+        if given.is_some_and(|g| constant_time_eq(g, secret.as_bytes())) {
+            return Route::Open;
+        }
+    }
+    if room.protect.iter().any(|p| paths::under(&path, p)) {
+        Route::Protected
+    } else {
+        Route::Open
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The page language: `?usher_lang=`, then the `usher_lang` cookie, then
+/// `Accept-Language`, then the room's default.
+fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Option<Lang>) {
+    let asked = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("usher_lang=")))
+        .and_then(Lang::from_tag);
+    let chosen = asked.or_else(|| get_cookie(req.headers(), LANG_COOKIE).and_then(Lang::from_tag));
+    let accept = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    let default = if room.default_english { Lang::En } else { Lang::Ko };
+    (holding::negotiate(accept, chosen.map(Lang::as_str), default), asked)
+}
+
+fn wants_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+}
+
+/// Governs one request: the origin's answer (with the room's cookies) for
+/// an admitted visitor, or the room's own answer.
+pub async fn govern(
+    ctx: &Ctx<'_>,
+    room: &RoomConfig,
+    mut req: Request<Incoming>,
+    status_only: bool,
+) -> Result<(Response<Body>, Outcome), HttpError> {
+    let secure = ctx.conn.tls;
+    let verdict = ctx.app.room.decide(room, req.headers(), ctx.client_ip, secure);
+    match verdict {
+        Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
+        Verdict::Hold(hold) => Ok((hold_answer(ctx, room, &req, hold, status_only), Outcome::Held)),
+        Verdict::Admit { pass_id, cookies } if status_only => {
+            let _ = pass_id;
+            let view = view(room, "", RoomState::Admitted, None, "/");
+            let mut resp = answer(holding::status_json(&view), "application/json", RoomState::Admitted);
+            append_cookies(&mut resp, cookies);
+            Ok((resp, Outcome::Usher))
+        }
+        Verdict::Admit { pass_id, cookies } => {
+            strip_cookies(req.headers_mut(), &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE]);
+            if let Some((name, _)) = &room.bypass_header {
+                req.headers_mut().remove(name);
+            }
+            let mut resp = crate::proxy::forward(ctx, req).await?;
+            if resp.headers_mut().remove(&X_USHER_RELEASE).is_some() {
+                ctx.app.room.release(pass_id);
+                resp.headers_mut().append(
+                    header::SET_COOKIE,
+                    SetCookie::clear(PASS_COOKIE, secure, room.cookie_domain.as_deref()),
+                );
+            } else {
+                append_cookies(&mut resp, cookies);
+            }
+            Ok((resp, Outcome::Forwarded))
+        }
+    }
+}
+
+fn append_cookies(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
+    for c in cookies {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+}
+
+fn view<'a>(room: &'a RoomConfig, message: &'a str, state: RoomState, hold: Option<&Hold>, return_to: &'a str) -> StatusView<'a> {
+    StatusView {
+        state,
+        position: hold.and_then(|h| h.position),
+        first_position: None,
+        eta_seconds: hold.and_then(|h| h.eta_seconds),
+        refresh_seconds: room.refresh.as_secs().max(1) as u32,
+        message,
+        opens_at: room.opens_at.as_ref().map(|(t, _)| t.as_str()),
+        opens_in_seconds: hold.and_then(|h| h.opens_in_seconds),
+        vouchers_left: None,
+        low_chance: false,
+        return_to,
+        now_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+fn answer(body: bytes::Bytes, content_type: &'static str, state: RoomState) -> Response<Body> {
+    let mut resp = Response::new(full_body(body));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_USHER_STATE.clone(), HeaderValue::from_static(state.as_str()));
+    resp
+}
+
+/// The holding page (HTML) or status JSON for a waiting visitor.
+fn hold_answer(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>, hold: Hold, status_only: bool) -> Response<Body> {
+    let settings = ctx.app.room.settings(room);
+    let return_to = if status_only {
+        "/"
+    } else {
+        req.uri().path_and_query().map_or("/", |p| p.as_str())
+    };
+    let v = view(room, &settings.message, hold.state, Some(&hold), holding::sanitize_return_to(return_to));
+    let (lang, asked) = language(room, req);
+    let mut resp = if status_only || wants_json(req) {
+        answer(holding::status_json(&v), "application/json", hold.state)
+    } else {
+        answer(ctx.app.room.pages().render(lang, &v), "text/html; charset=utf-8", hold.state)
+    };
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept, Accept-Language, Cookie"));
+    append_cookies(&mut resp, hold.cookies);
+    if let Some(l) = asked {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            SetCookie {
+                name: LANG_COOKIE,
+                value: l.as_str(),
+                max_age: Some(365 * 86_400),
+                secure: ctx.conn.tls,
+                domain: room.cookie_domain.as_deref(),
+            }
+            .to_header_value(),
+        );
+    }
+    resp
+}
