@@ -82,9 +82,17 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
         }
         (&Method::GET, "/readyz") => respond(StatusCode::OK, "text/plain", "ready\n"),
         (&Method::POST, "/admin/pause") => room_change(&app, |room, cfg| {
-            room.set_overrides(cfg, Overrides { mode: Some("paused".into()), ..Overrides::default() })
+            room.set_overrides(
+                cfg,
+                Overrides {
+                    mode: Some("paused".into()),
+                    ..Overrides::default()
+                },
+            )
         }),
-        (&Method::POST, "/admin/resume") => room_change(&app, |room, cfg| Ok(room.clear_overrides(cfg, false))),
+        (&Method::POST, "/admin/resume") => {
+            room_change(&app, |room, cfg| Ok(room.clear_overrides(cfg, false)))
+        }
         (&Method::POST, "/admin/room") => {
             let body = read_json(req).await;
             match body {
@@ -94,13 +102,18 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
                 }
                 Ok(value) => match serde_json::from_value::<Overrides>(value) {
                     Ok(o) => room_change(&app, |room, cfg| room.set_overrides(cfg, o)),
-                    Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e.to_string() })),
+                    Err(e) => json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({ "error": e.to_string() }),
+                    ),
                 },
             }
         }
         (&Method::POST, "/admin/drain") => {
             app.room.set_draining(true);
-            tracing::warn!("draining: /readyz now fails so the load balancer sends no new visitors");
+            tracing::warn!(
+                "draining: /readyz now fails so the load balancer sends no new visitors"
+            );
             json(StatusCode::OK, &serde_json::json!({ "draining": true }))
         }
         (&Method::POST, "/admin/undrain") => {
@@ -121,8 +134,8 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
         },
         (
             _,
-            "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/reload" | "/admin/pause" | "/admin/resume"
-            | "/admin/room" | "/admin/drain" | "/admin/undrain",
+            "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/reload"
+            | "/admin/pause" | "/admin/resume" | "/admin/room" | "/admin/drain" | "/admin/undrain",
         ) => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -148,7 +161,10 @@ fn room_change(
     match change(&app.room, room_cfg) {
         Ok(settings) => {
             tracing::warn!(?settings, "room settings changed through the admin API");
-            json(StatusCode::OK, &serde_json::json!({ "settings": settings, "overrides": app.room.overrides() }))
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "settings": settings, "overrides": app.room.overrides() }),
+            )
         }
         Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
     }

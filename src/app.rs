@@ -88,7 +88,11 @@ impl App {
             None => None,
         };
         let origin = OriginClient::new(&cfg.origin)?;
-        let room = Room::new(cfg.room.as_ref(), Room::prepare(cfg.room.as_ref(), None)?, metrics.clone());
+        let room = Room::new(
+            cfg.room.as_ref(),
+            Room::prepare(cfg.room.as_ref(), None)?,
+            metrics.clone(),
+        );
         let slots = Slots::new(cfg.origin.max_in_flight, metrics.clone());
         metrics.config_last_reload_successful.set(1);
         metrics.config_last_reload_success_timestamp.set(unix_now());

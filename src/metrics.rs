@@ -127,7 +127,15 @@ pub struct RoomMetrics {
 }
 
 /// Room states for `usher_room_state{state}`.
-pub const ROOM_STATES: [&str; 7] = ["off", "open", "prequeue", "paused", "closed", "passthrough", "sold_out"];
+pub const ROOM_STATES: [&str; 7] = [
+    "off",
+    "open",
+    "prequeue",
+    "paused",
+    "closed",
+    "passthrough",
+    "sold_out",
+];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -331,7 +339,10 @@ impl RoomMetrics {
             c
         };
         let admitted = IntCounterVec::new(
-            Opts::new("usher_admitted_total", "Visitors admitted (given a pass), by way in"),
+            Opts::new(
+                "usher_admitted_total",
+                "Visitors admitted (given a pass), by way in",
+            ),
             &["via"],
         )
         .expect("valid metric");
@@ -389,22 +400,35 @@ impl RoomMetrics {
                 "Time visitors waited in line, from ticket to pass",
             )
             .buckets(vec![
-                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0,
+                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
+                7200.0,
             ]),
         )
         .expect("valid metric");
         reg(Box::new(wait_seconds.clone()));
         RoomMetrics {
-            queue_length: gauge("usher_queue_length", "Visitors waiting in line and still polling"),
-            tickets_issued: counter("usher_tickets_issued_total", "Tickets (places in line) issued"),
+            queue_length: gauge(
+                "usher_queue_length",
+                "Visitors waiting in line and still polling",
+            ),
+            tickets_issued: counter(
+                "usher_tickets_issued_total",
+                "Tickets (places in line) issued",
+            ),
             admitted_line: admitted.with_label_values(&["line"]),
             admitted_direct: admitted.with_label_values(&["direct"]),
-            active_users: gauge("usher_active_users", "Admitted visitors active within their session"),
+            active_users: gauge(
+                "usher_active_users",
+                "Admitted visitors active within their session",
+            ),
             pending_admissions: gauge(
                 "usher_pending_admissions",
                 "Visitors whose turn came but who have not yet taken their pass",
             ),
-            max_active_users: gauge("usher_room_max_active_users", "Active visitors allowed (effective)"),
+            max_active_users: gauge(
+                "usher_room_max_active_users",
+                "Active visitors allowed (effective)",
+            ),
             new_users_per_minute: gauge(
                 "usher_room_new_users_per_minute",
                 "New visitors admitted per minute (effective target)",
@@ -421,7 +445,9 @@ impl RoomMetrics {
     /// Sets `usher_room_state` to `current` alone.
     pub fn set_state(&self, current: &str) {
         for s in ROOM_STATES {
-            self.state.with_label_values(&[s]).set(i64::from(s == current));
+            self.state
+                .with_label_values(&[s])
+                .set(i64::from(s == current));
         }
     }
 }

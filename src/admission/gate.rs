@@ -42,8 +42,9 @@ pub struct Gate<C: Clock = DefaultClock> {
 impl<C: Clock> Gate<C> {
     /// A gate admitting `per_minute` new visitors a minute, `burst` at once.
     pub fn new(per_minute: u32, burst: u32, clock: C) -> Self {
-        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let quota =
+            Quota::per_minute(NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN));
         Gate {
             limiter: RateLimiter::direct_with_clock(quota, clock),
             per_minute,
@@ -81,7 +82,11 @@ mod tests {
         clock.advance(Duration::from_millis(100));
         assert_eq!(gate.take(100), 1, "one per 100 ms at 600/min");
         clock.advance(Duration::from_secs(60));
-        assert_eq!(gate.take(1000), 20, "never more than the burst after idling");
+        assert_eq!(
+            gate.take(1000),
+            20,
+            "never more than the burst after idling"
+        );
         clock.advance(Duration::from_millis(1_000));
         assert_eq!(gate.take(5), 5, "want caps the take");
         assert_eq!(gate.take(100), 5);

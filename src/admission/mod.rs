@@ -11,3 +11,5 @@ pub mod gate;
 pub mod line;
 pub mod paths;
 pub mod room;
+#[cfg(test)]
+mod room_tests;

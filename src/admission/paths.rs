@@ -11,7 +11,9 @@ use std::borrow::Cow;
 /// trailing `/` when the input had one.
 pub fn normalize(path: &str) -> Cow<'_, str> {
     let clean = path.starts_with('/')
-        && !path.bytes().any(|b| matches!(b, b'%' | b';' | b'\\' | b'A'..=b'Z'))
+        && !path
+            .bytes()
+            .any(|b| matches!(b, b'%' | b';' | b'\\' | b'A'..=b'Z'))
         && !path.contains("//")
         && !path.contains("/.");
     if clean {
@@ -49,7 +51,8 @@ pub fn under(path: &str, prefix: &str) -> bool {
     if prefix == "/" || (prefix.ends_with('/') && path.starts_with(prefix)) {
         return true;
     }
-    path.starts_with(prefix) && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+    path.starts_with(prefix)
+        && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
 }
 
 #[cfg(test)]

@@ -136,6 +136,9 @@ type IpLimiter = DefaultKeyedRateLimiter<IpAddr>;
 /// The waiting room.
 pub struct Room {
     epoch: tokio::time::Instant,
+    /// Wall time (unix ms) at `epoch`: the room's wall clock advances with
+    /// its monotonic one, so tokens, opening times and tests agree.
+    wall_epoch: u64,
     state: Mutex<State>,
     keys: ArcSwap<Keyring>,
     pages: ArcSwap<HoldingPages>,
@@ -154,10 +157,15 @@ pub struct Prepared {
     pages: HoldingPages,
 }
 
-fn unix_now() -> u64 {
+fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn line_config(cfg: &RoomConfig, mode: Mode) -> LineConfig {
@@ -177,9 +185,11 @@ fn ip_limiter(per: u32, minute: bool) -> IpLimiter {
     let quota = if minute {
         // A quarter of the minute's allowance at once: a family behind one
         // address can all join, a script cannot farm places.
-        Quota::per_minute(n).allow_burst(NonZeroU32::new((per / 4).max(5)).unwrap_or(NonZeroU32::MIN))
+        Quota::per_minute(n)
+            .allow_burst(NonZeroU32::new((per / 4).max(5)).unwrap_or(NonZeroU32::MIN))
     } else {
-        Quota::per_second(n).allow_burst(NonZeroU32::new(per.saturating_mul(2)).unwrap_or(NonZeroU32::MIN))
+        Quota::per_second(n)
+            .allow_burst(NonZeroU32::new(per.saturating_mul(2)).unwrap_or(NonZeroU32::MIN))
     };
     IpLimiter::keyed(quota)
 }
@@ -188,17 +198,24 @@ impl Room {
     /// Loads what `cfg` names (keys, template) without applying it.
     /// Without a keys file, the running room's random key is kept, so a
     /// reload does not cost anyone their place.
-    pub fn prepare(cfg: Option<&RoomConfig>, running: Option<&Room>) -> Result<Prepared, RoomError> {
+    pub fn prepare(
+        cfg: Option<&RoomConfig>,
+        running: Option<&Room>,
+    ) -> Result<Prepared, RoomError> {
         let keys = match (cfg.and_then(|c| c.keys_file.as_ref()), running) {
             (Some(path), _) => Keyring::load(path)?,
             (None, Some(room)) => Keyring::clone(&room.keys.load()),
             (None, None) => Keyring::ephemeral(),
         };
         let template = match cfg.and_then(|c| c.template.as_ref()) {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| RoomError::TemplateFile {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?),
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|e| RoomError::TemplateFile {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
         let pages = HoldingPages::new(template.as_deref())?;
@@ -208,12 +225,16 @@ impl Room {
     /// A room for `cfg` (an idle one when the config has no `[room]`).
     pub fn new(cfg: Option<&RoomConfig>, prepared: Prepared, metrics: Arc<Metrics>) -> Room {
         let epoch = tokio::time::Instant::now();
+        let wall_epoch = wall_ms();
         let default = RoomConfig::defaults();
         let c = cfg.unwrap_or(&default);
         if cfg.is_some_and(|c| c.keys_file.is_none()) {
             tracing::warn!("room.keys_file is not set: using a random key, so places in line do not survive a restart");
         }
-        let prequeue = c.opens_at.as_ref().is_some_and(|(_, at)| *at > SystemTime::now());
+        let prequeue = c
+            .opens_at
+            .as_ref()
+            .is_some_and(|(_, at)| unix_ms(*at) > wall_epoch);
         let state = State {
             event_id: event_id(&c.event),
             line: Line::new(line_config(c, c.mode), 0, prequeue),
@@ -225,15 +246,20 @@ impl Room {
         };
         Room {
             epoch,
+            wall_epoch,
             event_id: AtomicU64::new(state.event_id),
             state: Mutex::new(state),
             keys: ArcSwap::from_pointee(prepared.keys),
             pages: ArcSwap::from_pointee(prepared.pages),
             overrides: Mutex::new(Overrides::default()),
-            ticket_limit: ArcSwap::from_pointee((c.tickets_per_minute_per_ip, ip_limiter(c.tickets_per_minute_per_ip, true))),
+            ticket_limit: ArcSwap::from_pointee((
+                c.tickets_per_minute_per_ip,
+                ip_limiter(c.tickets_per_minute_per_ip, true),
+            )),
             request_limit: ArcSwap::from_pointee((
                 c.requests_per_second_per_ip,
-                (c.requests_per_second_per_ip > 0).then(|| ip_limiter(c.requests_per_second_per_ip, false)),
+                (c.requests_per_second_per_ip > 0)
+                    .then(|| ip_limiter(c.requests_per_second_per_ip, false)),
             )),
             opened_hash: Mutex::new(None),
             draining: AtomicBool::new(false),
@@ -247,13 +273,16 @@ impl Room {
         self.pages.store(Arc::new(prepared.pages));
         let Some(c) = cfg else { return };
         if self.ticket_limit.load().0 != c.tickets_per_minute_per_ip {
-            self.ticket_limit
-                .store(Arc::new((c.tickets_per_minute_per_ip, ip_limiter(c.tickets_per_minute_per_ip, true))));
+            self.ticket_limit.store(Arc::new((
+                c.tickets_per_minute_per_ip,
+                ip_limiter(c.tickets_per_minute_per_ip, true),
+            )));
         }
         if self.request_limit.load().0 != c.requests_per_second_per_ip {
             self.request_limit.store(Arc::new((
                 c.requests_per_second_per_ip,
-                (c.requests_per_second_per_ip > 0).then(|| ip_limiter(c.requests_per_second_per_ip, false)),
+                (c.requests_per_second_per_ip > 0)
+                    .then(|| ip_limiter(c.requests_per_second_per_ip, false)),
             )));
         }
         let settings = self.settings(c);
@@ -262,7 +291,10 @@ impl Room {
         let id = event_id(&c.event);
         if id != s.event_id {
             tracing::warn!(event = %c.event, "room.event changed: a new line starts");
-            let prequeue = c.opens_at.as_ref().is_some_and(|(_, at)| *at > SystemTime::now());
+            let prequeue = c
+                .opens_at
+                .as_ref()
+                .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
             s.line = Line::new(line_config(c, settings.mode), now, prequeue);
             s.event_id = id;
             self.event_id.store(id, Ordering::Relaxed);
@@ -270,12 +302,21 @@ impl Room {
         }
         s.line.set_config(line_config(c, settings.mode));
         if !s.gate.same(settings.new_users_per_minute, c.burst) {
-            s.gate = Gate::new(settings.new_users_per_minute, c.burst, TokioClock::new(self.epoch));
+            s.gate = Gate::new(
+                settings.new_users_per_minute,
+                c.burst,
+                TokioClock::new(self.epoch),
+            );
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Unix time in milliseconds on the room's clock.
+    pub fn unix_ms(&self) -> u64 {
+        self.wall_epoch + self.now_ms()
     }
 
     /// Milliseconds on the room's clock (tokio's, so tests can pause it).
@@ -297,7 +338,9 @@ impl Room {
     /// Changes the overrides (`None` fields keep theirs) and applies them.
     pub fn set_overrides(&self, cfg: &RoomConfig, change: Overrides) -> Result<Settings, String> {
         if let Some(m) = &change.mode {
-            Mode::parse(m).ok_or_else(|| format!("mode `{m}`: use fifo, random, passthrough, closed or paused"))?;
+            Mode::parse(m).ok_or_else(|| {
+                format!("mode `{m}`: use fifo, random, passthrough, closed or paused")
+            })?;
         }
         if change.max_active_users == Some(0) || change.new_users_per_minute == Some(0) {
             return Err("rates and capacities must be at least 1 (pause the room instead)".into());
@@ -321,7 +364,11 @@ impl Room {
         let mut s = self.lock();
         s.line.set_config(line_config(cfg, settings.mode));
         if !s.gate.same(settings.new_users_per_minute, cfg.burst) {
-            s.gate = Gate::new(settings.new_users_per_minute, cfg.burst, TokioClock::new(self.epoch));
+            s.gate = Gate::new(
+                settings.new_users_per_minute,
+                cfg.burst,
+                TokioClock::new(self.epoch),
+            );
         }
         Ok(settings)
     }
@@ -342,7 +389,10 @@ impl Room {
 
     /// The overrides in force.
     pub fn overrides(&self) -> Overrides {
-        self.overrides.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.overrides
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Marks the node as draining (readiness fails so the balancer moves away).
@@ -360,7 +410,14 @@ impl Room {
         self.pages.load()
     }
 
-    fn cookie(&self, cfg: &RoomConfig, name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    fn cookie(
+        &self,
+        cfg: &RoomConfig,
+        name: &str,
+        value: &str,
+        max_age: u64,
+        secure: bool,
+    ) -> HeaderValue {
         SetCookie {
             name,
             value,
@@ -372,7 +429,13 @@ impl Room {
     }
 
     /// Decides for one request to a protected path.
-    pub fn decide(&self, cfg: &RoomConfig, headers: &HeaderMap, ip: IpAddr, secure: bool) -> Verdict {
+    pub fn decide(
+        &self,
+        cfg: &RoomConfig,
+        headers: &HeaderMap,
+        ip: IpAddr,
+        secure: bool,
+    ) -> Verdict {
         let m = &self.metrics.room;
         if let Some(limiter) = &self.request_limit.load().1 {
             if limiter.check_key(&ip).is_err() {
@@ -384,13 +447,16 @@ impl Room {
             }
         }
         let event = self.event_id.load(Ordering::Relaxed);
-        let now_unix = unix_now();
+        let now_unix = self.unix_ms() / 1000;
         let keys = self.keys.load();
 
         if let Some(token) = get_cookie(headers, PASS_COOKIE) {
             match keys.open_pass(token, event, now_unix) {
                 Ok(pass) => return self.admit_pass(cfg, &keys, pass, now_unix, secure),
-                Err(r) => m.token_rejects.with_label_values(&["pass", r.label()]).inc(),
+                Err(r) => m
+                    .token_rejects
+                    .with_label_values(&["pass", r.label()])
+                    .inc(),
             }
         }
         let settings = self.settings(cfg);
@@ -424,19 +490,36 @@ impl Room {
                             m.admitted_line.inc();
                             m.wait_seconds
                                 .observe(now_unix.saturating_sub(ticket.issued_at) as f64);
-                            cookies.push(SetCookie::clear(TICKET_COOKIE, secure, cfg.cookie_domain.as_deref()));
-                            return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, cookies);
+                            cookies.push(SetCookie::clear(
+                                TICKET_COOKIE,
+                                secure,
+                                cfg.cookie_domain.as_deref(),
+                            ));
+                            return self.new_pass(
+                                cfg, &keys, pass_id, now_unix, now_unix, secure, cookies,
+                            );
                         }
                         Place::Waiting { position } => {
-                            return Verdict::Hold(self.hold(cfg, &settings, &s, Some(position), now));
+                            return Verdict::Hold(self.hold(
+                                cfg,
+                                &settings,
+                                &s,
+                                Some(position),
+                                now,
+                            ));
                         }
-                        Place::InDraw { .. } => return Verdict::Hold(self.hold(cfg, &settings, &s, None, now)),
+                        Place::InDraw { .. } => {
+                            return Verdict::Hold(self.hold(cfg, &settings, &s, None, now))
+                        }
                         // Skipped while away, grant expired, or from another life:
                         // a new place at the back.
                         _ => {}
                     }
                 }
-                Err(r) => m.token_rejects.with_label_values(&["ticket", r.label()]).inc(),
+                Err(r) => m
+                    .token_rejects
+                    .with_label_values(&["ticket", r.label()])
+                    .inc(),
             }
         }
 
@@ -473,13 +556,29 @@ impl Room {
             number,
             issued_at: now_unix,
         });
-        hold.cookies
-            .push(self.cookie(cfg, TICKET_COOKIE, &token, cfg.ticket_max_age.as_secs(), secure));
+        hold.cookies.push(self.cookie(
+            cfg,
+            TICKET_COOKIE,
+            &token,
+            cfg.ticket_max_age.as_secs(),
+            secure,
+        ));
         Verdict::Hold(hold)
     }
 
-    fn hold(&self, cfg: &RoomConfig, settings: &Settings, s: &State, position: Option<u64>, now: u64) -> Hold {
-        let opens_in = cfg.opens_at.as_ref().and_then(|(_, at)| at.duration_since(SystemTime::now()).ok());
+    fn hold(
+        &self,
+        cfg: &RoomConfig,
+        settings: &Settings,
+        s: &State,
+        position: Option<u64>,
+        now: u64,
+    ) -> Hold {
+        let opens_in = cfg
+            .opens_at
+            .as_ref()
+            .map(|(_, at)| unix_ms(*at).saturating_sub(self.unix_ms()) / 1000)
+            .filter(|s| *s > 0);
         let state = if !s.line.is_open() {
             RoomState::Prequeue
         } else if settings.mode == Mode::Paused {
@@ -498,14 +597,21 @@ impl Room {
             state,
             position,
             eta_seconds,
-            opens_in_seconds: opens_in.map(|d| d.as_secs()),
+            opens_in_seconds: opens_in,
             cookies: Vec::new(),
         }
     }
 
     /// A valid pass: go on, refreshing it (and the active slot) at most
     /// once per refresh step so most requests take no lock at all.
-    fn admit_pass(&self, cfg: &RoomConfig, keys: &Keyring, pass: Pass, now_unix: u64, secure: bool) -> Verdict {
+    fn admit_pass(
+        &self,
+        cfg: &RoomConfig,
+        keys: &Keyring,
+        pass: Pass,
+        now_unix: u64,
+        secure: bool,
+    ) -> Verdict {
         let session = cfg.session_duration.as_secs();
         let step = (session / 10).max(5);
         let refreshed_at = pass.expires_at.saturating_sub(session + step);
@@ -515,7 +621,15 @@ impl Room {
                 cookies: Vec::new(),
             };
         }
-        self.new_pass(cfg, keys, pass.pass_id, pass.admitted_at, now_unix, secure, Vec::new())
+        self.new_pass(
+            cfg,
+            keys,
+            pass.pass_id,
+            pass.admitted_at,
+            now_unix,
+            secure,
+            Vec::new(),
+        )
     }
 
     /// Seals a pass valid for a session (plus one refresh step) from now
@@ -559,7 +673,12 @@ impl Room {
         let m = &self.metrics.room;
         let mut s = self.lock();
         let active = s.active.prune(now);
-        if !s.line.is_open() && cfg.opens_at.as_ref().is_none_or(|(_, at)| *at <= SystemTime::now()) {
+        if !s.line.is_open()
+            && cfg
+                .opens_at
+                .as_ref()
+                .is_none_or(|(_, at)| unix_ms(*at) <= self.unix_ms())
+        {
             let seed = self.prequeue_seed(cfg);
             let hash = s.line.open(seed);
             tracing::info!(event = %cfg.event, seed_sha256 = %hash, prequeue = s.line.stats().prequeue, "room opened: pre-queue shuffled once");
@@ -567,7 +686,9 @@ impl Room {
         }
         let admitting = matches!(settings.mode, Mode::Fifo | Mode::Random) && s.line.is_open();
         let budget = if admitting {
-            let free = settings.max_active_users.saturating_sub(active + s.line.pending());
+            let free = settings
+                .max_active_users
+                .saturating_sub(active + s.line.pending());
             let want = free.min(s.line.waiting());
             s.gate.take(want)
         } else {
@@ -583,10 +704,13 @@ impl Room {
         m.active_users.set(s.active.len() as i64);
         m.pending_admissions.set(s.line.pending() as i64);
         m.admission_rate.set(rate.unwrap_or(0.0));
-        m.wait_estimate
-            .set(rate.filter(|r| *r > 0.0).map_or(0.0, |r| waiting as f64 / r));
+        m.wait_estimate.set(
+            rate.filter(|r| *r > 0.0)
+                .map_or(0.0, |r| waiting as f64 / r),
+        );
         m.max_active_users.set(settings.max_active_users as i64);
-        m.new_users_per_minute.set(i64::from(settings.new_users_per_minute));
+        m.new_users_per_minute
+            .set(i64::from(settings.new_users_per_minute));
         let prune = s.ticks % 40 == 0;
         let open = s.line.is_open();
         drop(s);

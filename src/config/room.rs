@@ -237,7 +237,11 @@ pub struct RoomConfig {
 impl RoomConfig {
     /// The room with every default (what an empty `[room]` section gives).
     pub fn defaults() -> RoomConfig {
-        room(&RawRoom::default(), Path::new("."), &mut Problems::default())
+        room(
+            &RawRoom::default(),
+            Path::new("."),
+            &mut Problems::default(),
+        )
     }
 
     /// Whether `ip` is in a bypass network.
@@ -257,17 +261,29 @@ fn prefix(p: &mut Problems, key: String, text: &str) -> Option<String> {
 
 pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
     let mode = Mode::parse(&raw.mode).unwrap_or_else(|| {
-        p.push("room.mode", format!("`{}`: use fifo, random, passthrough, closed or paused", raw.mode));
+        p.push(
+            "room.mode",
+            format!(
+                "`{}`: use fifo, random, passthrough, closed or paused",
+                raw.mode
+            ),
+        );
         Mode::Fifo
     });
     if raw.event.is_empty() || raw.event.len() > 64 {
         p.push("room.event", "give the event a name of 1 to 64 characters");
     }
     if raw.max_active_users == 0 {
-        p.push("room.max_active_users", "must be at least 1 (use mode = \"closed\" to admit nobody)");
+        p.push(
+            "room.max_active_users",
+            "must be at least 1 (use mode = \"closed\" to admit nobody)",
+        );
     }
     if raw.new_users_per_minute == 0 {
-        p.push("room.new_users_per_minute", "must be at least 1 (use mode = \"paused\" to stop admissions)");
+        p.push(
+            "room.new_users_per_minute",
+            "must be at least 1 (use mode = \"paused\" to stop admissions)",
+        );
     }
     if raw.burst == 0 {
         p.push("room.burst", "must be at least 1");
@@ -276,7 +292,13 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         match super::units::parse_duration(text) {
             Ok(d) if d >= min => d,
             Ok(_) => {
-                p.push(key, format!("`{text}` is too short (at least {})", super::units::format_duration(min)));
+                p.push(
+                    key,
+                    format!(
+                        "`{text}` is too short (at least {})",
+                        super::units::format_duration(min)
+                    ),
+                );
                 min
             }
             Err(e) => {
@@ -285,12 +307,32 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
             }
         }
     };
-    let session_duration = dur(p, "room.session_duration", &raw.session_duration, Duration::from_secs(10));
-    let ticket_grace = dur(p, "room.ticket_grace", &raw.ticket_grace, Duration::from_secs(10));
-    let claim_window = dur(p, "room.claim_window", &raw.claim_window, Duration::from_secs(5));
+    let session_duration = dur(
+        p,
+        "room.session_duration",
+        &raw.session_duration,
+        Duration::from_secs(10),
+    );
+    let ticket_grace = dur(
+        p,
+        "room.ticket_grace",
+        &raw.ticket_grace,
+        Duration::from_secs(10),
+    );
+    let claim_window = dur(
+        p,
+        "room.claim_window",
+        &raw.claim_window,
+        Duration::from_secs(5),
+    );
     let tick = dur(p, "room.tick", &raw.tick, Duration::from_millis(10));
     let refresh = dur(p, "room.refresh", &raw.refresh, Duration::from_secs(1));
-    let ticket_max_age = dur(p, "room.ticket_max_age", &raw.ticket_max_age, Duration::from_secs(60));
+    let ticket_max_age = dur(
+        p,
+        "room.ticket_max_age",
+        &raw.ticket_max_age,
+        Duration::from_secs(60),
+    );
     if refresh * 2 > ticket_grace {
         p.push(
             "room.refresh",
@@ -298,7 +340,10 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         );
     }
     if refresh > claim_window {
-        p.push("room.claim_window", "must be at least room.refresh, or admitted visitors miss their turn");
+        p.push(
+            "room.claim_window",
+            "must be at least room.refresh, or admitted visitors miss their turn",
+        );
     }
     let opens_at = raw.opens_at.as_ref().and_then(|t| match parse_rfc3339_offset(t) {
         Some(at) => Some((t.clone(), at)),
@@ -326,7 +371,11 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         .bypass_cidrs
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| parse_cidr(c).map_err(|e| p.push(format!("room.bypass_cidrs.{i}"), e)).ok())
+        .filter_map(|(i, c)| {
+            parse_cidr(c)
+                .map_err(|e| p.push(format!("room.bypass_cidrs.{i}"), e))
+                .ok()
+        })
         .collect();
     let bypass_header = match (&raw.bypass_header, &raw.bypass_secret_file) {
         (None, None) => None,
@@ -337,11 +386,19 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
             let path = base.join(f);
             let secret = std::fs::read_to_string(&path)
                 .map(|s| s.trim().to_string())
-                .map_err(|e| p.push("room.bypass_secret_file", format!("{}: {e}", path.display())))
+                .map_err(|e| {
+                    p.push(
+                        "room.bypass_secret_file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })
                 .ok();
             match secret {
                 Some(s) if s.len() < 16 => {
-                    p.push("room.bypass_secret_file", "the secret must be at least 16 characters");
+                    p.push(
+                        "room.bypass_secret_file",
+                        "the secret must be at least 16 characters",
+                    );
                     None
                 }
                 Some(s) => name.map(|n| (n, s)),
@@ -349,20 +406,29 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
             }
         }
         _ => {
-            p.push("room.bypass_header", "give both bypass_header and bypass_secret_file, or neither");
+            p.push(
+                "room.bypass_header",
+                "give both bypass_header and bypass_secret_file, or neither",
+            );
             None
         }
     };
     if let Some(d) = &raw.cookie_domain {
         if !crate::tokens::cookie::is_valid_domain(d) {
-            p.push("room.cookie_domain", format!("`{d}` is not a cookie domain"));
+            p.push(
+                "room.cookie_domain",
+                format!("`{d}` is not a cookie domain"),
+            );
         }
     }
     let default_english = match raw.default_lang.as_str() {
         "ko" => false,
         "en" => true,
         other => {
-            p.push("room.default_lang", format!("`{other}`: use \"ko\" or \"en\""));
+            p.push(
+                "room.default_lang",
+                format!("`{other}`: use \"ko\" or \"en\""),
+            );
             false
         }
     };

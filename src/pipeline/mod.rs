@@ -106,7 +106,11 @@ async fn route(
 ) -> Result<(Response<Body>, Outcome), HttpError> {
     if let Some(guard) = &ctx.conn.guard {
         if let Err(r) = guard.next_request() {
-            ctx.app.metrics.bad_requests.with_label_values(&[r.label()]).inc();
+            ctx.app
+                .metrics
+                .bad_requests
+                .with_label_values(&[r.label()])
+                .inc();
             return Err(if r.status() == 431 {
                 HttpError::HeadTooLarge(r.label())
             } else {
@@ -119,7 +123,9 @@ async fn route(
     };
     match room::classify(ctx, room, &req) {
         room::Route::Open => forward(ctx, req).await,
-        room::Route::Status if req.uri().path() == "/__usher/status" => room::govern(ctx, room, req, true).await,
+        room::Route::Status if req.uri().path() == "/__usher/status" => {
+            room::govern(ctx, room, req, true).await
+        }
         room::Route::Status => Err(HttpError::NotFound),
         room::Route::Protected => room::govern(ctx, room, req, false).await,
     }
@@ -127,7 +133,10 @@ async fn route(
 
 /// Forwards without the room (no `[room]`, or an open path); the origin's
 /// `X-Usher-Release` is usher's business and never reaches the client.
-async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<(Response<Body>, Outcome), HttpError> {
+async fn forward(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Result<(Response<Body>, Outcome), HttpError> {
     let mut resp = crate::proxy::forward(ctx, req).await?;
     resp.headers_mut().remove(&room::X_USHER_RELEASE);
     Ok((resp, Outcome::Forwarded))

@@ -64,9 +64,19 @@ fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Option<Lang>) 
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("usher_lang=")))
         .and_then(Lang::from_tag);
     let chosen = asked.or_else(|| get_cookie(req.headers(), LANG_COOKIE).and_then(Lang::from_tag));
-    let accept = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
-    let default = if room.default_english { Lang::En } else { Lang::Ko };
-    (holding::negotiate(accept, chosen.map(Lang::as_str), default), asked)
+    let accept = req
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    let default = if room.default_english {
+        Lang::En
+    } else {
+        Lang::Ko
+    };
+    (
+        holding::negotiate(accept, chosen.map(Lang::as_str), default),
+        asked,
+    )
 }
 
 fn wants_json(req: &Request<Incoming>) -> bool {
@@ -85,19 +95,32 @@ pub async fn govern(
     status_only: bool,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
     let secure = ctx.conn.tls;
-    let verdict = ctx.app.room.decide(room, req.headers(), ctx.client_ip, secure);
+    let verdict = ctx
+        .app
+        .room
+        .decide(room, req.headers(), ctx.client_ip, secure);
     match verdict {
         Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
-        Verdict::Hold(hold) => Ok((hold_answer(ctx, room, &req, hold, status_only), Outcome::Held)),
+        Verdict::Hold(hold) => Ok((
+            hold_answer(ctx, room, &req, hold, status_only),
+            Outcome::Held,
+        )),
         Verdict::Admit { pass_id, cookies } if status_only => {
             let _ = pass_id;
             let view = view(room, "", RoomState::Admitted, None, "/");
-            let mut resp = answer(holding::status_json(&view), "application/json", RoomState::Admitted);
+            let mut resp = answer(
+                holding::status_json(&view),
+                "application/json",
+                RoomState::Admitted,
+            );
             append_cookies(&mut resp, cookies);
             Ok((resp, Outcome::Usher))
         }
         Verdict::Admit { pass_id, cookies } => {
-            strip_cookies(req.headers_mut(), &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE]);
+            strip_cookies(
+                req.headers_mut(),
+                &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE],
+            );
             if let Some((name, _)) = &room.bypass_header {
                 req.headers_mut().remove(name);
             }
@@ -122,7 +145,13 @@ fn append_cookies(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
     }
 }
 
-fn view<'a>(room: &'a RoomConfig, message: &'a str, state: RoomState, hold: Option<&Hold>, return_to: &'a str) -> StatusView<'a> {
+fn view<'a>(
+    room: &'a RoomConfig,
+    message: &'a str,
+    state: RoomState,
+    hold: Option<&Hold>,
+    return_to: &'a str,
+) -> StatusView<'a> {
     StatusView {
         state,
         position: hold.and_then(|h| h.position),
@@ -147,27 +176,48 @@ fn answer(body: bytes::Bytes, content_type: &'static str, state: RoomState) -> R
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(X_USHER_STATE.clone(), HeaderValue::from_static(state.as_str()));
+    h.insert(
+        X_USHER_STATE.clone(),
+        HeaderValue::from_static(state.as_str()),
+    );
     resp
 }
 
 /// The holding page (HTML) or status JSON for a waiting visitor.
-fn hold_answer(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>, hold: Hold, status_only: bool) -> Response<Body> {
+fn hold_answer(
+    ctx: &Ctx<'_>,
+    room: &RoomConfig,
+    req: &Request<Incoming>,
+    hold: Hold,
+    status_only: bool,
+) -> Response<Body> {
     let settings = ctx.app.room.settings(room);
     let return_to = if status_only {
         "/"
     } else {
         req.uri().path_and_query().map_or("/", |p| p.as_str())
     };
-    let v = view(room, &settings.message, hold.state, Some(&hold), holding::sanitize_return_to(return_to));
+    let v = view(
+        room,
+        &settings.message,
+        hold.state,
+        Some(&hold),
+        holding::sanitize_return_to(return_to),
+    );
     let (lang, asked) = language(room, req);
     let mut resp = if status_only || wants_json(req) {
         answer(holding::status_json(&v), "application/json", hold.state)
     } else {
-        answer(ctx.app.room.pages().render(lang, &v), "text/html; charset=utf-8", hold.state)
+        answer(
+            ctx.app.room.pages().render(lang, &v),
+            "text/html; charset=utf-8",
+            hold.state,
+        )
     };
-    resp.headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("Accept, Accept-Language, Cookie"));
+    resp.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Language, Cookie"),
+    );
     append_cookies(&mut resp, hold.cookies);
     if let Some(l) = asked {
         resp.headers_mut().append(
