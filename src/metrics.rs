@@ -124,6 +124,10 @@ pub struct RoomMetrics {
     pub rate_limited: IntCounterVec,
     /// 1 for the room's current state.
     pub state: IntGaugeVec,
+    /// The adaptive gate's current rate.
+    pub adaptive_rate: IntGauge,
+    /// Adaptive gate changes by reason.
+    pub adaptive_changes: IntCounterVec,
 }
 
 /// Room states for `usher_room_state{state}`.
@@ -406,7 +410,24 @@ impl RoomMetrics {
         )
         .expect("valid metric");
         reg(Box::new(wait_seconds.clone()));
+        let adaptive_changes = IntCounterVec::new(
+            Opts::new(
+                "usher_adaptive_changes_total",
+                "Admission rate changes made by the adaptive gate, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in crate::admission::adaptive::Reason::ALL {
+            adaptive_changes.with_label_values(&[r.label()]);
+        }
+        reg(Box::new(adaptive_changes.clone()));
         RoomMetrics {
+            adaptive_changes,
+            adaptive_rate: gauge(
+                "usher_adaptive_new_users_per_minute",
+                "The adaptive gate's admission rate (0 when it is off)",
+            ),
             queue_length: gauge(
                 "usher_queue_length",
                 "Visitors waiting in line and still polling",

@@ -7,6 +7,7 @@
 //! - `paths`: path normalisation for routing rules.
 
 pub mod active;
+pub mod adaptive;
 pub mod gate;
 pub mod line;
 pub mod paths;

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use super::active::{Active, RateWindow};
+use super::adaptive::{Aimd, OriginHealth};
 use super::gate::{Gate, TokioClock};
 use super::line::{Line, LineConfig, LineMode, Place};
 use crate::config::room::{Mode, RoomConfig};
@@ -149,6 +150,10 @@ pub struct Room {
     opened_hash: Mutex<Option<String>>,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Origin answers seen by the proxy, for the adaptive gate.
+    pub health: OriginHealth,
+    /// The adaptive gate's rate and when it last moved (room ms).
+    adaptive: Mutex<Option<(Aimd, u64)>>,
 }
 
 /// Everything a reload must load before it can swap (files that may fail).
@@ -264,6 +269,8 @@ impl Room {
             opened_hash: Mutex::new(None),
             draining: AtomicBool::new(false),
             metrics,
+            health: OriginHealth::default(),
+            adaptive: Mutex::new(None),
         }
     }
 
@@ -330,7 +337,13 @@ impl Room {
         Settings {
             mode: o.mode.as_deref().and_then(Mode::parse).unwrap_or(cfg.mode),
             max_active_users: o.max_active_users.unwrap_or(cfg.max_active_users),
-            new_users_per_minute: o.new_users_per_minute.unwrap_or(cfg.new_users_per_minute),
+            new_users_per_minute: o.new_users_per_minute.unwrap_or_else(|| {
+                let adaptive = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+                match (&cfg.adaptive, *adaptive) {
+                    (Some(_), Some((aimd, _))) => aimd.rate,
+                    _ => cfg.new_users_per_minute,
+                }
+            }),
             message: o.message.clone().unwrap_or_else(|| cfg.message.clone()),
         }
     }
@@ -668,8 +681,9 @@ impl Room {
     /// One admission tick: rotate liveness, open a scheduled event, and let
     /// in as many as the rate and free capacity allow.
     pub fn tick(&self, cfg: &RoomConfig) {
-        let settings = self.settings(cfg);
         let now = self.now_ms();
+        self.adapt(cfg, now);
+        let settings = self.settings(cfg);
         let m = &self.metrics.room;
         let mut s = self.lock();
         let active = s.active.prune(now);
@@ -732,6 +746,56 @@ impl Room {
                 r.retain_recent();
                 r.shrink_to_fit();
             }
+        }
+    }
+
+    /// The adaptive gate's step, once per interval: the admission rate
+    /// follows the origin's health between floor and ceiling.
+    fn adapt(&self, cfg: &RoomConfig, now: u64) {
+        let Some(a) = &cfg.adaptive else {
+            *self.adaptive.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return;
+        };
+        let waiting = self.lock().line.waiting() > 0;
+        let changed = {
+            let mut slot = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+            let (aimd, last) =
+                slot.get_or_insert_with(|| (Aimd::new(a, cfg.new_users_per_minute), now));
+            if now.saturating_sub(*last) < a.interval.as_millis() as u64 {
+                return;
+            }
+            *last = now;
+            let before = aimd.rate;
+            let sample = self.health.take();
+            aimd.step(a, sample, waiting)
+                .map(|reason| (before, aimd.rate, reason, sample))
+        };
+        let m = &self.metrics.room;
+        if let Some((from, to, reason, sample)) = changed {
+            m.adaptive_changes
+                .with_label_values(&[reason.label()])
+                .inc();
+            tracing::info!(
+                from,
+                to,
+                reason = reason.label(),
+                origin_requests = sample.requests,
+                origin_errors = sample.errors,
+                origin_mean_latency_ms = sample.mean_latency.as_millis() as u64,
+                "adaptive gate changed the admission rate"
+            );
+            let settings = self.settings(cfg);
+            let mut s = self.lock();
+            if !s.gate.same(settings.new_users_per_minute, cfg.burst) {
+                s.gate = Gate::new(
+                    settings.new_users_per_minute,
+                    cfg.burst,
+                    TokioClock::new(self.epoch),
+                );
+            }
+        }
+        if let Some((aimd, _)) = *self.adaptive.lock().unwrap_or_else(|e| e.into_inner()) {
+            m.adaptive_rate.set(i64::from(aimd.rate));
         }
     }
 
