@@ -318,7 +318,10 @@ fn listening_status(bound: &usher::app::Bound) -> String {
         .chain(&bound.tls)
         .map(|a| a.to_string())
         .collect();
-    format!("listening on {}", all.join(", "))
+    match bound.admin {
+        Some(a) => format!("listening on {}; admin on {a}", all.join(", ")),
+        None => format!("listening on {}", all.join(", ")),
+    }
 }
 
 /// Reloads on SIGHUP until SIGTERM or SIGINT, telling systemd about each.
