@@ -32,14 +32,23 @@ pub enum Action {
     Pause,
     /// `POST /admin/resume`: admit again.
     Resume,
-    /// `POST /admin/drain`: stop issuing tickets; let the line run out.
+    /// `POST /admin/drain`: take this node out of the load balancer
+    /// (`/readyz` fails) before a restart or upgrade.
     Drain,
+    /// `POST /admin/undrain`: `/readyz` succeeds again.
+    Undrain,
+    /// `POST /admin/room {"reset": true}`: drop every live change; the
+    /// config file's values apply again.
+    Reset,
     /// `POST /admin/room {"new_users_per_minute": N}`.
     SetRate(u64),
     /// `POST /admin/room {"max_active_users": N}`.
     SetCapacity(u64),
     /// `POST /admin/room {"message": TEXT}`.
     SetMessage(String),
+    /// `POST /admin/room {"mode": MODE}` (`fifo`, `random`, `passthrough`,
+    /// `closed`, `paused`).
+    SetMode(String),
 }
 
 impl Action {
@@ -52,6 +61,8 @@ impl Action {
             Action::Pause => ("POST", "/admin/pause", None),
             Action::Resume => ("POST", "/admin/resume", None),
             Action::Drain => ("POST", "/admin/drain", None),
+            Action::Undrain => ("POST", "/admin/undrain", None),
+            Action::Reset => ("POST", "/admin/room", Some(json!({ "reset": true }))),
             Action::SetRate(n) => (
                 "POST",
                 "/admin/room",
@@ -63,6 +74,7 @@ impl Action {
                 Some(json!({ "max_active_users": n })),
             ),
             Action::SetMessage(m) => ("POST", "/admin/room", Some(json!({ "message": m }))),
+            Action::SetMode(m) => ("POST", "/admin/room", Some(json!({ "mode": m }))),
         }
     }
 }
@@ -175,7 +187,8 @@ pub fn encode_request(host: &str, action: &Action) -> Vec<u8> {
 
 /// Parses a complete HTTP/1.x answer (read until the server closed).
 pub fn parse_reply(raw: &[u8]) -> Result<Reply, CtlError> {
-    let end = memchr::memmem::find(raw, b"\r\n\r\n").ok_or(CtlError::Malformed("no end of head"))?;
+    let end =
+        memchr::memmem::find(raw, b"\r\n\r\n").ok_or(CtlError::Malformed("no end of head"))?;
     let head =
         std::str::from_utf8(&raw[..end]).map_err(|_| CtlError::Malformed("head is not UTF-8"))?;
     let mut lines = head.split("\r\n");
@@ -269,18 +282,30 @@ mod tests {
 
     #[test]
     fn room_settings_are_json_posts() {
-        let req = String::from_utf8(encode_request("127.0.0.1:9090", &Action::SetRate(600))).unwrap();
+        let req =
+            String::from_utf8(encode_request("127.0.0.1:9090", &Action::SetRate(600))).unwrap();
         assert!(req.starts_with("POST /admin/room HTTP/1.1\r\nHost: 127.0.0.1:9090\r\n"));
         assert!(req.contains("Content-Type: application/json\r\n"));
         assert!(req.ends_with("\r\n\r\n{\"new_users_per_minute\":600}"));
         assert!(req.contains("Content-Length: 28\r\n"));
         let (_, _, body) = Action::SetMessage("Sold \"out\"".into()).request();
         assert_eq!(body.unwrap()["message"], "Sold \"out\"");
+        assert_eq!(
+            Action::Reset.request().2.unwrap(),
+            serde_json::json!({"reset": true})
+        );
+        assert_eq!(
+            Action::SetMode("closed".into()).request().2.unwrap()["mode"],
+            "closed"
+        );
+        assert_eq!(Action::Undrain.request().1, "/admin/undrain");
         let (m, p, body) = Action::SetCapacity(5000).request();
         assert_eq!((m, p), ("POST", "/admin/room"));
         assert_eq!(body.unwrap(), serde_json::json!({"max_active_users": 5000}));
         let get = String::from_utf8(encode_request("h", &Action::Status)).unwrap();
-        assert!(get.starts_with("GET /admin/status ") && get.ends_with("Content-Length: 0\r\n\r\n"));
+        assert!(
+            get.starts_with("GET /admin/status ") && get.ends_with("Content-Length: 0\r\n\r\n")
+        );
     }
 
     #[test]
@@ -308,7 +333,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nff\r\nshort",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
         ] {
-            assert!(parse_reply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_reply(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

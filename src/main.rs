@@ -76,9 +76,13 @@ enum CtlCommand {
     Pause,
     /// Admit again after a pause.
     Resume,
-    /// Stop issuing tickets; the line runs out.
+    /// Take this node out of the load balancer (/readyz fails) before a restart.
     Drain,
-    /// Change a room setting live.
+    /// Put a drained node back (/readyz succeeds).
+    Undrain,
+    /// Drop every live change (pause, set ...): the config file's values apply again.
+    Reset,
+    /// Change a room setting live; it outlasts reloads until `reset`.
     Set {
         #[command(subcommand)]
         setting: SetCommand,
@@ -91,6 +95,8 @@ enum SetCommand {
     Rate { per_minute: u64 },
     /// Most active users at once.
     Capacity { users: u64 },
+    /// Mode: fifo, random, passthrough, closed or paused.
+    Mode { mode: String },
     /// The operator's message on the holding page (empty to clear).
     Message {
         #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
@@ -106,9 +112,12 @@ impl CtlCommand {
             CtlCommand::Pause => Action::Pause,
             CtlCommand::Resume => Action::Resume,
             CtlCommand::Drain => Action::Drain,
+            CtlCommand::Undrain => Action::Undrain,
+            CtlCommand::Reset => Action::Reset,
             CtlCommand::Set { setting } => match setting {
                 SetCommand::Rate { per_minute } => Action::SetRate(per_minute),
                 SetCommand::Capacity { users } => Action::SetCapacity(users),
+                SetCommand::Mode { mode } => Action::SetMode(mode),
                 SetCommand::Message { text } => Action::SetMessage(text.join(" ")),
             },
         }
@@ -283,11 +292,13 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         let app = App::new(cfg, log)?;
         let inherited = match passed {
             Some(p) => {
-                tracing::info!(sockets = p.0.len(), "socket activation: using inherited sockets");
+                tracing::info!(
+                    sockets = p.0.len(),
+                    "socket activation: using inherited sockets"
+                );
                 // SAFETY: LISTEN_PID names this process, so the service
                 // manager handed these fds to us and nothing else owns them.
-                unsafe { activation::adopt(p, &app.config.load()) }
-                    .context("socket activation")?
+                unsafe { activation::adopt(p, &app.config.load()) }.context("socket activation")?
             }
             None => activation::Matched::default(),
         };

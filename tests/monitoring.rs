@@ -136,10 +136,15 @@ fn exported(text: &str) -> BTreeSet<String> {
 fn used_names() -> BTreeSet<String> {
     let rules = std::fs::read_to_string(monitoring("usher.rules.yml")).unwrap();
     let mut exprs = rule_exprs(&rules);
-    assert!(exprs.len() >= 10, "only {} rule expressions found", exprs.len());
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(monitoring("grafana-dashboard.json")).unwrap())
-            .unwrap();
+    assert!(
+        exprs.len() >= 10,
+        "only {} rule expressions found",
+        exprs.len()
+    );
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
     let before = exprs.len();
     dashboard_exprs(&dash, &mut exprs);
     assert!(exprs.len() - before >= 20, "dashboard queries not found");
@@ -254,8 +259,9 @@ fn anchor(heading: &str) -> String {
 #[test]
 fn every_alert_has_a_runbook_section() {
     let rules = std::fs::read_to_string(monitoring("usher.rules.yml")).unwrap();
-    let ops = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md"))
-        .unwrap();
+    let ops =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md"))
+            .unwrap();
     let anchors: BTreeSet<String> = ops
         .lines()
         .filter_map(|l| l.strip_prefix('#'))
@@ -271,22 +277,34 @@ fn every_alert_has_a_runbook_section() {
             let target = link
                 .strip_prefix("docs/OPERATIONS.md#")
                 .unwrap_or_else(|| panic!("runbook {link} is not in docs/OPERATIONS.md"));
-            assert!(anchors.contains(target), "no section #{target} in docs/OPERATIONS.md");
+            assert!(
+                anchors.contains(target),
+                "no section #{target} in docs/OPERATIONS.md"
+            );
         }
     }
     assert!(alerts >= 10);
-    assert_eq!(rules.matches("runbook:").count(), alerts, "an alert without a runbook");
+    assert_eq!(
+        rules.matches("runbook:").count(),
+        alerts,
+        "an alert without a runbook"
+    );
 }
 
 #[test]
 fn dashboard_panels_have_ids_places_and_queries() {
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(monitoring("grafana-dashboard.json")).unwrap())
-            .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
     let panels = dash["panels"].as_array().unwrap();
     let mut ids = BTreeSet::new();
     for p in panels {
-        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate id {}", p["id"]);
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate id {}",
+            p["id"]
+        );
         let g = &p["gridPos"];
         let (x, w) = (g["x"].as_u64().unwrap(), g["w"].as_u64().unwrap());
         assert!(x + w <= 24, "panel {} is wider than the grid", p["title"]);

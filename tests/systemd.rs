@@ -238,18 +238,18 @@ fn activated(cfg: &Path, mgr: &Manager, fds: &[RawFd], names: &str) -> Usher {
             // Move the sources out of the way first, so placing one on
             // fd 3 + i cannot clobber another that happens to sit there.
             let mut high = [-1; 4];
-            for i in 0..n {
-                high[i] = libc::fcntl(src[i], libc::F_DUPFD, 100);
-                if high[i] < 0 {
+            for (h, fd) in high.iter_mut().zip(&src).take(n) {
+                *h = libc::fcntl(*fd, libc::F_DUPFD, 100);
+                if *h < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for i in 0..n {
+            for (target, h) in (3..).zip(&high).take(n) {
                 // dup2 clears FD_CLOEXEC on the new fd, so it survives exec.
-                if libc::dup2(high[i], 3 + i as RawFd) < 0 {
+                if libc::dup2(*h, target) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::close(high[i]);
+                libc::close(*h);
             }
             Ok(())
         });

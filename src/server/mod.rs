@@ -81,11 +81,13 @@ impl Listeners {
             admin: None,
         };
         for a in &cfg.server.listen {
-            out.plain.push(adopt_or_bind(*a, inherited.take_plain(*a)).await?);
+            out.plain
+                .push(adopt_or_bind(*a, inherited.take_plain(*a)).await?);
         }
         if let Some(t) = &cfg.server.tls {
             for a in &t.listen {
-                out.tls.push(adopt_or_bind(*a, inherited.take_tls(*a)).await?);
+                out.tls
+                    .push(adopt_or_bind(*a, inherited.take_tls(*a)).await?);
             }
         }
         if let Some(a) = cfg.server.admin {
