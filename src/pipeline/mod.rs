@@ -105,11 +105,7 @@ async fn route(
 ) -> Result<(Response<Body>, Outcome), HttpError> {
     if let Some(guard) = &ctx.conn.guard {
         if let Err(r) = guard.next_request() {
-            ctx.app
-                .metrics
-                .bad_requests
-                .with_label_values(&[r.label()])
-                .inc();
+            ctx.app.metrics.bad_requests.with_label_values(&[r.label()]).inc();
             return Err(if r.status() == 431 {
                 HttpError::HeadTooLarge(r.label())
             } else {
