@@ -303,6 +303,9 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             None => activation::Matched::default(),
         };
         let listeners = Listeners::bind_with(&app, inherited).await?;
+        // Before READY=1: a SIGHUP or SIGTERM that systemd sends right after
+        // must find our handlers, not the default action (terminate).
+        let signals = Signals::install()?;
         let running = server::serve(app.clone(), listeners);
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "usher started");
         notifier.ready(&listening_status(&running.bound));
@@ -310,7 +313,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(every = ?every, "systemd watchdog enabled");
             usher::notify::spawn_watchdog(notifier.clone(), every);
         }
-        wait_for_stop(&app, &notifier).await?;
+        wait_for_stop(&app, &notifier, signals).await;
         notifier.stopping();
         let grace = app.config.load().server.shutdown_grace;
         let left = running.shutdown(grace).await;
@@ -335,15 +338,29 @@ fn listening_status(bound: &usher::app::Bound) -> String {
     }
 }
 
+/// The signals usher answers.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+}
+
 /// Reloads on SIGHUP until SIGTERM or SIGINT, telling systemd about each.
-async fn wait_for_stop(app: &App, notifier: &Notifier) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+async fn wait_for_stop(app: &App, notifier: &Notifier, mut s: Signals) {
     loop {
         tokio::select! {
-            _ = hup.recv() => {
+            _ = s.hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
                 notifier.reloading();
                 // Ready again either way: a failed reload keeps the running config.
@@ -355,8 +372,8 @@ async fn wait_for_stop(app: &App, notifier: &Notifier) -> anyhow::Result<()> {
                     Err(e) => notifier.ready(&format!("reload failed, running config kept: {e}")),
                 }
             }
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()); }
+            _ = s.term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
+            _ = s.int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
         }
     }
 }
