@@ -186,6 +186,7 @@ fn notifies_ready_reloading_ready_and_stopping_in_order() {
     assert!(mgr.next().starts_with("STOPPING=1"));
     assert_eq!(usher.wait_exit().code(), Some(0));
     assert!(mgr.watchdogs > 0, "no WATCHDOG=1 while running");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -317,6 +318,7 @@ fn socket_activation_serves_inherited_sockets_and_a_restart_refuses_nobody() {
     assert!(answer.starts_with("HTTP/1.1 "), "{answer:?}");
     second.signal(libc::SIGTERM);
     assert_eq!(second.wait_exit().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -345,6 +347,7 @@ fn shipped_units_pass_systemd_analyze_verify() {
         .filter(|l| l.contains("usher.service") || l.contains("usher.socket"))
         .collect();
     assert!(out.status.success() && ours.is_empty(), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
