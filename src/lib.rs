@@ -14,14 +14,18 @@
 //! - [`logging`]: tracing setup and the access log.
 //! - [`holding`]: the holding page, status JSON and usher's own error pages.
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
+//! - [`notify`]: systemd readiness, reload and watchdog notifications.
+//! - [`ctl`]: the `usher ctl` admin client.
 
 pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod config;
+pub mod ctl;
 pub mod holding;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;

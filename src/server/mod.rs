@@ -1,6 +1,8 @@
 //! Listeners: plain (HTTP/1.1 and h2c) and TLS (ALPN h2 / http/1.1), the
-//! connection guards, and the graceful drain on shutdown.
+//! connection guards, and the graceful drain on shutdown. Listening sockets
+//! are bound here or inherited from systemd ([`activation`]).
 
+pub mod activation;
 mod conn;
 pub mod h1_guard;
 pub mod tls;
@@ -50,9 +52,28 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
         .map_err(|source| BindError { addr, source })
 }
 
+async fn adopt_or_bind(
+    addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<TcpListener, BindError> {
+    match inherited {
+        Some(l) => TcpListener::from_std(l).map_err(|source| BindError { addr, source }),
+        None => bind(addr).await,
+    }
+}
+
 impl Listeners {
     /// Binds every listener in the app's config.
     pub async fn bind(app: &App) -> Result<Listeners, BindError> {
+        Listeners::bind_with(app, activation::Matched::default()).await
+    }
+
+    /// Binds every listener in the app's config, except those for which
+    /// `inherited` holds a socket passed by the service manager.
+    pub async fn bind_with(
+        app: &App,
+        mut inherited: activation::Matched,
+    ) -> Result<Listeners, BindError> {
         let cfg = app.config.load();
         let mut out = Listeners {
             plain: Vec::new(),
@@ -60,15 +81,17 @@ impl Listeners {
             admin: None,
         };
         for a in &cfg.server.listen {
-            out.plain.push(bind(*a).await?);
+            out.plain
+                .push(adopt_or_bind(*a, inherited.take_plain(*a)).await?);
         }
         if let Some(t) = &cfg.server.tls {
             for a in &t.listen {
-                out.tls.push(bind(*a).await?);
+                out.tls
+                    .push(adopt_or_bind(*a, inherited.take_tls(*a)).await?);
             }
         }
         if let Some(a) = cfg.server.admin {
-            out.admin = Some(bind(a).await?);
+            out.admin = Some(adopt_or_bind(a, inherited.admin.take()).await?);
         }
         Ok(out)
     }
