@@ -126,6 +126,8 @@ pub struct RoomMetrics {
     pub state: IntGaugeVec,
     /// The adaptive gate's current rate.
     pub adaptive_rate: IntGauge,
+    /// 1 while the state store answers (the in-process store always does).
+    pub store_up: IntGauge,
     /// Adaptive gate changes by reason.
     pub adaptive_changes: IntCounterVec,
 }
@@ -422,7 +424,13 @@ impl RoomMetrics {
             adaptive_changes.with_label_values(&[r.label()]);
         }
         reg(Box::new(adaptive_changes.clone()));
+        let store_up = gauge(
+            "usher_store_up",
+            "1 while the line's state store answers, 0 while it does not",
+        );
+        store_up.set(1);
         RoomMetrics {
+            store_up,
             adaptive_changes,
             adaptive_rate: gauge(
                 "usher_adaptive_new_users_per_minute",
