@@ -14,6 +14,8 @@
 //! - [`logging`]: tracing setup and the access log.
 //! - [`holding`]: the holding page, status JSON and usher's own error pages.
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
+//! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
+//! - [`store`]: durable state: the voucher claim ledger and its audit log.
 
 pub mod admin;
 pub mod admission;
@@ -25,7 +27,9 @@ pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod tokens;
+pub mod vouchers;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
