@@ -51,8 +51,7 @@ pub(crate) fn encode_issue(event: &str, rec: &Record, out: &mut Vec<u8>) {
         return;
     };
     let line = AuditLine {
-        time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(*at))
-            .to_string(),
+        time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(*at)).to_string(),
         event: event.to_owned(),
         seq: *seq,
         identity_sha256: identity_hash(id),
@@ -206,7 +205,10 @@ pub fn audit_check(dir: &Path) -> Result<AuditReport, StoreError> {
         r.problem(format!("audit log line {n} is damaged"));
     }
     if r.issued > r.stock {
-        r.problem(format!("{} codes issued for a stock of {}", r.issued, r.stock));
+        r.problem(format!(
+            "{} codes issued for a stock of {}",
+            r.issued, r.stock
+        ));
     }
 
     // Journal side: replay already refused a code issued twice.
@@ -227,7 +229,10 @@ pub fn audit_check(dir: &Path) -> Result<AuditReport, StoreError> {
             r.problem(format!("audit: code of seq {} appears twice", l.seq));
         }
         if !identities.insert(l.identity_sha256.as_str()) {
-            r.problem(format!("audit: identity {} holds two codes", l.identity_sha256));
+            r.problem(format!(
+                "audit: identity {} holds two codes",
+                l.identity_sha256
+            ));
         }
         let pair = (l.identity_sha256.clone(), l.code.clone());
         match journal.get(&pair) {

@@ -105,13 +105,13 @@ impl Ledger {
             file.write_all(&head).map_err(io)?;
             file.sync_data().map_err(io)?;
         }
+        let audit = audit::open_and_repair(dir, event, &rep.issues)?;
         if new {
-            // The new file's name must be durable too, not just its bytes.
+            // The new files' names must be durable too, not just their bytes.
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| StoreError::io(dir, e))?;
         }
-        let audit = audit::open_and_repair(dir, event, &rep.issues)?;
         let journal = Appender {
             file,
             path: path.clone(),

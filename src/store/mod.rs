@@ -16,7 +16,7 @@ mod journal;
 pub mod local;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_crash;
 mod writer;

@@ -91,7 +91,10 @@ impl State {
             Record::Stock { n } => self.stock = *n,
             Record::Reserve { seq, id, key } => {
                 if *seq != self.next_seq {
-                    return Err(format!("reservation {seq} where {} was next", self.next_seq));
+                    return Err(format!(
+                        "reservation {seq} where {} was next",
+                        self.next_seq
+                    ));
                 }
                 let pending = Entry::Pending {
                     seq: *seq,
@@ -103,7 +106,9 @@ impl State {
                         self.taken += 1;
                         Vec::new()
                     }
-                    Some(_) => return Err(format!("reservation {seq} for an identity with a claim")),
+                    Some(_) => {
+                        return Err(format!("reservation {seq} for an identity with a claim"))
+                    }
                 };
                 self.next_seq += 1;
                 return Ok(waiters);

@@ -93,7 +93,9 @@ impl Appender {
             let _ = self.file.write_all(&buf[..buf.len() / 2]);
             Err(io::Error::from_raw_os_error(libc::ENOSPC))
         } else {
-            self.file.write_all(buf).and_then(|()| self.file.sync_data())
+            self.file
+                .write_all(buf)
+                .and_then(|()| self.file.sync_data())
         };
         match res {
             Ok(()) => {
@@ -101,7 +103,10 @@ impl Appender {
                 Ok(())
             }
             Err(e) => {
-                let undone = self.file.set_len(self.len).and_then(|()| self.file.sync_data());
+                let undone = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data());
                 Err((e, undone.is_err()))
             }
         }

@@ -30,7 +30,9 @@ use futures_util::StreamExt as _;
 use tokio::sync::OwnedMutexGuard;
 
 use super::{Claim, IssueOutcome, VoucherIssuer};
-use crate::store::{clip_reason, valid_code, Ledger, PendingClaim, Reservation, StoreError};
+use crate::store::{
+    clip_reason, valid_code, valid_identity, Ledger, PendingClaim, Reservation, StoreError,
+};
 
 /// Pending claims finished at once by [`Vouchers::recover`].
 const RECOVER_CONCURRENCY: usize = 8;
@@ -174,6 +176,10 @@ impl Vouchers {
         identity: &str,
         ctx: &ClaimContext,
     ) -> (ClaimResult, Option<Duration>) {
+        if !valid_identity(identity) {
+            // Refused before it reaches the lock map: hostile input stays small.
+            return (ClaimResult::Unavailable(StoreError::BadIdentity), None);
+        }
         let _turn = Turn::take(&self.busy, identity).await;
         match self.ledger.reserve(identity).await {
             Ok(Reservation::Issued(c)) => (
@@ -212,7 +218,10 @@ impl Vouchers {
         let written = match outcome {
             IssueOutcome::Issued { code, meta } => {
                 if !valid_code(&code) {
-                    tracing::error!(issuer = self.issuer.name(), "voucher issuer answered an invalid code");
+                    tracing::error!(
+                        issuer = self.issuer.name(),
+                        "voucher issuer answered an invalid code"
+                    );
                     return ClaimResult::RetryLater("the issuer answered an invalid code".into());
                 }
                 tracing::debug!(issuer = self.issuer.name(), %meta, "voucher issued");

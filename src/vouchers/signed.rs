@@ -130,7 +130,8 @@ pub fn verify_signed(code: &str, key: &VoucherKey) -> Result<SignedInfo, VerifyE
         return Err(VerifyError::Malformed);
     }
     let mut parts = code.rsplitn(3, '-');
-    let (Some(tag_txt), Some(payload_txt), Some(prefix)) = (parts.next(), parts.next(), parts.next())
+    let (Some(tag_txt), Some(payload_txt), Some(prefix)) =
+        (parts.next(), parts.next(), parts.next())
     else {
         return Err(VerifyError::Malformed);
     };
@@ -212,7 +213,10 @@ mod tests {
     fn rejects_forgeries() {
         let iss = SignedIssuer::new("EV", key(1)).expect("valid prefix");
         let code = iss.mint(7, "alice");
-        assert_eq!(verify_signed(&code, &key(2)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify_signed(&code, &key(2)),
+            Err(VerifyError::BadSignature)
+        );
         let (head, tag) = code.rsplit_once('-').expect("three parts");
         let flipped = if tag.starts_with('A') { "B" } else { "A" };
         let bad = format!("{head}-{flipped}{}", &tag[1..]);
@@ -222,10 +226,27 @@ mod tests {
             verify_signed(&other_prefix, &key(1)),
             Err(VerifyError::BadSignature)
         );
-        for junk in ["", "EV", "EV--", "EV-abc-def", &"A".repeat(500), "É-0000000000000000-0000000000000000"] {
-            assert_eq!(verify_signed(junk, &key(1)), Err(VerifyError::Malformed), "{junk}");
+        for junk in [
+            "",
+            "EV",
+            "EV--",
+            "EV-abc-def",
+            &"A".repeat(500),
+            "É-0000000000000000-0000000000000000",
+        ] {
+            assert_eq!(
+                verify_signed(junk, &key(1)),
+                Err(VerifyError::Malformed),
+                "{junk}"
+            );
         }
-        assert_eq!(SignedIssuer::new("", key(1)).err(), Some(SignedError::BadPrefix));
-        assert_eq!(SignedIssuer::new("A-B", key(1)).err(), Some(SignedError::BadPrefix));
+        assert_eq!(
+            SignedIssuer::new("", key(1)).err(),
+            Some(SignedError::BadPrefix)
+        );
+        assert_eq!(
+            SignedIssuer::new("A-B", key(1)).err(),
+            Some(SignedError::BadPrefix)
+        );
     }
 }

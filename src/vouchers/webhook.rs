@@ -171,7 +171,9 @@ impl WebhookIssuer {
             .saturating_mul(1u32 << (n - 1).min(16))
             .min(self.cfg.backoff_max);
         let half = full / 2;
-        half + full.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
+        half + full
+            .saturating_sub(half)
+            .mul_f64(rand::rng().random::<f64>())
     }
 
     async fn once(&self, body: Bytes, signature: &str, key: &str) -> Attempt {
