@@ -16,6 +16,8 @@
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
 //! - [`notify`]: systemd readiness, reload and watchdog notifications.
 //! - [`ctl`]: the `usher ctl` admin client.
+//! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
+//! - [`store`]: durable state: the voucher claim ledger and its audit log.
 
 pub mod admin;
 pub mod admission;
@@ -29,7 +31,9 @@ pub mod notify;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod tokens;
+pub mod vouchers;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
