@@ -64,6 +64,37 @@ enum Command {
         #[arg(long)]
         kid: Option<String>,
     },
+    /// Vouchers: verify a signed code, check the ledger against the audit log.
+    Voucher {
+        #[command(subcommand)]
+        command: VoucherCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VoucherCommand {
+    /// Check a code minted by the `signed` plugin (offline, with its key);
+    /// prints its sequence number; exit 1 if it is not genuine.
+    Verify {
+        /// The code.
+        code: String,
+        /// The key file (`vouchers.key_file`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Also check that the code belongs to this identity (e.g. `pass:…`).
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Check that the ledger and the audit log agree (no code twice, none
+    /// beyond the stock); exit 1 on any disagreement. Safe while usher runs.
+    Audit {
+        /// The ledger directory (`vouchers.state_dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Or the config file naming it.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,12 +249,103 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_UNAVAILABLE)
             }
         },
+        Command::Voucher { command } => voucher(command),
         Command::Keygen { kid } => {
             let kid = kid.unwrap_or_else(|| usher::ctl::default_kid(usher::app::unix_now() as u64));
             match usher::tokens::Keyring::generate_line(&kid) {
                 Ok(line) => {
                     println!("{line}");
                     ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("usher: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn voucher(command: VoucherCommand) -> ExitCode {
+    match command {
+        VoucherCommand::Verify {
+            code,
+            key,
+            identity,
+        } => {
+            let key = match usher::vouchers::VoucherKey::load(&key) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("usher: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match usher::vouchers::verify_signed(&code, &key) {
+                Ok(info)
+                    if identity
+                        .as_deref()
+                        .is_none_or(|id| info.matches_identity(id)) =>
+                {
+                    println!("genuine: prefix {} sequence {}", info.prefix, info.seq);
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => {
+                    println!("genuine, but issued to another identity");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    println!("not genuine: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        VoucherCommand::Audit { dir, config } => {
+            let dir = match (dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => match Config::load(&c) {
+                    Ok(cfg) => match cfg.vouchers {
+                        Some(v) => v.state_dir,
+                        None => {
+                            eprintln!("usher: {} has no [vouchers] section", c.display());
+                            return ExitCode::from(EX_CONFIG);
+                        }
+                    },
+                    Err(e) => {
+                        eprint!("{e}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                },
+                (None, None) => {
+                    eprintln!("usher: give --dir or -c");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match usher::vouchers::audit_check(&dir) {
+                Ok(report) => {
+                    println!(
+                        "event {}: stock {}, issued {}, pending {}, refused {}, audit lines {}{}",
+                        report.event,
+                        report.stock,
+                        report.issued,
+                        report.pending,
+                        report.refused,
+                        report.audit_lines,
+                        if report.exhausted {
+                            ", issuer sold out"
+                        } else {
+                            ""
+                        }
+                    );
+                    for p in &report.problems {
+                        println!("problem: {p}");
+                    }
+                    if report.is_ok() {
+                        println!("ledger and audit log agree");
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("{} problem(s)", report.problem_count);
+                        ExitCode::FAILURE
+                    }
                 }
                 Err(e) => {
                     eprintln!("usher: {e}");

@@ -154,6 +154,8 @@ pub struct Room {
     pub health: OriginHealth,
     /// The adaptive gate's rate and when it last moved (room ms).
     adaptive: Mutex<Option<(Aimd, u64)>>,
+    /// Vouchers left (`u64::MAX`: the event has no vouchers).
+    vouchers_left: AtomicU64,
 }
 
 /// Everything a reload must load before it can swap (files that may fail).
@@ -271,6 +273,7 @@ impl Room {
             metrics,
             health: OriginHealth::default(),
             adaptive: Mutex::new(None),
+            vouchers_left: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -471,6 +474,15 @@ impl Room {
                     .with_label_values(&["pass", r.label()])
                     .inc(),
             }
+        }
+        if self.vouchers_left() == Some(0) {
+            return Verdict::Hold(Hold {
+                state: RoomState::SoldOut,
+                position: None,
+                eta_seconds: None,
+                opens_in_seconds: None,
+                cookies: Vec::new(),
+            });
         }
         let settings = self.settings(cfg);
         match settings.mode {
@@ -673,6 +685,41 @@ impl Room {
         Verdict::Admit { pass_id, cookies }
     }
 
+    /// Records the vouchers left; at zero the room is sold out at once:
+    /// people in line are told on their next poll, newcomers get no ticket,
+    /// admitted visitors keep using the site.
+    pub fn set_vouchers_left(&self, left: Option<u64>) {
+        self.vouchers_left
+            .store(left.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Vouchers left, when the event has any.
+    pub fn vouchers_left(&self) -> Option<u64> {
+        Some(self.vouchers_left.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
+    }
+
+    /// The valid pass a request carries, if any (no side effects beyond
+    /// counting a rejected token).
+    pub fn check_pass(&self, headers: &HeaderMap) -> Option<Pass> {
+        let token = get_cookie(headers, PASS_COOKIE)?;
+        let event = self.event_id.load(Ordering::Relaxed);
+        match self
+            .keys
+            .load()
+            .open_pass(token, event, self.unix_ms() / 1000)
+        {
+            Ok(p) => Some(p),
+            Err(r) => {
+                self.metrics
+                    .room
+                    .token_rejects
+                    .with_label_values(&["pass", r.label()])
+                    .inc();
+                None
+            }
+        }
+    }
+
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).
     pub fn release(&self, pass_id: u64) {
         self.lock().active.release(pass_id);
@@ -729,6 +776,7 @@ impl Room {
         let open = s.line.is_open();
         drop(s);
         m.set_state(match settings.mode {
+            _ if self.vouchers_left() == Some(0) => "sold_out",
             _ if !open => "prequeue",
             Mode::Fifo | Mode::Random => "open",
             Mode::Paused => "paused",
@@ -844,6 +892,7 @@ impl Room {
             "wait_estimate_seconds": rate.filter(|r| *r > 0.0).map(|r| (st.waiting as f64 / r).ceil()),
             "line_memory_bytes": st.memory_bytes,
             "draining": self.draining(),
+            "vouchers_left": self.vouchers_left(),
         })
     }
 }

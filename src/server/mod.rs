@@ -123,6 +123,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
     // so a reload can tell a moved listener from one that was `:0`.
     {
         let cfg = app.config.load();
+        *app.listening.lock().unwrap_or_else(|e| e.into_inner()) = bound.clone();
         let mut b = app.bound.lock().unwrap_or_else(|e| e.into_inner());
         *b = Bound {
             plain: cfg.server.listen.clone(),
@@ -164,6 +165,17 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
         )));
     }
     tasks.push(tokio::spawn(admission_ticks(app.clone(), stopped.clone())));
+    if let Some(v) = app.vouchers.clone() {
+        // Claims reserved before a crash finish with their own idempotency key.
+        let room_app = app.clone();
+        tokio::spawn(async move {
+            let report = v.recover().await;
+            if report.pending > 0 {
+                tracing::info!(?report, "pending voucher claims finished after restart");
+            }
+            room_app.room.set_vouchers_left(Some(v.remaining()));
+        });
+    }
     if let Some(l) = listeners.admin {
         tasks.push(tokio::spawn(crate::admin::serve(
             l,

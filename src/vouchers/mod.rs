@@ -12,6 +12,7 @@ mod base32;
 pub mod key;
 pub mod pool;
 pub mod service;
+pub mod setup;
 pub mod signed;
 pub mod webhook;
 
