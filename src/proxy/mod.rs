@@ -61,6 +61,9 @@ pub async fn forward(
             }
         }
     }
+    if parts.version == Version::HTTP_2 && !cfg.origin.http2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     let trailers = headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     if trailers {
         // usher relays trailers, so it can ask the origin for them in turn.
