@@ -53,8 +53,7 @@ fn check_reports_every_mistake_with_file_and_line() {
     ] {
         let at = format!("{file}:{line}: {key}");
         assert!(
-            err.lines()
-                .any(|l| l.contains(&at) && l.contains(words)),
+            err.lines().any(|l| l.contains(&at) && l.contains(words)),
             "no line with `{at}` and `{words}` in:\n{err}"
         );
     }
@@ -87,7 +86,10 @@ fn check_prints_the_effective_config_which_checks_again() {
         "shutdown_grace = \"30s\"",
         "[log]",
     ] {
-        assert!(shown.contains(expected), "`{expected}` missing from:\n{shown}");
+        assert!(
+            shown.contains(expected),
+            "`{expected}` missing from:\n{shown}"
+        );
     }
     // what `check` prints is itself a valid config with the same meaning
     let again = dir.write("effective.toml", &shown);
@@ -152,7 +154,10 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 
         let r = in_flight.await.unwrap();
         assert_eq!((r.status(), r.text().as_str()), (200, "finished"));
-        let status = p.wait_exit(Duration::from_secs(5)).await.expect("usher exits");
+        let status = p
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .expect("usher exits");
         assert!(status.success(), "exit status {status}");
         assert!(stopped_at.elapsed() < Duration::from_secs(5));
     })
@@ -166,11 +171,16 @@ async fn sigterm_stops_within_the_grace_even_if_a_request_does_not() {
     let mut p = UsherProc::spawn(TempDir::new("sigterm-grace"), &cfg).await;
     within(15, "SIGTERM past the grace", async {
         let mut c = connect(p.addr).await;
-        c.send(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        c.send(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         origin.wait_for(1).await;
         let stopped_at = Instant::now();
         p.signal(libc::SIGTERM);
-        let status = p.wait_exit(Duration::from_secs(5)).await.expect("usher exits");
+        let status = p
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .expect("usher exits");
         let took = stopped_at.elapsed();
         assert!(status.success(), "exit status {status}");
         assert!(

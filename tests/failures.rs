@@ -38,7 +38,10 @@ async fn origin_down_is_a_502_not_a_hang() {
         assert_error_page(&r, 502);
         assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!(
-            metric(&usher.metrics(), "usher_origin_errors_total{kind=\"connect\"}"),
+            metric(
+                &usher.metrics(),
+                "usher_origin_errors_total{kind=\"connect\"}"
+            ),
             Some(1.0)
         );
     })
@@ -80,8 +83,7 @@ async fn in_flight_cap_answers_503_with_retry_after() {
             _ => Reply::ok("fast"),
         })
         .await;
-        let usher =
-            Usher::in_front_of(origin.addr, "max_in_flight = 1\nmax_queue = 0").await;
+        let usher = Usher::in_front_of(origin.addr, "max_in_flight = 1\nmax_queue = 0").await;
         let addr = usher.addr;
         let first = tokio::spawn(async move { get(addr, "/slow").await });
         origin.wait_for(1).await;
@@ -90,7 +92,10 @@ async fn in_flight_cap_answers_503_with_retry_after() {
         let r = get(addr, "/fast").await;
         assert_error_page(&r, 503);
         assert_eq!(r.head.get("retry-after"), Some("5"));
-        assert!(started.elapsed() < Duration::from_secs(1), "503 must not wait");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "503 must not wait"
+        );
         assert_eq!(origin.count(), 0, "the refused request reached the origin");
 
         let r = first.await.unwrap();
@@ -140,6 +145,58 @@ async fn body_over_the_limit_is_a_413() {
         .await;
         assert_eq!(r.status(), 413);
         assert_eq!(origin.connections(), 0);
+    })
+    .await;
+}
+
+/// A client that leaves while its request waits on the origin must not
+/// keep the origin slot: with a cap of one, the next visitor gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaving_gives_its_origin_slot_back() {
+    within(15, "abandoned request", async {
+        let origin = Origin::start(|r| match r.target() {
+            "/hang" => slow(Duration::from_secs(30)),
+            _ => Reply::ok("fast"),
+        })
+        .await;
+        let usher = Usher::in_front_of(
+            origin.addr,
+            "max_in_flight = 1\nmax_queue = 1\nqueue_timeout = \"3s\"",
+        )
+        .await;
+        let mut c = common::clients::connect(usher.addr).await;
+        c.send(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        origin.wait_for(1).await;
+        drop(c);
+        let r = get(usher.addr, "/fast").await;
+        assert_eq!((r.status(), r.text().as_str()), (200, "fast"));
+    })
+    .await;
+}
+
+/// Same, for a client that leaves half-way through sending its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaving_mid_upload_gives_its_origin_slot_back() {
+    within(15, "abandoned upload", async {
+        let origin = Origin::ok().await;
+        let usher = Usher::in_front_of(
+            origin.addr,
+            "max_in_flight = 1\nmax_queue = 1\nqueue_timeout = \"3s\"",
+        )
+        .await;
+        let mut c = common::clients::connect(usher.addr).await;
+        c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nfirst bytes")
+            .await
+            .unwrap();
+        // the origin has the head once usher forwards; wait for its connection
+        while origin.connections() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(c);
+        let r = get(usher.addr, "/fast").await;
+        assert_eq!((r.status(), r.text().as_str()), (200, "ok"));
     })
     .await;
 }

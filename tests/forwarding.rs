@@ -33,6 +33,7 @@ fn cases() -> Vec<(&'static str, String)> {
             "POST /form?x=1 HTTP/1.1\r\n{h}Content-Type: application/x-www-form-urlencoded\r\n\
              Content-Length: 15\r\n\r\nhello=world&x=1"
         )),
+        ("empty query", format!("GET /search? HTTP/1.1\r\n{h}\r\n")),
         ("POST with an empty body", format!(
             "POST /empty HTTP/1.1\r\n{h}Content-Length: 0\r\n\r\n"
         )),
@@ -76,10 +77,7 @@ const FORWARDING: [&str; 4] = [
 
 fn compare(name: &str, direct: &Recorded, proxied: &Recorded) {
     let p = &proxied.head;
-    assert_eq!(
-        p.first_line, direct.head.first_line,
-        "{name}: request line"
-    );
+    assert_eq!(p.first_line, direct.head.first_line, "{name}: request line");
     assert_eq!(p.get_all("x-forwarded-for"), ["127.0.0.1"], "{name}");
     assert_eq!(p.get_all("x-forwarded-proto"), ["http"], "{name}");
     assert_eq!(p.get_all("x-forwarded-host"), [HOST], "{name}");
@@ -219,17 +217,15 @@ async fn untrusted_clients_cannot_spoof_forwarding_headers() {
 async fn trusted_proxies_forwarding_headers_are_kept_and_extended() {
     within(10, "trusted proxy", async {
         let origin = Origin::ok().await;
-        let cfg = common::config(
-            origin.addr,
-            "trusted_proxies = [\"127.0.0.0/8\"]",
-            "",
-            "",
-        );
+        let cfg = common::config(origin.addr, "trusted_proxies = [\"127.0.0.0/8\"]", "", "");
         let usher = Usher::start(&cfg).await;
         let raw = format!("GET /who HTTP/1.1\r\nHost: {HOST}\r\n{SPOOF}\r\n");
         assert_eq!(exchange(usher.addr, raw.as_bytes()).await.status(), 200);
         let p = origin.wait_for(1).await.remove(0).head;
-        assert_eq!(p.get_all("x-forwarded-for"), ["6.6.6.6, 7.7.7.7, 127.0.0.1"]);
+        assert_eq!(
+            p.get_all("x-forwarded-for"),
+            ["6.6.6.6, 7.7.7.7, 127.0.0.1"]
+        );
         assert_eq!(p.get_all("x-forwarded-proto"), ["https"]);
         assert_eq!(p.get_all("x-forwarded-host"), ["evil.example"]);
         assert_eq!(
@@ -290,6 +286,73 @@ async fn content_length_with_transfer_encoding_is_refused() {
             .collect();
         assert_eq!(seen, ["/good", "/marker"], "the origin saw a refused request");
         assert_eq!(origin.count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    within(10, "pipelining", async {
+        let origin = Origin::start(|r| common::Reply::ok(&format!("for {}", r.target()))).await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        let batch: String = (0..5)
+            .map(|i| {
+                format!("POST /p/{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1\r\n\r\n{i}")
+            })
+            .collect();
+        c.send(batch.as_bytes()).await.unwrap();
+        for i in 0..5 {
+            let r = c.read_response("POST").await.unwrap();
+            assert_eq!(r.text(), format!("for /p/{i}"));
+        }
+        let seen = origin.wait_for(5).await;
+        let bodies: Vec<&[u8]> = seen.iter().map(|r| r.body.as_slice()).collect();
+        assert_eq!(bodies, [b"0", b"1", b"2", b"3", b"4"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_target_reaches_the_origin_in_origin_form() {
+    within(10, "absolute form", async {
+        let origin = Origin::ok().await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let raw = format!("GET http://{HOST}/a%2Fb?x=%20 HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        assert_eq!(exchange(usher.addr, raw.as_bytes()).await.status(), 200);
+        let seen = origin.wait_for(1).await.remove(0).head;
+        assert_eq!(seen.first_line, "GET /a%2Fb?x=%20 HTTP/1.1");
+        assert_eq!(seen.get_all("host"), [HOST]);
+    })
+    .await;
+}
+
+/// `Expect: 100-continue` (curl sends it for bodies over 1 KiB): the client
+/// gets its 100 Continue, the origin's interim 100 does not confuse usher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_works_through_usher() {
+    within(10, "100-continue", async {
+        let origin = Origin::start(|r| common::Reply::ok(&format!("got {}", r.body_len))).await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        for addr in [origin.addr, usher.addr] {
+            let mut c = connect(addr).await;
+            c.send(
+                format!(
+                    "PUT /up HTTP/1.1\r\nHost: {HOST}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let interim = within(3, "100 Continue", c.read_head()).await.unwrap().unwrap();
+            assert_eq!(interim.status(), 100);
+            c.send(b"hello").await.unwrap();
+            let r = c.read_response("PUT").await.unwrap();
+            assert_eq!((r.status(), r.text().as_str()), (200, "got 5"));
+        }
+        let seen = origin.wait_for(2).await;
+        assert_eq!(seen[1].head.get("expect"), Some("100-continue"));
+        assert_eq!(seen[1].body, b"hello");
     })
     .await;
 }

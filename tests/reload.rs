@@ -40,7 +40,10 @@ async fn status(p: &UsherProc) -> serde_json::Value {
 
 async fn reload(p: &UsherProc) -> (u16, serde_json::Value) {
     let r = post(p.admin, "/admin/reload").await;
-    (r.status(), serde_json::from_slice(&r.body).expect("reload JSON"))
+    (
+        r.status(),
+        serde_json::from_slice(&r.body).expect("reload JSON"),
+    )
 }
 
 /// Waits until the metric `series` reads `value`.
@@ -67,7 +70,8 @@ async fn broken_config_keeps_the_running_one() {
     within(30, "reload failure", async {
         assert_eq!(get(p.addr, "/").await.status(), 200);
 
-        p.dir.write("usher.toml", "[origin\nurl = \"http://127.0.0.1:1\"\n");
+        p.dir
+            .write("usher.toml", "[origin\nurl = \"http://127.0.0.1:1\"\n");
         p.signal(libc::SIGHUP);
         metric_reaches(&p, RELOAD_FAILED, 1.0).await;
         let m = metrics(&p).await;
@@ -132,16 +136,21 @@ fn start_load(
                         Ok(Ok(r)) if r.status() == 200 && r.text() == "ok" => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(Ok(r)) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("{}: {}", r.status(), r.text())),
+                        Ok(Ok(r)) => {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{}: {}", r.status(), r.text()))
+                        }
                         Ok(Err(e)) => {
                             failures.lock().unwrap().push(format!("client {i}: {e}"));
                             return;
                         }
                         Err(_) => {
-                            failures.lock().unwrap().push(format!("client {i}: timeout"));
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("client {i}: timeout"));
                             return;
                         }
                     }
@@ -172,10 +181,18 @@ async fn fifty_reloads_under_load_lose_no_request() {
                 metric_reaches(&p, RELOAD_OK, (i + 1) as f64).await;
             } else {
                 let (code, body) = reload(&p).await;
-                assert_eq!((code, &body["result"]), (200, &serde_json::json!("success")), "{body}");
+                assert_eq!(
+                    (code, &body["result"]),
+                    (200, &serde_json::json!("success")),
+                    "{body}"
+                );
             }
             let want = if next == 0 { 4 } else { 8 };
-            assert_eq!(status(&p).await["origin"]["max_in_flight"], want, "reload {i}");
+            assert_eq!(
+                status(&p).await["origin"]["max_in_flight"],
+                want,
+                "reload {i}"
+            );
         }
         // let the clients run on the last config too
         let before = ok.load(Ordering::Relaxed);
@@ -192,7 +209,12 @@ async fn fifty_reloads_under_load_lose_no_request() {
         let failures = failures.lock().unwrap();
         let ok = ok.load(Ordering::Relaxed);
         eprintln!("{ok} requests answered during 50 reloads");
-        assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), *failures);
+        assert!(
+            failures.is_empty(),
+            "{} failed: {:?}",
+            failures.len(),
+            *failures
+        );
         assert!(ok >= 100, "only {ok} requests went through");
     })
     .await;
@@ -212,7 +234,10 @@ async fn moved_listener_needs_a_restart() {
         p.dir.write("usher.toml", &moved);
         let (code, body) = reload(&p).await;
         assert_eq!(code, 200, "{body}");
-        assert_eq!(body["restart_required"], serde_json::json!(["server.listen"]));
+        assert_eq!(
+            body["restart_required"],
+            serde_json::json!(["server.listen"])
+        );
         assert_eq!(
             status(&p).await["restart_required"],
             serde_json::json!(["server.listen"])

@@ -93,7 +93,11 @@ async fn responses_reach_the_client_as_sent() {
             assert_eq!(via.body, direct.body, "{path}");
         }
         // redirects untouched, byte for byte
-        let r = exchange(usher.addr, format!("GET /301 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await;
+        let r = exchange(
+            usher.addr,
+            format!("GET /301 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+        )
+        .await;
         assert!(
             String::from_utf8_lossy(&r.head.raw).contains("http://127.0.0.1:1/moved?q=%7E#top\r\n"),
             "{}",
@@ -191,9 +195,16 @@ async fn upgrade_is_tunnelled_both_ways() {
         assert!(seen
             .get("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("upgrade")));
-        assert_eq!(seen.get("sec-websocket-key"), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(
+            seen.get("sec-websocket-key"),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
 
-        for msg in [b"ping-1".to_vec(), vec![7u8; 200_000], b"\x81\x05hello".to_vec()] {
+        for msg in [
+            b"ping-1".to_vec(),
+            vec![7u8; 200_000],
+            b"\x81\x05hello".to_vec(),
+        ] {
             c.send(&msg).await.unwrap();
             let mut back = c.take_buffered();
             let rest = (msg.len() - back.len()) as u64;

@@ -80,9 +80,11 @@ async fn hundred_mib_up_and_down_in_flat_memory() {
 
         let started = Instant::now();
         let mut c = connect(usher.addr).await;
-        c.send(format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        c.send(
+            format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut buf = vec![0u8; 256 * 1024];
         let mut sent = 0u64;
         while sent < SIZE {
@@ -93,11 +95,17 @@ async fn hundred_mib_up_and_down_in_flat_memory() {
         }
         let r = c.read_response("POST").await.unwrap();
         assert_eq!(r.status(), 200);
-        assert_eq!(r.text(), format!("{SIZE} true"), "the origin got the upload intact");
+        assert_eq!(
+            r.text(),
+            format!("{SIZE} true"),
+            "the origin got the upload intact"
+        );
         let up = started.elapsed();
 
         let started = Instant::now();
-        c.send(b"GET /down HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        c.send(b"GET /down HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let head = c.read_head().await.unwrap().expect("response head");
         assert_eq!(head.status(), 200);
         assert_eq!(head.content_length(), Some(SIZE));

@@ -40,7 +40,8 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Response {
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
     exchange(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await
 }
@@ -58,11 +59,7 @@ pub async fn post(addr: SocketAddr, path: &str) -> Response {
 }
 
 /// A TLS connection to `addr` trusting only `cert_pem`, offering `alpn`.
-pub async fn tls_connect(
-    addr: SocketAddr,
-    cert_pem: &str,
-    alpn: &[&[u8]],
-) -> TlsStream<TcpStream> {
+pub async fn tls_connect(addr: SocketAddr, cert_pem: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
         roots.add(c.expect("PEM certificate")).expect("add root");
@@ -86,9 +83,10 @@ pub async fn h2_over<IO>(io: IO) -> SendRequest<Full<Bytes>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .expect("h2 handshake");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     send
 }

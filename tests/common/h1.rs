@@ -153,7 +153,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Reads exactly `n` bytes, handing them to `sink` piece by piece.
-    pub async fn read_n(&mut self, mut n: u64, sink: &mut impl FnMut(&[u8])) -> std::io::Result<()> {
+    pub async fn read_n(
+        &mut self,
+        mut n: u64,
+        sink: &mut impl FnMut(&[u8]),
+    ) -> std::io::Result<()> {
         while n > 0 {
             if self.buf.is_empty() && !self.fill().await? {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());

@@ -5,9 +5,9 @@
 
 pub mod clients;
 pub mod h1;
+pub mod inproc;
 pub mod origin;
 pub mod proc;
-pub mod inproc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -190,6 +190,12 @@ async fn serve(
             body.extend_from_slice(&b[..b.len().min(room)]);
         };
         let mut trailers = Vec::new();
+        let expects = head
+            .get("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if expects {
+            conn.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
         if head.chunked() {
             trailers = conn.read_chunked(&mut sink).await?;
         } else if let Some(n) = head.content_length() {
