@@ -200,3 +200,34 @@ async fn client_leaving_mid_upload_gives_its_origin_slot_back() {
     })
     .await;
 }
+
+/// A chunked body (no Content-Length to check up front) that grows past
+/// `server.max_request_body` is the client's fault: 413, not a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_over_the_limit_is_a_413() {
+    within(10, "chunked body limit", async {
+        let origin = Origin::ok().await;
+        let cfg = common::config(origin.addr, "max_request_body = \"10\"", "", "");
+        let usher = Usher::start(&cfg).await;
+        let r = exchange(
+            usher.addr,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status(), 413, "{}", r.text());
+        let m = usher.metrics();
+        assert_eq!(
+            metric(&m, "usher_origin_errors_total{kind=\"body\"}"),
+            Some(0.0),
+            "counted as an origin error"
+        );
+        // within the limit, chunked is fine
+        let r = exchange(
+            usher.addr,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    })
+    .await;
+}

@@ -356,3 +356,50 @@ async fn expect_continue_works_through_usher() {
     })
     .await;
 }
+
+/// usher keeps its origin connections alive (ephemeral ports last under
+/// load), and an origin that closes them after each answer loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connections_are_reused_and_their_closing_loses_nothing() {
+    within(20, "origin keep-alive", async {
+        let origin = Origin::ok().await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        for i in 0..20 {
+            c.send(format!("GET /k/{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(c.read_response("GET").await.unwrap().status(), 200);
+        }
+        assert_eq!(origin.connections(), 1, "one kept-alive origin connection");
+
+        // an origin that silently closes after every answer (no header)
+        let closing =
+            Origin::start(|_| common::Reply::ThenClose(Box::new(common::Reply::ok("once")))).await;
+        let usher = Usher::in_front_of(closing.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        for i in 0..20 {
+            let (method, body) = if i % 2 == 0 {
+                ("GET", "")
+            } else {
+                ("POST", "x")
+            };
+            c.send(
+                format!(
+                    "{method} /c/{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let r = c.read_response(method).await.unwrap();
+            assert_eq!(
+                (r.status(), r.text().as_str()),
+                (200, "once"),
+                "request {i}"
+            );
+        }
+    })
+    .await;
+}

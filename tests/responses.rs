@@ -219,3 +219,90 @@ async fn upgrade_is_tunnelled_both_ways() {
     })
     .await;
 }
+
+/// A slow stream (SSE, long poll) reaches the client chunk by chunk as the
+/// origin sends it, and `origin.response_timeout` (time to the response
+/// head) does not cut a body that takes longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_stream_is_relayed_as_it_comes() {
+    within(15, "slow stream", async {
+        let gap = Duration::from_millis(400);
+        let origin = Origin::start(move |_| Reply::Trickle {
+            chunks: vec![
+                b"data: 1\n\n".to_vec(),
+                b"data: 2\n\n".to_vec(),
+                b"data: 3\n\n".to_vec(),
+            ],
+            gap,
+        })
+        .await;
+        let usher = Usher::in_front_of(origin.addr, "response_timeout = \"300ms\"").await;
+        let mut c = connect(usher.addr).await;
+        c.send(format!("GET /events HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let head = c.read_head().await.unwrap().unwrap();
+        assert_eq!(head.status(), 200);
+        // raw chunked bytes: the first event must arrive well before the
+        // second is even sent
+        let mut raw = Vec::new();
+        within(1, "first event", async {
+            while !raw.ends_with(b"data: 1\n\n\r\n") {
+                c.read_n(1, &mut |b| raw.extend_from_slice(b))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        assert!(
+            started.elapsed() < gap,
+            "first event held back: {:?}",
+            started.elapsed()
+        );
+        // the rest completes, past the 300 ms response timeout
+        within(5, "rest of the stream", async {
+            while !raw.ends_with(b"\r\n0\r\n\r\n") {
+                c.read_n(1, &mut |b| raw.extend_from_slice(b))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        assert!(
+            text.contains("data: 2\n\n") && text.contains("data: 3\n\n"),
+            "{text:?}"
+        );
+        assert!(started.elapsed() >= gap * 2);
+    })
+    .await;
+}
+
+/// The origin's `Connection: close` is about usher's connection to it; the
+/// client's connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connection_close_stays_on_its_hop() {
+    within(10, "origin closes", async {
+        let origin = Origin::start(|_| {
+            Reply::ThenClose(Box::new(Reply::Full {
+                status: 200,
+                headers: headers(&[("Connection", "close")]),
+                body: b"bye".to_vec(),
+            }))
+        })
+        .await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        for _ in 0..3 {
+            c.send(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let r = c.read_response("GET").await.unwrap();
+            assert_eq!(r.text(), "bye");
+            assert_eq!(r.head.get("connection"), None, "{:?}", r.head.headers);
+        }
+        assert_eq!(origin.connections(), 3);
+    })
+    .await;
+}

@@ -126,6 +126,11 @@ pub async fn forward(
             ctx.app.metrics.origin_error("timeout");
             return Err(HttpError::OriginTimeout(cfg.origin.response_timeout));
         }
+        Ok(Err(e)) if body_too_large(&e) => {
+            // A chunked body grew past the limit while streaming: the
+            // client's fault, not the origin's.
+            return Err(HttpError::PayloadTooLarge(max_body));
+        }
         Ok(Err(e)) => {
             let kind = classify(&e);
             ctx.app.metrics.origin_error(kind);
@@ -158,6 +163,18 @@ pub async fn forward(
         parts,
         body::SlotBody::new(body, slot).boxed(),
     ))
+}
+
+/// Whether the request failed because its body passed `max_request_body`.
+fn body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A bounded label for an origin client error.

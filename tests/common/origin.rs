@@ -68,8 +68,17 @@ pub enum Reply {
     Pattern(u64),
     /// 101 Switching Protocols, then every byte received is echoed.
     Upgrade,
+    /// 200, chunked, one chunk every `gap` (a slow stream, like SSE).
+    Trickle {
+        /// The chunks.
+        chunks: Vec<Vec<u8>>,
+        /// Pause before each chunk after the first.
+        gap: Duration,
+    },
     /// Waits, then answers.
     Delay(Duration, Box<Reply>),
+    /// Answers, then closes the connection without saying so in a header.
+    ThenClose(Box<Reply>),
     /// Closes the connection without answering.
     Close,
 }
@@ -216,9 +225,19 @@ async fn serve(
         let mut reply = handler(&rec);
         records.lock().unwrap().push(rec);
         arrived.notify_waiters();
-        while let Reply::Delay(d, next) = reply {
-            tokio::time::sleep(d).await;
-            reply = *next;
+        let mut closing = closing;
+        loop {
+            match reply {
+                Reply::Delay(d, next) => {
+                    tokio::time::sleep(d).await;
+                    reply = *next;
+                }
+                Reply::ThenClose(next) => {
+                    closing = true;
+                    reply = *next;
+                }
+                _ => break,
+            }
         }
         match reply {
             Reply::Close => return Ok(()),
@@ -300,7 +319,24 @@ async fn write_reply(conn: &mut Conn<TcpStream>, reply: Reply) -> std::io::Resul
                 sent += n as u64;
             }
         }
-        Reply::Upgrade | Reply::Delay(..) | Reply::Close => unreachable!("handled by the caller"),
+        Reply::Trickle { chunks, gap } => {
+            out.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await?;
+            for (i, c) in chunks.iter().enumerate() {
+                if i > 0 {
+                    out.flush().await?;
+                    tokio::time::sleep(gap).await;
+                }
+                out.write_all(format!("{:x}\r\n", c.len()).as_bytes())
+                    .await?;
+                out.write_all(c).await?;
+                out.write_all(b"\r\n").await?;
+            }
+            out.write_all(b"0\r\n\r\n").await?;
+        }
+        Reply::Upgrade | Reply::Delay(..) | Reply::ThenClose(_) | Reply::Close => {
+            unreachable!("handled by the caller")
+        }
     }
     out.flush().await
 }
