@@ -192,3 +192,51 @@ async fn sigterm_stops_within_the_grace_even_if_a_request_does_not() {
     })
     .await;
 }
+
+#[test]
+fn check_on_a_missing_file_exits_78() {
+    let dir = TempDir::new("check-missing");
+    let out = check(&dir.path().join("nope.toml"));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("nope.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `usher run` refuses a bad config the way `check` does, and a port that
+/// is taken stops the start with a message naming it.
+#[test]
+fn run_refuses_a_bad_config_and_a_taken_port() {
+    let dir = TempDir::new("run-bad");
+    let path = dir.write("bad.toml", THREE_MISTAKES);
+    let out = bin()
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run usher");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("origin.url"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let path = dir.write(
+        "taken.toml",
+        &format!(
+            "[server]\nlisten = [\"{addr}\"]\nadmin = \"\"\n\n[origin]\nurl = \"http://127.0.0.1:1\"\n"
+        ),
+    );
+    let out = bin()
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run usher");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}

@@ -155,3 +155,50 @@ async fn tls_with_alpn_http11_and_plain_http11() {
     })
     .await;
 }
+
+/// A client that opens a connection and sends its head too slowly
+/// (slowloris), or never finishes a TLS handshake, is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    let dir = TempDir::new("slowloris");
+    within(15, "slow clients", async {
+        let origin = Origin::start(origin_replies).await;
+        let (cert, key, _) = common::dev_cert(&dir);
+        let tail = format!(
+            "[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhandshake_timeout = \"500ms\"\n\n\
+             [[server.tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let cfg = common::config(origin.addr, "header_read_timeout = \"500ms\"", "", &tail);
+        let usher = Usher::start(&cfg).await;
+        let wait = std::time::Duration::from_secs(3);
+
+        // nothing at all
+        let mut idle = clients::connect(usher.addr).await;
+        // half a head, then silence
+        let mut partial = clients::connect(usher.addr).await;
+        partial
+            .send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // a TLS client that never says hello
+        let mut mute = clients::connect(usher.tls.unwrap()).await;
+
+        let started = std::time::Instant::now();
+        assert!(idle.closed_within(wait).await, "idle connection kept");
+        // hyper may answer 408 before closing; either way the socket ends
+        let _ = partial.read_response("GET").await;
+        assert!(
+            partial.closed_within(wait).await,
+            "slowloris connection kept"
+        );
+        assert!(
+            mute.closed_within(wait).await,
+            "TLS connection without a handshake kept"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+        assert_eq!(origin.connections(), 0);
+    })
+    .await;
+}

@@ -62,15 +62,15 @@ fn replies(path: &str) -> Reply {
 }
 
 /// The response fields that must cross unchanged: all but `Date` (a proxy
-/// adds it when the origin sent none, RFC 9110 §6.6.1), compared by name
-/// case-insensitively, keeping the order of same-named fields.
+/// adds it when the origin sent none, RFC 9110 §6.6.1), names in the case
+/// written, keeping the order of same-named fields.
 fn end_to_end(fields: &[(String, String)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = fields
         .iter()
-        .map(|(n, val)| (n.to_ascii_lowercase(), val.clone()))
-        .filter(|(n, _)| n != "date")
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
+        .cloned()
         .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.sort_by_key(|f| f.0.to_ascii_lowercase());
     v
 }
 
