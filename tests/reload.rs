@@ -257,3 +257,56 @@ async fn moved_listener_needs_a_restart() {
     })
     .await;
 }
+
+/// New TLS handshakes get a certificate replaced on reload; a broken
+/// certificate file keeps the running one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_too() {
+    let origin = Origin::ok().await;
+    let dir = TempDir::new("reload-tls");
+    let (_, _, first) = common::dev_cert(&dir);
+    let text = common::config(
+        origin.addr,
+        "",
+        "",
+        "[server.tls]\nlisten = [\"127.0.0.1:0\"]\n\n[[server.tls.certificates]]\ncert = \"dev.crt\"\nkey = \"dev.key\"\n",
+    );
+    let p = UsherProc::spawn(dir, &text).await;
+    let tls = p.tls.expect("TLS listener");
+    within(20, "certificate reload", async {
+        let https_get = |pem: String| async move {
+            let s = common::clients::try_tls_connect(tls, &pem, &[b"http/1.1"]).await?;
+            let mut c = common::Conn::new(s);
+            c.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await?;
+            c.read_response("GET").await.map(|r| r.status())
+        };
+        assert_eq!(https_get(first.clone()).await.unwrap(), 200);
+
+        let (_, _, second) = common::dev_cert(&p.dir);
+        assert_ne!(first, second);
+        p.signal(libc::SIGHUP);
+        metric_reaches(&p, RELOAD_OK, 1.0).await;
+        assert_eq!(https_get(second.clone()).await.unwrap(), 200);
+        assert!(
+            https_get(first.clone()).await.is_err(),
+            "old certificate still served"
+        );
+
+        p.dir.write("dev.crt", "not a certificate");
+        let (code, body) = reload(&p).await;
+        assert_eq!(code, 422, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("dev.crt"),
+            "{body}"
+        );
+        assert_eq!(
+            https_get(second).await.unwrap(),
+            200,
+            "the running certificate stays"
+        );
+    })
+    .await;
+}

@@ -60,6 +60,17 @@ pub async fn post(addr: SocketAddr, path: &str) -> Response {
 
 /// A TLS connection to `addr` trusting only `cert_pem`, offering `alpn`.
 pub async fn tls_connect(addr: SocketAddr, cert_pem: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    try_tls_connect(addr, cert_pem, alpn)
+        .await
+        .expect("TLS handshake")
+}
+
+/// Like [`tls_connect`], but a failed handshake is returned, not a panic.
+pub async fn try_tls_connect(
+    addr: SocketAddr,
+    cert_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
         roots.add(c.expect("PEM certificate")).expect("add root");
@@ -73,9 +84,9 @@ pub async fn tls_connect(addr: SocketAddr, cert_pem: &str, alpn: &[&[u8]]) -> Tl
     .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").expect("server name");
-    connector.connect(name, tcp).await.expect("TLS handshake")
+    connector.connect(name, tcp).await
 }
 
 /// An HTTP/2 client over `io`.
