@@ -179,11 +179,15 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // Before anything listens: a SIGHUP sent as soon as the ports are open
+        // (systemd's ExecReload, a deploy script) must reload, and would
+        // otherwise meet the default action, which ends the process.
+        let signals = Signals::install()?;
         let app = App::new(cfg, log)?;
         let listeners = Listeners::bind(&app).await?;
         let running = server::serve(app.clone(), listeners);
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "usher started");
-        wait_for_stop(&app).await?;
+        wait_for_stop(&app, signals).await;
         let grace = app.config.load().server.shutdown_grace;
         let left = running.shutdown(grace).await;
         tracing::info!(left, "usher stopped");
@@ -193,20 +197,34 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The signals usher acts on, caught from start-up on.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+}
+
 /// Reloads on SIGHUP until SIGTERM or SIGINT.
-async fn wait_for_stop(app: &App) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+async fn wait_for_stop(app: &App, mut s: Signals) {
     loop {
         tokio::select! {
-            _ = hup.recv() => {
+            _ = s.hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
                 let _ = app.reload().await;
             }
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()); }
+            _ = s.term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
+            _ = s.int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
         }
     }
 }

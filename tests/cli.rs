@@ -240,3 +240,69 @@ fn run_refuses_a_bad_config_and_a_taken_port() {
     let err = text(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+/// A SIGHUP that comes the moment usher listens (systemd's ExecReload, a
+/// deploy script) reloads; it must not find the default action, which
+/// ends the process.
+#[test]
+fn sighup_right_after_start_reloads_and_does_not_kill() {
+    use std::io::BufRead;
+    let dir = TempDir::new("early-hup");
+    let path = dir.write(
+        "usher.toml",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
+         [origin]\nurl = \"http://127.0.0.1:1\"\n\n[log]\nformat = \"json\"\n",
+    );
+    for round in 0..5 {
+        let mut child = bin()
+            .args(["run", "-c"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn usher");
+        let pid = child.id() as i32;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                // bounds the test: a usher that neither reloads nor exits is killed
+                for _ in 0..100 {
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                // SAFETY: kill(2) on our own child, reaped only after `done` is set.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            })
+        };
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut hup_sent = false;
+        let mut reloaded = false;
+        // the reader sees each line as usher writes it; the first
+        // "listening" line is the earliest a client could know it is up
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if !hup_sent && line.contains("\"listening\"") {
+                // SAFETY: kill(2) on our own child, not yet reaped.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+                hup_sent = true;
+            }
+            if line.contains("config reloaded") {
+                reloaded = true;
+                break;
+            }
+        }
+        let alive = matches!(child.try_wait(), Ok(None));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        watchdog.join().unwrap();
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        assert!(hup_sent, "round {round}: usher never listened ({status})");
+        assert!(
+            reloaded && alive,
+            "round {round}: an early SIGHUP ended usher ({status})"
+        );
+    }
+}
