@@ -285,11 +285,14 @@ async fn slow_stream_is_relayed_as_it_comes() {
 async fn origin_connection_close_stays_on_its_hop() {
     within(10, "origin closes", async {
         let origin = Origin::start(|_| {
-            Reply::ThenClose(Box::new(Reply::Full {
-                status: 200,
-                headers: headers(&[("Connection", "close")]),
-                body: b"bye".to_vec(),
-            }))
+            Reply::ThenClose(
+                Duration::ZERO,
+                Box::new(Reply::Full {
+                    status: 200,
+                    headers: headers(&[("Connection", "close")]),
+                    body: b"bye".to_vec(),
+                }),
+            )
         })
         .await;
         let usher = Usher::in_front_of(origin.addr, "").await;

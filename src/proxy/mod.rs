@@ -99,6 +99,12 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
+    // Kept to send once more if the origin closes a reused keep-alive
+    // connection just as usher sends on it (a race every proxy meets; nginx
+    // retries idempotent requests the same way). Only requests that can be
+    // repeated safely: idempotent, no body to replay, no upgrade.
+    let replay = (!upgrade && idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
+        .then(|| parts.clone());
     let body: Body = if max_body == u64::MAX {
         body.map_err(Into::into).boxed()
     } else {
@@ -116,7 +122,19 @@ pub async fn forward(
             HttpError::OriginBusy(e)
         })?;
     let started = Instant::now();
-    let sent = tokio::time::timeout(cfg.origin.response_timeout, origin.client.request(out)).await;
+    let send = async {
+        match (origin.client.request(out).await, replay) {
+            (Err(e), Some(parts)) if !e.is_connect() && classify(&e) == "reset" => {
+                tracing::debug!(error = %e, "origin closed the connection under the request; sending it again");
+                origin
+                    .client
+                    .request(Request::from_parts(parts, crate::empty_body()))
+                    .await
+            }
+            (sent, _) => sent,
+        }
+    };
+    let sent = tokio::time::timeout(cfg.origin.response_timeout, send).await;
     ctx.app
         .metrics
         .origin_duration
@@ -163,6 +181,20 @@ pub async fn forward(
         parts,
         body::SlotBody::new(body, slot).boxed(),
     ))
+}
+
+/// Methods whose requests may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(m)
 }
 
 /// Whether the request failed because its body passed `max_request_body`.

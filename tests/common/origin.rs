@@ -77,8 +77,9 @@ pub enum Reply {
     },
     /// Waits, then answers.
     Delay(Duration, Box<Reply>),
-    /// Answers, then closes the connection without saying so in a header.
-    ThenClose(Box<Reply>),
+    /// Answers, waits, then closes the connection without saying so in a
+    /// header (and without reading what came meanwhile).
+    ThenClose(Duration, Box<Reply>),
     /// Closes the connection without answering.
     Close,
 }
@@ -225,15 +226,15 @@ async fn serve(
         let mut reply = handler(&rec);
         records.lock().unwrap().push(rec);
         arrived.notify_waiters();
-        let mut closing = closing;
+        let mut closing = closing.then_some(Duration::ZERO);
         loop {
             match reply {
                 Reply::Delay(d, next) => {
                     tokio::time::sleep(d).await;
                     reply = *next;
                 }
-                Reply::ThenClose(next) => {
-                    closing = true;
+                Reply::ThenClose(wait, next) => {
+                    closing = Some(wait);
                     reply = *next;
                 }
                 _ => break,
@@ -252,7 +253,8 @@ async fn serve(
             }
             other => write_reply(&mut conn, other).await?,
         }
-        if closing {
+        if let Some(wait) = closing {
+            tokio::time::sleep(wait).await;
             return Ok(());
         }
     }
@@ -334,7 +336,7 @@ async fn write_reply(conn: &mut Conn<TcpStream>, reply: Reply) -> std::io::Resul
             }
             out.write_all(b"0\r\n\r\n").await?;
         }
-        Reply::Upgrade | Reply::Delay(..) | Reply::ThenClose(_) | Reply::Close => {
+        Reply::Upgrade | Reply::Delay(..) | Reply::ThenClose(..) | Reply::Close => {
             unreachable!("handled by the caller")
         }
     }
