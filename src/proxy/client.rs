@@ -91,6 +91,7 @@ impl OriginClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.idle_timeout)
             .pool_max_idle_per_host(cfg.max_idle)
+            .http1_preserve_header_case(true)
             .http2_only(cfg.http2);
         let client = b.build(connector);
         let authority = cfg

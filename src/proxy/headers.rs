@@ -63,6 +63,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     trailers
 }
 
+/// Joins the `Cookie` fields of an HTTP/2 request into one, as RFC 9113
+/// §8.2.3 requires before it goes out over HTTP/1.1: browsers send each
+/// cookie as its own field in HTTP/2, and many HTTP/1 servers read only one.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// Whether `ip` is one of the trusted proxies.
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
@@ -223,6 +241,19 @@ mod tests {
         assert!(remove_hop_by_hop(&mut h, false));
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["trailer", "x-kept"]);
+    }
+
+    #[test]
+    fn cookie_fields_are_joined() {
+        let mut h = map(&[("cookie", "a=1"), ("x", "1"), ("cookie", "b=2; c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2; c=3"]
+        );
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 
     #[test]

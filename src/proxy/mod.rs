@@ -61,6 +61,9 @@ pub async fn forward(
             }
         }
     }
+    if parts.version == Version::HTTP_2 && !cfg.origin.http2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     let trailers = headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     if trailers {
         // usher relays trailers, so it can ask the origin for them in turn.
@@ -96,6 +99,12 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
+    // Kept to send once more if the origin closes a reused keep-alive
+    // connection just as usher sends on it (a race every proxy meets; nginx
+    // retries idempotent requests the same way). Only requests that can be
+    // repeated safely: idempotent, no body to replay, no upgrade.
+    let replay = (!upgrade && idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
+        .then(|| parts.clone());
     let body: Body = if max_body == u64::MAX {
         body.map_err(Into::into).boxed()
     } else {
@@ -113,7 +122,19 @@ pub async fn forward(
             HttpError::OriginBusy(e)
         })?;
     let started = Instant::now();
-    let sent = tokio::time::timeout(cfg.origin.response_timeout, origin.client.request(out)).await;
+    let send = async {
+        match (origin.client.request(out).await, replay) {
+            (Err(e), Some(parts)) if !e.is_connect() && classify(&e) == "reset" => {
+                tracing::debug!(error = %e, "origin closed the connection under the request; sending it again");
+                origin
+                    .client
+                    .request(Request::from_parts(parts, crate::empty_body()))
+                    .await
+            }
+            (sent, _) => sent,
+        }
+    };
+    let sent = tokio::time::timeout(cfg.origin.response_timeout, send).await;
     let took = started.elapsed();
     ctx.app.metrics.origin_duration.observe(took.as_secs_f64());
     let failed = !matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
@@ -122,6 +143,11 @@ pub async fn forward(
         Err(_) => {
             ctx.app.metrics.origin_error("timeout");
             return Err(HttpError::OriginTimeout(cfg.origin.response_timeout));
+        }
+        Ok(Err(e)) if body_too_large(&e) => {
+            // A chunked body grew past the limit while streaming: the
+            // client's fault, not the origin's.
+            return Err(HttpError::PayloadTooLarge(max_body));
         }
         Ok(Err(e)) => {
             let kind = classify(&e);
@@ -155,6 +181,32 @@ pub async fn forward(
         parts,
         body::SlotBody::new(body, slot).boxed(),
     ))
+}
+
+/// Methods whose requests may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(m)
+}
+
+/// Whether the request failed because its body passed `max_request_body`.
+fn body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A bounded label for an origin client error.

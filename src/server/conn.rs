@@ -186,6 +186,9 @@ fn builder(cfg: &Config, proto: Proto) -> auto::Builder<TokioExecutor> {
     };
     b.http1()
         .timer(TokioTimer::new())
+        // Header names reach the origin as the client wrote them (and the
+        // origin's reach the client): legacy sites may match them by case.
+        .preserve_header_case(true)
         .header_read_timeout(s.header_read_timeout)
         .max_headers(s.max_headers)
         // hyper answers 431 when a head does not fit its read buffer.

@@ -1,0 +1,145 @@
+//! Shared helpers of the black-box tests: usher started in-process or as the
+//! real binary, the recording origin, and clients (raw HTTP/1.1, h2c, TLS).
+//! Everything listens on 127.0.0.1:0 and every wait is bounded.
+#![allow(dead_code, unused_imports)]
+
+pub mod clients;
+pub mod h1;
+pub mod inproc;
+pub mod origin;
+pub mod proc;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub use h1::{Conn, Head, Response};
+pub use origin::{Origin, Recorded, Reply};
+
+/// Runs `fut`, failing the test if it takes longer than `secs`.
+pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: still not done after {secs} s"),
+    }
+}
+
+/// A config for usher in front of `origin`, listening on 127.0.0.1:0, with
+/// extra lines for `[server]` and `[origin]`; `tail` is appended as is.
+pub fn config(origin: SocketAddr, server: &str, origin_extra: &str, tail: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{server}\n\n\
+         [origin]\nurl = \"http://{origin}\"\n{origin_extra}\n\n\
+         [log]\nformat = \"json\"\nlevel = \"info\"\n\n{tail}\n"
+    )
+}
+
+/// The test pattern: a long body whose every byte depends on its offset, so
+/// lost, repeated or reordered bytes show, checked with plain slice compares
+/// (fast even in a debug build, unlike a hash).
+pub mod pattern {
+    use std::sync::OnceLock;
+
+    /// The period: a prime, so it never lines up with buffer sizes.
+    const PERIOD: usize = 65_521;
+
+    fn table() -> &'static [u8] {
+        static T: OnceLock<Vec<u8>> = OnceLock::new();
+        T.get_or_init(|| {
+            let mut x: u32 = 0x9e37_79b9;
+            let mut t: Vec<u8> = (0..PERIOD)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x >> 24) as u8
+                })
+                .collect();
+            // twice over, so any period-long window is one slice
+            t.extend_from_within(..);
+            t
+        })
+        .as_slice()
+    }
+
+    /// The pattern's bytes from `offset`, in chunks of at most `PERIOD`.
+    fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (usize, &'static [u8])> {
+        let t = table();
+        let mut done = 0usize;
+        std::iter::from_fn(move || {
+            if done == len {
+                return None;
+            }
+            let start = ((offset + done as u64) % PERIOD as u64) as usize;
+            let n = (len - done).min(PERIOD);
+            let piece = (done, &t[start..start + n]);
+            done += n;
+            Some(piece)
+        })
+    }
+
+    /// Fills `buf` with the pattern at `offset`.
+    pub fn fill(offset: u64, buf: &mut [u8]) {
+        let len = buf.len();
+        for (at, p) in pieces(offset, len) {
+            buf[at..at + p.len()].copy_from_slice(p);
+        }
+    }
+
+    /// Whether `buf` is the pattern at `offset`.
+    pub fn check(offset: u64, buf: &[u8]) -> bool {
+        pieces(offset, buf.len()).all(|(at, p)| &buf[at..at + p.len()] == p)
+    }
+}
+
+/// A temporary folder, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty folder under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = std::env::temp_dir().join(format!(
+            "usher-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `text` to `name` in it atomically (write, then rename), so a
+    /// reader never sees half a file.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write temp file");
+        std::fs::rename(&tmp, &p).expect("rename temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a development certificate for localhost / 127.0.0.1 into `dir`;
+/// returns (cert path, key path, cert PEM).
+pub fn dev_cert(dir: &TempDir) -> (PathBuf, PathBuf, String) {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let (cert, key) = usher::server::tls::dev_certificate(&names, 2).expect("dev certificate");
+    let c = dir.write("dev.crt", &cert);
+    let k = dir.write("dev.key", &key);
+    (c, k, cert)
+}
