@@ -1,0 +1,126 @@
+//! Voucher claims per second for each built-in plugin, through the real
+//! claim service and its fsync'd ledger (release build):
+//!
+//!     cargo bench --bench claims
+//!
+//! The webhook plugin talks to a minimal idempotent issuer on loopback.
+//! Prints one line per plugin; numbers go to docs/BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use usher::store::Ledger;
+use usher::vouchers::{
+    ClaimContext, PoolIssuer, SignedIssuer, VoucherIssuer, VoucherKey, Vouchers, WebhookConfig,
+    WebhookIssuer,
+};
+
+const CONCURRENCY: usize = 256;
+
+/// `cargo bench` passes `--bench`; under `cargo test --all-targets` the same
+/// binary runs as a quick smoke test with few claims.
+fn claims() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        20_000
+    } else {
+        300
+    }
+}
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("usher-bench-claims-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn run(name: &str, issuer: Arc<dyn VoucherIssuer>) {
+    let n = claims();
+    let d = dir(name);
+    let ledger = Ledger::open(&d, "bench", n as u64).unwrap();
+    let v = Arc::new(Vouchers::new(ledger, issuer));
+    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (v, permit) = (v.clone(), sem.clone().acquire_owned().await.unwrap());
+        tasks.push(tokio::spawn(async move {
+            let r = v
+                .claim(&format!("member-{i}"), &ClaimContext::default())
+                .await;
+            drop(permit);
+            r.label() == "issued"
+        }));
+    }
+    let mut issued = 0;
+    for t in tasks {
+        issued += usize::from(t.await.unwrap());
+    }
+    let took = started.elapsed();
+    assert_eq!(issued, n, "every claim issued exactly once");
+    println!(
+        "plugin={name} claims={n} issued={issued} concurrency={CONCURRENCY} seconds={:.2} claims_per_second={:.0} fsyncs={}",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        v.ledger().syncs()
+    );
+    drop(v);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A minimal issuer answering `{"code": ...}` derived from the idempotency key.
+async fn webhook_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let key = req
+                            .headers()
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("x")
+                            .to_string();
+                        let _ = req.into_body().collect().await;
+                        let body = format!("{{\"code\":\"WH-{}\"}}", &key[..key.len().min(20)]);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let codes: String = (0..claims()).map(|i| format!("POOL-{i:06}\n")).collect();
+        run("pool", Arc::new(PoolIssuer::parse(&codes).unwrap())).await;
+        let key = VoucherKey::from_secret(&[7u8; 32]).unwrap();
+        run(
+            "signed",
+            Arc::new(SignedIssuer::new("BENCH", key.clone()).unwrap()),
+        )
+        .await;
+        let addr = webhook_server().await;
+        let mut cfg = WebhookConfig::new(format!("http://{addr}/issue").parse().unwrap());
+        cfg.attempt_timeout = Duration::from_secs(5);
+        run("webhook", Arc::new(WebhookIssuer::new(cfg, key).unwrap())).await;
+    });
+}
