@@ -87,13 +87,14 @@ pub async fn forward(
             parts.headers.insert(header::HOST, v);
         }
     }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = Uri::builder()
-        .scheme(origin.scheme.clone())
-        .authority(origin.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| HttpError::BadRequest("request target"))?;
+    // The request target is moved, not re-parsed: its bytes go out as sent.
+    let mut target = std::mem::take(&mut parts.uri).into_parts();
+    target.scheme = Some(origin.scheme.clone());
+    target.authority = Some(origin.authority.clone());
+    if target.path_and_query.is_none() {
+        target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(target).map_err(|_| HttpError::BadRequest("request target"))?;
     parts.version = if cfg.origin.http2 {
         Version::HTTP_2
     } else {
