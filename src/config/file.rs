@@ -19,6 +19,17 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "15s";
 /// 64 KiB keeps room for legacy sites' cookies while bounding memory per
 /// connection (nginx's large_client_header_buffers allows 4 x 8 KiB).
 pub const DEFAULT_MAX_HEADER_BYTES: &str = "64KiB";
+/// Time a request body may go without a single byte arriving before the
+/// upload is cut with 408 (nginx's client_body_timeout is the same idea, 60 s).
+/// A phone on a bad network resumes within seconds; a slow-POST attacker
+/// trickling bytes would otherwise hold an origin slot for the whole
+/// origin.response_timeout.
+pub const DEFAULT_BODY_READ_TIMEOUT: &str = "15s";
+/// Open connections from one client address (IPv6: one /64) at most. Mobile
+/// carriers put many phones behind one address (CGNAT), each with a few
+/// connections, so this is generous; it stops one host from taking all of
+/// max_connections. Trusted proxies are exempt. 0 turns the cap off.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
 /// Header fields at most: hyper's default, which no real browser reaches.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Largest request body forwarded. Uploads on a cinema site are small, but a
@@ -69,8 +80,12 @@ pub struct RawServer {
     pub admin: String,
     /// Open client connections at most, over all listeners.
     pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64); 0 = no cap.
+    pub max_connections_per_ip: usize,
     /// Time to receive a complete request head.
     pub header_read_timeout: String,
+    /// Longest wait for the next bytes of a request body.
+    pub body_read_timeout: String,
     /// Largest request head (request line and headers).
     pub max_header_bytes: String,
     /// Most header fields in one request.
@@ -93,7 +108,9 @@ impl Default for RawServer {
             listen: vec![DEFAULT_LISTEN.into()],
             admin: DEFAULT_ADMIN.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT.into(),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES.into(),
             max_headers: DEFAULT_MAX_HEADERS,
             max_request_body: DEFAULT_MAX_REQUEST_BODY.into(),

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod slots;
 mod upgrade;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -96,10 +97,16 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
-    let body: Body = if max_body == u64::MAX {
+    let fate = Arc::new(body::BodyFate::default());
+    let idle = cfg.server.body_read_timeout;
+    let body: Body = if http_body::Body::is_end_stream(&body) {
+        // No body (most requests): nothing to watch, no timer to arm.
         body.map_err(Into::into).boxed()
+    } else if max_body == u64::MAX {
+        body::RequestBody::new(body, idle, fate.clone()).boxed()
     } else {
-        http_body_util::Limited::new(body, max_body as usize).boxed()
+        let limited = http_body_util::Limited::new(body, max_body as usize);
+        body::RequestBody::new(limited, idle, fate.clone()).boxed()
     };
     let out = Request::from_parts(parts, body);
 
@@ -124,6 +131,15 @@ pub async fn forward(
             return Err(HttpError::OriginTimeout(cfg.origin.response_timeout));
         }
         Ok(Err(e)) => {
+            // The client's upload broke, not the origin: answer it as such
+            // (and keep it out of the origin error figures).
+            if let Some(fault) = fate.get() {
+                return Err(match fault {
+                    body::BodyFault::Malformed => HttpError::BadRequest("request body"),
+                    body::BodyFault::TooLarge => HttpError::PayloadTooLarge(max_body),
+                    body::BodyFault::Stalled => HttpError::RequestTimeout(idle),
+                });
+            }
             let kind = classify(&e);
             ctx.app.metrics.origin_error(kind);
             return Err(HttpError::OriginFailed {
