@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_HEADER_BYTES: &str = "64KiB";
 /// trickling bytes would otherwise hold an origin slot for the whole
 /// origin.response_timeout.
 pub const DEFAULT_BODY_READ_TIMEOUT: &str = "15s";
+/// Time a client may go without reading a single byte of what usher sends
+/// before the connection is dropped (nginx's send_timeout: 60 s). Without
+/// it, a client that never reads keeps its origin slot forever.
+pub const DEFAULT_SEND_TIMEOUT: &str = "30s";
 /// Open connections from one client address (IPv6: one /64) at most. Mobile
 /// carriers put many phones behind one address (CGNAT), each with a few
 /// connections, so this is generous; it stops one host from taking all of
@@ -86,6 +90,8 @@ pub struct RawServer {
     pub header_read_timeout: String,
     /// Longest wait for the next bytes of a request body.
     pub body_read_timeout: String,
+    /// Longest time the client may read nothing of what usher sends.
+    pub send_timeout: String,
     /// Largest request head (request line and headers).
     pub max_header_bytes: String,
     /// Most header fields in one request.
@@ -111,6 +117,7 @@ impl Default for RawServer {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT.into(),
+            send_timeout: DEFAULT_SEND_TIMEOUT.into(),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES.into(),
             max_headers: DEFAULT_MAX_HEADERS,
             max_request_body: DEFAULT_MAX_REQUEST_BODY.into(),

@@ -36,6 +36,7 @@ impl Config {
         let _ = writeln!(o, "max_connections_per_ip = {}", s.max_connections_per_ip);
         let _ = writeln!(o, "header_read_timeout = {}", q(s.header_read_timeout));
         let _ = writeln!(o, "body_read_timeout = {}", q(s.body_read_timeout));
+        let _ = writeln!(o, "send_timeout = {}", q(s.send_timeout));
         let _ = writeln!(o, "max_header_bytes = {}", s.max_header_bytes);
         let _ = writeln!(o, "max_headers = {}", s.max_headers);
         let _ = writeln!(o, "max_request_body = {}", s.max_request_body);

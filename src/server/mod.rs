@@ -3,6 +3,8 @@
 
 mod conn;
 pub mod h1_guard;
+pub mod per_ip;
+pub mod stall;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -115,6 +117,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
     let (stop, stopped) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let limit = Arc::new(Semaphore::new(app.config.load().server.max_connections));
+    let per_ip = per_ip::PerIp::new();
     let mut tasks = Vec::new();
     let acceptor = app
         .certs
@@ -126,6 +129,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
             None,
             app.clone(),
             limit.clone(),
+            per_ip.clone(),
             stopped.clone(),
             graceful.clone(),
         )));
@@ -136,6 +140,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
             acceptor.clone(),
             app.clone(),
             limit.clone(),
+            per_ip.clone(),
             stopped.clone(),
             graceful.clone(),
         )));

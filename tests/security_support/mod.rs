@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod h2raw;
 
 use std::net::SocketAddr;
@@ -45,7 +46,6 @@ pub fn config(origin: SocketAddr, server_extra: &str, extra: &str) -> String {
 [server]
 listen = ["127.0.0.1:0"]
 admin = ""
-header_read_timeout = "2s"
 {server_extra}
 [origin]
 url = "http://{origin}"
@@ -217,6 +217,14 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Reply {
     // A server that refuses early may reset before the last bytes are written.
     let _ = s.write_all(bytes).await;
     read_until_close(&mut s, wait).await
+}
+
+/// A connection from a chosen loopback source address (any of 127/8), so
+/// one test can look like many clients.
+pub async fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src, 0))?;
+    sock.connect(addr).await
 }
 
 /// Reads until EOF, reset or `wait`.
