@@ -182,7 +182,11 @@ async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, String> 
 
 async fn status(app: &App) -> serde_json::Value {
     let cfg = app.config.load();
-    let bound = app.bound.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let bound = app
+        .listening
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let certs: Vec<serde_json::Value> = app
         .certs
         .as_ref()

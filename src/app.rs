@@ -32,6 +32,9 @@ pub enum ReloadError {
     /// The room's keys or template could not be loaded.
     #[error("{0}")]
     Room(#[from] RoomError),
+    /// The voucher plugin or ledger could not be opened.
+    #[error("{0}")]
+    Vouchers(#[from] crate::vouchers::setup::SetupError),
 }
 
 /// What a successful reload changed that it could not apply.
@@ -55,12 +58,17 @@ pub struct App {
     pub access_log: AccessLog,
     /// TLS certificates, when TLS listeners run.
     pub certs: Option<Arc<CertResolver>>,
-    /// The listeners bound at start (a reload cannot move them).
+    /// The listen addresses the config named at start (a reload that
+    /// names others needs a restart).
     pub bound: Mutex<Bound>,
+    /// The addresses actually listened on (real ports where `:0` was asked).
+    pub listening: Mutex<Bound>,
     /// Log filter control.
     pub log: LogHandle,
     /// The waiting room (idle when the config has no `[room]`).
     pub room: Room,
+    /// The voucher claim service, when the event has vouchers.
+    pub vouchers: Option<Arc<crate::vouchers::Vouchers>>,
     /// Serializes reloads (SIGHUP and the admin API may race).
     reload_lock: tokio::sync::Mutex<ReloadReport>,
 }
@@ -93,6 +101,18 @@ impl App {
             Room::prepare(cfg.room.as_ref(), None)?,
             metrics.clone(),
         );
+        let vouchers = match &cfg.vouchers {
+            Some(v) => {
+                let event = cfg.room.as_ref().map_or("default", |r| r.event.as_str());
+                Some(Arc::new(crate::vouchers::setup::build(
+                    v,
+                    event,
+                    metrics.clone(),
+                )?))
+            }
+            None => None,
+        };
+        room.set_vouchers_left(vouchers.as_ref().map(|v| v.remaining()));
         let slots = Slots::new(cfg.origin.max_in_flight, metrics.clone());
         metrics.config_last_reload_successful.set(1);
         metrics.config_last_reload_success_timestamp.set(unix_now());
@@ -104,8 +124,10 @@ impl App {
             metrics,
             certs,
             bound: Mutex::new(Bound::default()),
+            listening: Mutex::new(Bound::default()),
             log,
             room,
+            vouchers,
             reload_lock: tokio::sync::Mutex::new(ReloadReport::default()),
         }))
     }
@@ -202,6 +224,16 @@ impl App {
         }
         if new.server.admin != bound.admin {
             out.push("server.admin".to_string());
+        }
+        let current = self.config.load();
+        if new.vouchers != current.vouchers {
+            // The ledger stays open for the whole event; swapping it live
+            // could hand out a unit twice.
+            out.push("vouchers".to_string());
+        }
+        let event = |c: &Config| c.room.as_ref().map(|r| r.event.clone());
+        if current.vouchers.is_some() && event(new) != event(&current) {
+            out.push("room.event (the voucher ledger belongs to the event)".to_string());
         }
         out
     }

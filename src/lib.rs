@@ -14,18 +14,26 @@
 //! - [`logging`]: tracing setup and the access log.
 //! - [`holding`]: the holding page, status JSON and usher's own error pages.
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
+//! - [`notify`]: systemd readiness, reload and watchdog notifications.
+//! - [`ctl`]: the `usher ctl` admin client.
+//! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
+//! - [`store`]: durable state: the voucher claim ledger and its audit log.
 
 pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod config;
+pub mod ctl;
 pub mod holding;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod tokens;
+pub mod vouchers;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};

@@ -4,14 +4,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use usher::app::App;
 use usher::config::Config;
-use usher::server::{self, Listeners};
+use usher::ctl::Action;
+use usher::notify::Notifier;
+use usher::server::{self, activation, Listeners};
 
 /// sysexits.h EX_CONFIG: what systemd and ops scripts expect for a bad config.
 const EX_CONFIG: u8 = 78;
+/// sysexits.h EX_UNAVAILABLE: `usher ctl` could not reach the admin listener.
+const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +49,110 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Talk to a running usher's admin listener; prints its JSON answer,
+    /// exits 1 on a refusal (non-2xx) and 69 when it cannot be reached.
+    Ctl {
+        /// The admin listener (`server.admin` in the config).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Print a new token key line (`KID:SECRET`) for the key file.
+    Keygen {
+        /// Key id (1 to 16 of A-Z a-z 0-9 _ -); default: `k` and today's UTC date.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Vouchers: verify a signed code, check the ledger against the audit log.
+    Voucher {
+        #[command(subcommand)]
+        command: VoucherCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VoucherCommand {
+    /// Check a code minted by the `signed` plugin (offline, with its key);
+    /// prints its sequence number; exit 1 if it is not genuine.
+    Verify {
+        /// The code.
+        code: String,
+        /// The key file (`vouchers.key_file`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Also check that the code belongs to this identity (e.g. `pass:…`).
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Check that the ledger and the audit log agree (no code twice, none
+    /// beyond the stock); exit 1 on any disagreement. Safe while usher runs.
+    Audit {
+        /// The ledger directory (`vouchers.state_dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Or the config file naming it.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Show the running config source, listeners, origin and room.
+    Status,
+    /// Re-read the config file (like SIGHUP, but answers with the result).
+    Reload,
+    /// Admit nobody new; people in line keep their place.
+    Pause,
+    /// Admit again after a pause.
+    Resume,
+    /// Take this node out of the load balancer (/readyz fails) before a restart.
+    Drain,
+    /// Put a drained node back (/readyz succeeds).
+    Undrain,
+    /// Drop every live change (pause, set ...): the config file's values apply again.
+    Reset,
+    /// Change a room setting live; it outlasts reloads until `reset`.
+    Set {
+        #[command(subcommand)]
+        setting: SetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SetCommand {
+    /// New users admitted per minute.
+    Rate { per_minute: u64 },
+    /// Most active users at once.
+    Capacity { users: u64 },
+    /// Mode: fifo, random, passthrough, closed or paused.
+    Mode { mode: String },
+    /// The operator's message on the holding page (empty to clear).
+    Message {
+        #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+        text: Vec<String>,
+    },
+}
+
+impl CtlCommand {
+    fn action(self) -> Action {
+        match self {
+            CtlCommand::Status => Action::Status,
+            CtlCommand::Reload => Action::Reload,
+            CtlCommand::Pause => Action::Pause,
+            CtlCommand::Resume => Action::Resume,
+            CtlCommand::Drain => Action::Drain,
+            CtlCommand::Undrain => Action::Undrain,
+            CtlCommand::Reset => Action::Reset,
+            CtlCommand::Set { setting } => match setting {
+                SetCommand::Rate { per_minute } => Action::SetRate(per_minute),
+                SetCommand::Capacity { users } => Action::SetCapacity(users),
+                SetCommand::Mode { mode } => Action::SetMode(mode),
+                SetCommand::Message { text } => Action::SetMessage(text.join(" ")),
+            },
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -124,6 +234,125 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ctl { admin, command } => match usher::ctl::call(&admin, &command.action()) {
+            Ok(reply) => {
+                println!("{}", reply.pretty());
+                if reply.ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("usher: the admin listener answered {}", reply.status);
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("usher: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        },
+        Command::Voucher { command } => voucher(command),
+        Command::Keygen { kid } => {
+            let kid = kid.unwrap_or_else(|| usher::ctl::default_kid(usher::app::unix_now() as u64));
+            match usher::tokens::Keyring::generate_line(&kid) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("usher: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn voucher(command: VoucherCommand) -> ExitCode {
+    match command {
+        VoucherCommand::Verify {
+            code,
+            key,
+            identity,
+        } => {
+            let key = match usher::vouchers::VoucherKey::load(&key) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("usher: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match usher::vouchers::verify_signed(&code, &key) {
+                Ok(info)
+                    if identity
+                        .as_deref()
+                        .is_none_or(|id| info.matches_identity(id)) =>
+                {
+                    println!("genuine: prefix {} sequence {}", info.prefix, info.seq);
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => {
+                    println!("genuine, but issued to another identity");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    println!("not genuine: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        VoucherCommand::Audit { dir, config } => {
+            let dir = match (dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => match Config::load(&c) {
+                    Ok(cfg) => match cfg.vouchers {
+                        Some(v) => v.state_dir,
+                        None => {
+                            eprintln!("usher: {} has no [vouchers] section", c.display());
+                            return ExitCode::from(EX_CONFIG);
+                        }
+                    },
+                    Err(e) => {
+                        eprint!("{e}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                },
+                (None, None) => {
+                    eprintln!("usher: give --dir or -c");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match usher::vouchers::audit_check(&dir) {
+                Ok(report) => {
+                    println!(
+                        "event {}: stock {}, issued {}, pending {}, refused {}, audit lines {}{}",
+                        report.event,
+                        report.stock,
+                        report.issued,
+                        report.pending,
+                        report.refused,
+                        report.audit_lines,
+                        if report.exhausted {
+                            ", issuer sold out"
+                        } else {
+                            ""
+                        }
+                    );
+                    for p in &report.problems {
+                        println!("problem: {p}");
+                    }
+                    if report.is_ok() {
+                        println!("ledger and audit log agree");
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("{} problem(s)", report.problem_count);
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("usher: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -174,16 +403,40 @@ fn raise_nofile() {
 fn run(cfg: Config) -> anyhow::Result<()> {
     let log = usher::logging::init(&cfg.log);
     raise_nofile();
+    let notifier = Arc::new(Notifier::from_env());
+    // Read before the runtime starts threads; the fds are ours from here on.
+    let passed = activation::from_env().context("socket activation")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let app = App::new(cfg, log)?;
-        let listeners = Listeners::bind(&app).await?;
+        let inherited = match passed {
+            Some(p) => {
+                tracing::info!(
+                    sockets = p.0.len(),
+                    "socket activation: using inherited sockets"
+                );
+                // SAFETY: LISTEN_PID names this process, so the service
+                // manager handed these fds to us and nothing else owns them.
+                unsafe { activation::adopt(p, &app.config.load()) }.context("socket activation")?
+            }
+            None => activation::Matched::default(),
+        };
+        let listeners = Listeners::bind_with(&app, inherited).await?;
+        // Before READY=1: a SIGHUP or SIGTERM that systemd sends right after
+        // must find our handlers, not the default action (terminate).
+        let signals = Signals::install()?;
         let running = server::serve(app.clone(), listeners);
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "usher started");
-        wait_for_stop(&app).await?;
+        notifier.ready(&listening_status(&running.bound));
+        if let Some(every) = usher::notify::watchdog_from_env() {
+            tracing::info!(every = ?every, "systemd watchdog enabled");
+            usher::notify::spawn_watchdog(notifier.clone(), every);
+        }
+        wait_for_stop(&app, &notifier, signals).await;
+        notifier.stopping();
         let grace = app.config.load().server.shutdown_grace;
         let left = running.shutdown(grace).await;
         tracing::info!(left, "usher stopped");
@@ -193,20 +446,56 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads on SIGHUP until SIGTERM or SIGINT.
-async fn wait_for_stop(app: &App) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+/// The `STATUS=` line once listening: where.
+fn listening_status(bound: &usher::app::Bound) -> String {
+    let all: Vec<String> = bound
+        .plain
+        .iter()
+        .chain(&bound.tls)
+        .map(|a| a.to_string())
+        .collect();
+    match bound.admin {
+        Some(a) => format!("listening on {}; admin on {a}", all.join(", ")),
+        None => format!("listening on {}", all.join(", ")),
+    }
+}
+
+/// The signals usher answers.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+}
+
+/// Reloads on SIGHUP until SIGTERM or SIGINT, telling systemd about each.
+async fn wait_for_stop(app: &App, notifier: &Notifier, mut s: Signals) {
     loop {
         tokio::select! {
-            _ = hup.recv() => {
+            _ = s.hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                let _ = app.reload().await;
+                notifier.reloading();
+                // Ready again either way: a failed reload keeps the running config.
+                match app.reload().await {
+                    Ok(r) if r.restart_required.is_empty() => notifier.ready("config reloaded"),
+                    Ok(r) => notifier.ready(&format!(
+                        "config reloaded; restart to apply {}", r.restart_required.join(", ")
+                    )),
+                    Err(e) => notifier.ready(&format!("reload failed, running config kept: {e}")),
+                }
             }
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()); }
+            _ = s.term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
+            _ = s.int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
         }
     }
 }

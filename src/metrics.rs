@@ -92,6 +92,76 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// The waiting room's figures.
     pub room: RoomMetrics,
+    /// Voucher figures.
+    pub vouchers: VoucherMetrics,
+}
+
+/// Voucher metrics.
+pub struct VoucherMetrics {
+    /// Vouchers issued (fresh codes).
+    pub issued: IntCounter,
+    /// Units left.
+    pub remaining: IntGauge,
+    /// Claims by outcome.
+    pub claims: IntCounterVec,
+    /// Time the issuer plugin took.
+    pub plugin_duration: Histogram,
+    /// Plugin or store failures by kind.
+    pub plugin_errors: IntCounterVec,
+}
+
+impl VoucherMetrics {
+    fn new(registry: &Registry) -> VoucherMetrics {
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+        let issued = IntCounter::new("usher_vouchers_issued_total", "Voucher codes issued")
+            .expect("valid metric");
+        reg(Box::new(issued.clone()));
+        let remaining = IntGauge::new("usher_vouchers_remaining", "Vouchers left in stock")
+            .expect("valid metric");
+        reg(Box::new(remaining.clone()));
+        let claims = IntCounterVec::new(
+            Opts::new("usher_voucher_claims_total", "Voucher claims, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for l in crate::vouchers::ClaimResult::LABELS {
+            claims.with_label_values(&[l]);
+        }
+        claims.with_label_values(&["not_admitted"]);
+        reg(Box::new(claims.clone()));
+        let plugin_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "usher_voucher_plugin_duration_seconds",
+                "Time the voucher issuer plugin took for one claim",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        reg(Box::new(plugin_duration.clone()));
+        let plugin_errors = IntCounterVec::new(
+            Opts::new(
+                "usher_voucher_plugin_errors_total",
+                "Claims the issuer or the ledger could not finish, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for k in ["retry_later", "store"] {
+            plugin_errors.with_label_values(&[k]);
+        }
+        reg(Box::new(plugin_errors.clone()));
+        VoucherMetrics {
+            issued,
+            remaining,
+            claims,
+            plugin_duration,
+            plugin_errors,
+        }
+    }
 }
 
 /// The waiting room's metrics.
@@ -124,6 +194,12 @@ pub struct RoomMetrics {
     pub rate_limited: IntCounterVec,
     /// 1 for the room's current state.
     pub state: IntGaugeVec,
+    /// The adaptive gate's current rate.
+    pub adaptive_rate: IntGauge,
+    /// 1 while the state store answers (the in-process store always does).
+    pub store_up: IntGauge,
+    /// Adaptive gate changes by reason.
+    pub adaptive_changes: IntCounterVec,
 }
 
 /// Room states for `usher_room_state{state}`.
@@ -281,8 +357,10 @@ impl Metrics {
         ));
 
         let room = RoomMetrics::new(&registry);
+        let vouchers = VoucherMetrics::new(&registry);
 
         Metrics {
+            vouchers,
             room,
             registry,
             requests,
@@ -406,7 +484,30 @@ impl RoomMetrics {
         )
         .expect("valid metric");
         reg(Box::new(wait_seconds.clone()));
+        let adaptive_changes = IntCounterVec::new(
+            Opts::new(
+                "usher_adaptive_changes_total",
+                "Admission rate changes made by the adaptive gate, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in crate::admission::adaptive::Reason::ALL {
+            adaptive_changes.with_label_values(&[r.label()]);
+        }
+        reg(Box::new(adaptive_changes.clone()));
+        let store_up = gauge(
+            "usher_store_up",
+            "1 while the line's state store answers, 0 while it does not",
+        );
+        store_up.set(1);
         RoomMetrics {
+            store_up,
+            adaptive_changes,
+            adaptive_rate: gauge(
+                "usher_adaptive_new_users_per_minute",
+                "The adaptive gate's admission rate (0 when it is off)",
+            ),
             queue_length: gauge(
                 "usher_queue_length",
                 "Visitors waiting in line and still polling",

@@ -8,6 +8,7 @@
 //! - `pass_limit`: requests per pass per second (a copied pass).
 
 pub mod active;
+pub mod adaptive;
 pub mod gate;
 pub mod line;
 pub mod pass_limit;

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use super::active::{Active, RateWindow};
+use super::adaptive::{Aimd, OriginHealth};
 use super::gate::{Gate, TokioClock};
 use super::line::{Line, LineConfig, LineMode, Place};
 use crate::config::room::{Mode, RoomConfig};
@@ -149,6 +150,12 @@ pub struct Room {
     opened_hash: Mutex<Option<String>>,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Origin answers seen by the proxy, for the adaptive gate.
+    pub health: OriginHealth,
+    /// The adaptive gate's rate and when it last moved (room ms).
+    adaptive: Mutex<Option<(Aimd, u64)>>,
+    /// Vouchers left (`u64::MAX`: the event has no vouchers).
+    vouchers_left: AtomicU64,
 }
 
 /// Everything a reload must load before it can swap (files that may fail).
@@ -264,6 +271,9 @@ impl Room {
             opened_hash: Mutex::new(None),
             draining: AtomicBool::new(false),
             metrics,
+            health: OriginHealth::default(),
+            adaptive: Mutex::new(None),
+            vouchers_left: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -330,7 +340,13 @@ impl Room {
         Settings {
             mode: o.mode.as_deref().and_then(Mode::parse).unwrap_or(cfg.mode),
             max_active_users: o.max_active_users.unwrap_or(cfg.max_active_users),
-            new_users_per_minute: o.new_users_per_minute.unwrap_or(cfg.new_users_per_minute),
+            new_users_per_minute: o.new_users_per_minute.unwrap_or_else(|| {
+                let adaptive = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+                match (&cfg.adaptive, *adaptive) {
+                    (Some(_), Some((aimd, _))) => aimd.rate,
+                    _ => cfg.new_users_per_minute,
+                }
+            }),
             message: o.message.clone().unwrap_or_else(|| cfg.message.clone()),
         }
     }
@@ -458,6 +474,15 @@ impl Room {
                     .with_label_values(&["pass", r.label()])
                     .inc(),
             }
+        }
+        if self.vouchers_left() == Some(0) {
+            return Verdict::Hold(Hold {
+                state: RoomState::SoldOut,
+                position: None,
+                eta_seconds: None,
+                opens_in_seconds: None,
+                cookies: Vec::new(),
+            });
         }
         let settings = self.settings(cfg);
         match settings.mode {
@@ -660,6 +685,41 @@ impl Room {
         Verdict::Admit { pass_id, cookies }
     }
 
+    /// Records the vouchers left; at zero the room is sold out at once:
+    /// people in line are told on their next poll, newcomers get no ticket,
+    /// admitted visitors keep using the site.
+    pub fn set_vouchers_left(&self, left: Option<u64>) {
+        self.vouchers_left
+            .store(left.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Vouchers left, when the event has any.
+    pub fn vouchers_left(&self) -> Option<u64> {
+        Some(self.vouchers_left.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
+    }
+
+    /// The valid pass a request carries, if any (no side effects beyond
+    /// counting a rejected token).
+    pub fn check_pass(&self, headers: &HeaderMap) -> Option<Pass> {
+        let token = get_cookie(headers, PASS_COOKIE)?;
+        let event = self.event_id.load(Ordering::Relaxed);
+        match self
+            .keys
+            .load()
+            .open_pass(token, event, self.unix_ms() / 1000)
+        {
+            Ok(p) => Some(p),
+            Err(r) => {
+                self.metrics
+                    .room
+                    .token_rejects
+                    .with_label_values(&["pass", r.label()])
+                    .inc();
+                None
+            }
+        }
+    }
+
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).
     pub fn release(&self, pass_id: u64) {
         self.lock().active.release(pass_id);
@@ -668,8 +728,9 @@ impl Room {
     /// One admission tick: rotate liveness, open a scheduled event, and let
     /// in as many as the rate and free capacity allow.
     pub fn tick(&self, cfg: &RoomConfig) {
-        let settings = self.settings(cfg);
         let now = self.now_ms();
+        self.adapt(cfg, now);
+        let settings = self.settings(cfg);
         let m = &self.metrics.room;
         let mut s = self.lock();
         let active = s.active.prune(now);
@@ -715,6 +776,7 @@ impl Room {
         let open = s.line.is_open();
         drop(s);
         m.set_state(match settings.mode {
+            _ if self.vouchers_left() == Some(0) => "sold_out",
             _ if !open => "prequeue",
             Mode::Fifo | Mode::Random => "open",
             Mode::Paused => "paused",
@@ -732,6 +794,56 @@ impl Room {
                 r.retain_recent();
                 r.shrink_to_fit();
             }
+        }
+    }
+
+    /// The adaptive gate's step, once per interval: the admission rate
+    /// follows the origin's health between floor and ceiling.
+    fn adapt(&self, cfg: &RoomConfig, now: u64) {
+        let Some(a) = &cfg.adaptive else {
+            *self.adaptive.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return;
+        };
+        let waiting = self.lock().line.waiting() > 0;
+        let changed = {
+            let mut slot = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+            let (aimd, last) =
+                slot.get_or_insert_with(|| (Aimd::new(a, cfg.new_users_per_minute), now));
+            if now.saturating_sub(*last) < a.interval.as_millis() as u64 {
+                return;
+            }
+            *last = now;
+            let before = aimd.rate;
+            let sample = self.health.take();
+            aimd.step(a, sample, waiting)
+                .map(|reason| (before, aimd.rate, reason, sample))
+        };
+        let m = &self.metrics.room;
+        if let Some((from, to, reason, sample)) = changed {
+            m.adaptive_changes
+                .with_label_values(&[reason.label()])
+                .inc();
+            tracing::info!(
+                from,
+                to,
+                reason = reason.label(),
+                origin_requests = sample.requests,
+                origin_errors = sample.errors,
+                origin_mean_latency_ms = sample.mean_latency.as_millis() as u64,
+                "adaptive gate changed the admission rate"
+            );
+            let settings = self.settings(cfg);
+            let mut s = self.lock();
+            if !s.gate.same(settings.new_users_per_minute, cfg.burst) {
+                s.gate = Gate::new(
+                    settings.new_users_per_minute,
+                    cfg.burst,
+                    TokioClock::new(self.epoch),
+                );
+            }
+        }
+        if let Some((aimd, _)) = *self.adaptive.lock().unwrap_or_else(|e| e.into_inner()) {
+            m.adaptive_rate.set(i64::from(aimd.rate));
         }
     }
 
@@ -780,6 +892,7 @@ impl Room {
             "wait_estimate_seconds": rate.filter(|r| *r > 0.0).map(|r| (st.waiting as f64 / r).ceil()),
             "line_memory_bytes": st.memory_bytes,
             "draining": self.draining(),
+            "vouchers_left": self.vouchers_left(),
         })
     }
 }

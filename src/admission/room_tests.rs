@@ -18,7 +18,11 @@ fn config(room: &str) -> RoomConfig {
     let text = "[origin]\nurl = \"http://127.0.0.1:9\"\n[room]\nrefresh = \"1s\"\nticket_grace = \"10s\"\nclaim_window = \"5s\"\n\
          [room.limits]\ntickets_per_minute_per_ip = 100000\nrequests_per_second_per_ip = 0\n";
     // Later keys in [room] must come before [room.limits]: splice them in.
-    let text = text.replace("[room]\n", &format!("[room]\n{room}\n"));
+    let (keys, tables) = match room.find("\n[") {
+        Some(i) => room.split_at(i),
+        None => (room, ""),
+    };
+    let text = text.replace("[room]\n", &format!("[room]\n{keys}\n")) + tables;
     Config::parse(&text, "test", std::path::Path::new("."))
         .unwrap_or_else(|e| panic!("{e}"))
         .room
@@ -378,4 +382,69 @@ async fn prequeue_is_shuffled_once_and_later_arrivals_queue_behind() {
         !in_arrival_order,
         "shuffled, not in arrival order (chance 1/40! otherwise); admitted {admitted}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_gate_follows_origin_health() {
+    let cfg = config(
+        "max_active_users = 1000\nnew_users_per_minute = 600\nburst = 1\n\
+         [room.adaptive]\nenabled = true\ntarget_latency = \"200ms\"\nfloor = 60\nceiling = 1200\ninterval = \"5s\"\nincrease = 60\ndecrease = 0.5",
+    );
+    let (room, metrics) = room(&cfg);
+    let rate = |room: &Room| room.settings(&cfg).new_users_per_minute;
+    room.tick(&cfg);
+    assert_eq!(rate(&room), 600);
+    // a slow origin: the rate is halved at the next interval, not before
+    for _ in 0..50 {
+        room.health.record(Duration::from_millis(400), false);
+    }
+    advance(&room, &cfg, Duration::from_secs(4)).await;
+    assert_eq!(rate(&room), 600);
+    advance(&room, &cfg, Duration::from_secs(1)).await;
+    assert_eq!(rate(&room), 300);
+    assert_eq!(
+        metrics
+            .room
+            .adaptive_changes
+            .with_label_values(&["latency"])
+            .get(),
+        1
+    );
+    assert_eq!(metrics.room.adaptive_rate.get(), 300);
+    // failing origin: cut again
+    for _ in 0..10 {
+        room.health.record(Duration::from_millis(10), true);
+    }
+    advance(&room, &cfg, Duration::from_secs(5)).await;
+    assert_eq!(rate(&room), 150);
+    // healthy and people waiting: grows by the step
+    let mut v = Visitor::default();
+    v.visit(&room, &cfg);
+    let mut w = Visitor::default();
+    w.visit(&room, &cfg);
+    for _ in 0..10 {
+        room.health.record(Duration::from_millis(50), false);
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    w.visit(&room, &cfg);
+    room.tick(&cfg);
+    assert_eq!(rate(&room), 210);
+    assert_eq!(
+        metrics
+            .room
+            .adaptive_changes
+            .with_label_values(&["healthy"])
+            .get(),
+        1
+    );
+    // an operator override wins over the controller
+    room.set_overrides(
+        &cfg,
+        super::room::Overrides {
+            new_users_per_minute: Some(999),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rate(&room), 999);
 }

@@ -10,6 +10,7 @@ pub mod room;
 mod show;
 pub mod units;
 pub mod validate;
+pub mod vouchers;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The waiting room; `None` without a `[room]` section (plain proxy).
     pub room: Option<room::RoomConfig>,
+    /// Vouchers issued at the edge; `None` without a `[vouchers]` section.
+    pub vouchers: Option<vouchers::VouchersConfig>,
 }
 
 /// One mistake in a config file.
@@ -151,6 +154,10 @@ impl Config {
         let raw_room = section("room");
         let has_room = raw_room.is_some();
         let room_raw: room::RawRoom = read_section(raw_room, "room", text, name, &mut found);
+        let raw_vouchers = section("vouchers");
+        let has_vouchers = raw_vouchers.is_some();
+        let vouchers_raw: vouchers::RawVouchers =
+            read_section(raw_vouchers, "vouchers", text, name, &mut found);
         // A section that could not be read falls back to its defaults; what
         // validation then says about it would be noise, so it is dropped.
         let unreadable: Vec<String> = found[before..].iter().map(|p| p.key.clone()).collect();
@@ -162,6 +169,7 @@ impl Config {
             origin: validate::origin(&origin, base, &mut p),
             log: validate::log(&log, &mut p),
             room: has_room.then(|| room::room(&room_raw, base, &mut p)),
+            vouchers: has_vouchers.then(|| vouchers::vouchers(&vouchers_raw, base, &mut p)),
         };
         for (key, message) in p.0 {
             let section = key.split('.').next().unwrap_or_default();

@@ -95,6 +95,48 @@ pub struct RawRoom {
     pub default_lang: String,
     /// Per-client limits.
     pub limits: RawLimits,
+    /// The adaptive gate.
+    pub adaptive: Option<RawAdaptive>,
+}
+
+/// Raw `[room.adaptive]`: admissions follow the origin's health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdaptive {
+    /// Turns it on (the section alone does not, so it can be kept ready).
+    pub enabled: bool,
+    /// Mean origin response time to stay under.
+    pub target_latency: String,
+    /// Share of origin answers that may fail.
+    pub max_error_rate: f64,
+    /// Lowest new_users_per_minute.
+    pub floor: u32,
+    /// Highest new_users_per_minute.
+    pub ceiling: u32,
+    /// How often the rate is reconsidered.
+    pub interval: String,
+    /// Added per healthy interval while people wait.
+    pub increase: u32,
+    /// Factor on an unhealthy interval.
+    pub decrease: f64,
+}
+
+impl Default for RawAdaptive {
+    fn default() -> Self {
+        RawAdaptive {
+            enabled: false,
+            // Legacy pages answering in over half a second feel broken.
+            target_latency: "500ms".into(),
+            max_error_rate: 0.02,
+            floor: 60,
+            ceiling: 6000,
+            // Several seconds: long enough to see the effect of the last change.
+            interval: "5s".into(),
+            increase: 60,
+            // Cut by 30%: fast enough to relieve, gentle enough not to empty the site.
+            decrease: 0.7,
+        }
+    }
 }
 
 /// Raw `[room.limits]`.
@@ -145,6 +187,7 @@ impl Default for RawRoom {
             template: None,
             default_lang: "ko".into(),
             limits: RawLimits::default(),
+            adaptive: None,
         }
     }
 }
@@ -241,6 +284,8 @@ pub struct RoomConfig {
     pub requests_per_second_per_ip: u32,
     /// Requests per pass per second (0 = off).
     pub requests_per_second_per_pass: u32,
+    /// The adaptive gate, when enabled.
+    pub adaptive: Option<crate::admission::adaptive::AdaptiveConfig>,
 }
 
 impl RoomConfig {
@@ -466,6 +511,57 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         tickets_per_minute_per_ip: raw.limits.tickets_per_minute_per_ip,
         requests_per_second_per_ip: raw.limits.requests_per_second_per_ip,
         requests_per_second_per_pass: raw.limits.requests_per_second_per_pass,
+        adaptive: raw
+            .adaptive
+            .as_ref()
+            .filter(|a| a.enabled)
+            .map(|a| adaptive(a, raw, p)),
+    }
+}
+
+fn adaptive(
+    a: &RawAdaptive,
+    room: &RawRoom,
+    p: &mut Problems,
+) -> crate::admission::adaptive::AdaptiveConfig {
+    let d = |p: &mut Problems, key: &str, text: &str| {
+        super::units::parse_duration(text).unwrap_or_else(|e| {
+            p.push(key, e);
+            Duration::from_secs(1)
+        })
+    };
+    if a.floor == 0 || a.floor > a.ceiling {
+        p.push(
+            "room.adaptive.floor",
+            "must be at least 1 and at most room.adaptive.ceiling",
+        );
+    }
+    if !(room.new_users_per_minute >= a.floor && room.new_users_per_minute <= a.ceiling) {
+        p.push(
+            "room.new_users_per_minute",
+            "with the adaptive gate, the starting rate must lie between floor and ceiling",
+        );
+    }
+    if !(a.decrease > 0.0 && a.decrease < 1.0) {
+        p.push(
+            "room.adaptive.decrease",
+            "must be between 0 and 1 (e.g. 0.7 cuts by 30%)",
+        );
+    }
+    if !(0.0..=1.0).contains(&a.max_error_rate) {
+        p.push(
+            "room.adaptive.max_error_rate",
+            "must be a share between 0 and 1",
+        );
+    }
+    crate::admission::adaptive::AdaptiveConfig {
+        target_latency: d(p, "room.adaptive.target_latency", &a.target_latency),
+        max_error_rate: a.max_error_rate,
+        floor: a.floor.max(1),
+        ceiling: a.ceiling.max(a.floor.max(1)),
+        interval: d(p, "room.adaptive.interval", &a.interval),
+        increase: a.increase,
+        decrease: a.decrease,
     }
 }
 

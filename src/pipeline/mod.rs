@@ -4,6 +4,7 @@
 
 mod error;
 mod room;
+mod vouchers;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -131,10 +132,18 @@ async fn route(
             });
         }
     }
+    // Only usher says which code was issued.
+    let mut req = req;
+    req.headers_mut().remove(&vouchers::X_USHER_VOUCHER);
+    if req.uri().path() == vouchers::CLAIM_PATH {
+        return vouchers::endpoint(ctx, req).await;
+    }
     let Some(room) = &ctx.cfg.room else {
         return forward(ctx, req).await;
     };
     match room::classify(ctx, room, &req) {
+        // The intercepted claim route needs a pass wherever it stands.
+        room::Route::Open if intercepted(ctx, &req) => room::govern(ctx, room, req, false).await,
         room::Route::Open => forward(ctx, req).await,
         room::Route::Status if req.uri().path() == "/__usher/status" => {
             room::govern(ctx, room, req, true).await
@@ -142,6 +151,16 @@ async fn route(
         room::Route::Status => Err(HttpError::NotFound),
         room::Route::Protected => room::govern(ctx, room, req, false).await,
     }
+}
+
+fn intercepted(ctx: &Ctx<'_>, req: &Request<Incoming>) -> bool {
+    ctx.cfg.vouchers.as_ref().is_some_and(|v| {
+        vouchers::intercepts(
+            v,
+            req,
+            &crate::admission::paths::normalize(req.uri().path()),
+        )
+    })
 }
 
 /// Forwards without the room (no `[room]`, or an open path); the origin's

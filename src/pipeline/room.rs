@@ -117,6 +117,18 @@ pub async fn govern(
             Ok((resp, Outcome::Usher))
         }
         Verdict::Admit { pass_id, cookies } => {
+            if let Some(v) = &ctx.cfg.vouchers {
+                let path = paths::normalize(req.uri().path());
+                if super::vouchers::intercepts(v, &req, &path) {
+                    req = match super::vouchers::intercept(ctx, req, pass_id).await? {
+                        Ok(req) => req,
+                        Err(mut answer) => {
+                            append_cookies(&mut answer, cookies);
+                            return Ok((answer, Outcome::Usher));
+                        }
+                    };
+                }
+            }
             strip_cookies(
                 req.headers_mut(),
                 &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE],
@@ -197,13 +209,26 @@ fn hold_answer(
     } else {
         req.uri().path_and_query().map_or("/", |p| p.as_str())
     };
-    let v = view(
+    let mut v = view(
         room,
         &settings.message,
         hold.state,
         Some(&hold),
         holding::sanitize_return_to(return_to),
     );
+    v.vouchers_left = ctx.app.room.vouchers_left();
+    if let (Some(left), Some(ratio), Some(ahead)) = (
+        v.vouchers_left,
+        ctx.cfg
+            .vouchers
+            .as_ref()
+            .map(|c| c.low_chance_ratio)
+            .filter(|r| *r > 0.0),
+        hold.position,
+    ) {
+        // Honest: when far more people wait ahead than vouchers remain, say so.
+        v.low_chance = ahead as f64 > ratio * left as f64;
+    }
     let (lang, asked) = language(room, req);
     let mut resp = if status_only || wants_json(req) {
         answer(holding::status_json(&v), "application/json", hold.state)

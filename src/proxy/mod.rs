@@ -121,10 +121,10 @@ pub async fn forward(
         })?;
     let started = Instant::now();
     let sent = tokio::time::timeout(cfg.origin.response_timeout, origin.client.request(out)).await;
-    ctx.app
-        .metrics
-        .origin_duration
-        .observe(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    ctx.app.metrics.origin_duration.observe(took.as_secs_f64());
+    let failed = !matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
+    ctx.app.room.health.record(took, failed);
     let mut resp = match sent {
         Err(_) => {
             ctx.app.metrics.origin_error("timeout");

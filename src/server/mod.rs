@@ -1,6 +1,8 @@
 //! Listeners: plain (HTTP/1.1 and h2c) and TLS (ALPN h2 / http/1.1), the
-//! connection guards, and the graceful drain on shutdown.
+//! connection guards, and the graceful drain on shutdown. Listening sockets
+//! are bound here or inherited from systemd ([`activation`]).
 
+pub mod activation;
 mod conn;
 pub mod h1_guard;
 pub mod per_ip;
@@ -52,9 +54,28 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
         .map_err(|source| BindError { addr, source })
 }
 
+async fn adopt_or_bind(
+    addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<TcpListener, BindError> {
+    match inherited {
+        Some(l) => TcpListener::from_std(l).map_err(|source| BindError { addr, source }),
+        None => bind(addr).await,
+    }
+}
+
 impl Listeners {
     /// Binds every listener in the app's config.
     pub async fn bind(app: &App) -> Result<Listeners, BindError> {
+        Listeners::bind_with(app, activation::Matched::default()).await
+    }
+
+    /// Binds every listener in the app's config, except those for which
+    /// `inherited` holds a socket passed by the service manager.
+    pub async fn bind_with(
+        app: &App,
+        mut inherited: activation::Matched,
+    ) -> Result<Listeners, BindError> {
         let cfg = app.config.load();
         let mut out = Listeners {
             plain: Vec::new(),
@@ -62,15 +83,17 @@ impl Listeners {
             admin: None,
         };
         for a in &cfg.server.listen {
-            out.plain.push(bind(*a).await?);
+            out.plain
+                .push(adopt_or_bind(*a, inherited.take_plain(*a)).await?);
         }
         if let Some(t) = &cfg.server.tls {
             for a in &t.listen {
-                out.tls.push(bind(*a).await?);
+                out.tls
+                    .push(adopt_or_bind(*a, inherited.take_tls(*a)).await?);
             }
         }
         if let Some(a) = cfg.server.admin {
-            out.admin = Some(bind(a).await?);
+            out.admin = Some(adopt_or_bind(a, inherited.admin.take()).await?);
         }
         Ok(out)
     }
@@ -102,6 +125,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
     // so a reload can tell a moved listener from one that was `:0`.
     {
         let cfg = app.config.load();
+        *app.listening.lock().unwrap_or_else(|e| e.into_inner()) = bound.clone();
         let mut b = app.bound.lock().unwrap_or_else(|e| e.into_inner());
         *b = Bound {
             plain: cfg.server.listen.clone(),
@@ -146,6 +170,17 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
         )));
     }
     tasks.push(tokio::spawn(admission_ticks(app.clone(), stopped.clone())));
+    if let Some(v) = app.vouchers.clone() {
+        // Claims reserved before a crash finish with their own idempotency key.
+        let room_app = app.clone();
+        tokio::spawn(async move {
+            let report = v.recover().await;
+            if report.pending > 0 {
+                tracing::info!(?report, "pending voucher claims finished after restart");
+            }
+            room_app.room.set_vouchers_left(Some(v.remaining()));
+        });
+    }
     if let Some(l) = listeners.admin {
         tasks.push(tokio::spawn(crate::admin::serve(
             l,

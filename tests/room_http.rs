@@ -1,0 +1,389 @@
+//! The waiting room over real sockets: modes and live admin changes, JSON
+//! for apps, bypass rules, per-client limits, the language switch, and the
+//! origin's release header.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// An origin that counts the requests it serves and says which it was.
+async fn origin(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let mut b = Response::builder().header("x-origin", "1");
+                    if req.uri().path() == "/checkout" {
+                        b = b.header("x-usher-release", "1");
+                    }
+                    let cookies = req
+                        .headers()
+                        .get(header::COOKIE)
+                        .map(|c| c.to_str().unwrap().to_string());
+                    async move {
+                        Ok::<_, Infallible>(
+                            b.body(Full::new(Bytes::from(cookies.unwrap_or_default())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Usher {
+    running: Option<usher::server::Running>,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+async fn start(room: &str) -> Usher {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let origin = origin(hits.clone()).await;
+    let dir = std::env::temp_dir().join(format!(
+        "usher-room-http-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bypass.secret"), "a-long-enough-shared-secret\n").unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n[origin]\nurl = \"http://{origin}\"\n[room]\n{room}\n"
+    );
+    let cfg = usher::config::Config::parse(&text, "test", &dir).unwrap_or_else(|e| panic!("{e}"));
+    let app = usher::app::App::new(cfg, usher::logging::LogHandle::none()).unwrap();
+    let listeners = usher::server::Listeners::bind(&app).await.unwrap();
+    let running = usher::server::serve(app, listeners);
+    Usher {
+        addr: running.bound.plain[0],
+        admin: running.bound.admin.unwrap(),
+        running: Some(running),
+        hits,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
+
+struct Answer {
+    status: u16,
+    state: Option<String>,
+    origin: bool,
+    cookies: Vec<String>,
+    body: String,
+    retry_after: Option<String>,
+}
+
+impl Usher {
+    async fn send(&self, req: http::request::Builder, body: &str) -> Answer {
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+            .await
+            .unwrap();
+        let h = resp.headers().clone();
+        let status = resp.status().as_u16();
+        let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
+            .into_owned();
+        Answer {
+            status,
+            state: h.get("x-usher-state").map(|v| v.to_str().unwrap().into()),
+            origin: h.contains_key("x-origin"),
+            cookies: h
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap().into())
+                .collect(),
+            body,
+            retry_after: h
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().into()),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+        let mut r = Request::get(format!("http://{}{path}", self.addr));
+        if let Some(c) = cookie {
+            r = r.header(header::COOKIE, c);
+        }
+        self.send(r, "").await
+    }
+
+    async fn admin(&self, path: &str, body: &str) -> serde_json::Value {
+        let r = Request::post(format!("http://{}{path}", self.admin));
+        let a = self.send(r, body).await;
+        serde_json::from_str(&a.body).unwrap_or_else(|_| panic!("{path}: {} {}", a.status, a.body))
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+fn jar(cookies: &[String]) -> String {
+    cookies
+        .iter()
+        .filter(|c| !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+const HIGH_LIMITS: &str =
+    "[room.limits]\ntickets_per_minute_per_ip = 100000\nrequests_per_second_per_ip = 0";
+
+#[tokio::test]
+async fn full_room_holds_newcomers_with_html_or_json() {
+    let u = start(&format!("max_active_users = 1\nnew_users_per_minute = 60\nburst = 1\nrefresh = \"2s\"\nmessage = \"<b>hi</b>\"\n{HIGH_LIMITS}")).await;
+    let inside = u.get("/movies/1", None).await;
+    assert!(inside.origin, "the first visitor goes straight in");
+    let pass = jar(&inside.cookies);
+    assert!(pass.starts_with("usher_pass="), "{pass}");
+    // usher's own cookies never reach the origin
+    let again = u.get("/movies/1", Some(&format!("{pass}; site=1"))).await;
+    assert!(again.origin);
+    assert_eq!(again.body, "site=1");
+
+    let held = u.get("/movies/2?x=1", None).await;
+    assert_eq!(
+        (held.status, held.state.as_deref(), held.origin),
+        (200, Some("queued"), false)
+    );
+    assert!(
+        held.body.contains("&lt;b&gt;hi&lt;/b&gt;"),
+        "the operator's message, escaped"
+    );
+    assert!(held
+        .cookies
+        .iter()
+        .any(|c| c.starts_with("usher_ticket=") && c.contains("HttpOnly")));
+    let ticket = jar(&held.cookies);
+
+    // apps ask for JSON on any protected URL, or poll the status endpoint
+    let mut r = Request::get(format!("http://{}/api/movies", u.addr));
+    r = r
+        .header(header::ACCEPT, "application/json")
+        .header(header::COOKIE, &ticket);
+    let json = u.send(r, "").await;
+    let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(v["state"], "queued");
+    assert_eq!(v["position"], 0);
+    assert_eq!(v["refresh_seconds"], 2);
+    assert_eq!(v["message"], "<b>hi</b>");
+    for key in ["eta_seconds", "eta_known", "opens_at"] {
+        assert!(v.get(key).is_some(), "{key} in {v}");
+    }
+    let status = u.get("/__usher/status", Some(&ticket)).await;
+    let s: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(s["position"], 0, "the same place, kept across reloads");
+    assert_eq!(u.get("/__usher/nothing", None).await.status, 404);
+    assert_eq!(
+        u.hits.load(Ordering::SeqCst),
+        2,
+        "nothing else reached the origin"
+    );
+
+    // the origin frees the slot; the visitor in line is let in on a later poll
+    let out = u.get("/checkout", Some(&pass)).await;
+    assert!(
+        out.origin
+            && out
+                .cookies
+                .iter()
+                .any(|c| c.starts_with("usher_pass=;") || c.contains("Max-Age=0"))
+    );
+    let mut admitted = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = u.get("/__usher/status", Some(&ticket)).await;
+        if s.body.contains("\"admitted\"") {
+            admitted = Some(s);
+            break;
+        }
+    }
+    let admitted = admitted.expect("admitted once the slot freed");
+    let new_pass = jar(&admitted.cookies);
+    assert!(new_pass.contains("usher_pass="));
+    assert!(u.get("/movies/2", Some(&new_pass)).await.origin);
+    u.stop().await;
+}
+
+#[tokio::test]
+async fn modes_change_live_through_the_admin_api() {
+    let u = start(&format!(
+        "max_active_users = 100\nnew_users_per_minute = 6000\nburst = 100\n{HIGH_LIMITS}"
+    ))
+    .await;
+    assert!(u.get("/", None).await.origin);
+    let paused = u.admin("/admin/pause", "").await;
+    assert_eq!(paused["settings"]["mode"], "paused");
+    let held = u.get("/", None).await;
+    assert_eq!(held.state.as_deref(), Some("paused"));
+    let ticket = jar(&held.cookies);
+    let resumed = u.admin("/admin/resume", "").await;
+    assert_eq!(resumed["settings"]["mode"], "fifo");
+    let mut in_again = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if u.get("/__usher/status", Some(&ticket))
+            .await
+            .body
+            .contains("admitted")
+        {
+            in_again = true;
+            break;
+        }
+    }
+    assert!(in_again, "the paused visitor is admitted after resume");
+
+    let closed = u
+        .admin(
+            "/admin/room",
+            r#"{"mode":"closed","message":"see you tomorrow"}"#,
+        )
+        .await;
+    assert_eq!(closed["settings"]["mode"], "closed");
+    let c = u.get("/", None).await;
+    assert_eq!(c.state.as_deref(), Some("closed"));
+    assert!(c.body.contains("see you tomorrow"));
+    let bad = u.admin("/admin/room", r#"{"mode":"sideways"}"#).await;
+    assert!(bad["error"].as_str().unwrap().contains("sideways"));
+    let unknown = u.admin("/admin/room", r#"{"speed":3}"#).await;
+    assert!(unknown["error"].is_string());
+
+    u.admin("/admin/room", r#"{"mode":"passthrough"}"#).await;
+    let p = u.get("/", None).await;
+    assert!(p.origin && p.cookies.iter().any(|c| c.starts_with("usher_pass=")));
+    let reset = u.admin("/admin/room", r#"{"reset":true}"#).await;
+    assert_eq!(reset["settings"]["mode"], "fifo");
+    assert_eq!(reset["overrides"], serde_json::json!({}));
+
+    let status: serde_json::Value = {
+        let a = u
+            .send(Request::get(format!("http://{}/admin/status", u.admin)), "")
+            .await;
+        serde_json::from_str(&a.body).unwrap()
+    };
+    assert!(status["room"]["issued"].as_u64().unwrap() >= 1);
+    let drained = u.admin("/admin/drain", "").await;
+    assert_eq!(drained["draining"], true);
+    let ready = u
+        .send(Request::get(format!("http://{}/readyz", u.admin)), "")
+        .await;
+    assert_eq!(ready.status, 503);
+    u.stop().await;
+}
+
+#[tokio::test]
+async fn bypass_rules_and_protected_prefixes() {
+    let u = start(&format!(
+        "max_active_users = 1\nnew_users_per_minute = 60\nburst = 1\nprotect = [\"/coupon\", \"/api/\"]\n\
+         bypass_paths = [\"/coupon/static/\"]\nbypass_header = \"X-Usher-Bypass\"\nbypass_secret_file = \"bypass.secret\"\n{HIGH_LIMITS}"
+    ))
+    .await;
+    assert!(u.get("/coupon", None).await.origin, "first visitor in");
+    for p in [
+        "/coupon",
+        "/COUPON",
+        "//coupon",
+        "/%63oupon",
+        "/x/../coupon/claim",
+        "/coupon;jsessionid=1",
+        "/api/x",
+    ] {
+        let a = u.get(p, None).await;
+        assert_eq!(a.state.as_deref(), Some("queued"), "{p} is protected");
+    }
+    assert!(
+        u.get("/", None).await.origin,
+        "unprotected paths go straight through"
+    );
+    assert!(
+        u.get("/coupons", None).await.origin,
+        "a prefix is not a substring match"
+    );
+    assert!(
+        u.get("/coupon/static/app.js", None).await.origin,
+        "bypass paths skip the room"
+    );
+    let mut r = Request::get(format!("http://{}/coupon", u.addr));
+    r = r.header("x-usher-bypass", "a-long-enough-shared-secret");
+    let partner = u.send(r, "").await;
+    assert!(partner.origin, "the shared secret skips the room");
+    let mut r = Request::get(format!("http://{}/coupon", u.addr));
+    r = r.header("x-usher-bypass", "a-long-enough-shared-secreX");
+    assert!(!u.send(r, "").await.origin, "a wrong secret does not");
+    u.stop().await;
+}
+
+#[tokio::test]
+async fn per_address_ticket_limit_answers_429() {
+    let u = start("max_active_users = 1\nnew_users_per_minute = 60\nburst = 1\n[room.limits]\ntickets_per_minute_per_ip = 20\nrequests_per_second_per_ip = 0").await;
+    let mut limited = None;
+    for i in 0..40 {
+        let a = u.get("/", None).await;
+        if a.status == 429 {
+            limited = Some((i, a));
+            break;
+        }
+    }
+    let (i, a) = limited.expect("one address cannot farm places");
+    assert!(i >= 5, "the burst is allowed ({i})");
+    assert!(a.retry_after.is_some());
+    u.stop().await;
+}
+
+#[tokio::test]
+async fn language_switch_and_negotiation() {
+    let u = start(&format!(
+        "max_active_users = 1\nnew_users_per_minute = 60\nburst = 1\n{HIGH_LIMITS}"
+    ))
+    .await;
+    u.get("/", None).await;
+    let ko = u.get("/", None).await;
+    assert!(ko.body.contains("lang=\"ko\""));
+    let mut r = Request::get(format!("http://{}/", u.addr));
+    r = r.header(header::ACCEPT_LANGUAGE, "en-US,en;q=0.9");
+    assert!(u.send(r, "").await.body.contains("lang=\"en\""));
+    let switched = u.get("/?usher_lang=en", None).await;
+    assert!(switched.body.contains("lang=\"en\""));
+    let lang = switched
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("usher_lang=en"))
+        .expect("remembered");
+    let again = u.get("/", Some(lang.split(';').next().unwrap())).await;
+    assert!(again.body.contains("lang=\"en\""));
+    u.stop().await;
+}
