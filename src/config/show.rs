@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::units::format_duration;
+use super::units::{format_bytes, format_duration};
 use super::{AccessLog, Config};
 
 impl Config {
@@ -37,9 +37,18 @@ impl Config {
         let _ = writeln!(o, "header_read_timeout = {}", q(s.header_read_timeout));
         let _ = writeln!(o, "body_read_timeout = {}", q(s.body_read_timeout));
         let _ = writeln!(o, "send_timeout = {}", q(s.send_timeout));
-        let _ = writeln!(o, "max_header_bytes = {}", s.max_header_bytes);
+        // sizes as strings: the file's size fields take "64KiB", not integers
+        let _ = writeln!(
+            o,
+            "max_header_bytes = \"{}\"",
+            format_bytes(s.max_header_bytes as u64)
+        );
         let _ = writeln!(o, "max_headers = {}", s.max_headers);
-        let _ = writeln!(o, "max_request_body = {}", s.max_request_body);
+        let _ = writeln!(
+            o,
+            "max_request_body = \"{}\"",
+            format_bytes(s.max_request_body)
+        );
         let _ = writeln!(o, "shutdown_grace = {}", q(s.shutdown_grace));
         let _ = writeln!(
             o,

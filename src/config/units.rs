@@ -48,6 +48,17 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// Formats a byte size the way the config file writes it (a string that
+/// [`parse_bytes`] reads back to the same number).
+pub fn format_bytes(n: u64) -> String {
+    for (mult, unit) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
+        if n != 0 && n % mult == 0 {
+            return format!("{}{unit}", n / mult);
+        }
+    }
+    n.to_string()
+}
+
 /// Formats a duration the way the config file writes it.
 pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -78,5 +89,14 @@ mod tests {
         assert!(parse_bytes("MiB").is_err());
         assert!(parse_bytes("99999999999999999999GiB").is_err());
         assert!(parse_bytes("18446744073709551615GiB").is_err());
+    }
+
+    #[test]
+    fn sizes_round_trip() {
+        for n in [0, 1, 1000, 1024, 65_536, 128 << 20, 3 << 30, u64::MAX] {
+            assert_eq!(parse_bytes(&format_bytes(n)), Ok(n), "{n}");
+        }
+        assert_eq!(format_bytes(65_536), "64KiB");
+        assert_eq!(format_bytes(128 << 20), "128MiB");
     }
 }
