@@ -29,11 +29,12 @@ pub const DEFAULT_BODY_READ_TIMEOUT: &str = "15s";
 /// before the connection is dropped (nginx's send_timeout: 60 s). Without
 /// it, a client that never reads keeps its origin slot forever.
 pub const DEFAULT_SEND_TIMEOUT: &str = "30s";
-/// Open connections from one client address (IPv6: one /64) at most. Mobile
-/// carriers put many phones behind one address (CGNAT), each with a few
-/// connections, so this is generous; it stops one host from taking all of
-/// max_connections. Trusted proxies are exempt. 0 turns the cap off.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
+/// Open connections from one client address (IPv6: one /64) at most: one
+/// host cannot take more than an eighth of max_connections. Generous on
+/// purpose: mobile carriers put hundreds of phones behind one address
+/// (CGNAT), each with up to six HTTP/1.1 connections during a page load.
+/// Trusted proxies are exempt. 0 turns the cap off.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 2048;
 /// Header fields at most: hyper's default, which no real browser reaches.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Largest request body forwarded. Uploads on a cinema site are small, but a
