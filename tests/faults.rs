@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use security_support::child::{Child, TempDir};
+use security_support::tls::{served_cert, write_cert};
 use security_support::{config, exchange, probe, Recorder, Usher};
 
 const PROBE_BOUND: Duration = Duration::from_secs(2);
@@ -257,81 +258,6 @@ async fn malformed_origin_responses_are_502() {
         assert!(ok, "answer {i}: {statuses:?}\n{}", reply.text());
         usher.stop().await;
     }
-}
-
-/// Writes a dev certificate for localhost to `cert`/`key`; returns the DER.
-fn write_cert(cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
-    use rustls_pki_types::pem::PemObject;
-    let (c, k) = usher::server::tls::dev_certificate(&["localhost".into()], 30).unwrap();
-    std::fs::write(cert, &c).unwrap();
-    std::fs::write(key, &k).unwrap();
-    rustls_pki_types::CertificateDer::from_pem_slice(c.as_bytes())
-        .unwrap()
-        .to_vec()
-}
-
-/// Completes a TLS handshake with `addr` and returns the server's leaf
-/// certificate (any certificate is accepted: the test compares it itself).
-async fn served_cert(addr: SocketAddr) -> Option<Vec<u8>> {
-    #[derive(Debug)]
-    struct AnyCert;
-    impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &[rustls_pki_types::CertificateDer<'_>],
-            _: &rustls_pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls_pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyCert))
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(addr).await.ok()?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
-    let mut tls = connector.connect(name, tcp).await.ok()?;
-    tls.write_all(b"GET /tls HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut answer)).await;
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    let (_, session) = tls.get_ref();
-    session.peer_certificates()?.first().map(|c| c.to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

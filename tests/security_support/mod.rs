@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod h2raw;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
