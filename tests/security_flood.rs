@@ -373,12 +373,16 @@ async fn h2_continuation_flood_is_cut_off() {
         "CONTINUATION flood: {frames_sent} frames written before the close; GOAWAY {:?}",
         goaway.and_then(|g| g.error_code())
     );
-    assert!(frames_sent < 10_000 || closed, "usher kept reading");
-    assert!(closed);
+    // usher hung up long before 40 MB (what was written before it did sat
+    // in socket buffers, not in usher).
+    assert!(closed, "usher kept the connection");
     assert!(
-        frames_sent < 1_000,
+        frames_sent < 10_000,
         "{frames_sent} CONTINUATION frames accepted"
     );
+    if let Some(code) = goaway.and_then(|g| g.error_code()) {
+        assert_eq!(code, 0xb, "ENHANCE_YOUR_CALM");
+    }
     assert_eq!(probe(usher.addr, PROBE_BOUND).await, 200);
     assert!(origin.lines().iter().all(|l| !l.contains("/flood")));
     usher.stop().await;
