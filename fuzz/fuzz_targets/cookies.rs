@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
     let before = pieces(&headers);
     strip_cookies(&mut headers, &OURS);
     for name in OURS {
-        assert_eq!(get_cookie(&headers, name), None, "{name} survived: {headers:?}");
+        assert_eq!(
+            get_cookie(&headers, name),
+            None,
+            "{name} survived: {headers:?}"
+        );
     }
     // Every other piece reaches the origin, byte for byte and in order.
     let kept: Vec<Vec<u8>> = before.into_iter().filter(|p| !is_ours(p)).collect();

@@ -41,7 +41,14 @@ fn verdicts(data: &[u8], sizes: &[u8]) -> Vec<Result<(), Rejection>> {
         max_head_bytes: 512,
         max_headers: 8,
     };
-    let (mut guard, handle) = H1Guard::new(Pieces { data, sizes, turn: 0 }, limits);
+    let (mut guard, handle) = H1Guard::new(
+        Pieces {
+            data,
+            sizes,
+            turn: 0,
+        },
+        limits,
+    );
     let mut cx = Context::from_waker(Waker::noop());
     let mut space = [0u8; 97];
     loop {

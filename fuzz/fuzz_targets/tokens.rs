@@ -54,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
     }
     // ... a ticket is never a pass, nor the reverse ...
     assert!(keys.open_pass(&sealed, event, now).is_err());
-    assert!(keys.open_ticket(&sealed_pass, event, now, u64::MAX).is_err());
+    assert!(keys
+        .open_ticket(&sealed_pass, event, now, u64::MAX)
+        .is_err());
     // ... and one changed character makes either worthless.
     if let Some(&b) = data.get(32) {
         let mut bytes = sealed.clone().into_bytes();
