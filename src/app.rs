@@ -9,6 +9,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use crate::admission::gate::TokioClock;
+use crate::admission::pass_limit::PassLimit;
 use crate::admission::room::{Room, RoomError};
 use crate::config::{Config, ConfigError};
 use crate::logging::{AccessLog, LogHandle};
@@ -67,6 +69,8 @@ pub struct App {
     pub log: LogHandle,
     /// The waiting room (idle when the config has no `[room]`).
     pub room: Room,
+    /// Requests per pass per second (a copied pass gets one visitor's rate).
+    pub pass_limit: ArcSwap<PassLimit>,
     /// The voucher claim service, when the event has vouchers.
     pub vouchers: Option<Arc<crate::vouchers::Vouchers>>,
     /// Serializes reloads (SIGHUP and the admin API may race).
@@ -113,6 +117,7 @@ impl App {
             None => None,
         };
         room.set_vouchers_left(vouchers.as_ref().map(|v| v.remaining()));
+        let cfg_pass_rate = pass_rate(&cfg);
         let slots = Slots::new(cfg.origin.max_in_flight, metrics.clone());
         metrics.config_last_reload_successful.set(1);
         metrics.config_last_reload_success_timestamp.set(unix_now());
@@ -126,6 +131,7 @@ impl App {
             bound: Mutex::new(Bound::default()),
             listening: Mutex::new(Bound::default()),
             log,
+            pass_limit: ArcSwap::from_pointee(pass_limit(&cfg_pass_rate)),
             room,
             vouchers,
             reload_lock: tokio::sync::Mutex::new(ReloadReport::default()),
@@ -198,6 +204,10 @@ impl App {
         }
         self.slots.resize(new.origin.max_in_flight);
         self.room.apply(new.room.as_ref(), room);
+        if self.pass_limit.load().per_second() != pass_rate(&new) {
+            self.pass_limit
+                .store(Arc::new(pass_limit(&pass_rate(&new))));
+        }
         self.access_log.set(new.log.access);
         if new.log.level != current.log.level {
             self.log.set_level(&new.log.level);
@@ -247,6 +257,16 @@ impl App {
     pub fn source(&self) -> Option<PathBuf> {
         self.config.load().source.clone()
     }
+}
+
+fn pass_rate(cfg: &Config) -> u32 {
+    cfg.room
+        .as_ref()
+        .map_or(0, |r| r.requests_per_second_per_pass)
+}
+
+fn pass_limit(per_second: &u32) -> PassLimit {
+    PassLimit::new(*per_second, TokioClock::new(tokio::time::Instant::now()))
 }
 
 fn sorted(v: &[SocketAddr]) -> Vec<SocketAddr> {

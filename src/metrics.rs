@@ -447,7 +447,7 @@ impl RoomMetrics {
             &["scope"],
         )
         .expect("valid metric");
-        for s in ["ticket", "request"] {
+        for s in ["ticket", "request", "pass"] {
             rate_limited.with_label_values(&[s]);
         }
         reg(Box::new(rate_limited.clone()));

@@ -5,11 +5,13 @@
 //! - `active`: admitted visitors and the measured admission rate.
 //! - `room`: the decisions per request and the admission tick.
 //! - `paths`: path normalisation for routing rules.
+//! - `pass_limit`: requests per pass per second (a copied pass).
 
 pub mod active;
 pub mod adaptive;
 pub mod gate;
 pub mod line;
+pub mod pass_limit;
 pub mod paths;
 pub mod room;
 #[cfg(test)]

@@ -15,7 +15,9 @@ pub fn normalize(path: &str) -> Cow<'_, str> {
             .bytes()
             .any(|b| matches!(b, b'%' | b';' | b'\\' | b'A'..=b'Z'))
         && !path.contains("//")
-        && !path.contains("/.");
+        && !path.contains("/.")
+        && !path.contains("./")
+        && !path.ends_with('.');
     if clean {
         return Cow::Borrowed(path);
     }
@@ -24,6 +26,15 @@ pub fn normalize(path: &str) -> Cow<'_, str> {
     let mut segments: Vec<&str> = Vec::new();
     for seg in lower.split('/') {
         let seg = seg.split(';').next().unwrap_or_default();
+        // Origins disagree on where a name ends: C strings stop at NUL, a
+        // server that decodes twice ends the path at a decoded `?` or `#`,
+        // Windows and some Java routers drop trailing dots and blanks. Cut
+        // all of them: that can only widen what a rule covers.
+        let seg = seg.split(['\0', '?', '#']).next().unwrap_or_default();
+        let seg = match seg {
+            "." | ".." => seg,
+            s => s.trim_end_matches(['.', ' ', '\t']),
+        };
         match seg {
             "" | "." => {}
             ".." => {
@@ -80,6 +91,31 @@ mod tests {
         assert_eq!(normalize(""), "/");
         assert_eq!(normalize("/%ff%fe"), "/\u{fffd}\u{fffd}");
         assert!(matches!(normalize("/movies/1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn what_origins_may_ignore_is_cut() {
+        for p in [
+            "/coupon%00",
+            "/coupon%00.html",
+            "/coupon.",
+            "/coupon%2e",
+            "/coupon..",
+            "/coupon%20",
+            "/coupon%09",
+            "/coupon%3f",
+            "/coupon%3Fx=1",
+            "/coupon%23top",
+            "/coupon/.",
+        ] {
+            assert!(under(&normalize(p), "/coupon"), "{p} -> {}", normalize(p));
+        }
+        assert_eq!(normalize("/coupon./claim"), "/coupon/claim");
+        assert_eq!(normalize("/a/.../b"), "/a/b");
+        // A real extension or a longer name stays what it is.
+        assert_eq!(normalize("/coupon.json"), "/coupon.json");
+        assert!(!under(&normalize("/coupons."), "/coupon"));
+        assert!(matches!(normalize("/movies/1.html"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -19,6 +19,22 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "15s";
 /// 64 KiB keeps room for legacy sites' cookies while bounding memory per
 /// connection (nginx's large_client_header_buffers allows 4 x 8 KiB).
 pub const DEFAULT_MAX_HEADER_BYTES: &str = "64KiB";
+/// Time a request body may go without a single byte arriving before the
+/// upload is cut with 408 (nginx's client_body_timeout is the same idea, 60 s).
+/// A phone on a bad network resumes within seconds; a slow-POST attacker
+/// trickling bytes would otherwise hold an origin slot for the whole
+/// origin.response_timeout.
+pub const DEFAULT_BODY_READ_TIMEOUT: &str = "15s";
+/// Time a client may go without reading a single byte of what usher sends
+/// before the connection is dropped (nginx's send_timeout: 60 s). Without
+/// it, a client that never reads keeps its origin slot forever.
+pub const DEFAULT_SEND_TIMEOUT: &str = "30s";
+/// Open connections from one client address (IPv6: one /64) at most: one
+/// host cannot take more than an eighth of max_connections. Generous on
+/// purpose: mobile carriers put hundreds of phones behind one address
+/// (CGNAT), each with up to six HTTP/1.1 connections during a page load.
+/// Trusted proxies are exempt. 0 turns the cap off.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 2048;
 /// Header fields at most: hyper's default, which no real browser reaches.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Largest request body forwarded. Uploads on a cinema site are small, but a
@@ -69,8 +85,14 @@ pub struct RawServer {
     pub admin: String,
     /// Open client connections at most, over all listeners.
     pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64); 0 = no cap.
+    pub max_connections_per_ip: usize,
     /// Time to receive a complete request head.
     pub header_read_timeout: String,
+    /// Longest wait for the next bytes of a request body.
+    pub body_read_timeout: String,
+    /// Longest time the client may read nothing of what usher sends.
+    pub send_timeout: String,
     /// Largest request head (request line and headers).
     pub max_header_bytes: String,
     /// Most header fields in one request.
@@ -93,7 +115,10 @@ impl Default for RawServer {
             listen: vec![DEFAULT_LISTEN.into()],
             admin: DEFAULT_ADMIN.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT.into(),
+            send_timeout: DEFAULT_SEND_TIMEOUT.into(),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES.into(),
             max_headers: DEFAULT_MAX_HEADERS,
             max_request_body: DEFAULT_MAX_REQUEST_BODY.into(),

@@ -39,6 +39,10 @@ pub const DEFAULT_TICKET_MAX_AGE: &str = "24h";
 pub const DEFAULT_TICKETS_PER_MINUTE_PER_IP: u32 = 60;
 /// Requests per client address per second (0 turns the limit off).
 pub const DEFAULT_REQUESTS_PER_SECOND_PER_IP: u32 = 100;
+/// Requests per pass per second, with a burst of five times that: a page
+/// and its parts at once, then far more than a human clicks. A pass copied
+/// to many clients gets one visitor's rate in all (0 turns the limit off).
+pub const DEFAULT_REQUESTS_PER_SECOND_PER_PASS: u32 = 20;
 
 /// Raw `[room]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +147,8 @@ pub struct RawLimits {
     pub tickets_per_minute_per_ip: u32,
     /// Requests per client address per second (0 = off).
     pub requests_per_second_per_ip: u32,
+    /// Requests per pass per second (0 = off).
+    pub requests_per_second_per_pass: u32,
 }
 
 impl Default for RawLimits {
@@ -150,6 +156,7 @@ impl Default for RawLimits {
         RawLimits {
             tickets_per_minute_per_ip: DEFAULT_TICKETS_PER_MINUTE_PER_IP,
             requests_per_second_per_ip: DEFAULT_REQUESTS_PER_SECOND_PER_IP,
+            requests_per_second_per_pass: DEFAULT_REQUESTS_PER_SECOND_PER_PASS,
         }
     }
 }
@@ -275,6 +282,8 @@ pub struct RoomConfig {
     pub tickets_per_minute_per_ip: u32,
     /// Requests per address per second (0 = off).
     pub requests_per_second_per_ip: u32,
+    /// Requests per pass per second (0 = off).
+    pub requests_per_second_per_pass: u32,
     /// The adaptive gate, when enabled.
     pub adaptive: Option<crate::admission::adaptive::AdaptiveConfig>,
 }
@@ -501,6 +510,7 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         default_english,
         tickets_per_minute_per_ip: raw.limits.tickets_per_minute_per_ip,
         requests_per_second_per_ip: raw.limits.requests_per_second_per_ip,
+        requests_per_second_per_pass: raw.limits.requests_per_second_per_pass,
         adaptive: raw
             .adaptive
             .as_ref()

@@ -33,7 +33,10 @@ impl Config {
             s.admin.map(|a| a.to_string()).unwrap_or_default()
         );
         let _ = writeln!(o, "max_connections = {}", s.max_connections);
+        let _ = writeln!(o, "max_connections_per_ip = {}", s.max_connections_per_ip);
         let _ = writeln!(o, "header_read_timeout = {}", q(s.header_read_timeout));
+        let _ = writeln!(o, "body_read_timeout = {}", q(s.body_read_timeout));
+        let _ = writeln!(o, "send_timeout = {}", q(s.send_timeout));
         // sizes as strings: the file's size fields take "64KiB", not integers
         let _ = writeln!(
             o,

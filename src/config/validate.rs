@@ -64,8 +64,14 @@ pub struct ServerConfig {
     pub admin: Option<SocketAddr>,
     /// Open client connections at most.
     pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64); 0 = no cap.
+    pub max_connections_per_ip: usize,
     /// Time to receive a request head.
     pub header_read_timeout: Duration,
+    /// Longest wait for the next bytes of a request body (zero: none).
+    pub body_read_timeout: Duration,
+    /// Longest write stall towards the client (zero: none).
+    pub send_timeout: Duration,
     /// Largest request head in bytes.
     pub max_header_bytes: usize,
     /// Most header fields.
@@ -207,7 +213,10 @@ pub(super) fn server(raw: &RawServer, base: &std::path::Path, p: &mut Problems) 
         listen,
         admin,
         max_connections: p.positive("server.max_connections", raw.max_connections),
+        max_connections_per_ip: raw.max_connections_per_ip,
         header_read_timeout: p.duration("server.header_read_timeout", &raw.header_read_timeout),
+        body_read_timeout: p.duration("server.body_read_timeout", &raw.body_read_timeout),
+        send_timeout: p.duration("server.send_timeout", &raw.send_timeout),
         max_header_bytes: max_header_bytes as usize,
         max_headers: p.positive("server.max_headers", raw.max_headers),
         max_request_body: p.bytes("server.max_request_body", &raw.max_request_body),

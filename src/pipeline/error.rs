@@ -22,6 +22,9 @@ pub enum HttpError {
     /// The announced body is larger than `server.max_request_body`.
     #[error("request body over the {0}-byte limit")]
     PayloadTooLarge(u64),
+    /// The request body stalled for `server.body_read_timeout`.
+    #[error("request body stalled for {0:?}")]
+    RequestTimeout(Duration),
     /// No origin slot free (in-flight cap reached and the queue full or slow).
     #[error("{0}")]
     OriginBusy(NoSlot),
@@ -51,6 +54,7 @@ impl HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HttpError::OriginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound => StatusCode::NOT_FOUND,
@@ -65,6 +69,7 @@ impl HttpError {
             HttpError::BadRequest(_)
             | HttpError::HeadTooLarge(_)
             | HttpError::PayloadTooLarge(_)
+            | HttpError::RequestTimeout(_)
             | HttpError::TooManyRequests(_)
             | HttpError::NotFound => Outcome::Rejected,
             HttpError::OriginBusy(_)
@@ -78,7 +83,10 @@ impl HttpError {
     fn closes(&self) -> bool {
         matches!(
             self,
-            HttpError::BadRequest(_) | HttpError::HeadTooLarge(_) | HttpError::PayloadTooLarge(_)
+            HttpError::BadRequest(_)
+                | HttpError::HeadTooLarge(_)
+                | HttpError::PayloadTooLarge(_)
+                | HttpError::RequestTimeout(_)
         )
     }
 

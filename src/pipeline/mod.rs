@@ -66,6 +66,12 @@ pub async fn handle(
         .access_log
         .enabled()
         .then(|| crate::logging::RequestLine::of(&req));
+    // HTTP/1 only: the smuggling guard stops reading the byte stream after a
+    // head that asks for an upgrade (what follows may not be HTTP/1), so
+    // unless the upgrade happens, the connection must not carry another request.
+    let unguarded_after = conn.guard.is_some()
+        && (req.headers().contains_key(http::header::UPGRADE)
+            || req.method() == http::Method::CONNECT);
     // Kept for an error page in the visitor's language (a refcount, no copy).
     let accept_language = req.headers().get(http::header::ACCEPT_LANGUAGE).cloned();
     let ctx = Ctx {
@@ -92,6 +98,13 @@ pub async fn handle(
             (e.into_response(lang), outcome)
         }
     };
+    let mut resp = resp;
+    if unguarded_after && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     app.metrics.request(outcome, resp.status().as_u16());
     if let Some(line) = access {
         app.access_log

@@ -105,6 +105,16 @@ pub async fn govern(
             hold_answer(ctx, room, &req, hold, status_only),
             Outcome::Held,
         )),
+        Verdict::Admit { pass_id, .. } if ctx.app.pass_limit.load().check(pass_id).is_err() => {
+            // One pass, one visitor's pace: a copied pass shares the rate.
+            ctx.app
+                .metrics
+                .room
+                .rate_limited
+                .with_label_values(&["pass"])
+                .inc();
+            Err(HttpError::TooManyRequests(1))
+        }
         Verdict::Admit { pass_id, cookies } if status_only => {
             let _ = pass_id;
             let view = view(room, "", RoomState::Admitted, None, "/");

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod slots;
 mod upgrade;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -106,10 +107,16 @@ pub async fn forward(
     // repeated safely: idempotent, no body to replay, no upgrade.
     let replay = (!upgrade && idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
         .then(|| parts.clone());
-    let body: Body = if max_body == u64::MAX {
+    let fate = Arc::new(body::BodyFate::default());
+    let idle = cfg.server.body_read_timeout;
+    let body: Body = if http_body::Body::is_end_stream(&body) {
+        // No body (most requests): nothing to watch, no timer to arm.
         body.map_err(Into::into).boxed()
+    } else if max_body == u64::MAX {
+        body::RequestBody::new(body, idle, fate.clone()).boxed()
     } else {
-        http_body_util::Limited::new(body, max_body as usize).boxed()
+        let limited = http_body_util::Limited::new(body, max_body as usize);
+        body::RequestBody::new(limited, idle, fate.clone()).boxed()
     };
     let out = Request::from_parts(parts, body);
 
@@ -145,12 +152,16 @@ pub async fn forward(
             ctx.app.metrics.origin_error("timeout");
             return Err(HttpError::OriginTimeout(cfg.origin.response_timeout));
         }
-        Ok(Err(e)) if body_too_large(&e) => {
-            // A chunked body grew past the limit while streaming: the
-            // client's fault, not the origin's.
-            return Err(HttpError::PayloadTooLarge(max_body));
-        }
         Ok(Err(e)) => {
+            // The client's upload broke, not the origin: answer it as such
+            // (and keep it out of the origin error figures).
+            if let Some(fault) = fate.get() {
+                return Err(match fault {
+                    body::BodyFault::Malformed => HttpError::BadRequest("request body"),
+                    body::BodyFault::TooLarge => HttpError::PayloadTooLarge(max_body),
+                    body::BodyFault::Stalled => HttpError::RequestTimeout(idle),
+                });
+            }
             let kind = classify(&e);
             ctx.app.metrics.origin_error(kind);
             return Err(HttpError::OriginFailed {
@@ -196,18 +207,6 @@ fn idempotent(m: &http::Method) -> bool {
         Method::DELETE,
     ]
     .contains(m)
-}
-
-/// Whether the request failed because its body passed `max_request_body`.
-fn body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// A bounded label for an origin client error.

@@ -15,9 +15,12 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::h1_guard::{GuardLimits, H1Guard};
+use super::per_ip::PerIp;
+use super::stall::SendTimeout;
 use crate::app::App;
 use crate::config::Config;
 use crate::pipeline::{self, ConnInfo};
+use crate::proxy::headers::is_trusted;
 
 /// Accepts connections until told to stop.
 pub async fn accept_loop(
@@ -25,6 +28,7 @@ pub async fn accept_loop(
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
     limit: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
 ) {
@@ -62,6 +66,22 @@ pub async fn accept_loop(
             .connections_total
             .with_label_values(&[&label])
             .inc();
+        let ip_slot = {
+            let cfg = app.config.load();
+            let s = &cfg.server;
+            // Behind a trusted balancer every connection shares its address.
+            if s.max_connections_per_ip == 0 || is_trusted(peer.ip(), &s.trusted_proxies) {
+                None
+            } else if let Some(slot) = per_ip.try_take(peer.ip(), s.max_connections_per_ip) {
+                Some(slot)
+            } else {
+                app.metrics
+                    .connections_refused
+                    .with_label_values(&["per_ip_limit"])
+                    .inc();
+                continue;
+            }
+        };
         let app = app.clone();
         let label = label.clone();
         let tls = tls.clone();
@@ -69,6 +89,7 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             connection(stream, peer, label, tls, app, permit, watcher).await;
+            drop(ip_slot);
         });
     }
 }
@@ -214,6 +235,7 @@ async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = SendTimeout::new(io, cfg.server.send_timeout);
     match proto {
         Proto::H1 => {
             let limits = GuardLimits {

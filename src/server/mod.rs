@@ -5,6 +5,8 @@
 pub mod activation;
 mod conn;
 pub mod h1_guard;
+pub mod per_ip;
+pub mod stall;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -139,6 +141,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
     let (stop, stopped) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let limit = Arc::new(Semaphore::new(app.config.load().server.max_connections));
+    let per_ip = per_ip::PerIp::new();
     let mut tasks = Vec::new();
     let acceptor = app
         .certs
@@ -150,6 +153,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
             None,
             app.clone(),
             limit.clone(),
+            per_ip.clone(),
             stopped.clone(),
             graceful.clone(),
         )));
@@ -160,6 +164,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
             acceptor.clone(),
             app.clone(),
             limit.clone(),
+            per_ip.clone(),
             stopped.clone(),
             graceful.clone(),
         )));
@@ -193,11 +198,17 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
 
 /// Runs the room's admission tick at the configured interval until stopped.
 async fn admission_ticks(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut ticks: u64 = 0;
     loop {
         let cfg = app.config.load_full();
         let every = cfg.room.as_ref().map_or(Duration::from_secs(1), |r| r.tick);
         if let Some(room) = &cfg.room {
             app.room.tick(room);
+            ticks += 1;
+            if ticks % 40 == 0 {
+                // Forget passes whose rate has refilled (bounded memory).
+                app.pass_limit.load().prune();
+            }
         } else {
             app.metrics.room.set_state("off");
         }
