@@ -28,6 +28,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 pub use audit::{audit_check, AuditReport};
+pub(crate) use crc::crc32;
 pub use local::Ledger;
 
 /// Longest identity accepted, in bytes. Identities come from a pass id or a
