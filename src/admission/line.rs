@@ -42,7 +42,7 @@
 //! after each tick, and the pre-queue map once the frontier has passed it.
 
 mod bits;
-mod codec;
+pub(crate) mod codec;
 mod grants;
 mod prequeue;
 mod snapshot;
@@ -203,6 +203,11 @@ impl Line {
     /// Whether the event is open (see [`Line::open`]).
     pub fn is_open(&self) -> bool {
         self.prequeue.is_open()
+    }
+
+    /// The highest ticket number issued (or reserved past, after a restore).
+    pub fn issued(&self) -> u64 {
+        self.issued
     }
 
     /// Live tickets beyond the frontier, not yet granted. O(1).

@@ -11,6 +11,7 @@ pub mod adaptive;
 pub mod gate;
 pub mod line;
 pub mod paths;
+mod persist;
 pub mod room;
 #[cfg(test)]
 mod room_tests;

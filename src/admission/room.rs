@@ -23,9 +23,12 @@ use super::active::{Active, RateWindow};
 use super::adaptive::{Aimd, OriginHealth};
 use super::gate::{Gate, TokioClock};
 use super::line::{Line, LineConfig, LineMode, Place};
+use super::persist;
 use crate::config::room::{Mode, RoomConfig};
+use crate::config::store::StoreConfig;
 use crate::holding::{HoldingPages, RoomState, TemplateError};
 use crate::metrics::Metrics;
+use crate::store::line_files::{LineFiles, LineFilesError, RESERVE_BLOCK};
 use crate::tokens::cookie::{get_cookie, SetCookie};
 use crate::tokens::{event_id, KeyError, Keyring, Pass, Ticket};
 
@@ -53,6 +56,9 @@ pub enum RoomError {
     /// The template is broken.
     #[error("room.template: {0}")]
     Template(#[from] TemplateError),
+    /// The line's files under `[store] state_dir`.
+    #[error("store: {0}")]
+    Store(#[from] LineFilesError),
 }
 
 /// Live changes from the admin API; they outlast config reloads until reset.
@@ -130,6 +136,11 @@ struct State {
     rate: RateWindow,
     rng: StdRng,
     ticks: u64,
+    /// Ticket numbers up to here are reserved on disk (durable store only).
+    mark: u64,
+    /// False when the mark of the current event could not be read: no
+    /// ticket is issued rather than risk a number twice.
+    mark_ok: bool,
 }
 
 type IpLimiter = DefaultKeyedRateLimiter<IpAddr>;
@@ -137,6 +148,10 @@ type IpLimiter = DefaultKeyedRateLimiter<IpAddr>;
 /// The waiting room.
 pub struct Room {
     epoch: tokio::time::Instant,
+    /// Added to the room clock: a restored room resumes its snapshot's clock.
+    clock_base: u64,
+    /// The line's files with `[store]`.
+    files: Option<LineFiles>,
     /// Wall time (unix ms) at `epoch`: the room's wall clock advances with
     /// its monotonic one, so tokens, opening times and tests agree.
     wall_epoch: u64,
@@ -231,6 +246,39 @@ impl Room {
 
     /// A room for `cfg` (an idle one when the config has no `[room]`).
     pub fn new(cfg: Option<&RoomConfig>, prepared: Prepared, metrics: Arc<Metrics>) -> Room {
+        Room::build(cfg, prepared, metrics, None)
+    }
+
+    /// A room whose line lives in `store` (in memory without one): the
+    /// line, the active set and the rate resume from the last snapshot, and
+    /// numbering resumes above the reserved mark.
+    pub fn with_store(
+        cfg: Option<&RoomConfig>,
+        prepared: Prepared,
+        metrics: Arc<Metrics>,
+        store: Option<&StoreConfig>,
+    ) -> Result<Room, RoomError> {
+        let Some(store) = store else {
+            return Ok(Room::new(cfg, prepared, metrics));
+        };
+        let files = LineFiles::open(store.state_dir())?;
+        let default = RoomConfig::defaults();
+        let c = cfg.unwrap_or(&default);
+        let prequeue = c
+            .opens_at
+            .as_ref()
+            .is_some_and(|(_, at)| unix_ms(*at) > wall_ms());
+        let resumed =
+            persist::resume(&files, event_id(&c.event), line_config(c, c.mode), prequeue)?;
+        Ok(Room::build(cfg, prepared, metrics, Some((files, resumed))))
+    }
+
+    fn build(
+        cfg: Option<&RoomConfig>,
+        prepared: Prepared,
+        metrics: Arc<Metrics>,
+        store: Option<(LineFiles, persist::Resumed)>,
+    ) -> Room {
         let epoch = tokio::time::Instant::now();
         let wall_epoch = wall_ms();
         let default = RoomConfig::defaults();
@@ -250,9 +298,24 @@ impl Room {
             rate: RateWindow::new(60_000),
             rng: StdRng::from_os_rng(),
             ticks: 0,
+            mark: 0,
+            mark_ok: true,
+        };
+        let mut state = state;
+        let (files, clock_base) = match store {
+            Some((files, r)) => {
+                state.line = r.line;
+                state.active = r.active;
+                state.rate = r.rate;
+                state.mark = r.mark;
+                (Some(files), r.clock)
+            }
+            None => (None, 0),
         };
         Room {
             epoch,
+            clock_base,
+            files,
             wall_epoch,
             event_id: AtomicU64::new(state.event_id),
             state: Mutex::new(state),
@@ -306,6 +369,27 @@ impl Room {
                 .as_ref()
                 .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
             s.line = Line::new(line_config(c, settings.mode), now, prequeue);
+            if let Some(files) = &self.files {
+                // The new event's numbering resumes above its own mark; its
+                // old snapshot (another clock) is not restored.
+                match files.load(id) {
+                    Ok(found) => {
+                        s.line = Line::empty_above(
+                            line_config(c, settings.mode),
+                            now,
+                            found.mark,
+                            prequeue,
+                        );
+                        (s.mark, s.mark_ok) = (found.mark, true);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "{e}: no ticket is issued for this event until this is fixed"
+                        );
+                        s.mark_ok = false;
+                    }
+                }
+            }
             s.event_id = id;
             self.event_id.store(id, Ordering::Relaxed);
             *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -326,12 +410,12 @@ impl Room {
 
     /// Unix time in milliseconds on the room's clock.
     pub fn unix_ms(&self) -> u64 {
-        self.wall_epoch + self.now_ms()
+        self.wall_epoch + self.epoch.elapsed().as_millis() as u64
     }
 
     /// Milliseconds on the room's clock (tokio's, so tests can pause it).
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock_base + self.epoch.elapsed().as_millis() as u64
     }
 
     /// The settings in force: config plus admin overrides.
@@ -568,6 +652,12 @@ impl Room {
                 return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, cookies);
             }
         }
+        if !self.reserve(&mut s) {
+            return Verdict::Limited {
+                retry_after: 5,
+                scope: "store",
+            };
+        }
         let number = s.line.issue(now);
         m.tickets_issued.inc();
         let position = match s.line.observe(number, now) {
@@ -727,6 +817,53 @@ impl Room {
 
     /// One admission tick: rotate liveness, open a scheduled event, and let
     /// in as many as the rate and free capacity allow.
+    /// Makes sure the next ticket number is reserved on disk (durable
+    /// store only; one fsync per [`RESERVE_BLOCK`] tickets). False when it
+    /// cannot be: no ticket is issued rather than risk a number twice.
+    fn reserve(&self, s: &mut State) -> bool {
+        let Some(files) = &self.files else {
+            return true;
+        };
+        if !s.mark_ok {
+            return false;
+        }
+        let issued = s.line.issued();
+        if issued < s.mark {
+            return true;
+        }
+        let to = issued + RESERVE_BLOCK;
+        match files.reserve(s.event_id, to) {
+            Ok(()) => {
+                s.mark = to;
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot reserve ticket numbers, no new ticket is issued: {e}");
+                false
+            }
+        }
+    }
+
+    /// Writes the line's snapshot (durable store only): every second from
+    /// the admission task, and at shutdown. The copy is taken under the
+    /// lock; the write and fsync happen outside it.
+    pub fn persist(&self) -> Result<(), LineFilesError> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let now = self.now_ms();
+        let s = self.lock();
+        let bytes = persist::encode(now, &s.line, &s.active, &s.rate);
+        let event = s.event_id;
+        drop(s);
+        files.write_snapshot(event, &bytes)
+    }
+
+    /// Whether the line is kept on disk.
+    pub fn is_durable(&self) -> bool {
+        self.files.is_some()
+    }
+
     pub fn tick(&self, cfg: &RoomConfig) {
         let now = self.now_ms();
         self.adapt(cfg, now);

@@ -13,6 +13,7 @@
 pub mod audit;
 mod crc;
 mod journal;
+pub mod line_files;
 pub mod local;
 mod state;
 #[cfg(test)]

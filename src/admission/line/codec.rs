@@ -24,38 +24,38 @@ pub enum SnapshotError {
 
 /// Appends fixed-width little-endian values.
 #[derive(Default)]
-pub(super) struct Writer(pub(super) Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    pub(super) fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    pub(super) fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    pub(super) fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    pub(super) fn words<'a>(&mut self, len: usize, words: impl Iterator<Item = &'a u64>) {
+    pub(crate) fn words<'a>(&mut self, len: usize, words: impl Iterator<Item = &'a u64>) {
         self.u64(len as u64);
         for w in words {
             self.u64(*w);
         }
     }
-    pub(super) fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
     }
 }
 
 /// Reads what [`Writer`] wrote.
-pub(super) struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, at: 0 }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
@@ -68,21 +68,21 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(s)
     }
-    pub(super) fn u8(&mut self) -> Result<u8, SnapshotError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, SnapshotError> {
         Ok(self.take(1)?[0])
     }
-    pub(super) fn u32(&mut self) -> Result<u32, SnapshotError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, SnapshotError> {
         let mut b = [0u8; 4];
         b.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(b))
     }
-    pub(super) fn u64(&mut self) -> Result<u64, SnapshotError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, SnapshotError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(b))
     }
     /// A length whose items take `item` bytes each, checked against the rest.
-    pub(super) fn len(&mut self, item: usize) -> Result<usize, SnapshotError> {
+    pub(crate) fn len(&mut self, item: usize) -> Result<usize, SnapshotError> {
         let at = self.at;
         let n = usize::try_from(self.u64()?).map_err(|_| SnapshotError::Truncated(at))?;
         let left = self.buf.len() - self.at;
@@ -91,15 +91,15 @@ impl<'a> Reader<'a> {
         }
         Ok(n)
     }
-    pub(super) fn words(&mut self) -> Result<Vec<u64>, SnapshotError> {
+    pub(crate) fn words(&mut self) -> Result<Vec<u64>, SnapshotError> {
         let n = self.len(8)?;
         (0..n).map(|_| self.u64()).collect()
     }
-    pub(super) fn bytes(&mut self) -> Result<&'a [u8], SnapshotError> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], SnapshotError> {
         let n = self.len(1)?;
         self.take(n)
     }
-    pub(super) fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.at == self.buf.len()
     }
 }
