@@ -114,7 +114,54 @@ pub(super) fn resume(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::line::LineMode;
+    use crate::admission::line::{LineMode, Place};
+
+    const CFG: LineConfig = LineConfig {
+        grace_ms: 1000,
+        claim_window_ms: 1000,
+        mode: LineMode::Fifo,
+    };
+
+    fn files(name: &str) -> (LineFiles, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("usher-persist-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        (LineFiles::open(&d).unwrap(), d)
+    }
+
+    #[test]
+    fn a_damaged_or_missing_snapshot_starts_empty_above_the_mark() {
+        let (f, d) = files("damaged");
+        let mut line = Line::new(CFG, 0, false);
+        for _ in 0..10 {
+            line.issue(0);
+        }
+        f.reserve(1, 4096).unwrap();
+        let mut bytes = encode(50, &line, &Active::default(), &RateWindow::new(60_000));
+        let good = resume(&f, 1, CFG, false).unwrap();
+        assert_eq!(
+            (good.line.issued(), good.clock),
+            (4096, 0),
+            "no snapshot yet"
+        );
+        f.write_snapshot(1, &bytes).unwrap();
+        let mut ok = resume(&f, 1, CFG, false).unwrap();
+        assert_eq!((ok.line.issued(), ok.clock, ok.mark), (4096, 50, 4096));
+        assert_eq!(ok.line.observe(3, 60), Place::Waiting { position: 2 });
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        f.write_snapshot(1, &bytes).unwrap();
+        let mut bad = resume(&f, 1, CFG, false).unwrap();
+        assert_eq!(bad.line.observe(3, 0), Place::Forfeited);
+        assert_eq!(bad.line.issue(0), 4097, "numbering resumes above the mark");
+        assert_eq!(bad.mark, 4096);
+        // the mark itself damaged: refuse rather than guess
+        std::fs::write(d.join(format!("line-{:016x}.mark", 1)), b"junk").unwrap();
+        assert!(matches!(
+            resume(&f, 1, CFG, false),
+            Err(LineFilesError::BadMark(_))
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn room_state_round_trips_and_damage_is_refused() {
