@@ -24,6 +24,8 @@ use super::adaptive::{Aimd, OriginHealth};
 use super::gate::{Gate, TokioClock};
 use super::line::{Line, LineConfig, LineMode, Place};
 use super::persist;
+#[path = "shared.rs"]
+mod shared;
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::StoreConfig;
 use crate::holding::{HoldingPages, RoomState, TemplateError};
@@ -59,6 +61,9 @@ pub enum RoomError {
     /// The line's files under `[store] state_dir`.
     #[error("store: {0}")]
     Store(#[from] LineFilesError),
+    /// The Redis store could not be set up.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Live changes from the admin API; they outlast config reloads until reset.
@@ -152,6 +157,8 @@ pub struct Room {
     clock_base: u64,
     /// The line's files with `[store]`.
     files: Option<LineFiles>,
+    /// The shared line with `[store] backend = "redis"`.
+    shared: Option<shared::Shared>,
     /// Wall time (unix ms) at `epoch`: the room's wall clock advances with
     /// its monotonic one, so tokens, opening times and tests agree.
     wall_epoch: u64,
@@ -261,7 +268,19 @@ impl Room {
         let Some(store) = store else {
             return Ok(Room::new(cfg, prepared, metrics));
         };
-        let files = LineFiles::open(store.state_dir())?;
+        let dir = match store {
+            StoreConfig::Local { state_dir } => state_dir,
+            StoreConfig::Redis(r) => {
+                let default = RoomConfig::defaults();
+                let c = cfg.unwrap_or(&default);
+                let sh = shared::Shared::new(r, &c.event, c, metrics.room.store_up.clone())
+                    .map_err(RoomError::Shared)?;
+                let mut room = Room::new(cfg, prepared, metrics);
+                room.shared = Some(sh);
+                return Ok(room);
+            }
+        };
+        let files = LineFiles::open(dir)?;
         let default = RoomConfig::defaults();
         let c = cfg.unwrap_or(&default);
         let prequeue = c
@@ -316,6 +335,7 @@ impl Room {
             epoch,
             clock_base,
             files,
+            shared: None,
             wall_epoch,
             event_id: AtomicU64::new(state.event_id),
             state: Mutex::new(state),
@@ -536,14 +556,29 @@ impl Room {
         ip: IpAddr,
         secure: bool,
     ) -> Verdict {
+        if let Some(v) = self.early(cfg, headers, ip, secure) {
+            return v;
+        }
+        self.decide_line(cfg, headers, ip, secure)
+    }
+
+    /// What needs no line: the per-address request limit, a valid pass,
+    /// sold out, closed, passthrough.
+    pub(super) fn early(
+        &self,
+        cfg: &RoomConfig,
+        headers: &HeaderMap,
+        ip: IpAddr,
+        secure: bool,
+    ) -> Option<Verdict> {
         let m = &self.metrics.room;
         if let Some(limiter) = &self.request_limit.load().1 {
             if limiter.check_key(&ip).is_err() {
                 m.rate_limited.with_label_values(&["request"]).inc();
-                return Verdict::Limited {
+                return Some(Verdict::Limited {
                     retry_after: 1,
                     scope: "request",
-                };
+                });
             }
         }
         let event = self.event_id.load(Ordering::Relaxed);
@@ -552,7 +587,7 @@ impl Room {
 
         if let Some(token) = get_cookie(headers, PASS_COOKIE) {
             match keys.open_pass(token, event, now_unix) {
-                Ok(pass) => return self.admit_pass(cfg, &keys, pass, now_unix, secure),
+                Ok(pass) => return Some(self.admit_pass(cfg, &keys, pass, now_unix, secure)),
                 Err(r) => m
                     .token_rejects
                     .with_label_values(&["pass", r.label()])
@@ -560,32 +595,55 @@ impl Room {
             }
         }
         if self.vouchers_left() == Some(0) {
-            return Verdict::Hold(Hold {
+            return Some(Verdict::Hold(Hold {
                 state: RoomState::SoldOut,
                 position: None,
                 eta_seconds: None,
                 opens_in_seconds: None,
                 cookies: Vec::new(),
-            });
+            }));
         }
         let settings = self.settings(cfg);
         match settings.mode {
             Mode::Closed => {
-                return Verdict::Hold(Hold {
+                return Some(Verdict::Hold(Hold {
                     state: RoomState::Closed,
                     position: None,
                     eta_seconds: None,
                     opens_in_seconds: None,
                     cookies: Vec::new(),
-                })
+                }))
             }
             Mode::Passthrough => {
                 let pass_id = self.lock().rng.random();
                 m.admitted_direct.inc();
-                return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, Vec::new());
+                return Some(self.new_pass(
+                    cfg,
+                    &keys,
+                    pass_id,
+                    now_unix,
+                    now_unix,
+                    secure,
+                    Vec::new(),
+                ));
             }
             _ => {}
         }
+        None
+    }
+
+    fn decide_line(
+        &self,
+        cfg: &RoomConfig,
+        headers: &HeaderMap,
+        ip: IpAddr,
+        secure: bool,
+    ) -> Verdict {
+        let m = &self.metrics.room;
+        let event = self.event_id.load(Ordering::Relaxed);
+        let now_unix = self.unix_ms() / 1000;
+        let keys = self.keys.load();
+        let settings = self.settings(cfg);
         let now = self.now_ms();
         let mut cookies = Vec::new();
         if let Some(token) = get_cookie(headers, TICKET_COOKIE) {
@@ -765,6 +823,9 @@ impl Room {
         let expires_at = now_unix + session + step;
         let until = self.now_ms() + (session + step) * 1000;
         self.lock().active.touch(pass_id, until);
+        if let Some(sh) = &self.shared {
+            sh.touch_later(pass_id, self.unix_ms() + (session + step) * 1000);
+        }
         let token = keys.seal_pass(&Pass {
             event: self.event_id.load(Ordering::Relaxed),
             pass_id,
@@ -813,6 +874,9 @@ impl Room {
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).
     pub fn release(&self, pass_id: u64) {
         self.lock().active.release(pass_id);
+        if let Some(sh) = &self.shared {
+            sh.release(pass_id);
+        }
     }
 
     /// One admission tick: rotate liveness, open a scheduled event, and let
@@ -1030,6 +1094,7 @@ impl Room {
             "line_memory_bytes": st.memory_bytes,
             "draining": self.draining(),
             "vouchers_left": self.vouchers_left(),
+            "store_up": self.store_up(),
         })
     }
 }

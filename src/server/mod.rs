@@ -198,7 +198,11 @@ async fn admission_ticks(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         let cfg = app.config.load_full();
         let every = cfg.room.as_ref().map_or(Duration::from_secs(1), |r| r.tick);
         if let Some(room) = &cfg.room {
-            app.room.tick(room);
+            if app.room.is_shared() {
+                app.room.tick_shared(room).await;
+            } else {
+                app.room.tick(room);
+            }
         } else {
             app.metrics.room.set_state("off");
         }

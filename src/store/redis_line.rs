@@ -179,6 +179,19 @@ impl RedisLine {
             .await
     }
 
+    /// Extends many sessions in one command (a node's batch per tick).
+    pub async fn touch_many(&self, sessions: &[(u64, u64)]) -> Result<(), RedisError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.key("active"));
+        for (id, until) in sessions {
+            cmd.arg(*until).arg(*id);
+        }
+        cmd.exec_async(&mut self.con.clone()).await
+    }
+
     /// Ends an admitted visitor's session (the origin said so).
     pub async fn release(&self, pass_id: u64) -> Result<(), RedisError> {
         redis::cmd("ZREM")
