@@ -53,7 +53,7 @@ impl Shared {
                 percent_encoding::NON_ALPHANUMERIC,
             )
             .to_string();
-            url = url.replacen("redis://", &format!("redis://:{pw}@"), 1);
+            url = with_password(&url, &pw);
         }
         let line_cfg = RedisLineConfig {
             grace_ms: cfg.ticket_grace.as_millis() as u64,
@@ -105,6 +105,32 @@ impl Shared {
             });
         }
     }
+}
+
+/// `redis://[user@]host…` with the password inserted after the user (an
+/// ACL user) or alone (the default user).
+fn with_password(url: &str, pw: &str) -> String {
+    let rest = url.strip_prefix("redis://").unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.split_once('@') {
+        Some((user, _)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            let after = &rest[rest.find('@').map_or(0, |i| i + 1)..];
+            format!("redis://{user}:{pw}@{after}")
+        }
+        None => format!("redis://:{pw}@{rest}"),
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_password_goes_after_the_user() {
+    assert_eq!(
+        with_password("redis://usher@h:6379/0", "p%40"),
+        "redis://usher:p%40@h:6379/0"
+    );
+    assert_eq!(with_password("redis://h:6379", "x"), "redis://:x@h:6379");
+    assert_eq!(with_password("redis://u:old@h", "x"), "redis://u:x@h");
 }
 
 impl Room {
