@@ -985,16 +985,20 @@ impl Room {
             Mode::Passthrough => "passthrough",
         });
         if prune {
-            // governor keeps state for every address ever seen: forget the
-            // ones whose limits have refilled, so a million addresses pass
-            // through without a million entries staying.
-            let t = self.ticket_limit.load();
-            t.1.retain_recent();
-            t.1.shrink_to_fit();
-            if let Some(r) = &self.request_limit.load().1 {
-                r.retain_recent();
-                r.shrink_to_fit();
-            }
+            self.prune_limiters();
+        }
+    }
+
+    /// governor keeps state for every address ever seen: forget the ones
+    /// whose limits have refilled, so a million addresses pass through
+    /// without a million entries staying.
+    fn prune_limiters(&self) {
+        let t = self.ticket_limit.load();
+        t.1.retain_recent();
+        t.1.shrink_to_fit();
+        if let Some(r) = &self.request_limit.load().1 {
+            r.retain_recent();
+            r.shrink_to_fit();
         }
     }
 

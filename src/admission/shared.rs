@@ -273,7 +273,16 @@ impl Room {
         let Some(sh) = &self.shared else {
             return self.tick(cfg);
         };
+        self.adapt(cfg, self.now_ms());
         let settings = self.settings(cfg);
+        let prune = {
+            let mut s = self.lock();
+            s.ticks += 1;
+            s.ticks % 40 == 0
+        };
+        if prune {
+            self.prune_limiters();
+        }
         let touches = std::mem::take(&mut *sh.touches.lock().unwrap_or_else(|e| e.into_inner()));
         for chunk in touches.chunks(1000) {
             if let Err(e) = sh.line.touch_many(chunk).await {
