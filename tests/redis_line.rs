@@ -57,7 +57,7 @@ async fn three_nodes_one_fifo_order_and_the_active_limit_holds() {
         }
         // visitors inside leave after 2 s
         for (id, _) in inside.clone().iter().filter(|(_, at)| **at <= now) {
-            nodes[(id % 3) as usize].release(*id).await.unwrap();
+            nodes[(id % 3) as usize].release_many(&[*id]).await.unwrap();
             inside.remove(id);
         }
         // everyone still waiting polls a node of the round's choice

@@ -361,3 +361,67 @@ async fn redis_down_holds_newcomers_keeps_passes_and_recovers() {
     running.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_the_others_carry_on() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let dir = temp_dir("redis-kill");
+    let origin = origin().await;
+    let (first, base1) = node(&redis.url(), origin, &dir, "k1").await;
+    let c = Client::builder(TokioExecutor::new()).build_http();
+    // the first node has ticked (it holds the lease) and issued every ticket
+    let mut tickets = Vec::new();
+    for _ in 0..10 {
+        let r = get(&c, &format!("{base1}/__usher/status"), None)
+            .await
+            .unwrap();
+        tickets.push(
+            r.cookies
+                .into_iter()
+                .find(|k| k.starts_with("usher_ticket="))
+                .unwrap(),
+        );
+    }
+    first.shutdown(Duration::from_millis(100)).await;
+    let (second, base2) = node(&redis.url(), origin, &dir, "k2").await;
+    // every ticket is admitted on the other node once the lease moved
+    let started = Instant::now();
+    let mut left: Vec<String> = tickets;
+    while !left.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} never admitted",
+            left.len()
+        );
+        let mut still = Vec::new();
+        for t in left {
+            let r = get(&c, &format!("{base2}/__usher/status"), Some(&t))
+                .await
+                .unwrap();
+            match r.state.as_str() {
+                "admitted" => {
+                    let pass = r
+                        .cookies
+                        .into_iter()
+                        .find(|k| k.starts_with("usher_pass="))
+                        .unwrap();
+                    assert_eq!(
+                        get(&c, &format!("{base2}/checkout"), Some(&pass))
+                            .await
+                            .unwrap()
+                            .status,
+                        200
+                    );
+                }
+                "queued" => still.push(t),
+                other => panic!("{other}"),
+            }
+        }
+        left = still;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

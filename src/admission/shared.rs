@@ -28,11 +28,19 @@ use crate::tokens::Ticket;
 /// session ends are not extended (the visitor's pass stays valid anyway).
 const MAX_TOUCHES: usize = 100_000;
 
+/// Session changes collected between ticks, flushed in order (refreshes,
+/// then releases) so a release is never undone by an older refresh.
+#[derive(Default)]
+struct Batch {
+    touch: Vec<(u64, u64)>,
+    release: Vec<u64>,
+}
+
 /// One node's share of the Redis line.
 pub(super) struct Shared {
     line: RedisLine,
     up: AtomicBool,
-    touches: Mutex<Vec<(u64, u64)>>,
+    batch: Mutex<Batch>,
     last: Mutex<Option<RedisTick>>,
     gauge: prometheus::IntGauge,
 }
@@ -66,7 +74,7 @@ impl Shared {
         Ok(Shared {
             line,
             up: AtomicBool::new(true),
-            touches: Mutex::new(Vec::new()),
+            batch: Mutex::new(Batch::default()),
             last: Mutex::new(None),
             gauge,
         })
@@ -91,18 +99,36 @@ impl Shared {
     }
 
     pub(super) fn touch_later(&self, pass_id: u64, until: u64) {
-        let mut t = self.touches.lock().unwrap_or_else(|e| e.into_inner());
-        if t.len() < MAX_TOUCHES {
-            t.push((pass_id, until));
+        let mut b = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        if b.touch.len() < MAX_TOUCHES {
+            b.touch.push((pass_id, until));
         }
     }
 
     pub(super) fn release(&self, pass_id: u64) {
-        let line = self.line.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = line.release(pass_id).await;
-            });
+        let mut b = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        b.touch.retain(|(id, _)| *id != pass_id);
+        if b.release.len() < MAX_TOUCHES {
+            b.release.push(pass_id);
+        }
+    }
+
+    /// Sends the batch: one `ZADD` per 1000 refreshes, one `ZREM` per 1000
+    /// releases. On failure the batch is dropped: sessions still end by
+    /// their expiry in the set.
+    async fn flush(&self) {
+        let b = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|e| e.into_inner()));
+        for chunk in b.touch.chunks(1000) {
+            if let Err(e) = self.line.touch_many(chunk).await {
+                self.mark(false, "session refresh", Some(&e));
+                return;
+            }
+        }
+        for chunk in b.release.chunks(1000) {
+            if let Err(e) = self.line.release_many(chunk).await {
+                self.mark(false, "session release", Some(&e));
+                return;
+            }
         }
     }
 }
@@ -283,13 +309,7 @@ impl Room {
         if prune {
             self.prune_limiters();
         }
-        let touches = std::mem::take(&mut *sh.touches.lock().unwrap_or_else(|e| e.into_inner()));
-        for chunk in touches.chunks(1000) {
-            if let Err(e) = sh.line.touch_many(chunk).await {
-                sh.mark(false, "session refresh", Some(&e));
-                break;
-            }
-        }
+        sh.flush().await;
         let admitting = matches!(settings.mode, Mode::Fifo | Mode::Random);
         let last = *sh.last.lock().unwrap_or_else(|e| e.into_inner());
         let used = last.map_or(0, |t| t.active + t.pending);
