@@ -237,6 +237,14 @@ impl App {
             out.push("store".to_string());
         }
         let event = |c: &Config| c.room.as_ref().map(|r| r.event.clone());
+        if matches!(
+            current.store,
+            Some(crate::config::store::StoreConfig::Redis(_))
+        ) && event(new) != event(&current)
+        {
+            // The shared line's keys are named after the event at start.
+            out.push("room.event (the shared line in Redis belongs to the event)".to_string());
+        }
         if current.vouchers.is_some() && event(new) != event(&current) {
             out.push("room.event (the voucher ledger belongs to the event)".to_string());
         }

@@ -382,7 +382,9 @@ impl Room {
         let now = self.now_ms();
         let mut s = self.lock();
         let id = event_id(&c.event);
-        if id != s.event_id {
+        if id != s.event_id && self.shared.is_some() {
+            tracing::warn!(event = %c.event, "room.event changed: the shared line keeps its event until a restart");
+        } else if id != s.event_id {
             tracing::warn!(event = %c.event, "room.event changed: a new line starts");
             let prequeue = c
                 .opens_at
