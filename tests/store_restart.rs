@@ -126,6 +126,10 @@ async fn status(
     )
 }
 
+async fn status_of(c: &HttpClient, base: &str, t: &str) -> (String, Option<u64>, Option<String>) {
+    status(c, base, Some(t)).await
+}
+
 fn number(keys: &usher::tokens::Keyring, cookie: &str) -> u64 {
     let token = cookie.trim_start_matches("usher_ticket=");
     let now = SystemTime::now()
@@ -181,7 +185,7 @@ async fn tickets_survive_sigkill_with_their_order_and_numbers_never_repeat() {
 
     proc.0.kill().unwrap(); // SIGKILL: no shutdown snapshot
     let _ = proc.0.wait();
-    let _proc = start(&cfg, &base).await;
+    let mut proc = start(&cfg, &base).await;
 
     for (i, t) in tickets.iter().enumerate() {
         let (state, pos, again) = status(&c, &base, Some(t)).await;
@@ -199,10 +203,29 @@ async fn tickets_survive_sigkill_with_their_order_and_numbers_never_repeat() {
         ("queued", Some(23)),
         "a newcomer queues behind"
     );
-    let n = number(&keys, &fresh.unwrap());
+    let fresh = fresh.unwrap();
+    let n = number(&keys, &fresh);
     assert!(
         n > *before.last().unwrap(),
         "new number {n} above every earlier one {before:?}"
     );
+
+    // A clean stop (SIGTERM, which also writes a last snapshot) exits 0
+    // and keeps every place; numbering still never goes back.
+    tickets.push(fresh);
+    let pid = proc.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exit = proc.0.wait().unwrap();
+    assert!(exit.success(), "clean exit: {exit}");
+    let _proc = start(&cfg, &base).await;
+    for (i, t) in tickets.iter().enumerate() {
+        let (state, pos, _) = status_of(&c, &base, t).await;
+        assert_eq!((state.as_str(), pos), ("queued", Some(i as u64)));
+    }
+    let (_, _, newer) = status(&c, &base, None).await;
+    assert!(number(&keys, &newer.unwrap()) > n);
     let _ = std::fs::remove_dir_all(&dir);
 }
