@@ -24,13 +24,14 @@ use super::adaptive::{Aimd, OriginHealth};
 use super::gate::{Gate, TokioClock};
 use super::line::{Line, LineConfig, LineMode, Place};
 use super::persist;
+#[path = "durable.rs"]
+mod durable;
 #[path = "shared.rs"]
 mod shared;
 use crate::config::room::{Mode, RoomConfig};
-use crate::config::store::StoreConfig;
 use crate::holding::{HoldingPages, RoomState, TemplateError};
 use crate::metrics::Metrics;
-use crate::store::line_files::{LineFiles, LineFilesError, RESERVE_BLOCK};
+use crate::store::line_files::{LineFiles, LineFilesError};
 use crate::tokens::cookie::{get_cookie, SetCookie};
 use crate::tokens::{event_id, KeyError, Keyring, Pass, Ticket};
 
@@ -254,42 +255,6 @@ impl Room {
     /// A room for `cfg` (an idle one when the config has no `[room]`).
     pub fn new(cfg: Option<&RoomConfig>, prepared: Prepared, metrics: Arc<Metrics>) -> Room {
         Room::build(cfg, prepared, metrics, None)
-    }
-
-    /// A room whose line lives in `store` (in memory without one): the
-    /// line, the active set and the rate resume from the last snapshot, and
-    /// numbering resumes above the reserved mark.
-    pub fn with_store(
-        cfg: Option<&RoomConfig>,
-        prepared: Prepared,
-        metrics: Arc<Metrics>,
-        store: Option<&StoreConfig>,
-    ) -> Result<Room, RoomError> {
-        let Some(store) = store else {
-            return Ok(Room::new(cfg, prepared, metrics));
-        };
-        let dir = match store {
-            StoreConfig::Local { state_dir } => state_dir,
-            StoreConfig::Redis(r) => {
-                let default = RoomConfig::defaults();
-                let c = cfg.unwrap_or(&default);
-                let sh = shared::Shared::new(r, &c.event, c, metrics.room.store_up.clone())
-                    .map_err(RoomError::Shared)?;
-                let mut room = Room::new(cfg, prepared, metrics);
-                room.shared = Some(sh);
-                return Ok(room);
-            }
-        };
-        let files = LineFiles::open(dir)?;
-        let default = RoomConfig::defaults();
-        let c = cfg.unwrap_or(&default);
-        let prequeue = c
-            .opens_at
-            .as_ref()
-            .is_some_and(|(_, at)| unix_ms(*at) > wall_ms());
-        let resumed =
-            persist::resume(&files, event_id(&c.event), line_config(c, c.mode), prequeue)?;
-        Ok(Room::build(cfg, prepared, metrics, Some((files, resumed))))
     }
 
     fn build(
@@ -883,53 +848,6 @@ impl Room {
 
     /// One admission tick: rotate liveness, open a scheduled event, and let
     /// in as many as the rate and free capacity allow.
-    /// Makes sure the next ticket number is reserved on disk (durable
-    /// store only; one fsync per [`RESERVE_BLOCK`] tickets). False when it
-    /// cannot be: no ticket is issued rather than risk a number twice.
-    fn reserve(&self, s: &mut State) -> bool {
-        let Some(files) = &self.files else {
-            return true;
-        };
-        if !s.mark_ok {
-            return false;
-        }
-        let issued = s.line.issued();
-        if issued < s.mark {
-            return true;
-        }
-        let to = issued + RESERVE_BLOCK;
-        match files.reserve(s.event_id, to) {
-            Ok(()) => {
-                s.mark = to;
-                true
-            }
-            Err(e) => {
-                tracing::error!("cannot reserve ticket numbers, no new ticket is issued: {e}");
-                false
-            }
-        }
-    }
-
-    /// Writes the line's snapshot (durable store only): every second from
-    /// the admission task, and at shutdown. The copy is taken under the
-    /// lock; the write and fsync happen outside it.
-    pub fn persist(&self) -> Result<(), LineFilesError> {
-        let Some(files) = &self.files else {
-            return Ok(());
-        };
-        let now = self.now_ms();
-        let s = self.lock();
-        let bytes = persist::encode(now, &s.line, &s.active, &s.rate);
-        let event = s.event_id;
-        drop(s);
-        files.write_snapshot(event, &bytes)
-    }
-
-    /// Whether the line is kept on disk.
-    pub fn is_durable(&self) -> bool {
-        self.files.is_some()
-    }
-
     pub fn tick(&self, cfg: &RoomConfig) {
         let now = self.now_ms();
         self.adapt(cfg, now);
