@@ -1,6 +1,6 @@
-//! The waiting line in Redis, shared by several usher nodes: the building
-//! block of `[store] backend = "redis"` (not yet wired into the room; see
-//! docs/STATE.md). Each atomic step is one Lua script (`lua/*.lua`), so a
+//! The waiting line in Redis, shared by several usher nodes: the store of
+//! `[store] backend = "redis"` (the room's side is `admission/shared.rs`;
+//! see docs/STATE.md). Each atomic step is one Lua script (`lua/*.lua`), so a
 //! poll, an issue or a take costs one round trip, and every key of an
 //! event shares the hash tag `{usher:EVENT}` so Redis Cluster works.
 //!
