@@ -80,6 +80,11 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::GET, "/readyz") if app.room.draining() => {
             respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
         }
+        (&Method::GET, "/readyz") if app.room.store_up() == Some(false) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "store unreachable\n",
+        ),
         (&Method::GET, "/readyz") => respond(StatusCode::OK, "text/plain", "ready\n"),
         (&Method::POST, "/admin/pause") => room_change(&app, |room, cfg| {
             room.set_overrides(

@@ -100,11 +100,12 @@ impl App {
             None => None,
         };
         let origin = OriginClient::new(&cfg.origin)?;
-        let room = Room::new(
+        let room = Room::with_store(
             cfg.room.as_ref(),
             Room::prepare(cfg.room.as_ref(), None)?,
             metrics.clone(),
-        );
+            cfg.store.as_ref(),
+        )?;
         let vouchers = match &cfg.vouchers {
             Some(v) => {
                 let event = cfg.room.as_ref().map_or("default", |r| r.event.as_str());
@@ -241,7 +242,19 @@ impl App {
             // could hand out a unit twice.
             out.push("vouchers".to_string());
         }
+        if new.store != current.store {
+            // The line's files are opened (and locked) once at start.
+            out.push("store".to_string());
+        }
         let event = |c: &Config| c.room.as_ref().map(|r| r.event.clone());
+        if matches!(
+            current.store,
+            Some(crate::config::store::StoreConfig::Redis(_))
+        ) && event(new) != event(&current)
+        {
+            // The shared line's keys are named after the event at start.
+            out.push("room.event (the shared line in Redis belongs to the event)".to_string());
+        }
         if current.vouchers.is_some() && event(new) != event(&current) {
             out.push("room.event (the voucher ledger belongs to the event)".to_string());
         }

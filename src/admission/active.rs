@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::line::codec::{Reader, SnapshotError, Writer};
+
 /// Admitted passes and when each one's slot frees (ms on the room clock).
 #[derive(Debug, Default)]
 pub struct Active {
@@ -85,6 +87,60 @@ impl RateWindow {
         let since = self.started.unwrap_or(now);
         let span = now.saturating_sub(since).clamp(1_000, self.window_ms);
         Some(self.sum as f64 * 1000.0 / span as f64)
+    }
+}
+
+impl Active {
+    /// Writes the pass ids and their expiry times.
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.u64(self.until.len() as u64);
+        for (id, until) in &self.until {
+            w.u64(*id);
+            w.u64(*until);
+        }
+    }
+
+    /// Reads what [`Active::encode`] wrote.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Active, SnapshotError> {
+        let n = r.len(16)?;
+        let mut until = HashMap::with_capacity(n);
+        for _ in 0..n {
+            until.insert(r.u64()?, r.u64()?);
+        }
+        Ok(Active { until })
+    }
+}
+
+impl RateWindow {
+    /// Writes the samples of the window.
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.u64(self.window_ms);
+        w.u64(self.started.map_or(u64::MAX, |s| s));
+        w.u64(self.samples.len() as u64);
+        for (t, n) in &self.samples {
+            w.u64(*t);
+            w.u64(*n);
+        }
+    }
+
+    /// Reads what [`RateWindow::encode`] wrote.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<RateWindow, SnapshotError> {
+        let window_ms = r.u64()?;
+        let started = Some(r.u64()?).filter(|s| *s != u64::MAX);
+        let n = r.len(16)?;
+        let mut samples = VecDeque::with_capacity(n);
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let (t, k) = (r.u64()?, r.u64()?);
+            sum = sum.saturating_add(k);
+            samples.push_back((t, k));
+        }
+        Ok(RateWindow {
+            window_ms,
+            samples,
+            sum,
+            started,
+        })
     }
 }
 

@@ -42,16 +42,21 @@
 //! after each tick, and the pre-queue map once the frontier has passed it.
 
 mod bits;
+pub(crate) mod codec;
 mod grants;
 mod prequeue;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_model;
+#[cfg(test)]
+mod tests_snapshot;
 
 use rand::Rng;
 
 use bits::{Bits, Slot};
+pub use codec::SnapshotError;
 use grants::Grants;
 pub use prequeue::{seed_hash, shuffled_ranks};
 use prequeue::{Prequeue, Rank};
@@ -153,6 +158,9 @@ pub struct Line {
     /// Start of the current liveness window.
     rotated_at: u64,
     totals: Totals,
+    /// After a restore: the frontier stays at or below this rank until
+    /// this time (see [`Line::resume_above`]).
+    hold: Option<(u64, u64)>,
 }
 
 /// Running totals reported in [`LineStats`].
@@ -178,6 +186,7 @@ impl Line {
             now,
             rotated_at: now,
             totals: Totals::default(),
+            hold: None,
         }
     }
 
@@ -194,6 +203,11 @@ impl Line {
     /// Whether the event is open (see [`Line::open`]).
     pub fn is_open(&self) -> bool {
         self.prequeue.is_open()
+    }
+
+    /// The highest ticket number issued (or reserved past, after a restore).
+    pub fn issued(&self) -> u64 {
+        self.issued
     }
 
     /// Live tickets beyond the frontier, not yet granted. O(1).
@@ -306,10 +320,11 @@ impl Line {
 
     fn grant_fifo(&mut self, budget: u64) -> TickOutcome {
         let start = self.frontier + 1;
+        let top = self.top();
         let mut out = TickOutcome::default();
-        while out.granted < budget && self.frontier < self.issued {
+        while out.granted < budget && self.frontier < top {
             let from = self.frontier + 1;
-            match self.bits.next_waiting(from).filter(|&r| r <= self.issued) {
+            match self.bits.next_waiting(from).filter(|&r| r <= top) {
                 Some(rank) => {
                     out.skipped += self.bits.count_open(from, rank);
                     self.bits.grant(rank);
@@ -317,8 +332,8 @@ impl Line {
                     self.frontier = rank;
                 }
                 None => {
-                    out.skipped += self.bits.count_open(from, self.issued + 1);
-                    self.frontier = self.issued;
+                    out.skipped += self.bits.count_open(from, top + 1);
+                    self.frontier = top;
                 }
             }
         }
@@ -344,9 +359,10 @@ impl Line {
         };
         self.grants.push_list(self.now, ranks);
         let from = self.frontier + 1;
+        let top = self.top();
         let stop = match self.bits.next_waiting(from) {
-            Some(rank) if rank <= self.issued => rank - 1,
-            _ => self.issued,
+            Some(rank) if rank <= top => rank - 1,
+            _ => top,
         };
         if stop >= from {
             out.skipped = self.bits.count_open(from, stop + 1);

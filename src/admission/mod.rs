@@ -13,6 +13,7 @@ pub mod gate;
 pub mod line;
 pub mod pass_limit;
 pub mod paths;
+mod persist;
 pub mod room;
 #[cfg(test)]
 mod room_tests;

@@ -23,9 +23,15 @@ use super::active::{Active, RateWindow};
 use super::adaptive::{Aimd, OriginHealth};
 use super::gate::{Gate, TokioClock};
 use super::line::{Line, LineConfig, LineMode, Place};
+use super::persist;
+#[path = "durable.rs"]
+mod durable;
+#[path = "shared.rs"]
+mod shared;
 use crate::config::room::{Mode, RoomConfig};
 use crate::holding::{HoldingPages, RoomState, TemplateError};
 use crate::metrics::Metrics;
+use crate::store::line_files::{LineFiles, LineFilesError};
 use crate::tokens::cookie::{get_cookie, SetCookie};
 use crate::tokens::{event_id, KeyError, Keyring, Pass, Ticket};
 
@@ -53,6 +59,12 @@ pub enum RoomError {
     /// The template is broken.
     #[error("room.template: {0}")]
     Template(#[from] TemplateError),
+    /// The line's files under `[store] state_dir`.
+    #[error("store: {0}")]
+    Store(#[from] LineFilesError),
+    /// The Redis store could not be set up.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Live changes from the admin API; they outlast config reloads until reset.
@@ -130,6 +142,11 @@ struct State {
     rate: RateWindow,
     rng: StdRng,
     ticks: u64,
+    /// Ticket numbers up to here are reserved on disk (durable store only).
+    mark: u64,
+    /// False when the mark of the current event could not be read: no
+    /// ticket is issued rather than risk a number twice.
+    mark_ok: bool,
 }
 
 type IpLimiter = DefaultKeyedRateLimiter<IpAddr>;
@@ -137,6 +154,12 @@ type IpLimiter = DefaultKeyedRateLimiter<IpAddr>;
 /// The waiting room.
 pub struct Room {
     epoch: tokio::time::Instant,
+    /// Added to the room clock: a restored room resumes its snapshot's clock.
+    clock_base: u64,
+    /// The line's files with `[store]`.
+    files: Option<LineFiles>,
+    /// The shared line with `[store] backend = "redis"`.
+    shared: Option<shared::Shared>,
     /// Wall time (unix ms) at `epoch`: the room's wall clock advances with
     /// its monotonic one, so tokens, opening times and tests agree.
     wall_epoch: u64,
@@ -231,6 +254,15 @@ impl Room {
 
     /// A room for `cfg` (an idle one when the config has no `[room]`).
     pub fn new(cfg: Option<&RoomConfig>, prepared: Prepared, metrics: Arc<Metrics>) -> Room {
+        Room::build(cfg, prepared, metrics, None)
+    }
+
+    fn build(
+        cfg: Option<&RoomConfig>,
+        prepared: Prepared,
+        metrics: Arc<Metrics>,
+        store: Option<(LineFiles, persist::Resumed)>,
+    ) -> Room {
         let epoch = tokio::time::Instant::now();
         let wall_epoch = wall_ms();
         let default = RoomConfig::defaults();
@@ -250,9 +282,25 @@ impl Room {
             rate: RateWindow::new(60_000),
             rng: StdRng::from_os_rng(),
             ticks: 0,
+            mark: 0,
+            mark_ok: true,
+        };
+        let mut state = state;
+        let (files, clock_base) = match store {
+            Some((files, r)) => {
+                state.line = r.line;
+                state.active = r.active;
+                state.rate = r.rate;
+                state.mark = r.mark;
+                (Some(files), r.clock)
+            }
+            None => (None, 0),
         };
         Room {
             epoch,
+            clock_base,
+            files,
+            shared: None,
             wall_epoch,
             event_id: AtomicU64::new(state.event_id),
             state: Mutex::new(state),
@@ -299,13 +347,36 @@ impl Room {
         let now = self.now_ms();
         let mut s = self.lock();
         let id = event_id(&c.event);
-        if id != s.event_id {
+        if id != s.event_id && self.shared.is_some() {
+            tracing::warn!(event = %c.event, "room.event changed: the shared line keeps its event until a restart");
+        } else if id != s.event_id {
             tracing::warn!(event = %c.event, "room.event changed: a new line starts");
             let prequeue = c
                 .opens_at
                 .as_ref()
                 .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
             s.line = Line::new(line_config(c, settings.mode), now, prequeue);
+            if let Some(files) = &self.files {
+                // The new event's numbering resumes above its own mark; its
+                // old snapshot (another clock) is not restored.
+                match files.load(id) {
+                    Ok(found) => {
+                        s.line = Line::empty_above(
+                            line_config(c, settings.mode),
+                            now,
+                            found.mark,
+                            prequeue,
+                        );
+                        (s.mark, s.mark_ok) = (found.mark, true);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "{e}: no ticket is issued for this event until this is fixed"
+                        );
+                        s.mark_ok = false;
+                    }
+                }
+            }
             s.event_id = id;
             self.event_id.store(id, Ordering::Relaxed);
             *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -326,12 +397,12 @@ impl Room {
 
     /// Unix time in milliseconds on the room's clock.
     pub fn unix_ms(&self) -> u64 {
-        self.wall_epoch + self.now_ms()
+        self.wall_epoch + self.epoch.elapsed().as_millis() as u64
     }
 
     /// Milliseconds on the room's clock (tokio's, so tests can pause it).
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock_base + self.epoch.elapsed().as_millis() as u64
     }
 
     /// The settings in force: config plus admin overrides.
@@ -452,14 +523,29 @@ impl Room {
         ip: IpAddr,
         secure: bool,
     ) -> Verdict {
+        if let Some(v) = self.early(cfg, headers, ip, secure) {
+            return v;
+        }
+        self.decide_line(cfg, headers, ip, secure)
+    }
+
+    /// What needs no line: the per-address request limit, a valid pass,
+    /// sold out, closed, passthrough.
+    pub(super) fn early(
+        &self,
+        cfg: &RoomConfig,
+        headers: &HeaderMap,
+        ip: IpAddr,
+        secure: bool,
+    ) -> Option<Verdict> {
         let m = &self.metrics.room;
         if let Some(limiter) = &self.request_limit.load().1 {
             if limiter.check_key(&ip).is_err() {
                 m.rate_limited.with_label_values(&["request"]).inc();
-                return Verdict::Limited {
+                return Some(Verdict::Limited {
                     retry_after: 1,
                     scope: "request",
-                };
+                });
             }
         }
         let event = self.event_id.load(Ordering::Relaxed);
@@ -468,7 +554,7 @@ impl Room {
 
         if let Some(token) = get_cookie(headers, PASS_COOKIE) {
             match keys.open_pass(token, event, now_unix) {
-                Ok(pass) => return self.admit_pass(cfg, &keys, pass, now_unix, secure),
+                Ok(pass) => return Some(self.admit_pass(cfg, &keys, pass, now_unix, secure)),
                 Err(r) => m
                     .token_rejects
                     .with_label_values(&["pass", r.label()])
@@ -476,32 +562,55 @@ impl Room {
             }
         }
         if self.vouchers_left() == Some(0) {
-            return Verdict::Hold(Hold {
+            return Some(Verdict::Hold(Hold {
                 state: RoomState::SoldOut,
                 position: None,
                 eta_seconds: None,
                 opens_in_seconds: None,
                 cookies: Vec::new(),
-            });
+            }));
         }
         let settings = self.settings(cfg);
         match settings.mode {
             Mode::Closed => {
-                return Verdict::Hold(Hold {
+                return Some(Verdict::Hold(Hold {
                     state: RoomState::Closed,
                     position: None,
                     eta_seconds: None,
                     opens_in_seconds: None,
                     cookies: Vec::new(),
-                })
+                }))
             }
             Mode::Passthrough => {
                 let pass_id = self.lock().rng.random();
                 m.admitted_direct.inc();
-                return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, Vec::new());
+                return Some(self.new_pass(
+                    cfg,
+                    &keys,
+                    pass_id,
+                    now_unix,
+                    now_unix,
+                    secure,
+                    Vec::new(),
+                ));
             }
             _ => {}
         }
+        None
+    }
+
+    fn decide_line(
+        &self,
+        cfg: &RoomConfig,
+        headers: &HeaderMap,
+        ip: IpAddr,
+        secure: bool,
+    ) -> Verdict {
+        let m = &self.metrics.room;
+        let event = self.event_id.load(Ordering::Relaxed);
+        let now_unix = self.unix_ms() / 1000;
+        let keys = self.keys.load();
+        let settings = self.settings(cfg);
         let now = self.now_ms();
         let mut cookies = Vec::new();
         if let Some(token) = get_cookie(headers, TICKET_COOKIE) {
@@ -567,6 +676,12 @@ impl Room {
                 m.admitted_direct.inc();
                 return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, cookies);
             }
+        }
+        if !self.reserve(&mut s) {
+            return Verdict::Limited {
+                retry_after: 5,
+                scope: "store",
+            };
         }
         let number = s.line.issue(now);
         m.tickets_issued.inc();
@@ -675,6 +790,9 @@ impl Room {
         let expires_at = now_unix + session + step;
         let until = self.now_ms() + (session + step) * 1000;
         self.lock().active.touch(pass_id, until);
+        if let Some(sh) = &self.shared {
+            sh.touch_later(pass_id, self.unix_ms() + (session + step) * 1000);
+        }
         let token = keys.seal_pass(&Pass {
             event: self.event_id.load(Ordering::Relaxed),
             pass_id,
@@ -723,6 +841,9 @@ impl Room {
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).
     pub fn release(&self, pass_id: u64) {
         self.lock().active.release(pass_id);
+        if let Some(sh) = &self.shared {
+            sh.release(pass_id);
+        }
     }
 
     /// One admission tick: rotate liveness, open a scheduled event, and let
@@ -784,16 +905,20 @@ impl Room {
             Mode::Passthrough => "passthrough",
         });
         if prune {
-            // governor keeps state for every address ever seen: forget the
-            // ones whose limits have refilled, so a million addresses pass
-            // through without a million entries staying.
-            let t = self.ticket_limit.load();
-            t.1.retain_recent();
-            t.1.shrink_to_fit();
-            if let Some(r) = &self.request_limit.load().1 {
-                r.retain_recent();
-                r.shrink_to_fit();
-            }
+            self.prune_limiters();
+        }
+    }
+
+    /// governor keeps state for every address ever seen: forget the ones
+    /// whose limits have refilled, so a million addresses pass through
+    /// without a million entries staying.
+    fn prune_limiters(&self) {
+        let t = self.ticket_limit.load();
+        t.1.retain_recent();
+        t.1.shrink_to_fit();
+        if let Some(r) = &self.request_limit.load().1 {
+            r.retain_recent();
+            r.shrink_to_fit();
         }
     }
 
@@ -893,6 +1018,7 @@ impl Room {
             "line_memory_bytes": st.memory_bytes,
             "draining": self.draining(),
             "vouchers_left": self.vouchers_left(),
+            "store_up": self.store_up(),
         })
     }
 }

@@ -73,7 +73,7 @@ pub const DEFAULT_MAX_IDLE: usize = 512;
 
 /// The whole file. Sections are deserialized one by one so that a mistake
 /// in one does not hide mistakes in another.
-pub const SECTIONS: &[&str] = &["server", "origin", "log", "room", "vouchers"];
+pub const SECTIONS: &[&str] = &["server", "origin", "log", "room", "vouchers", "store"];
 
 /// `[server]`: listeners and connection guards.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,6 +8,7 @@ pub mod file;
 pub mod locate;
 pub mod room;
 mod show;
+pub mod store;
 pub mod units;
 pub mod validate;
 pub mod vouchers;
@@ -40,6 +41,8 @@ pub struct Config {
     pub room: Option<room::RoomConfig>,
     /// Vouchers issued at the edge; `None` without a `[vouchers]` section.
     pub vouchers: Option<vouchers::VouchersConfig>,
+    /// `[store]`: absent, the line lives in memory only.
+    pub store: Option<store::StoreConfig>,
 }
 
 /// One mistake in a config file.
@@ -158,6 +161,9 @@ impl Config {
         let has_vouchers = raw_vouchers.is_some();
         let vouchers_raw: vouchers::RawVouchers =
             read_section(raw_vouchers, "vouchers", text, name, &mut found);
+        let raw_store = section("store");
+        let has_store = raw_store.is_some();
+        let store_raw: store::RawStore = read_section(raw_store, "store", text, name, &mut found);
         // A section that could not be read falls back to its defaults; what
         // validation then says about it would be noise, so it is dropped.
         let unreadable: Vec<String> = found[before..].iter().map(|p| p.key.clone()).collect();
@@ -170,7 +176,9 @@ impl Config {
             log: validate::log(&log, &mut p),
             room: has_room.then(|| room::room(&room_raw, base, &mut p)),
             vouchers: has_vouchers.then(|| vouchers::vouchers(&vouchers_raw, base, &mut p)),
+            store: has_store.then(|| store::store(&store_raw, base, &mut p)),
         };
+        store::cross_check(&cfg, &mut p);
         for (key, message) in p.0 {
             let section = key.split('.').next().unwrap_or_default();
             if unreadable.iter().any(|u| u == section) {

@@ -98,7 +98,8 @@ pub async fn govern(
     let verdict = ctx
         .app
         .room
-        .decide(room, req.headers(), ctx.client_ip, secure);
+        .decide_async(room, req.headers(), ctx.client_ip, secure)
+        .await;
     match verdict {
         Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
         Verdict::Hold(hold) => Ok((

@@ -199,11 +199,16 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
 /// Runs the room's admission tick at the configured interval until stopped.
 async fn admission_ticks(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut ticks: u64 = 0;
+    let mut persisted = tokio::time::Instant::now();
     loop {
         let cfg = app.config.load_full();
         let every = cfg.room.as_ref().map_or(Duration::from_secs(1), |r| r.tick);
         if let Some(room) = &cfg.room {
-            app.room.tick(room);
+            if app.room.is_shared() {
+                app.room.tick_shared(room).await;
+            } else {
+                app.room.tick(room);
+            }
             ticks += 1;
             if ticks % 40 == 0 {
                 // Forget passes whose rate has refilled (bounded memory).
@@ -212,10 +217,30 @@ async fn admission_ticks(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         } else {
             app.metrics.room.set_state("off");
         }
+        if app.room.is_durable() && persisted.elapsed() >= Duration::from_secs(1) {
+            persisted = tokio::time::Instant::now();
+            persist(&app).await;
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                if app.room.is_durable() {
+                    persist(&app).await;
+                    tracing::info!("line snapshot written at shutdown");
+                }
+                return;
+            }
         }
+    }
+}
+
+/// Writes the line's snapshot off the runtime threads (it fsyncs).
+async fn persist(app: &Arc<App>) {
+    let a = app.clone();
+    match tokio::task::spawn_blocking(move || a.room.persist()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("line snapshot not written: {e}"),
+        Err(e) => tracing::error!("line snapshot task failed: {e}"),
     }
 }
 

@@ -13,7 +13,9 @@
 pub mod audit;
 mod crc;
 mod journal;
+pub mod line_files;
 pub mod local;
+pub mod redis_line;
 mod state;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 pub use audit::{audit_check, AuditReport};
+pub(crate) use crc::crc32;
 pub use local::Ledger;
 
 /// Longest identity accepted, in bytes. Identities come from a pass id or a

@@ -370,3 +370,52 @@ impl Bits {
         words * 8 + self.blocks.capacity() * 4
     }
 }
+
+impl Bits {
+    /// Writes the four sets (the block counts are derived, not stored).
+    pub(super) fn encode(&self, w: &mut super::codec::Writer) {
+        w.u64(self.base);
+        for set in [&self.cur, &self.prev, &self.granted, &self.taken] {
+            w.words(set.len(), set.iter());
+        }
+    }
+
+    /// Reads what [`Bits::encode`] wrote and recounts the blocks.
+    pub(super) fn decode(
+        r: &mut super::codec::Reader<'_>,
+    ) -> Result<Bits, super::codec::SnapshotError> {
+        let base = r.u64()?;
+        if base % BLOCK_WORDS as u64 != 0 {
+            return Err(super::codec::SnapshotError::Inconsistent("bits base"));
+        }
+        let cur = VecDeque::from(r.words()?);
+        let prev = VecDeque::from(r.words()?);
+        let granted = VecDeque::from(r.words()?);
+        let taken = VecDeque::from(r.words()?);
+        let len = cur.len();
+        if prev.len() != len || granted.len() != len || taken.len() != len {
+            return Err(super::codec::SnapshotError::Inconsistent("bit set lengths"));
+        }
+        let mut bits = Bits {
+            base,
+            cur,
+            prev,
+            granted,
+            taken,
+            blocks: std::iter::repeat_n(0, len.div_ceil(BLOCK_WORDS)).collect(),
+            waiting: 0,
+        };
+        bits.recount();
+        Ok(bits)
+    }
+
+    /// Empty sets starting at the block holding `rank`: nothing below it
+    /// exists any more.
+    pub(super) fn starting_at(rank: u64) -> Bits {
+        let block_ranks = BLOCK_WORDS as u64 * 64;
+        Bits {
+            base: rank / block_ranks * BLOCK_WORDS as u64,
+            ..Bits::default()
+        }
+    }
+}

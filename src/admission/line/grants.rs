@@ -113,3 +113,54 @@ impl Grants {
         self.ring.capacity() * std::mem::size_of::<Record>() + lists
     }
 }
+
+impl Grants {
+    /// Writes the records (times in the line's clock).
+    pub(super) fn encode(&self, w: &mut super::codec::Writer) {
+        w.u64(self.pending);
+        w.u64(self.ring.len() as u64);
+        for r in &self.ring {
+            w.u64(r.at);
+            w.u64(r.min_rank);
+            match &r.ranks {
+                Granted::Range { lo, hi } => {
+                    w.u8(0);
+                    w.u64(*lo);
+                    w.u64(*hi);
+                }
+                Granted::List(v) => {
+                    w.u8(1);
+                    w.words(v.len(), v.iter());
+                }
+            }
+        }
+    }
+
+    /// Reads what [`Grants::encode`] wrote.
+    pub(super) fn decode(
+        r: &mut super::codec::Reader<'_>,
+    ) -> Result<Grants, super::codec::SnapshotError> {
+        let pending = r.u64()?;
+        // A record takes at least 17 bytes.
+        let n = r.len(17)?;
+        let mut ring = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            let at = r.u64()?;
+            let min_rank = r.u64()?;
+            let ranks = match r.u8()? {
+                0 => Granted::Range {
+                    lo: r.u64()?,
+                    hi: r.u64()?,
+                },
+                1 => Granted::List(r.words()?),
+                _ => return Err(super::codec::SnapshotError::Inconsistent("grant record")),
+            };
+            ring.push_back(Record {
+                at,
+                min_rank,
+                ranks,
+            });
+        }
+        Ok(Grants { ring, pending })
+    }
+}

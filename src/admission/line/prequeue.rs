@@ -132,3 +132,40 @@ impl Prequeue {
         self.perm.capacity() * 4 + self.hash.as_ref().map_or(0, String::capacity)
     }
 }
+
+impl Prequeue {
+    /// Writes the shuffle state.
+    pub(super) fn encode(&self, w: &mut super::codec::Writer) {
+        w.bytes(self.hash.as_deref().unwrap_or("").as_bytes());
+        w.u8(u8::from(self.hash.is_some()));
+        w.u64(self.len);
+        w.u8(u8::from(self.dropped));
+        w.u64(self.perm.len() as u64);
+        for &p in &self.perm {
+            w.u32(p);
+        }
+    }
+
+    /// Reads what [`Prequeue::encode`] wrote.
+    pub(super) fn decode(
+        r: &mut super::codec::Reader<'_>,
+    ) -> Result<Prequeue, super::codec::SnapshotError> {
+        use super::codec::SnapshotError;
+        let hash = String::from_utf8(r.bytes()?.to_vec())
+            .map_err(|_| SnapshotError::Inconsistent("seed hash"))?;
+        let hash = (r.u8()? == 1).then_some(hash);
+        let len = r.u64()?;
+        let dropped = r.u8()? == 1;
+        let n = r.len(4)?;
+        let perm = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+        if !dropped && perm.len() as u64 != len {
+            return Err(SnapshotError::Inconsistent("pre-queue length"));
+        }
+        Ok(Prequeue {
+            hash,
+            len,
+            perm,
+            dropped,
+        })
+    }
+}

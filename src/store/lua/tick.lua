@@ -1,0 +1,54 @@
+-- One admission tick, on the node holding the lease only.
+-- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
+--       grants, pending, active
+-- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
+--       gate budget
+-- Returns {granted, skipped, active, pending}, or {-1} when another node
+-- holds the lease.
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {-1} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local now = tonumber(ARGV[3])
+local claim = tonumber(ARGV[4])
+local pending = tonumber(redis.call('GET', KEYS[10]) or '0')
+-- grants not taken within the claim window expire (oldest first)
+while true do
+  local head = redis.call('LINDEX', KEYS[9], 0)
+  if not head then break end
+  local sep = string.find(head, ':', 1, true)
+  local at = tonumber(string.sub(head, 1, sep - 1))
+  local r = tonumber(string.sub(head, sep + 1))
+  if now - at < claim then break end
+  redis.call('LPOP', KEYS[9])
+  if redis.call('GETBIT', KEYS[4], r) == 1 and redis.call('GETBIT', KEYS[5], r) == 0 then
+    redis.call('SETBIT', KEYS[4], r, 0)
+    redis.call('SETBIT', KEYS[5], r, 1)
+    pending = pending - 1
+  end
+end
+if pending < 0 then pending = 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now)
+local active = redis.call('ZCARD', KEYS[11])
+redis.call('BITOP', 'OR', KEYS[8], KEYS[6], KEYS[7])
+local free = tonumber(ARGV[5]) - active - pending
+local budget = math.min(free, tonumber(ARGV[6]))
+local f = tonumber(redis.call('GET', KEYS[3]) or '0')
+local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
+local granted, skipped = 0, 0
+while granted < budget and f < issued do
+  local p = redis.call('BITPOS', KEYS[8], 1, f + 1, issued, 'BIT')
+  if p < 0 then
+    skipped = skipped + (issued - f)
+    f = issued
+  else
+    skipped = skipped + (p - f - 1)
+    redis.call('SETBIT', KEYS[4], p, 1)
+    redis.call('RPUSH', KEYS[9], now .. ':' .. p)
+    granted = granted + 1
+    f = p
+  end
+end
+redis.call('SET', KEYS[3], f)
+pending = pending + granted
+redis.call('SET', KEYS[10], pending)
+return {granted, skipped, active, pending}

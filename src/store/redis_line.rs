@@ -1,0 +1,249 @@
+//! The waiting line in Redis, shared by several usher nodes: the store of
+//! `[store] backend = "redis"` (the room's side is `admission/shared.rs`;
+//! see docs/STATE.md). Each atomic step is one Lua script (`lua/*.lua`), so a
+//! poll, an issue or a take costs one round trip, and every key of an
+//! event shares the hash tag `{usher:EVENT}` so Redis Cluster works.
+//!
+//! Keys (`P` = `{usher:EVENT}`):
+//! - `P:issued` ticket counter (INCR); `P:frontier` the frontier.
+//! - `P:live:W` liveness bitmap of window `W = now / grace` (SETBIT on
+//!   issue and poll, expires after three windows); live = seen in `W` or
+//!   `W - 1`, as in the in-process line.
+//! - `P:wait` the union of the two windows, rebuilt by each tick (BITOP);
+//!   positions are `BITCOUNT … BIT` over it (Redis >= 7).
+//! - `P:granted`, `P:taken` fate bitmaps (`10` granted, `11` taken, `01`
+//!   expired); `P:grants` list of `at:rank` for the claim window;
+//!   `P:pending` granted-not-taken count.
+//! - `P:active` ZSET pass id -> session end (ms); `P:lease` the ticking
+//!   node (`SET PX`): one node advances the frontier per tick.
+//!
+//! Times are milliseconds on a clock shared by the nodes (Unix time).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+/// Where a ticket stands in the shared line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisPlace {
+    /// Waiting, with `position` live tickets ahead (as of the last tick).
+    Waiting {
+        /// Live tickets between the frontier and this one.
+        position: u64,
+    },
+    /// Admitted: take the pass now.
+    Granted,
+    /// The pass was already taken.
+    Taken,
+    /// Skipped while away, or the grant expired: queue again.
+    Forfeited,
+    /// Not a number of this line.
+    Unknown,
+}
+
+/// What one tick did on the lease holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisTick {
+    /// Places granted.
+    pub granted: u64,
+    /// Abandoned places (and never-issued gaps) passed.
+    pub skipped: u64,
+    /// Active passes after pruning.
+    pub active: u64,
+    /// Granted places not yet taken.
+    pub pending: u64,
+}
+
+/// Timing of the shared line.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisLineConfig {
+    /// Liveness window (the room's `ticket_grace`).
+    pub grace_ms: u64,
+    /// Time to take a granted place.
+    pub claim_window_ms: u64,
+    /// How long a tick lease lasts: another node takes over after this.
+    pub lease_ms: u64,
+}
+
+/// One node's handle on the shared line of one event.
+#[derive(Clone)]
+pub struct RedisLine {
+    con: ConnectionManager,
+    prefix: String,
+    node: String,
+    cfg: RedisLineConfig,
+}
+
+fn script(src: &'static str) -> Script {
+    Script::new(src)
+}
+
+impl RedisLine {
+    /// A handle that connects lazily and reconnects by itself; every
+    /// command fails after `timeout` rather than hang (Redis paused or
+    /// unreachable).
+    pub fn new(
+        url: &str,
+        event: &str,
+        node: &str,
+        cfg: RedisLineConfig,
+        timeout: Duration,
+    ) -> Result<RedisLine, RedisError> {
+        let client = redis::Client::open(url)?;
+        let mc = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let con = ConnectionManager::new_lazy_with_config(client, mc)?;
+        Ok(RedisLine {
+            con,
+            prefix: format!("{{usher:{event}}}"),
+            node: node.to_string(),
+            cfg,
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    fn window(&self, now: u64) -> u64 {
+        now / self.cfg.grace_ms.max(1)
+    }
+
+    fn live(&self, window: u64) -> String {
+        self.key(&format!("live:{window}"))
+    }
+
+    fn live_ttl(&self) -> u64 {
+        3 * self.cfg.grace_ms.max(1)
+    }
+
+    /// Issues the next ticket number (from 1), marked live.
+    pub async fn issue(&self, now: u64) -> Result<u64, RedisError> {
+        script(include_str!("lua/issue.lua"))
+            .key(self.key("issued"))
+            .key(self.live(self.window(now)))
+            .arg(self.live_ttl())
+            .invoke_async(&mut self.con.clone())
+            .await
+    }
+
+    /// A poll from ticket `number`: marks it live and says where it stands.
+    pub async fn observe(&self, number: u64, now: u64) -> Result<RedisPlace, RedisError> {
+        let (kind, position): (u8, u64) = script(include_str!("lua/observe.lua"))
+            .key(self.key("issued"))
+            .key(self.key("frontier"))
+            .key(self.key("granted"))
+            .key(self.key("taken"))
+            .key(self.live(self.window(now)))
+            .key(self.key("wait"))
+            .arg(number)
+            .arg(self.live_ttl())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(match kind {
+            1 => RedisPlace::Waiting { position },
+            2 => RedisPlace::Granted,
+            3 => RedisPlace::Taken,
+            4 => RedisPlace::Forfeited,
+            _ => RedisPlace::Unknown,
+        })
+    }
+
+    /// Takes a granted place: true exactly once; the pass joins the active
+    /// set until `until` (ms).
+    pub async fn take(&self, number: u64, pass_id: u64, until: u64) -> Result<bool, RedisError> {
+        let n: u8 = script(include_str!("lua/take.lua"))
+            .key(self.key("granted"))
+            .key(self.key("taken"))
+            .key(self.key("pending"))
+            .key(self.key("active"))
+            .arg(number)
+            .arg(pass_id)
+            .arg(until)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Extends (or adds) an admitted visitor's session.
+    pub async fn touch(&self, pass_id: u64, until: u64) -> Result<(), RedisError> {
+        redis::cmd("ZADD")
+            .arg(self.key("active"))
+            .arg(until)
+            .arg(pass_id)
+            .exec_async(&mut self.con.clone())
+            .await
+    }
+
+    /// Extends many sessions in one command (a node's batch per tick).
+    pub async fn touch_many(&self, sessions: &[(u64, u64)]) -> Result<(), RedisError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.key("active"));
+        for (id, until) in sessions {
+            cmd.arg(*until).arg(*id);
+        }
+        cmd.exec_async(&mut self.con.clone()).await
+    }
+
+    /// Ends admitted visitors' sessions (the origin said so), in one command.
+    pub async fn release_many(&self, pass_ids: &[u64]) -> Result<(), RedisError> {
+        if pass_ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.key("active"));
+        for id in pass_ids {
+            cmd.arg(*id);
+        }
+        cmd.exec_async(&mut self.con.clone()).await
+    }
+
+    /// One admission tick: `None` when another node holds the lease.
+    /// Grants at most `gate_budget` places and never beyond `max_active`
+    /// active plus pending, across all nodes.
+    pub async fn tick(
+        &self,
+        now: u64,
+        max_active: u64,
+        gate_budget: u64,
+    ) -> Result<Option<RedisTick>, RedisError> {
+        let w = self.window(now);
+        let out: Vec<i64> = script(include_str!("lua/tick.lua"))
+            .key(self.key("lease"))
+            .key(self.key("issued"))
+            .key(self.key("frontier"))
+            .key(self.key("granted"))
+            .key(self.key("taken"))
+            .key(self.live(w))
+            .key(self.live(w.saturating_sub(1)))
+            .key(self.key("wait"))
+            .key(self.key("grants"))
+            .key(self.key("pending"))
+            .key(self.key("active"))
+            .arg(&self.node)
+            .arg(self.cfg.lease_ms)
+            .arg(now)
+            .arg(self.cfg.claim_window_ms)
+            .arg(max_active)
+            .arg(gate_budget)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));
+        if out.first().is_none_or(|v| *v < 0) {
+            return Ok(None);
+        }
+        Ok(Some(RedisTick {
+            granted: n(0),
+            skipped: n(1),
+            active: n(2),
+            pending: n(3),
+        }))
+    }
+}

@@ -1,0 +1,196 @@
+//! The shared line in Redis (`usher::store::redis_line`) against a real
+//! redis-server: three nodes, one global FIFO order, the active limit held
+//! across nodes, one ticking node at a time, and bounded failures when
+//! Redis stops. Skipped with a note when redis-server is not installed.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[path = "support/redis.rs"]
+mod redis;
+use redis::RedisServer;
+use usher::store::redis_line::{RedisLine, RedisLineConfig, RedisPlace};
+
+const CFG: RedisLineConfig = RedisLineConfig {
+    grace_ms: 10_000,
+    claim_window_ms: 5_000,
+    lease_ms: 1_000,
+};
+
+fn node(url: &str, event: &str, name: &str) -> RedisLine {
+    RedisLine::new(url, event, name, CFG, Duration::from_millis(500)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_fifo_order_and_the_active_limit_holds() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let nodes: Vec<RedisLine> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&redis.url(), "show", n))
+        .collect();
+    const MAX_ACTIVE: u64 = 5;
+    const VISITORS: u64 = 60;
+    let mut now = 1_000_000u64;
+    // visitors arrive on the nodes in turn; numbers are one global sequence
+    let mut tickets = Vec::new();
+    for i in 0..VISITORS {
+        let n = nodes[(i % 3) as usize].issue(now).await.unwrap();
+        tickets.push(n);
+    }
+    assert_eq!(tickets, (1..=VISITORS).collect::<Vec<_>>());
+    // every 7th visitor walks away and never polls again
+    let gone = |n: u64| n % 7 == 0;
+    let mut admitted = Vec::new();
+    let mut inside: HashMap<u64, u64> = HashMap::new(); // pass id -> leaves at
+    let mut tickers = HashMap::new();
+    for round in 0..400u64 {
+        now += 250;
+        // the ticking node: all try, one holds the lease
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(t) = n.tick(now, MAX_ACTIVE, 2).await.unwrap() {
+                *tickers.entry(i).or_insert(0) += 1;
+                assert!(t.active + t.pending <= MAX_ACTIVE, "round {round}: {t:?}");
+            }
+        }
+        // visitors inside leave after 2 s
+        for (id, _) in inside.clone().iter().filter(|(_, at)| **at <= now) {
+            nodes[(id % 3) as usize].release_many(&[*id]).await.unwrap();
+            inside.remove(id);
+        }
+        // everyone still waiting polls a node of the round's choice
+        // (the abandoned still count while their grace runs)
+        let (mut ahead, mut last) = (0, None);
+        for &n in &tickets {
+            if admitted.contains(&n) {
+                continue;
+            }
+            if gone(n) {
+                ahead += 1;
+                continue;
+            }
+            let via = &nodes[((n + round) % 3) as usize];
+            match via.observe(n, now).await.unwrap() {
+                RedisPlace::Waiting { position } => {
+                    assert!(
+                        position <= ahead,
+                        "ticket {n}: position {position} > {ahead} ahead"
+                    );
+                    assert!(
+                        last < Some(position),
+                        "ticket {n}: positions grow in ticket order"
+                    );
+                    last = Some(position);
+                    ahead += 1;
+                }
+                RedisPlace::Granted => {
+                    assert!(via.take(n, n, now + 60_000).await.unwrap());
+                    assert!(!via.take(n, n, now + 60_000).await.unwrap(), "once");
+                    admitted.push(n);
+                    inside.insert(n, now + 2_000);
+                    assert!(inside.len() as u64 <= MAX_ACTIVE);
+                }
+                other => panic!("ticket {n}: {other:?}"),
+            }
+        }
+        if admitted.len() as u64 == VISITORS - VISITORS / 7 {
+            break;
+        }
+    }
+    let expected: Vec<u64> = tickets.iter().copied().filter(|n| !gone(*n)).collect();
+    assert_eq!(
+        admitted, expected,
+        "one global FIFO order, abandoned places skipped"
+    );
+    assert_eq!(
+        tickers.len(),
+        1,
+        "one node ticked while it held the lease: {tickers:?}"
+    );
+    assert_eq!(
+        nodes[1].observe(7, now).await.unwrap(),
+        RedisPlace::Forfeited
+    );
+    assert_eq!(
+        nodes[2].observe(1_000, now).await.unwrap(),
+        RedisPlace::Unknown
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_ticking_node_is_replaced_after_its_lease() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let a = node(&redis.url(), "lease", "a");
+    let b = node(&redis.url(), "lease", "b");
+    let now = 5_000_000;
+    assert!(a.tick(now, 10, 1).await.unwrap().is_some());
+    assert!(
+        b.tick(now + 10, 10, 1).await.unwrap().is_none(),
+        "a holds the lease"
+    );
+    // a dies; its lease (1 s, in Redis time) runs out
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(
+        b.tick(now + 1_200, 10, 1).await.unwrap().is_some(),
+        "b takes over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_fails_fast_and_recovers_by_itself() {
+    let Some(mut redis) = RedisServer::start(None) else {
+        return;
+    };
+    let port = redis.port;
+    let a = node(&redis.url(), "fault", "a");
+    assert_eq!(a.issue(1_000).await.unwrap(), 1);
+    redis.stop();
+    let t = Instant::now();
+    assert!(a.issue(1_000).await.is_err());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "bounded: {:?}",
+        t.elapsed()
+    );
+    // a new, empty server on the same port: the handle reconnects by itself
+    let _again = RedisServer::start(Some(port)).unwrap();
+    let mut ok = None;
+    for _ in 0..50 {
+        if let Ok(n) = a.issue(1_000).await {
+            ok = Some(n);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ok, Some(1), "reconnected (the new server starts from zero)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_with_sigstop_times_out_instead_of_hanging() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let a = node(&redis.url(), "pause", "a");
+    assert_eq!(a.issue(1_000).await.unwrap(), 1);
+    let pid = redis.child.id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let t = Instant::now();
+    let r = a.observe(1, 1_000).await;
+    let took = t.elapsed();
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(r.is_err(), "{r:?}");
+    assert!(took < Duration::from_secs(3), "bounded: {took:?}");
+    let mut back = None;
+    for _ in 0..50 {
+        if let Ok(p) = a.observe(1, 1_000).await {
+            back = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, Some(RedisPlace::Waiting { position: 0 }));
+}
