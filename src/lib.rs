@@ -14,6 +14,7 @@
 //! - [`logging`]: tracing setup and the access log.
 //! - [`holding`]: the holding page, status JSON and usher's own error pages.
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
+//! - [`sim`]: `usher-sim`, the flash-crowd simulator and its report.
 
 pub mod admin;
 pub mod admission;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
+pub mod sim;
 pub mod tokens;
 
 use bytes::Bytes;
