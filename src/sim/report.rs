@@ -305,6 +305,7 @@ fn order_dots(r: &RunResult) -> Vec<(f64, f64)> {
     let mut v: Vec<(f64, f64)> = r
         .records
         .iter()
+        .filter(|x| x.continuous)
         .filter_map(|x| Some((x.entry / 60.0, x.admitted_at? / 60.0)))
         .collect();
     v.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -202,6 +202,12 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
     while set.join_next().await.is_some() {}
     sampler.sample(&ctx).await;
     let real_seconds = ctx.start.elapsed().as_secs_f64();
+    let mut records = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|e| e.into_inner()));
+    records.sort_by_key(|r| r.id);
+    let lag = |h: &super::stats::LogHistogram| h.take().quantile_us(0.99).map(|us| us / 1000.0);
+    let lags = (lag(&ctx.live.arrival_lag), lag(&ctx.live.connection_wait));
+    // Dropping the client closes its idle connections, so the children drain at once.
+    drop(ctx);
     if let Some((p, _)) = usher {
         p.stop().await;
     }
@@ -209,9 +215,6 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
     if let Some(what) = died {
         return Err(SimError::Died(what));
     }
-    let mut records = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|e| e.into_inner()));
-    records.sort_by_key(|r| r.id);
-    let lag = |h: &super::stats::LogHistogram| h.take().quantile_us(0.99).map(|us| us / 1000.0);
     let facts = RunFacts {
         scenario: s,
         mode,
@@ -221,7 +224,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
         hit_time_limit: hit_limit,
         interrupted,
         slack: fairness_slack(s),
-        lags: (lag(&ctx.live.arrival_lag), lag(&ctx.live.connection_wait)),
+        lags,
     };
     let summary = summarize(&facts, &records, &sampler);
     Ok(RunResult {

@@ -193,6 +193,8 @@ impl Visitor<'_> {
                 let _away = GaugeGuard::new(&live.away);
                 let away = self.plan.away[usize::from(self.visit)];
                 if !self.pause(self.ctx.scenario.real(f64::from(away))).await {
+                    // Stopped while meaning to come back.
+                    self.rec.outcome = Outcome::Waiting;
                     return;
                 }
                 live.returned
