@@ -206,6 +206,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
     records.sort_by_key(|r| r.id);
     let lag = |h: &super::stats::LogHistogram| h.take().quantile_us(0.99).map(|us| us / 1000.0);
     let lags = (lag(&ctx.live.arrival_lag), lag(&ctx.live.connection_wait));
+    let requeued = ctx.live.requeued.load(std::sync::atomic::Ordering::Relaxed);
     // Dropping the client closes its idle connections, so the children drain at once.
     drop(ctx);
     if let Some((p, _)) = usher {
@@ -221,6 +222,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
         not_arrived: (plans.len() - next) as u64,
         cut_off: (next - records.len()) as u64,
         real_seconds,
+        requeued,
         hit_time_limit: hit_limit,
         interrupted,
         slack: fairness_slack(s),

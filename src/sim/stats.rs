@@ -181,6 +181,8 @@ pub struct Live {
     pub usher_answers: AtomicU64,
     /// Voucher codes received.
     pub vouchers: AtomicU64,
+    /// usher holding pages met by visitors already on the site.
+    pub requeued: AtomicU64,
     /// Latency of answers from the site.
     pub site_latency: LogHistogram,
     /// Latency of usher's own answers.

@@ -132,6 +132,8 @@ pub struct RunSummary {
     pub errors_seen: u64,
     /// Visitors who met at least one error.
     pub visitors_with_errors: u64,
+    /// Holding pages met by visitors already admitted (sent back to the line).
+    pub requeued_after_admission: u64,
     /// The origin.
     pub origin: OriginSummary,
     /// usher (protected runs).
@@ -160,6 +162,8 @@ pub struct RunFacts<'a> {
     pub cut_off: u64,
     /// Real seconds.
     pub real_seconds: f64,
+    /// Holding pages met after admission.
+    pub requeued: u64,
     /// Stopped by the time limit.
     pub hit_time_limit: bool,
     /// Stopped by Ctrl-C.
@@ -254,6 +258,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
         outcomes: o,
         errors_seen: records.iter().map(|r| u64::from(r.errors)).sum(),
         visitors_with_errors: records.iter().filter(|r| r.errors > 0).count() as u64,
+        requeued_after_admission: facts.requeued,
         origin: OriginSummary {
             capacity: s.origin.capacity,
             max_in_flight_seen: last_of(samples, |x| x.origin_max_seen),

@@ -149,6 +149,8 @@ struct Visitor<'a> {
     entry_visit: u8,
     /// usher cleared the ticket: admitted through the line, not directly.
     via_line: bool,
+    /// Admitted and on the site: places in line no longer count.
+    on_site: bool,
 }
 
 /// Runs one visitor to the end and files its record.
@@ -176,6 +178,7 @@ pub async fn visit(ctx: Arc<RunCtx>, plan: VisitorPlan) {
         visit: 0,
         entry_visit: 0,
         via_line: false,
+        on_site: false,
     };
     v.run().await;
     ctx.live.finish(v.rec.outcome);
@@ -264,7 +267,10 @@ impl Visitor<'_> {
         }
         if let Ok(a) = &r {
             self.via_line |= a.ticket_cleared;
-            if a.new_ticket {
+            if a.usher_state.is_some() && self.on_site {
+                live.requeued.fetch_add(1, Relaxed);
+            }
+            if a.new_ticket && !self.on_site {
                 self.rec.entry = self.ctx.now();
                 self.entry_visit = self.visit;
                 self.rec.ticket = self.ticket_number();
@@ -307,6 +313,10 @@ impl Visitor<'_> {
             };
             match answer {
                 Ok(a) if a.usher_state.is_some() => {
+                    if a.usher_state.as_ref().is_some_and(|v| v != "admitted") {
+                        // Held again after being told to come in: not in yet.
+                        self.rec.admitted_at = None;
+                    }
                     held = true;
                     errs = 0;
                     polling = protected && self.jar.get(TICKET_COOKIE).is_some();
@@ -383,6 +393,7 @@ impl Visitor<'_> {
     async fn on_site(&mut self) {
         let live = &self.ctx.live;
         let _browsing = GaugeGuard::new(&live.browsing);
+        self.on_site = true;
         live.admitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let s = &self.ctx.scenario;
