@@ -13,11 +13,12 @@
 //! - [`runner`]: one run, start to stop.
 //! - [`fairness`]: admission order versus arrival order; waits.
 //! - [`summary`]: the numbers of a run and the JSON summary.
-//! - [`svg`] and [`report`]: the HTML report.
+//! - [`svg`] and [`report`] (with `headline`): the HTML report.
 //! - [`plan`]: capacity planning with Little's law.
 
 pub mod crowd;
 pub mod fairness;
+mod headline;
 pub mod net;
 pub mod plan;
 pub mod procs;
