@@ -506,8 +506,8 @@ impl Scenario {
     }
 }
 
+#[cfg(test)]
+mod tests;
 /// A small valid scenario for unit tests.
 #[cfg(test)]
 pub(crate) mod tests_support;
-#[cfg(test)]
-mod tests;
