@@ -18,6 +18,7 @@
 //! - [`ctl`]: the `usher ctl` admin client.
 //! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
 //! - [`store`]: durable state: the voucher claim ledger and its audit log.
+//! - [`sim`]: `usher-sim`, the flash-crowd simulator and its report.
 
 pub mod admin;
 pub mod admission;
@@ -31,6 +32,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod tokens;
 pub mod vouchers;

@@ -1,0 +1,253 @@
+//! The simulated browsers' network: one pooled hyper client shared by every
+//! visitor, a semaphore bounding the connections it opens, per-request
+//! timeouts, and a small cookie jar per visitor.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::{HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+
+use super::stats::Live;
+
+/// Largest answer body read; the theater's pages and usher's holding page
+/// are a few kilobytes.
+const MAX_BODY: usize = 512 * 1024;
+/// Cookies a jar keeps at most, and the longest one.
+const MAX_COOKIES: usize = 8;
+const MAX_COOKIE_LEN: usize = 4096;
+/// Header usher puts on its own room answers.
+pub const X_USHER_STATE: &str = "x-usher-state";
+/// usher's place-in-line cookie.
+pub const TICKET_COOKIE: &str = "usher_ticket";
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer within the timeout.
+    Timeout,
+    /// Refused, reset or broken connection.
+    Connection,
+}
+
+/// One answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// `X-Usher-State`, when usher answered itself.
+    pub usher_state: Option<HeaderValue>,
+    /// The body.
+    pub body: Bytes,
+    /// From sending the request to the last body byte.
+    pub latency: Duration,
+    /// Whether a new place in line was handed out.
+    pub new_ticket: bool,
+    /// Whether the place in line was cleared (usher does so on admission).
+    pub ticket_cleared: bool,
+}
+
+/// A visitor's cookies.
+#[derive(Debug, Default, Clone)]
+pub struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    /// The `Cookie` header, if any cookie is held.
+    pub fn header(&self) -> Option<HeaderValue> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut s = String::new();
+        for (k, v) in &self.0 {
+            if !s.is_empty() {
+                s.push_str("; ");
+            }
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+        }
+        HeaderValue::from_str(&s).ok()
+    }
+
+    /// A cookie's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Applies one `Set-Cookie`; returns the name when a value was stored.
+    pub fn apply(&mut self, set_cookie: &str) -> Option<&str> {
+        if set_cookie.len() > MAX_COOKIE_LEN {
+            return None;
+        }
+        let mut parts = set_cookie.split(';');
+        let (name, value) = parts.next()?.trim().split_once('=')?;
+        let cleared = value.is_empty() || parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
+        self.0.retain(|(k, _)| k != name);
+        if cleared || self.0.len() >= MAX_COOKIES {
+            return None;
+        }
+        self.0.push((name.to_string(), value.to_string()));
+        self.0.last().map(|(k, _)| k.as_str())
+    }
+}
+
+/// What a request asks for.
+pub struct Ask<'a> {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: &'a str,
+    /// Ask for JSON rather than a page.
+    pub json: bool,
+    /// Content type and body (POST).
+    pub body: Option<(&'a str, Bytes)>,
+}
+
+impl<'a> Ask<'a> {
+    /// A page load.
+    pub fn page(path: &'a str) -> Self {
+        Ask {
+            method: Method::GET,
+            path,
+            json: false,
+            body: None,
+        }
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The shared client of one run.
+pub struct Net {
+    client: HttpClient,
+    permits: Semaphore,
+    timeout: Duration,
+    target: SocketAddr,
+}
+
+impl Net {
+    /// A client for `target` with at most `connections` requests (hence
+    /// connections) open at once, each given up after `timeout`.
+    pub fn new(target: SocketAddr, connections: usize, timeout: Duration) -> Net {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(connections)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Net {
+            client,
+            permits: Semaphore::new(connections.max(1)),
+            timeout,
+            target,
+        }
+    }
+
+    /// Sends one request with the jar's cookies and keeps the cookies set.
+    pub async fn send(&self, live: &Live, jar: &mut Jar, ask: Ask<'_>) -> Result<Answer, Failure> {
+        let queued = Instant::now();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Failure::Connection)?;
+        live.connection_wait.record(queued.elapsed());
+        let uri = format!("http://{}{}", self.target, ask.path);
+        let mut b = Request::builder().method(ask.method).uri(uri);
+        if let Some(c) = jar.header() {
+            b = b.header(COOKIE, c);
+        }
+        b = b.header(
+            ACCEPT,
+            if ask.json {
+                "application/json"
+            } else {
+                "text/html,application/xhtml+xml"
+            },
+        );
+        let body = match ask.body {
+            Some((ct, bytes)) => {
+                b = b.header(CONTENT_TYPE, ct);
+                bytes
+            }
+            None => Bytes::new(),
+        };
+        let req = b.body(Full::new(body)).map_err(|_| Failure::Connection)?;
+        let started = Instant::now();
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|_| Failure::Connection)?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_BODY)
+                .collect()
+                .await
+                .map_err(|_| Failure::Connection)?
+                .to_bytes();
+            Ok::<_, Failure>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| Failure::Timeout)??;
+        let latency = started.elapsed();
+        let (mut new_ticket, mut ticket_cleared) = (false, false);
+        for v in parts.headers.get_all(SET_COOKIE) {
+            if let Ok(text) = v.to_str() {
+                let before = jar.get(TICKET_COOKIE).map(str::to_owned);
+                let stored = jar.apply(text) == Some(TICKET_COOKIE);
+                let now = jar.get(TICKET_COOKIE);
+                new_ticket |= stored && now != before.as_deref();
+                ticket_cleared |= before.is_some() && now.is_none();
+            }
+        }
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            usher_state: parts.headers.get(X_USHER_STATE).cloned(),
+            body,
+            latency,
+            new_ticket,
+            ticket_cleared,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jar_keeps_replaces_and_clears() {
+        let mut j = Jar::default();
+        assert!(j.header().is_none());
+        assert_eq!(
+            j.apply("usher_ticket=abc; Path=/; HttpOnly"),
+            Some("usher_ticket")
+        );
+        j.apply("usher_lang=ko; Max-Age=100");
+        assert_eq!(j.header().unwrap(), "usher_ticket=abc; usher_lang=ko");
+        j.apply("usher_ticket=def; Path=/");
+        assert_eq!(j.get("usher_ticket"), Some("def"));
+        assert_eq!(j.apply("usher_ticket=; Max-Age=0"), None);
+        assert_eq!(j.get("usher_ticket"), None);
+        j.apply("usher_pass=p; Max-Age=0");
+        assert_eq!(j.get("usher_pass"), None);
+        for i in 0..20 {
+            j.apply(&format!("c{i}=v"));
+        }
+        assert!(j.0.len() <= MAX_COOKIES, "bounded");
+        assert_eq!(j.apply(&format!("big={}", "x".repeat(5000))), None);
+    }
+}
