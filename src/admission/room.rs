@@ -658,12 +658,8 @@ impl Room {
         }
 
         // A new visitor.
-        if self.ticket_limit.load().1.check_key(&ip).is_err() {
-            m.rate_limited.with_label_values(&["ticket"]).inc();
-            return Verdict::Limited {
-                retry_after: 10,
-                scope: "ticket",
-            };
+        if let Some(limited) = self.ticket_limited(ip) {
+            return limited;
         }
         let mut s = self.lock();
         let admits = matches!(settings.mode, Mode::Fifo | Mode::Random);
@@ -836,6 +832,23 @@ impl Room {
                 None
             }
         }
+    }
+
+    /// The per-address limit on new places in line: `Some(429)` when this
+    /// address has taken its share (one check for every store backend).
+    pub(super) fn ticket_limited(&self, ip: IpAddr) -> Option<Verdict> {
+        if self.ticket_limit.load().1.check_key(&ip).is_ok() {
+            return None;
+        }
+        self.metrics
+            .room
+            .rate_limited
+            .with_label_values(&["ticket"])
+            .inc();
+        Some(Verdict::Limited {
+            retry_after: 10,
+            scope: "ticket",
+        })
     }
 
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).

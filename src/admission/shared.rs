@@ -246,12 +246,8 @@ impl Room {
                     .inc(),
             }
         }
-        if self.ticket_limit.load().1.check_key(&ip).is_err() {
-            m.rate_limited.with_label_values(&["ticket"]).inc();
-            return Verdict::Limited {
-                retry_after: 10,
-                scope: "ticket",
-            };
+        if let Some(limited) = self.ticket_limited(ip) {
+            return limited;
         }
         let number = match sh.line.issue(now_ms).await {
             Ok(n) => {
