@@ -11,8 +11,8 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::fs;
+use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -93,14 +93,7 @@ pub(crate) fn open_and_repair(
 ) -> Result<Appender, StoreError> {
     let path = dir.join(AUDIT_FILE);
     let io = |e| StoreError::io(&path, e);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(io)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io)?;
+    let (mut file, bytes) = super::open_append(&path)?;
     let (lines, good_len, bad) = parse(&bytes);
     if !bad.is_empty() {
         tracing::warn!(path = %path.display(), lines = ?bad, "voucher audit log has damaged lines");

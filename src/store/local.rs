@@ -15,7 +15,7 @@
 //! plus the refusals; a claim for a sold-out event costs nothing.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,14 +67,7 @@ impl Ledger {
         let lock = lock_dir(dir)?;
         let path = dir.join(JOURNAL_FILE);
         let io = |e| StoreError::io(&path, e);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
+        let (mut file, bytes) = super::open_append(&path)?;
         let mut rep = journal::replay(&path, &bytes)?;
         drop(bytes);
         if let Some(found) = &rep.event {

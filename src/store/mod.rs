@@ -195,6 +195,22 @@ pub fn identity_hash(identity: &str) -> String {
 }
 
 /// Lower-case hex.
+/// Opens (creating if needed) an append-only file and reads what it holds,
+/// for replay at start: the journal and the audit log open the same way.
+pub(crate) fn open_append(path: &std::path::Path) -> Result<(std::fs::File, Vec<u8>), StoreError> {
+    use std::io::Read as _;
+    let io = |e| StoreError::io(path, e);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok((file, bytes))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
