@@ -19,7 +19,8 @@ const CFG: RedisLineConfig = RedisLineConfig {
 };
 
 fn node(url: &str, event: &str, name: &str) -> RedisLine {
-    RedisLine::new(url, event, name, CFG, Duration::from_millis(500)).unwrap()
+    let con = usher::store::redis_conn::connect_url(url, Duration::from_millis(500)).unwrap();
+    RedisLine::new(con, event, name, CFG)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

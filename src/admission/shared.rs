@@ -52,25 +52,14 @@ impl Shared {
         cfg: &RoomConfig,
         gauge: prometheus::IntGauge,
     ) -> Result<Shared, String> {
-        let mut url = store.url.clone();
-        if let Some(f) = &store.password_file {
-            let pw = std::fs::read_to_string(f)
-                .map_err(|e| format!("store.password_file {}: {e}", f.display()))?;
-            let pw: String = percent_encoding::utf8_percent_encode(
-                pw.trim(),
-                percent_encoding::NON_ALPHANUMERIC,
-            )
-            .to_string();
-            url = with_password(&url, &pw);
-        }
+        let con = crate::store::redis_conn::connect(store)?;
         let line_cfg = RedisLineConfig {
             grace_ms: cfg.ticket_grace.as_millis() as u64,
             claim_window_ms: cfg.claim_window.as_millis() as u64,
             // Three ticks without a tick from the holder: another node takes over.
             lease_ms: (cfg.tick.as_millis() as u64 * 3).max(500),
         };
-        let line = RedisLine::new(&url, event, &store.node_id, line_cfg, store.timeout)
-            .map_err(|e| format!("store.url: {e}"))?;
+        let line = RedisLine::new(con, event, &store.node_id, line_cfg);
         Ok(Shared {
             line,
             up: AtomicBool::new(true),
@@ -131,32 +120,6 @@ impl Shared {
             }
         }
     }
-}
-
-/// `redis://[user@]host…` with the password inserted after the user (an
-/// ACL user) or alone (the default user).
-fn with_password(url: &str, pw: &str) -> String {
-    let rest = url.strip_prefix("redis://").unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or_default();
-    match authority.split_once('@') {
-        Some((user, _)) => {
-            let user = user.split(':').next().unwrap_or_default();
-            let after = &rest[rest.find('@').map_or(0, |i| i + 1)..];
-            format!("redis://{user}:{pw}@{after}")
-        }
-        None => format!("redis://:{pw}@{rest}"),
-    }
-}
-
-#[cfg(test)]
-#[test]
-fn the_password_goes_after_the_user() {
-    assert_eq!(
-        with_password("redis://usher@h:6379/0", "p%40"),
-        "redis://usher:p%40@h:6379/0"
-    );
-    assert_eq!(with_password("redis://h:6379", "x"), "redis://:x@h:6379");
-    assert_eq!(with_password("redis://u:old@h", "x"), "redis://u:x@h");
 }
 
 impl Room {

@@ -15,6 +15,7 @@ mod crc;
 mod journal;
 pub mod line_files;
 pub mod local;
+pub mod redis_conn;
 pub mod redis_line;
 mod state;
 #[cfg(test)]

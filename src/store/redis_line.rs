@@ -19,9 +19,7 @@
 //!
 //! Times are milliseconds on a clock shared by the nodes (Unix time).
 
-use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
 /// Where a ticket stands in the shared line.
@@ -80,29 +78,20 @@ fn script(src: &'static str) -> Script {
 }
 
 impl RedisLine {
-    /// A handle that connects lazily and reconnects by itself; every
-    /// command fails after `timeout` rather than hang (Redis paused or
-    /// unreachable).
-    pub fn new(
-        url: &str,
-        event: &str,
-        node: &str,
-        cfg: RedisLineConfig,
-        timeout: Duration,
-    ) -> Result<RedisLine, RedisError> {
-        let client = redis::Client::open(url)?;
-        let mc = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let con = ConnectionManager::new_lazy_with_config(client, mc)?;
-        Ok(RedisLine {
+    /// The line of `event` over `con` (see [`super::redis_conn`]); `node`
+    /// names this node in the tick lease.
+    pub fn new(con: ConnectionManager, event: &str, node: &str, cfg: RedisLineConfig) -> RedisLine {
+        RedisLine {
             con,
             prefix: format!("{{usher:{event}}}"),
             node: node.to_string(),
             cfg,
-        })
+        }
+    }
+
+    /// The connection, shared with the voucher ledger.
+    pub fn connection(&self) -> &ConnectionManager {
+        &self.con
     }
 
     fn key(&self, name: &str) -> String {
