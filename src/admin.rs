@@ -80,6 +80,14 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
         (&Method::GET, "/readyz") if app.room.draining() => {
             respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
         }
+        (&Method::GET, "/readyz") if app.room.local_share_of().is_some() => respond(
+            StatusCode::OK,
+            "text/plain",
+            format!(
+                "ready: store unreachable, admitting this node's share (1/{})\n",
+                app.room.local_share_of().unwrap_or(1)
+            ),
+        ),
         (&Method::GET, "/readyz") if app.room.store_up() == Some(false) => respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

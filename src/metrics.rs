@@ -174,6 +174,9 @@ pub struct RoomMetrics {
     pub admitted_line: IntCounter,
     /// Admitted directly (nobody waiting, capacity free) or in passthrough.
     pub admitted_direct: IntCounter,
+    /// Admitted from this node's share while Redis was unreachable
+    /// (`on_failure = "local_share"`).
+    pub admitted_local_share: IntCounter,
     /// Admitted visitors active now.
     pub active_users: IntGauge,
     /// Granted places not yet taken.
@@ -198,6 +201,8 @@ pub struct RoomMetrics {
     pub adaptive_rate: IntGauge,
     /// 1 while the state store answers (the in-process store always does).
     pub store_up: IntGauge,
+    /// Nodes sharing the line, as counted by the last heartbeat (1 without Redis).
+    pub store_nodes: IntGauge,
     /// Adaptive gate changes by reason.
     pub adaptive_changes: IntCounterVec,
 }
@@ -501,8 +506,14 @@ impl RoomMetrics {
             "1 while the line's state store answers, 0 while it does not",
         );
         store_up.set(1);
+        let store_nodes = gauge(
+            "usher_store_nodes",
+            "Nodes sharing the line, by the last heartbeat in the store (1 without Redis)",
+        );
+        store_nodes.set(1);
         RoomMetrics {
             store_up,
+            store_nodes,
             adaptive_changes,
             adaptive_rate: gauge(
                 "usher_adaptive_new_users_per_minute",
@@ -518,6 +529,7 @@ impl RoomMetrics {
             ),
             admitted_line: admitted.with_label_values(&["line"]),
             admitted_direct: admitted.with_label_values(&["direct"]),
+            admitted_local_share: admitted.with_label_values(&["local_share"]),
             active_users: gauge(
                 "usher_active_users",
                 "Admitted visitors active within their session",

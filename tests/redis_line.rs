@@ -16,6 +16,7 @@ const CFG: RedisLineConfig = RedisLineConfig {
     grace_ms: 10_000,
     claim_window_ms: 5_000,
     lease_ms: 1_000,
+    heartbeat_ms: 2_000,
 };
 
 fn node(url: &str, event: &str, name: &str) -> RedisLine {
@@ -51,7 +52,8 @@ async fn three_nodes_one_fifo_order_and_the_active_limit_holds() {
         now += 250;
         // the ticking node: all try, one holds the lease
         for (i, n) in nodes.iter().enumerate() {
-            if let Some(t) = n.tick(now, MAX_ACTIVE, 2).await.unwrap() {
+            let t = n.tick(now, MAX_ACTIVE, 2).await.unwrap();
+            if t.holder {
                 *tickers.entry(i).or_insert(0) += 1;
                 assert!(t.active + t.pending <= MAX_ACTIVE, "round {round}: {t:?}");
             }
@@ -128,15 +130,15 @@ async fn a_dead_ticking_node_is_replaced_after_its_lease() {
     let a = node(&redis.url(), "lease", "a");
     let b = node(&redis.url(), "lease", "b");
     let now = 5_000_000;
-    assert!(a.tick(now, 10, 1).await.unwrap().is_some());
+    assert!(a.tick(now, 10, 1).await.unwrap().holder);
     assert!(
-        b.tick(now + 10, 10, 1).await.unwrap().is_none(),
+        !b.tick(now + 10, 10, 1).await.unwrap().holder,
         "a holds the lease"
     );
     // a dies; its lease (1 s, in Redis time) runs out
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert!(
-        b.tick(now + 1_200, 10, 1).await.unwrap().is_some(),
+        b.tick(now + 1_200, 10, 1).await.unwrap().holder,
         "b takes over"
     );
 }

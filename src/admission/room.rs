@@ -1032,6 +1032,7 @@ impl Room {
             "draining": self.draining(),
             "vouchers_left": self.vouchers_left(),
             "store_up": self.store_up(),
+            "shared": self.shared_status(),
         })
     }
 }

@@ -2,27 +2,43 @@
 //! node through [`RedisLine`]; passes stay stateless (no Redis on the pass
 //! path); pass refreshes are batched and flushed once per tick; only the
 //! node holding the lease advances the frontier, with its gate as the one
-//! global rate. While Redis is unreachable new visitors get the holding
-//! page (`on_failure = "hold"`) and nothing else changes.
+//! global rate. Every node's tick is also its heartbeat, and brings back
+//! the shared figures: live nodes, places granted so far (each node
+//! measures the admission rate from it, so every node can show a wait
+//! estimate), the line's length.
+//!
+//! While Redis is unreachable requests do not wait for it (only the tick
+//! keeps trying, and its first success ends the outage) and passes keep
+//! working. New admissions follow `store.on_failure`:
+//! - `hold`: nobody new is admitted; waiting visitors keep their ticket;
+//! - `local_share`: this node admits its share of the configured rate and
+//!   capacity, `1/N` with `N` the nodes alive at the last heartbeat.
+//!   Waiting visitors (a valid ticket) go first: a newcomer is admitted
+//!   only when no ticket holder has polled this node for two refresh
+//!   intervals. The capacity share holds because every active visitor's
+//!   session was last set by some node, so it is in that node's own
+//!   active set: the sum over nodes is at least the global count, and no
+//!   node goes past `max_active_users / N` of its own. A node that never
+//!   heard a heartbeat (started during the outage) holds.
 //!
 //! Not shared (yet): the pre-queue (the shared line is open from the
 //! start), the lottery (the shared tick is FIFO), direct admission of a
 //! newcomer into an empty line (every newcomer takes a ticket and is
 //! granted by the next tick).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use http::HeaderMap;
 use rand::Rng;
 
-use super::{Hold, Room, Verdict, TICKET_COOKIE};
+use super::{Gate, Hold, Room, Settings, TokioClock, Verdict, TICKET_COOKIE};
 use crate::config::room::{Mode, RoomConfig};
-use crate::config::store::RedisStore;
+use crate::config::store::{OnFailure, RedisStore};
 use crate::holding::RoomState;
 use crate::store::redis_line::{RedisLine, RedisLineConfig, RedisPlace, RedisTick};
 use crate::tokens::cookie::{get_cookie, SetCookie};
-use crate::tokens::Ticket;
+use crate::tokens::{Keyring, Ticket};
 
 /// Pass refreshes kept for the next flush at most; beyond, the oldest
 /// session ends are not extended (the visitor's pass stays valid anyway).
@@ -43,6 +59,14 @@ pub(super) struct Shared {
     batch: Mutex<Batch>,
     last: Mutex<Option<RedisTick>>,
     gauge: prometheus::IntGauge,
+    on_failure: OnFailure,
+    /// Nodes alive at the last heartbeat; 0 until the first one.
+    nodes: AtomicU64,
+    /// This node's share of the gate while Redis is unreachable
+    /// (`local_share`), made at the first admission of an outage.
+    fallback: Mutex<Option<Gate<TokioClock>>>,
+    /// Room time of the last poll by a ticket holder during the outage.
+    waiting_seen: AtomicU64,
 }
 
 impl Shared {
@@ -58,6 +82,9 @@ impl Shared {
             claim_window_ms: cfg.claim_window.as_millis() as u64,
             // Three ticks without a tick from the holder: another node takes over.
             lease_ms: (cfg.tick.as_millis() as u64 * 3).max(500),
+            // A node is live while it ticks; missing five ticks (2 s at
+            // least) it no longer counts in the share.
+            heartbeat_ms: (cfg.tick.as_millis() as u64 * 5).max(2_000),
         };
         let line = RedisLine::new(con, event, &store.node_id, line_cfg);
         Ok(Shared {
@@ -66,6 +93,10 @@ impl Shared {
             batch: Mutex::new(Batch::default()),
             last: Mutex::new(None),
             gauge,
+            on_failure: store.on_failure,
+            nodes: AtomicU64::new(0),
+            fallback: Mutex::new(None),
+            waiting_seen: AtomicU64::new(0),
         })
     }
 
@@ -75,12 +106,39 @@ impl Shared {
             self.gauge.set(i64::from(ok));
         }
         match (was, ok, err) {
-            (true, false, Some(e)) => tracing::error!(
-                "Redis unreachable ({what}: {e}): passes keep working, new visitors get the holding page"
-            ),
-            (false, true, _) => tracing::info!("Redis reachable again: admissions resume"),
+            (true, false, Some(e)) => match self.on_failure {
+                OnFailure::Hold => tracing::error!(
+                    "Redis unreachable ({what}: {e}): passes keep working, new visitors get the holding page"
+                ),
+                OnFailure::LocalShare => tracing::error!(
+                    nodes = self.nodes.load(Ordering::Relaxed),
+                    "Redis unreachable ({what}: {e}): passes keep working, this node admits its share (1/nodes) of the rate and capacity"
+                ),
+            },
+            (false, true, _) => {
+                *self.fallback.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                tracing::info!("Redis reachable again: the shared line resumes");
+            }
             _ => {}
         }
+    }
+
+    /// Whether this node admits its own share now (Redis unreachable,
+    /// `local_share`, and the node count known).
+    pub(super) fn sharing(&self) -> bool {
+        self.on_failure == OnFailure::LocalShare
+            && !self.is_up()
+            && self.nodes.load(Ordering::Relaxed) > 0
+    }
+
+    /// Nodes alive at the last heartbeat (0: none heard yet).
+    pub(super) fn nodes(&self) -> u64 {
+        self.nodes.load(Ordering::Relaxed)
+    }
+
+    /// The figures of the last successful tick.
+    fn last(&self) -> Option<RedisTick> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn is_up(&self) -> bool {
@@ -103,22 +161,51 @@ impl Shared {
     }
 
     /// Sends the batch: one `ZADD` per 1000 refreshes, one `ZREM` per 1000
-    /// releases. On failure the batch is dropped: sessions still end by
-    /// their expiry in the set.
-    async fn flush(&self) {
+    /// releases. On failure what was not sent goes back to the batch (up
+    /// to its bound) for the next tick: passes given out during an outage
+    /// count in the shared active set once Redis is back.
+    async fn flush(&self) -> Result<(), redis::RedisError> {
         let b = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut sent = 0;
+        let mut failed = None;
         for chunk in b.touch.chunks(1000) {
             if let Err(e) = self.line.touch_many(chunk).await {
-                self.mark(false, "session refresh", Some(&e));
-                return;
+                failed = Some(e);
+                break;
+            }
+            sent += chunk.len();
+        }
+        if failed.is_none() {
+            for chunk in b.release.chunks(1000) {
+                if let Err(e) = self.line.release_many(chunk).await {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        for chunk in b.release.chunks(1000) {
-            if let Err(e) = self.line.release_many(chunk).await {
-                self.mark(false, "session release", Some(&e));
-                return;
-            }
+        let Some(e) = failed else { return Ok(()) };
+        let mut now = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut touch = b.touch[sent..].to_vec();
+        touch.append(&mut now.touch);
+        touch.truncate(MAX_TOUCHES);
+        let mut release = b.release;
+        release.append(&mut now.release);
+        release.truncate(MAX_TOUCHES);
+        *now = Batch { touch, release };
+        Err(e)
+    }
+
+    /// This node's gate while Redis is unreachable: `1/N` of the rate and
+    /// of the burst (at least one each).
+    fn fallback_take(&self, settings: &Settings, burst: u32, clock: TokioClock) -> bool {
+        let n = u32::try_from(self.nodes().max(1)).unwrap_or(u32::MAX);
+        let per_minute = (settings.new_users_per_minute / n).max(1);
+        let burst = (burst / n).max(1);
+        let mut g = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.as_ref().is_some_and(|g| g.same(per_minute, burst)) {
+            *g = Some(Gate::new(per_minute, burst, clock));
         }
+        g.as_mut().is_some_and(|g| g.take(1) == 1)
     }
 }
 
@@ -144,69 +231,48 @@ impl Room {
         let now_unix = now_ms / 1000;
         let keys = self.keys.load();
         let settings = self.settings(cfg);
-        let hold = |position: Option<u64>| {
-            Verdict::Hold(Hold {
-                state: if settings.mode == Mode::Paused {
-                    RoomState::Paused
-                } else {
-                    RoomState::Queued
-                },
-                position,
-                eta_seconds: None,
-                opens_in_seconds: None,
-                cookies: Vec::new(),
-            })
-        };
-        if let Some(token) = get_cookie(headers, TICKET_COOKIE) {
-            match keys.open_ticket(token, event, now_unix, cfg.ticket_max_age.as_secs()) {
-                Ok(ticket) => match sh.line.observe(ticket.number, now_ms).await {
-                    Ok(RedisPlace::Granted) => {
-                        let pass_id: u64 = self.lock().rng.random();
-                        let session = cfg.session_duration.as_secs();
-                        let until = now_ms + (session + (session / 10).max(5)) * 1000;
-                        match sh.line.take(ticket.number, pass_id, until).await {
-                            Ok(true) => {
-                                sh.mark(true, "take", None);
-                                m.admitted_line.inc();
-                                m.wait_seconds
-                                    .observe(now_unix.saturating_sub(ticket.issued_at) as f64);
-                                let clear = SetCookie::clear(
-                                    TICKET_COOKIE,
-                                    secure,
-                                    cfg.cookie_domain.as_deref(),
-                                );
-                                return self.new_pass(
-                                    cfg,
-                                    &keys,
-                                    pass_id,
-                                    now_unix,
-                                    now_unix,
-                                    secure,
-                                    vec![clear],
-                                );
-                            }
-                            Ok(false) => {}
-                            Err(e) => {
-                                sh.mark(false, "take", Some(&e));
-                                return hold(None);
-                            }
+        let ticket = get_cookie(headers, TICKET_COOKIE).and_then(|token| {
+            keys.open_ticket(token, event, now_unix, cfg.ticket_max_age.as_secs())
+                .map_err(|r| {
+                    m.token_rejects
+                        .with_label_values(&["ticket", r.label()])
+                        .inc()
+                })
+                .ok()
+        });
+        if !sh.is_up() {
+            // Only the tick probes a lost Redis: requests never wait for it.
+            return self.decide_outage(sh, cfg, &settings, &keys, ticket, ip, secure);
+        }
+        if let Some(ticket) = ticket {
+            match sh.line.observe(ticket.number, now_ms).await {
+                Ok(RedisPlace::Granted) => {
+                    let pass_id: u64 = self.lock().rng.random();
+                    let session = cfg.session_duration.as_secs();
+                    let until = now_ms + (session + (session / 10).max(5)) * 1000;
+                    match sh.line.take(ticket.number, pass_id, until).await {
+                        Ok(true) => {
+                            sh.mark(true, "take", None);
+                            m.admitted_line.inc();
+                            return self.ticket_to_pass(cfg, &keys, &ticket, pass_id, secure);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            sh.mark(false, "take", Some(&e));
+                            return self.shared_hold(sh, &settings, None);
                         }
                     }
-                    Ok(RedisPlace::Waiting { position }) => {
-                        sh.mark(true, "poll", None);
-                        return hold(Some(position));
-                    }
-                    Ok(_) => sh.mark(true, "poll", None),
-                    Err(e) => {
-                        // The place is not lost: the same ticket polls again.
-                        sh.mark(false, "poll", Some(&e));
-                        return hold(None);
-                    }
-                },
-                Err(r) => m
-                    .token_rejects
-                    .with_label_values(&["ticket", r.label()])
-                    .inc(),
+                }
+                Ok(RedisPlace::Waiting { position }) => {
+                    sh.mark(true, "poll", None);
+                    return self.shared_hold(sh, &settings, Some(position));
+                }
+                Ok(_) => sh.mark(true, "poll", None),
+                Err(e) => {
+                    // The place is not lost: the same ticket polls again.
+                    sh.mark(false, "poll", Some(&e));
+                    return self.shared_hold(sh, &settings, None);
+                }
             }
         }
         if let Some(limited) = self.ticket_limited(ip) {
@@ -219,7 +285,7 @@ impl Room {
             }
             Err(e) => {
                 sh.mark(false, "issue", Some(&e));
-                return hold(None);
+                return self.shared_hold(sh, &settings, None);
             }
         };
         m.tickets_issued.inc();
@@ -228,7 +294,7 @@ impl Room {
             number,
             issued_at: now_unix,
         });
-        let mut v = hold(None);
+        let mut v = self.shared_hold(sh, &settings, None);
         if let Verdict::Hold(h) = &mut v {
             h.cookies.push(self.cookie(
                 cfg,
@@ -241,6 +307,103 @@ impl Room {
         v
     }
 
+    /// A waiting visitor's turn: the pass, and the ticket cleared.
+    fn ticket_to_pass(
+        &self,
+        cfg: &RoomConfig,
+        keys: &Keyring,
+        ticket: &Ticket,
+        pass_id: u64,
+        secure: bool,
+    ) -> Verdict {
+        let now_unix = self.unix_ms() / 1000;
+        self.metrics
+            .room
+            .wait_seconds
+            .observe(now_unix.saturating_sub(ticket.issued_at) as f64);
+        let clear = SetCookie::clear(TICKET_COOKIE, secure, cfg.cookie_domain.as_deref());
+        self.new_pass(cfg, keys, pass_id, now_unix, now_unix, secure, vec![clear])
+    }
+
+    /// The holding page with the shared line: the position when known,
+    /// and a wait estimate from the admission rate every node measures.
+    fn shared_hold(&self, sh: &Shared, settings: &Settings, position: Option<u64>) -> Verdict {
+        let state = if settings.mode == Mode::Paused {
+            RoomState::Paused
+        } else {
+            RoomState::Queued
+        };
+        let rate = self.lock().rate.per_second(self.now_ms());
+        let eta_seconds = match rate {
+            Some(rate) if rate > 0.0 && state == RoomState::Queued && sh.is_up() => {
+                let ahead = position.unwrap_or_else(|| sh.last().map_or(0, |t| t.waiting));
+                Some(((ahead + 1) as f64 / rate).ceil() as u64)
+            }
+            _ => None,
+        };
+        Verdict::Hold(Hold {
+            state,
+            position,
+            eta_seconds,
+            opens_in_seconds: None,
+            cookies: Vec::new(),
+        })
+    }
+
+    /// A request without a pass while Redis is unreachable: the holding
+    /// page, or with `local_share` this node's share of admissions,
+    /// waiting visitors first (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    fn decide_outage(
+        &self,
+        sh: &Shared,
+        cfg: &RoomConfig,
+        settings: &Settings,
+        keys: &Keyring,
+        ticket: Option<Ticket>,
+        ip: std::net::IpAddr,
+        secure: bool,
+    ) -> Verdict {
+        let hold = || self.shared_hold(sh, settings, None);
+        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) {
+            return hold();
+        }
+        let now = self.now_ms();
+        if ticket.is_some() {
+            sh.waiting_seen.store(now.max(1), Ordering::Relaxed);
+        } else {
+            let seen = sh.waiting_seen.load(Ordering::Relaxed);
+            let window = 2 * cfg.refresh.as_millis() as u64;
+            if seen > 0 && now.saturating_sub(seen) < window {
+                return hold();
+            }
+            if let Some(limited) = self.ticket_limited(ip) {
+                return limited;
+            }
+        }
+        let share = settings.max_active_users / sh.nodes().max(1);
+        let session = cfg.session_duration.as_secs();
+        let until = now + (session + (session / 10).max(5)) * 1000;
+        let mut s = self.lock();
+        if s.active.len() >= share
+            || !sh.fallback_take(settings, cfg.burst, TokioClock::new(self.epoch))
+        {
+            return hold();
+        }
+        let pass_id: u64 = s.rng.random();
+        // Counted before the lock is let go: concurrent requests see it.
+        s.active.touch(pass_id, until);
+        drop(s);
+        self.metrics.room.admitted_local_share.inc();
+        match ticket {
+            Some(t) => self.ticket_to_pass(cfg, keys, &t, pass_id, secure),
+            None => {
+                let now_unix = self.unix_ms() / 1000;
+                self.new_pass(cfg, keys, pass_id, now_unix, now_unix, secure, Vec::new())
+            }
+        }
+    }
+
     /// Whether the line is shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
@@ -251,9 +414,34 @@ impl Room {
         self.shared.as_ref().map(Shared::is_up)
     }
 
+    /// While Redis is unreachable with `local_share`: the nodes this node
+    /// shares the rate and capacity with (`None` otherwise).
+    pub fn local_share_of(&self) -> Option<u64> {
+        self.shared
+            .as_ref()
+            .filter(|sh| sh.sharing())
+            .map(Shared::nodes)
+    }
+
+    /// The shared figures of the last tick, for `/admin/status`.
+    pub(super) fn shared_status(&self) -> Option<serde_json::Value> {
+        let sh = self.shared.as_ref()?;
+        let t = sh.last().unwrap_or_default();
+        Some(serde_json::json!({
+            "nodes": sh.nodes(),
+            "ticking": t.holder,
+            "waiting": t.waiting,
+            "active": t.active,
+            "pending": t.pending,
+            "admitted": t.admitted,
+            "local_share": sh.sharing(),
+        }))
+    }
+
     /// The admission tick with Redis: flushes this node's pass refreshes
-    /// (one command), then ticks the shared line if this node holds the
-    /// lease, its gate being the one global rate.
+    /// (one command), then ticks the shared line: the heartbeat and the
+    /// shared figures on every node, the frontier on the lease holder,
+    /// its gate being the one global rate.
     pub async fn tick_shared(&self, cfg: &RoomConfig) {
         let Some(sh) = &self.shared else {
             return self.tick(cfg);
@@ -261,17 +449,21 @@ impl Room {
         self.adapt(cfg, self.now_ms());
         let settings = self.settings(cfg);
         let prune = {
+            let now = self.now_ms();
             let mut s = self.lock();
             s.ticks += 1;
+            // This node's own sessions: what the local share counts.
+            s.active.prune(now);
             s.ticks % 40 == 0
         };
         if prune {
             self.prune_limiters();
         }
-        sh.flush().await;
+        if let Err(e) = sh.flush().await {
+            sh.mark(false, "session refresh", Some(&e));
+        }
         let admitting = matches!(settings.mode, Mode::Fifo | Mode::Random);
-        let last = *sh.last.lock().unwrap_or_else(|e| e.into_inner());
-        let used = last.map_or(0, |t| t.active + t.pending);
+        let used = sh.last().map_or(0, |t| t.active + t.pending);
         let want = settings.max_active_users.saturating_sub(used);
         let budget = if admitting {
             self.lock().gate.take(want)
@@ -285,19 +477,27 @@ impl Room {
         };
         let m = &self.metrics.room;
         match sh.line.tick(self.unix_ms(), max_active, budget).await {
-            Ok(Some(t)) => {
+            Ok(t) => {
                 sh.mark(true, "tick", None);
-                *sh.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+                sh.nodes.store(t.nodes.max(1), Ordering::Relaxed);
+                let prev = sh.last.lock().unwrap_or_else(|e| e.into_inner()).replace(t);
+                // A Redis restarted empty counts from zero again: no jump.
+                let granted = prev.map_or(0, |p| t.admitted.saturating_sub(p.admitted));
                 let now = self.now_ms();
                 let mut s = self.lock();
-                s.rate.record(now, t.granted);
+                s.rate.record(now, granted);
                 let rate = s.rate.per_second(now);
                 drop(s);
                 m.active_users.set(t.active as i64);
                 m.pending_admissions.set(t.pending as i64);
+                m.queue_length.set(t.waiting as i64);
+                m.store_nodes.set(t.nodes as i64);
                 m.admission_rate.set(rate.unwrap_or(0.0));
+                m.wait_estimate.set(match rate {
+                    Some(r) if r > 0.0 => (t.waiting as f64 / r).ceil(),
+                    _ => 0.0,
+                });
             }
-            Ok(None) => sh.mark(true, "tick", None),
             Err(e) => sh.mark(false, "tick", Some(&e)),
         }
         m.max_active_users.set(settings.max_active_users as i64);

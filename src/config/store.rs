@@ -32,7 +32,8 @@ pub struct RawStore {
     pub password_file: Option<String>,
     /// `redis`: TLS (`rediss://`); not in this build.
     pub tls: bool,
-    /// `redis`: what new visitors get while Redis is unreachable.
+    /// `redis`: what new visitors get while Redis is unreachable: `hold`
+    /// or `local_share`.
     pub on_failure: String,
     /// `redis`: this node's name in the tick lease (default host-pid).
     pub node_id: Option<String>,
@@ -78,6 +79,19 @@ pub struct RedisStore {
     pub node_id: String,
     /// One command's time limit.
     pub timeout: std::time::Duration,
+    /// What new visitors get while Redis is unreachable.
+    pub on_failure: OnFailure,
+}
+
+/// `store.on_failure`: admissions while Redis is unreachable (passes keep
+/// working either way; they never need Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Nobody new is admitted until Redis is back.
+    Hold,
+    /// This node admits its share of the rate and of the capacity (1/N,
+    /// N = nodes alive at the last heartbeat), waiting visitors first.
+    LocalShare,
 }
 
 impl StoreConfig {
@@ -126,14 +140,17 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
             "TLS to Redis is not in this build: reach Redis over a private network or a local TLS tunnel",
         );
     }
-    match raw.on_failure.as_str() {
-        "hold" => {}
-        "local_share" => p.push(
-            "store.on_failure",
-            "\"local_share\" is not available yet; use \"hold\"",
-        ),
-        other => p.push("store.on_failure", format!("`{other}`: use \"hold\"")),
-    }
+    let on_failure = match raw.on_failure.as_str() {
+        "hold" => OnFailure::Hold,
+        "local_share" => OnFailure::LocalShare,
+        other => {
+            p.push(
+                "store.on_failure",
+                format!("`{other}`: use \"hold\" or \"local_share\""),
+            );
+            OnFailure::Hold
+        }
+    };
     let timeout = super::units::parse_duration(&raw.timeout).unwrap_or_else(|e| {
         p.push("store.timeout", e);
         std::time::Duration::from_millis(500)
@@ -150,6 +167,7 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
         password_file: raw.password_file.as_ref().map(|f| base.join(f)),
         node_id,
         timeout,
+        on_failure,
     }
 }
 

@@ -16,6 +16,9 @@
 //!   `P:pending` granted-not-taken count.
 //! - `P:active` ZSET pass id -> session end (ms); `P:lease` the ticking
 //!   node (`SET PX`): one node advances the frontier per tick.
+//! - `P:nodes` ZSET node id -> last tick (ms): the live nodes; `P:admitted`
+//!   places granted so far (the rate every node measures); `P:waiting`
+//!   live tickets behind the frontier at the last tick.
 //!
 //! Times are milliseconds on a clock shared by the nodes (Unix time).
 
@@ -40,17 +43,27 @@ pub enum RedisPlace {
     Unknown,
 }
 
-/// What one tick did on the lease holder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one tick did, and the shared figures every node reads from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RedisTick {
+    /// Whether this node holds the lease and advanced the line; the other
+    /// nodes grant nothing and see the figures of the holder's last tick.
+    pub holder: bool,
     /// Places granted.
     pub granted: u64,
     /// Abandoned places (and never-issued gaps) passed.
     pub skipped: u64,
-    /// Active passes after pruning.
+    /// Active passes (after pruning, on the holder).
     pub active: u64,
     /// Granted places not yet taken.
     pub pending: u64,
+    /// Nodes whose heartbeat is fresh, this one included.
+    pub nodes: u64,
+    /// Places granted since the event began, by every node: each node
+    /// measures the admission rate (and so the wait estimate) from it.
+    pub admitted: u64,
+    /// Live tickets still waiting behind the frontier.
+    pub waiting: u64,
 }
 
 /// Timing of the shared line.
@@ -62,6 +75,9 @@ pub struct RedisLineConfig {
     pub claim_window_ms: u64,
     /// How long a tick lease lasts: another node takes over after this.
     pub lease_ms: u64,
+    /// A node not heard from for this long is no longer counted live (the
+    /// `N` of `on_failure = "local_share"`).
+    pub heartbeat_ms: u64,
 }
 
 /// One node's handle on the shared line of one event.
@@ -194,15 +210,16 @@ impl RedisLine {
         cmd.exec_async(&mut self.con.clone()).await
     }
 
-    /// One admission tick: `None` when another node holds the lease.
-    /// Grants at most `gate_budget` places and never beyond `max_active`
-    /// active plus pending, across all nodes.
+    /// One admission tick, on every node every tick: renews this node's
+    /// heartbeat; the node holding the lease (or taking it over) also
+    /// grants at most `gate_budget` places, never beyond `max_active`
+    /// active plus pending across all nodes.
     pub async fn tick(
         &self,
         now: u64,
         max_active: u64,
         gate_budget: u64,
-    ) -> Result<Option<RedisTick>, RedisError> {
+    ) -> Result<RedisTick, RedisError> {
         let w = self.window(now);
         let out: Vec<i64> = script(include_str!("lua/tick.lua"))
             .key(self.key("lease"))
@@ -216,23 +233,28 @@ impl RedisLine {
             .key(self.key("grants"))
             .key(self.key("pending"))
             .key(self.key("active"))
+            .key(self.key("nodes"))
+            .key(self.key("admitted"))
+            .key(self.key("waiting"))
             .arg(&self.node)
             .arg(self.cfg.lease_ms)
             .arg(now)
             .arg(self.cfg.claim_window_ms)
             .arg(max_active)
             .arg(gate_budget)
+            .arg(self.cfg.heartbeat_ms)
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));
-        if out.first().is_none_or(|v| *v < 0) {
-            return Ok(None);
-        }
-        Ok(Some(RedisTick {
-            granted: n(0),
-            skipped: n(1),
-            active: n(2),
-            pending: n(3),
-        }))
+        Ok(RedisTick {
+            holder: n(0) == 1,
+            granted: n(1),
+            skipped: n(2),
+            active: n(3),
+            pending: n(4),
+            nodes: n(5),
+            admitted: n(6),
+            waiting: n(7),
+        })
     }
 }

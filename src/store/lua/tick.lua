@@ -1,14 +1,27 @@
--- One admission tick, on the node holding the lease only.
+-- One admission tick, called by every node every tick. Every node renews
+-- its heartbeat in the node set and reads the shared figures; the node
+-- holding the lease also advances the line.
 -- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
---       grants, pending, active
+--       grants, pending, active, nodes, admitted, waiting
 -- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
---       gate budget
--- Returns {granted, skipped, active, pending}, or {-1} when another node
--- holds the lease.
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return {-1} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+--       gate budget, heartbeat ttl (ms)
+-- Returns {holder, granted, skipped, active, pending, nodes, admitted,
+-- waiting}: holder 1 on the ticking node, 0 on the others (which grant
+-- nothing and see the figures of the last tick).
 local now = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[12], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[7]))
+local nodes = redis.call('ZCARD', KEYS[12])
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return {0, 0, 0,
+    redis.call('ZCOUNT', KEYS[11], '(' .. now, '+inf'),
+    tonumber(redis.call('GET', KEYS[10]) or '0'),
+    nodes,
+    tonumber(redis.call('GET', KEYS[13]) or '0'),
+    tonumber(redis.call('GET', KEYS[14]) or '0')}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local claim = tonumber(ARGV[4])
 local pending = tonumber(redis.call('GET', KEYS[10]) or '0')
 -- grants not taken within the claim window expire (oldest first)
@@ -51,4 +64,11 @@ end
 redis.call('SET', KEYS[3], f)
 pending = pending + granted
 redis.call('SET', KEYS[10], pending)
-return {granted, skipped, active, pending}
+local admitted = redis.call('INCRBY', KEYS[13], granted)
+-- live tickets still waiting: what the other nodes show newcomers
+local waiting = 0
+if f < issued then
+  waiting = redis.call('BITCOUNT', KEYS[8], f + 1, issued, 'BIT')
+end
+redis.call('SET', KEYS[14], waiting)
+return {1, granted, skipped, active, pending, nodes, admitted, waiting}
