@@ -197,3 +197,89 @@ async fn redis_paused_with_sigstop_times_out_instead_of_hanging() {
     }
     assert_eq!(back, Some(RedisPlace::Waiting { position: 0 }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tick_is_a_heartbeat_and_brings_the_shared_figures() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let nodes: Vec<RedisLine> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&redis.url(), "beat", n))
+        .collect();
+    let t0 = 7_000_000;
+    for _ in 0..5 {
+        nodes[1].issue(t0).await.unwrap();
+    }
+    let first = nodes[0].tick(t0, 10, 2).await.unwrap();
+    assert!(first.holder);
+    assert_eq!((first.granted, first.admitted, first.waiting), (2, 2, 3));
+    let b = nodes[1].tick(t0 + 10, 10, 2).await.unwrap();
+    let c = nodes[2].tick(t0 + 20, 10, 2).await.unwrap();
+    assert!(!b.holder && !c.holder);
+    assert_eq!(c.nodes, 3, "three heartbeats");
+    assert_eq!(
+        (c.granted, c.admitted, c.waiting, c.pending),
+        (0, 2, 3, 2),
+        "the others see the holder's figures"
+    );
+    // c stops ticking: after the heartbeat ttl it no longer counts
+    nodes[1].tick(t0 + 1_500, 10, 0).await.unwrap();
+    let later = nodes[0].tick(t0 + 2_500, 10, 0).await.unwrap();
+    assert_eq!(later.nodes, 2, "{later:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_the_frontier_waits_a_grace_for_the_unseen() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    // Steady ticking: a ticket not seen for two windows is skipped.
+    let a = node(&redis.url(), "steady", "a");
+    let t0 = 20_000_000;
+    let (n1, n2) = (a.issue(t0).await.unwrap(), a.issue(t0).await.unwrap());
+    let mut now = t0;
+    while now < t0 + 25_000 {
+        a.observe(n2, now).await.unwrap();
+        assert_eq!(a.tick(now, 10, 0).await.unwrap().granted, 0);
+        now += 1_000;
+    }
+    let t = a.tick(now, 10, 10).await.unwrap();
+    assert_eq!((t.granted, t.skipped), (1, 1), "{t:?}");
+    assert_eq!(
+        a.observe(n1, now).await.unwrap(),
+        RedisPlace::Forfeited,
+        "away too long"
+    );
+
+    // The same after a 25 s gap in ticking (Redis unreachable): nobody
+    // could poll, so the unseen ticket gets one more grace.
+    let b = node(&redis.url(), "outage", "b");
+    let (n1, n2) = (b.issue(t0).await.unwrap(), b.issue(t0).await.unwrap());
+    assert_eq!(b.tick(t0, 10, 0).await.unwrap().granted, 0);
+    let back = t0 + 25_000;
+    b.observe(n2, back).await.unwrap();
+    let t = b.tick(back, 10, 10).await.unwrap();
+    assert_eq!((t.granted, t.skipped), (0, 0), "waits for {n1}: {t:?}");
+    assert_eq!(
+        b.observe(n1, back + 500).await.unwrap(),
+        RedisPlace::Waiting { position: 0 }
+    );
+    let t = b.tick(back + 600, 10, 10).await.unwrap();
+    assert_eq!(t.granted, 2, "both, in order: {t:?}");
+    assert_eq!(
+        b.observe(n1, back + 700).await.unwrap(),
+        RedisPlace::Granted
+    );
+    // One grace later an unseen place is skipped again.
+    let n3 = b.issue(back + 700).await.unwrap();
+    let n4 = b.issue(back + 700).await.unwrap();
+    let mut now = back + 1_000;
+    while now < back + 25_000 {
+        b.observe(n4, now).await.unwrap();
+        b.tick(now, 10, 0).await.unwrap();
+        now += 1_000;
+    }
+    let t = b.tick(now, 10, 10).await.unwrap();
+    assert_eq!((t.granted, t.skipped), (1, 1), "{n3} skipped: {t:?}");
+}

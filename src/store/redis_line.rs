@@ -19,6 +19,9 @@
 //! - `P:nodes` ZSET node id -> last tick (ms): the live nodes; `P:admitted`
 //!   places granted so far (the rate every node measures); `P:waiting`
 //!   live tickets behind the frontier at the last tick.
+//! - `P:ticked` the last tick (ms); `P:careful` until when (ms) the
+//!   frontier waits for places not seen since a gap in ticking (an
+//!   outage) instead of skipping them.
 //!
 //! Times are milliseconds on a clock shared by the nodes (Unix time).
 
@@ -236,6 +239,8 @@ impl RedisLine {
             .key(self.key("nodes"))
             .key(self.key("admitted"))
             .key(self.key("waiting"))
+            .key(self.key("ticked"))
+            .key(self.key("careful"))
             .arg(&self.node)
             .arg(self.cfg.lease_ms)
             .arg(now)
@@ -243,6 +248,7 @@ impl RedisLine {
             .arg(max_active)
             .arg(gate_budget)
             .arg(self.cfg.heartbeat_ms)
+            .arg(self.cfg.grace_ms)
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));

@@ -2,9 +2,9 @@
 -- its heartbeat in the node set and reads the shared figures; the node
 -- holding the lease also advances the line.
 -- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
---       grants, pending, active, nodes, admitted, waiting
+--       grants, pending, active, nodes, admitted, waiting, ticked, careful
 -- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
---       gate budget, heartbeat ttl (ms)
+--       gate budget, heartbeat ttl (ms), ticket grace (ms)
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
 -- waiting}: holder 1 on the ticking node, 0 on the others (which grant
 -- nothing and see the figures of the last tick).
@@ -22,6 +22,19 @@ if holder and holder ~= ARGV[1] then
     tonumber(redis.call('GET', KEYS[14]) or '0')}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+-- After a gap in ticking longer than half a grace (Redis unreachable or
+-- every node down), visitors could not mark themselves live: for one
+-- grace the frontier stops at the first place not seen again instead of
+-- skipping it, so everyone gets a grace to poll once more.
+local grace = tonumber(ARGV[8])
+local last = tonumber(redis.call('GET', KEYS[15]) or '0')
+local careful_until = tonumber(redis.call('GET', KEYS[16]) or '0')
+if last > 0 and now - last > grace / 2 then
+  careful_until = now + grace
+  redis.call('SET', KEYS[16], careful_until)
+end
+redis.call('SET', KEYS[15], now)
+local careful = now < careful_until
 local claim = tonumber(ARGV[4])
 local pending = tonumber(redis.call('GET', KEYS[10]) or '0')
 -- grants not taken within the claim window expire (oldest first)
@@ -50,6 +63,7 @@ local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
 local granted, skipped = 0, 0
 while granted < budget and f < issued do
   local p = redis.call('BITPOS', KEYS[8], 1, f + 1, issued, 'BIT')
+  if careful and p ~= f + 1 then break end
   if p < 0 then
     skipped = skipped + (issued - f)
     f = issued
