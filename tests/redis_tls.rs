@@ -30,7 +30,7 @@ const CFG: RedisLineConfig = RedisLineConfig {
 const TEST_LIMIT: Duration = Duration::from_secs(10);
 
 /// A private CA with a server and a client certificate under it, and a
-/// second CA that signed neither; PEM files in `dir`.
+/// second CA with a client certificate of its own; PEM files in `dir`.
 struct Pki {
     dir: TempDir,
 }
@@ -38,18 +38,23 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = TempDir::new("redis-tls");
-        let ca = ca("usher test CA");
-        dir.write("ca.pem", &ca.pem());
-        let other = ca_pem("someone else's CA");
-        dir.write("other-ca.pem", &other);
-        for (name, sans) in [
-            ("server", vec!["127.0.0.1".to_string(), "localhost".into()]),
-            ("client", vec!["usher-node".to_string()]),
+        let ours = new_ca("usher test CA");
+        dir.write("ca.pem", &ours.pem());
+        let other = new_ca("someone else's CA");
+        dir.write("other-ca.pem", &other.pem());
+        for (name, sans, issuer) in [
+            (
+                "server",
+                vec!["127.0.0.1".to_string(), "localhost".into()],
+                &ours,
+            ),
+            ("client", vec!["usher-node".to_string()], &ours),
+            ("stranger", vec!["usher-node".to_string()], &other),
         ] {
             let key = KeyPair::generate().unwrap();
             let cert = CertificateParams::new(sans)
                 .unwrap()
-                .signed_by(&key, &ca)
+                .signed_by(&key, issuer)
                 .unwrap();
             dir.write(&format!("{name}.pem"), &cert.pem());
             dir.write(&format!("{name}.key"), &key.serialize_pem());
@@ -74,17 +79,13 @@ impl Pki {
     }
 }
 
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, name);
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn ca_pem(name: &str) -> String {
-    ca(name).pem()
 }
 
 /// `[store]` lines (`url`, TLS files relative to `base`) through the
@@ -133,7 +134,8 @@ async fn line_works(store: &RedisStore) -> Result<(), String> {
 async fn the_line_works_over_tls_with_a_private_ca_and_not_with_another() {
     let pki = Pki::new();
     // also on 127.0.0.2, a name the certificate is not for
-    let mut opts = pki.server("no");
+    // (`optional`: a client certificate is checked if sent, not required)
+    let mut opts = pki.server("optional");
     opts.args = ["--bind", "127.0.0.1", "127.0.0.2"]
         .map(String::from)
         .to_vec();
@@ -149,6 +151,15 @@ async fn the_line_works_over_tls_with_a_private_ca_and_not_with_another() {
     ))
     .await
     .expect("rediss:// with the server's CA");
+
+    line_works(&store(
+        pki.path(),
+        &format!(
+            "url = \"{url}\"\nca_file = \"ca.pem\"\nclient_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"\n"
+        ),
+    ))
+    .await
+    .expect("with a client certificate the server may check");
 
     // tls = true turns redis:// into rediss://
     let plain = url.replacen("rediss://", "redis://", 1);
@@ -214,6 +225,17 @@ async fn mutual_tls_works_with_the_client_certificate_and_fails_without() {
     .await
     .expect_err("a server that requires a client certificate");
     assert!(e.contains("CertificateRequired"), "{e}");
+
+    // a client certificate from a CA the server does not trust
+    let e = line_works(&store(
+        pki.path(),
+        &format!(
+            "url = \"{url}\"\nca_file = \"ca.pem\"\nclient_cert_file = \"stranger.pem\"\nclient_key_file = \"stranger.key\"\n"
+        ),
+    ))
+    .await
+    .expect_err("a client certificate of another CA");
+    assert!(e.contains("UnknownCA"), "{e}");
 }
 
 #[tokio::test]
