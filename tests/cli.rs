@@ -105,6 +105,32 @@ fn check_prints_the_effective_config_which_checks_again() {
 }
 
 #[test]
+fn check_accepts_tls_to_redis_and_names_a_bad_tls_file() {
+    let dir = TempDir::new("check-redis-tls");
+    common::dev_cert(&dir);
+    dir.write("ca.pem", "this is not a certificate\n");
+    let config = |ca: &str| {
+        format!(
+            "[origin]\nurl = \"http://127.0.0.1:8000\"\n\n[store]\nbackend = \"redis\"\n\
+             url = \"redis://usher@10.0.0.30:6379/0\"\ntls = true\nca_file = \"{ca}\"\n\
+             client_cert_file = \"dev.crt\"\nclient_key_file = \"dev.key\"\n"
+        )
+    };
+    let good = dir.write("good.toml", &config("dev.crt"));
+    let out = check(&good);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+
+    let bad = dir.write("bad.toml", &config("ca.pem"));
+    let out = check(&bad);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "stderr:\n{err}");
+    assert!(
+        err.contains("store.ca_file") && err.contains("ca.pem") && err.contains("no CERTIFICATE"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_shipped_config_checks() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut n = 0;

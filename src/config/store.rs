@@ -26,12 +26,18 @@ pub struct RawStore {
     pub backend: String,
     /// Directory of the line's reservation mark and snapshot.
     pub state_dir: String,
-    /// `redis`: `redis://[user:password@]host:port[/db]`.
+    /// `redis`: `redis[s]://[user:password@]host:port[/db]`.
     pub url: String,
     /// `redis`: a file holding the password (kept out of the config).
     pub password_file: Option<String>,
-    /// `redis`: TLS (`rediss://`); not in this build.
+    /// `redis`: TLS even with a `redis://` URL (`rediss://` is TLS anyway).
     pub tls: bool,
+    /// `redis` over TLS: PEM CA bundle trusted instead of the system roots.
+    pub ca_file: Option<String>,
+    /// `redis` over TLS: PEM client certificate (chain) for mutual TLS.
+    pub client_cert_file: Option<String>,
+    /// `redis` over TLS: PEM key of `client_cert_file`.
+    pub client_key_file: Option<String>,
     /// `redis`: what new visitors get while Redis is unreachable: `hold`
     /// or `local_share`.
     pub on_failure: String,
@@ -49,6 +55,9 @@ impl Default for RawStore {
             url: DEFAULT_REDIS_URL.into(),
             password_file: None,
             tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             on_failure: "hold".into(),
             node_id: None,
             timeout: DEFAULT_REDIS_TIMEOUT.into(),
@@ -71,10 +80,13 @@ pub enum StoreConfig {
 /// The validated `[store] backend = "redis"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisStore {
-    /// Connection URL (without the password of `password_file`).
+    /// Connection URL (without the password of `password_file`); always
+    /// `rediss://` when `tls` is set.
     pub url: String,
     /// Password file, read at start.
     pub password_file: Option<PathBuf>,
+    /// TLS to Redis, when the URL is `rediss://` or `tls = true`.
+    pub tls: Option<RedisTls>,
     /// This node's name.
     pub node_id: String,
     /// One command's time limit.
@@ -92,6 +104,17 @@ pub enum OnFailure {
     /// This node admits its share of the rate and of the capacity (1/N,
     /// N = nodes alive at the last heartbeat), waiting visitors first.
     LocalShare,
+}
+
+/// TLS to Redis: whom to trust and, for mutual TLS, who we are. The files
+/// were checked to hold usable PEM when the config was validated; they are
+/// read again when the connection is made.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisTls {
+    /// CA bundle trusted instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key files (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl StoreConfig {
@@ -128,18 +151,8 @@ pub(super) fn store(raw: &RawStore, base: &Path, p: &mut Problems) -> StoreConfi
 }
 
 fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
-    if !raw.url.starts_with("redis://") {
-        p.push(
-            "store.url",
-            "use redis://host:port (rediss:// needs TLS, not in this build)",
-        );
-    }
-    if raw.tls {
-        p.push(
-            "store.tls",
-            "TLS to Redis is not in this build: reach Redis over a private network or a local TLS tunnel",
-        );
-    }
+    let url = redis_url(raw, p);
+    let tls = redis_tls(raw, url.starts_with("rediss://"), base, p);
     let on_failure = match raw.on_failure.as_str() {
         "hold" => OnFailure::Hold,
         "local_share" => OnFailure::LocalShare,
@@ -163,12 +176,101 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
         p.push("store.node_id", "1 to 128 characters");
     }
     RedisStore {
-        url: raw.url.clone(),
+        url,
         password_file: raw.password_file.as_ref().map(|f| base.join(f)),
+        tls,
         node_id,
         timeout,
         on_failure,
     }
+}
+
+/// `store.url`, turned into `rediss://` by `tls = true`. A `rediss://` URL
+/// means TLS whatever `tls` says: the URL is what an operator copies from
+/// their Redis provider, and connecting in the clear to a TLS port only
+/// fails later and less clearly.
+fn redis_url(raw: &RawStore, p: &mut Problems) -> String {
+    let url = raw.url.trim();
+    let url = match url.strip_prefix("redis://") {
+        Some(rest) if raw.tls => format!("rediss://{rest}"),
+        Some(_) => url.to_string(),
+        None if url.starts_with("rediss://") => url.to_string(),
+        None => {
+            p.push("store.url", "use redis://host:port or rediss://host:port");
+            return url.to_string();
+        }
+    };
+    if url.contains('#') {
+        // the redis crate reads `#insecure` as "do not verify the server"
+        p.push(
+            "store.url",
+            "no `#` fragment (certificate checks cannot be turned off): trust a private CA with store.ca_file",
+        );
+    } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        p.push("store.url", format!("not a Redis URL ({e})"));
+    }
+    url
+}
+
+/// The TLS files, checked now so that `usher check` names a wrong one
+/// instead of the first connection failing with a handshake error.
+fn redis_tls(raw: &RawStore, on: bool, base: &Path, p: &mut Problems) -> Option<RedisTls> {
+    let ca_file = raw.ca_file.as_ref().map(|f| base.join(f));
+    let cert = raw.client_cert_file.as_ref().map(|f| base.join(f));
+    let key = raw.client_key_file.as_ref().map(|f| base.join(f));
+    if !on {
+        for (name, set) in [
+            ("store.ca_file", ca_file.is_some()),
+            ("store.client_cert_file", cert.is_some()),
+            ("store.client_key_file", key.is_some()),
+        ] {
+            if set {
+                p.push(
+                    name,
+                    "only used over TLS: set tls = true or use a rediss:// URL",
+                );
+            }
+        }
+        return None;
+    }
+    if let Some(f) = &ca_file {
+        if let Err(e) = crate::store::redis_conn::read_ca(f) {
+            p.push("store.ca_file", e);
+        }
+    }
+    let client_cert = match (cert, key) {
+        (Some(c), Some(k)) => {
+            if let Err(e) = crate::server::tls::load(&c, &k) {
+                let key_name = match &e {
+                    crate::server::tls::CertError::File { path, .. } if *path == k => {
+                        "store.client_key_file"
+                    }
+                    _ => "store.client_cert_file",
+                };
+                p.push(key_name, e.to_string());
+            }
+            Some((c, k))
+        }
+        (Some(_), None) => {
+            p.push(
+                "store.client_key_file",
+                "missing: client_cert_file needs its key",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.push(
+                "store.client_cert_file",
+                "missing: client_key_file needs its certificate",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    Some(RedisTls {
+        ca_file,
+        client_cert,
+    })
 }
 
 /// What the Redis backend does not share yet is refused, never guessed.
@@ -241,10 +343,10 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e =
-            parse("[store]\nbackend = \"redis\"\ntls = true\non_failure = \"x\"\n").unwrap_err();
+        let e = parse("[store]\nbackend = \"redis\"\nurl = \"http://h\"\non_failure = \"x\"\n")
+            .unwrap_err();
         assert!(
-            e.contains("store.tls") && e.contains("store.on_failure"),
+            e.contains("store.url") && e.contains("store.on_failure"),
             "{e}"
         );
         let e = parse("[store]\nbackend = \"disk\"\n").unwrap_err();
@@ -260,5 +362,118 @@ mod tests {
         assert!(e.contains("shared") && e.contains("[vouchers]"), "{e}");
         let e = parse("[store]\npath = \"x\"\n").unwrap_err();
         assert!(e.contains("path"), "{e}");
+    }
+
+    fn redis(extra: &str) -> Result<super::RedisStore, String> {
+        let c = parse(&format!("[store]\nbackend = \"redis\"\n{extra}"))?;
+        match c.store {
+            Some(super::StoreConfig::Redis(r)) => Ok(r),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_comes_from_the_url_or_the_tls_key() {
+        let r = redis("").unwrap();
+        assert_eq!((r.url.as_str(), r.tls), ("redis://127.0.0.1:6379", None));
+        let r = redis("url = \"redis://usher@h:6380/1\"\ntls = true\n").unwrap();
+        assert_eq!(r.url, "rediss://usher@h:6380/1");
+        assert_eq!(r.tls, Some(super::RedisTls::default()));
+        // rediss:// is TLS whatever `tls` says
+        let r = redis("url = \"rediss://h\"\ntls = false\n").unwrap();
+        assert_eq!((r.url.as_str(), r.tls.is_some()), ("rediss://h", true));
+        let r = redis("url = \"rediss://h\"\ntls = true\n").unwrap();
+        assert_eq!(r.url, "rediss://h");
+        let e = redis("url = \"rediss://h/#insecure\"\n").unwrap_err();
+        assert!(e.contains("store.url") && e.contains("ca_file"), "{e}");
+        let e = redis("url = \"redis://h:notaport\"\n").unwrap_err();
+        assert!(
+            e.contains("store.url") && e.contains("not a Redis URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_files_are_checked_and_named() {
+        let dir = crate::store::tests::TempDir::new("redis-tls-cfg");
+        let d = dir.path();
+        let (cert, key) = crate::server::tls::dev_certificate(&["localhost".into()], 1).unwrap();
+        let (_, other_key) = crate::server::tls::dev_certificate(&["localhost".into()], 1).unwrap();
+        for (name, text) in [
+            ("ca.pem", cert.as_str()),
+            ("c.pem", cert.as_str()),
+            ("c.key", key.as_str()),
+            ("other.key", other_key.as_str()),
+            ("junk.pem", "not pem\n"),
+        ] {
+            std::fs::write(d.join(name), text).unwrap();
+        }
+        let at = |f: &str| d.join(f).display().to_string();
+        let good = format!(
+            "tls = true\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            at("ca.pem"),
+            at("c.pem"),
+            at("c.key")
+        );
+        let r = redis(&good).unwrap();
+        let tls = r.tls.unwrap();
+        assert_eq!(tls.ca_file, Some(d.join("ca.pem")));
+        assert_eq!(tls.client_cert, Some((d.join("c.pem"), d.join("c.key"))));
+
+        let e = redis(&format!(
+            "tls = true\nca_file = \"{}\"\n",
+            at("missing.pem")
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("store.ca_file") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let e = redis(&format!("tls = true\nca_file = \"{}\"\n", at("junk.pem"))).unwrap_err();
+        assert!(
+            e.contains("store.ca_file") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
+        let e = redis(&format!(
+            "tls = true\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            at("c.pem"),
+            at("other.key")
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("store.client_cert_file") && e.contains("does not match"),
+            "{e}"
+        );
+        let e = redis(&format!(
+            "tls = true\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            at("c.pem"),
+            at("junk.pem")
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("store.client_key_file") && e.contains("junk.pem"),
+            "{e}"
+        );
+        let e = redis(&format!(
+            "tls = true\nclient_cert_file = \"{}\"\n",
+            at("c.pem")
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("store.client_key_file") && e.contains("missing"),
+            "{e}"
+        );
+        let e = redis(&format!(
+            "tls = true\nclient_key_file = \"{}\"\n",
+            at("c.key")
+        ))
+        .unwrap_err();
+        assert!(e.contains("store.client_cert_file"), "{e}");
+        // TLS files without TLS are a mistake, not silently ignored
+        let e = redis(&format!("ca_file = \"{}\"\n", at("ca.pem"))).unwrap_err();
+        assert!(
+            e.contains("store.ca_file") && e.contains("only used over TLS"),
+            "{e}"
+        );
     }
 }

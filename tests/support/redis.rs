@@ -1,29 +1,78 @@
-//! A redis-server of the test's own, on a free port, killed on drop.
+//! A redis-server of the test's own, on a free port, killed on drop;
+//! optionally TLS-only (`RedisOptions::tls`) or with extra arguments such
+//! as ACL users (`RedisOptions::args`).
+// Each test binary uses its own part of this file.
+#![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     pub child: Child,
     pub port: u16,
+    /// `rediss://` in [`RedisServer::url`] (the server listens for TLS only).
+    pub tls: bool,
+}
+
+/// How to start the server; `Default` is a plain server on a free port.
+#[derive(Default)]
+pub struct RedisOptions {
+    /// The port (a free one when `None`).
+    pub port: Option<u16>,
+    /// Listen for TLS only, with these files.
+    pub tls: Option<RedisTlsFiles>,
+    /// More `redis-server` arguments, e.g. `--user usher on >secret ~* +@all`.
+    pub args: Vec<String>,
+}
+
+/// The server side of TLS.
+pub struct RedisTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that client certificates must chain to.
+    pub ca: PathBuf,
+    /// `--tls-auth-clients`: "yes", "optional" or "no".
+    pub auth_clients: &'static str,
 }
 
 impl RedisServer {
     pub fn start(port: Option<u16>) -> Option<RedisServer> {
-        let port = port.unwrap_or_else(|| {
+        RedisServer::start_with(RedisOptions {
+            port,
+            ..RedisOptions::default()
+        })
+    }
+
+    pub fn start_with(opts: RedisOptions) -> Option<RedisServer> {
+        let port = opts.port.unwrap_or_else(|| {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port()
         });
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match &opts.tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some(t) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&t.cert)
+                .arg("--tls-key-file")
+                .arg(&t.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&t.ca)
+                .args(["--tls-auth-clients", t.auth_clients]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&opts.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        let Ok(child) = child else {
+        let Ok(mut child) = child else {
             // Under CI a missing server is a failure, never a silent skip.
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -34,17 +83,25 @@ impl RedisServer {
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis-server exited at start ({status}): a bad option?");
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "redis-server did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(RedisServer { child, port })
+        Some(RedisServer {
+            child,
+            port,
+            tls: opts.tls.is_some(),
+        })
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     pub fn stop(&mut self) {

@@ -1,0 +1,120 @@
+//! usher as a real process for black-box tests: its own config file and
+//! ports on 127.0.0.1, a log file beside the config, killed on drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free port on 127.0.0.1 (free when asked; taken by usher right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the system temp dir, for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("usher-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// One usher process.
+pub struct Usher {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of the public listener.
+    pub base: String,
+    /// `http://127.0.0.1:PORT` of the admin listener.
+    pub admin: String,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Usher {
+    /// Writes `config(port, admin_port)` to `dir/NAME.toml`, starts `usher
+    /// run` on it and waits until its admin listener answers `/healthz`.
+    pub fn start(dir: &Path, name: &str, config: impl Fn(u16, u16) -> String) -> Usher {
+        let (port, admin) = (free_port(), free_port());
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config(port, admin)).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut u = Usher {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            log,
+        };
+        let started = Instant::now();
+        while http_get(admin, "/healthz").is_none_or(|(s, _)| s != 200) {
+            if let Ok(Some(st)) = u.child.try_wait() {
+                panic!(
+                    "usher {name} exited ({st}): {}",
+                    std::fs::read_to_string(&u.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "usher {name} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        u
+    }
+
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `GET path` on the admin listener: (status, body).
+    pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        let port = self.admin.rsplit(':').next()?.parse().ok()?;
+        http_get(port, path)
+    }
+
+    /// A metric's value from `/metrics` (first series whose name and
+    /// labels start with `series`).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.admin_get("/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Usher {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1 with a short timeout: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
+}
