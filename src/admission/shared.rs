@@ -388,6 +388,7 @@ impl Room {
         if s.active.len() >= share
             || !sh.fallback_take(settings, cfg.burst, TokioClock::new(self.epoch))
         {
+            drop(s); // the holding page reads the rate under the same lock
             return hold();
         }
         let pass_id: u64 = s.rng.random();
