@@ -1,5 +1,5 @@
 //! Measurements for docs/BENCHMARKS.md (ignored by default; run with
-//! `cargo test --test store_bench -- --ignored --nocapture`): admission
+//! `cargo test --release --test store_bench -- --ignored --nocapture`): admission
 //! decisions per second (in-process, local vs Redis) and Redis commands per
 //! newcomer, per poll and per admitted visitor (from INFO commandstats).
 
@@ -122,10 +122,41 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
     let s2 = stats();
     let (ci, bi) = diff(&s0, &s1);
     let (cp, bp) = diff(&s1, &s2);
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     println!(
-        "{label}: newcomers {:.0}/s, polls {:.0}/s (debug build, one thread)",
+        "{label}: newcomers {:.0}/s, polls {:.0}/s ({build} build, one task, one after another)",
         n as f64 / issue.as_secs_f64(),
         polls as f64 / poll.as_secs_f64()
+    );
+    // the same polls from 64 tasks at once (a busy node: Redis commands
+    // from many requests share one connection, pipelined)
+    let shared = Arc::new(headers.clone());
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|k| {
+            let (a, cfg, shared) = (a.clone(), cfg.clone(), shared.clone());
+            tokio::spawn(async move {
+                for i in (k..polls).step_by(64) {
+                    let _ = a
+                        .room
+                        .decide_async(&cfg, &shared[i % shared.len()], ip, false)
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = t.elapsed();
+    let (_, scripts) = diff(&s2, &stats());
+    println!(
+        "{label}: polls {:.0}/s ({build} build, 64 tasks at once on 2 worker threads) {scripts}",
+        polls as f64 / took.as_secs_f64()
     );
     if port.is_some() {
         println!(
