@@ -64,7 +64,7 @@ async fn run(name: &str, issuer: Arc<dyn VoucherIssuer>) {
         "plugin={name} claims={n} issued={issued} concurrency={CONCURRENCY} seconds={:.2} claims_per_second={:.0} fsyncs={}",
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64(),
-        v.ledger().syncs()
+        v.ledger().local().map_or(0, |l| l.syncs())
     );
     drop(v);
     let _ = std::fs::remove_dir_all(&d);

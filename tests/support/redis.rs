@@ -8,8 +8,22 @@ pub struct RedisServer {
     pub port: u16,
 }
 
+/// How the server keeps its data.
+#[derive(Default)]
+#[allow(dead_code)]
+pub struct Persist<'a> {
+    /// `appendonly yes` + `appendfsync always`, the AOF in this directory:
+    /// what was acknowledged survives a SIGKILL and a restart on the same dir.
+    pub aof_dir: Option<&'a std::path::Path>,
+}
+
 impl RedisServer {
     pub fn start(port: Option<u16>) -> Option<RedisServer> {
+        RedisServer::start_with(port, Persist::default())
+    }
+
+    #[allow(dead_code)]
+    pub fn start_with(port: Option<u16>, persist: Persist<'_>) -> Option<RedisServer> {
         let port = port.unwrap_or_else(|| {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -17,12 +31,16 @@ impl RedisServer {
                 .unwrap()
                 .port()
         });
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""]);
+        match persist.aof_dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         let Ok(child) = child else {
             // Under CI a missing server is a failure, never a silent skip.
             assert!(
