@@ -326,14 +326,26 @@ impl RedisLedger {
             .query_async(&mut self.con.clone())
             .await
             .map_err(unreachable)?;
-        // The current state, whatever the cache held (also after Redis
-        // restarted with lower numbers).
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Counters {
+        let now = Counters {
             taken: c.0.unwrap_or(0),
             issued: c.1.unwrap_or(0),
             exhausted: c.2 == Some(1),
             ver: c.3.unwrap_or(0),
         };
+        // The current state, whatever the cache held; a ledger that went
+        // back means Redis lost acknowledged writes (restart without AOF,
+        // failover to a lagging replica): say so loudly.
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if now.ver < cache.ver {
+            tracing::error!(
+                event = %self.event,
+                was = cache.ver,
+                now = now.ver,
+                "the voucher ledger in Redis went back in time: Redis lost writes, codes may be handed twice; \
+                 stop the event and check Redis persistence (appendonly yes, appendfsync always)"
+            );
+        }
+        *cache = now;
         Ok(())
     }
 
@@ -365,6 +377,18 @@ impl RedisLedger {
             .query_async(&mut self.con.clone())
             .await
             .map_err(unreachable)
+    }
+
+    /// Redis's `used_memory` (bytes), for sizing figures.
+    pub async fn memory_used(&self) -> Result<u64, StoreError> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.con.clone())
+            .await
+            .map_err(unreachable)?;
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("used_memory:")?.parse().ok())
+            .ok_or_else(|| StoreError::Unreachable("INFO memory without used_memory".into()))
     }
 
     /// Units left to reserve as of the latest answer (0 once the issuer ran

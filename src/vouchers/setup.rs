@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::vouchers::{Plugin, VouchersConfig};
 use crate::metrics::Metrics;
-use crate::store::{ClaimLedger, Ledger, RedisLedger};
+use crate::store::{ClaimLedger, Ledger, RedisLedger, StoreError};
 
 use super::{
     ClaimObserver, ClaimResult, PoolIssuer, SignedIssuer, VoucherIssuer, VoucherKey, Vouchers,
@@ -33,6 +33,11 @@ impl ClaimObserver for Observer {
         match result {
             ClaimResult::Issued { fresh: true, .. } => m.issued.inc(),
             ClaimResult::RetryLater(_) => m.plugin_errors.with_label_values(&["retry_later"]).inc(),
+            // Redis unreachable (shared ledger) apart from the local ledger's failures.
+            ClaimResult::Unavailable(StoreError::Unreachable(_)) => m
+                .plugin_errors
+                .with_label_values(&["store_unreachable"])
+                .inc(),
             ClaimResult::Unavailable(_) => m.plugin_errors.with_label_values(&["store"]).inc(),
             _ => {}
         }

@@ -74,6 +74,13 @@ async fn check_persistence(v: &Vouchers) -> bool {
         return true;
     };
     match r.check_persistence().await {
+        Ok(p) if p.is_safe() && p.fsync.is_none() => {
+            tracing::warn!(
+                "Redis has appendonly yes but refused CONFIG GET appendfsync: \
+                 make sure it is appendfsync always (docs/STATE.md)"
+            );
+            true
+        }
         Ok(p) if p.is_safe() => true,
         Ok(p) => {
             tracing::error!(

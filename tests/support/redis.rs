@@ -18,6 +18,7 @@ pub struct Persist<'a> {
 }
 
 impl RedisServer {
+    #[allow(dead_code)]
     pub fn start(port: Option<u16>) -> Option<RedisServer> {
         RedisServer::start_with(port, Persist::default())
     }
