@@ -124,6 +124,11 @@ async fn refusals_sold_out_and_releases_follow_the_local_rules() {
         return;
     };
     let (a, b) = (ledger(&server.url(), 3), ledger(&server.url(), 3));
+    let p = a.check_persistence().await.unwrap();
+    assert!(
+        !p.aof && !p.is_safe(),
+        "a Redis without AOF is not safe: {p:?}"
+    );
     let pending = |r| match r {
         Ok(Reservation::Pending(p)) => p,
         other => panic!("{other:?}"),

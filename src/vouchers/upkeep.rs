@@ -44,11 +44,17 @@ async fn refresh_loop(app: &App, v: &Vouchers) {
     let mut checked = false;
     let mut up = true;
     loop {
-        if !checked {
-            checked = check_persistence(v).await;
-        }
+        let known = checked || check_persistence(v).await;
         match v.refresh().await {
             Ok(()) => {
+                if !known {
+                    // Redis answers, but not to INFO: an ACL without it.
+                    tracing::warn!(
+                        "could not read Redis persistence (INFO refused?): vouchers need \
+                         appendonly yes and appendfsync always (docs/STATE.md)"
+                    );
+                }
+                checked = true;
                 if !up {
                     tracing::info!("voucher ledger in Redis reachable again");
                 }
