@@ -4,14 +4,21 @@
 //!     cargo bench --bench claims
 //!
 //! The webhook plugin talks to a minimal idempotent issuer on loopback.
+//! `redis-pool` runs the pool plugin on the ledger shared through a local
+//! redis-server (`appendonly yes`, `appendfsync always`, as vouchers need),
+//! three connections as three nodes would (skipped without redis-server).
 //! Prints one line per plugin; numbers go to docs/BENCHMARKS.md.
+
+#[path = "../tests/support/redis.rs"]
+mod redis;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use usher::store::Ledger;
+use usher::store::redis_conn::connect_url;
+use usher::store::{Ledger, RedisLedger};
 use usher::vouchers::{
     ClaimContext, PoolIssuer, SignedIssuer, VoucherIssuer, VoucherKey, Vouchers, WebhookConfig,
     WebhookIssuer,
@@ -41,11 +48,55 @@ async fn run(name: &str, issuer: Arc<dyn VoucherIssuer>) {
     let d = dir(name);
     let ledger = Ledger::open(&d, "bench", n as u64).unwrap();
     let v = Arc::new(Vouchers::new(ledger, issuer));
+    crowd(name, &[v], n).await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The pool plugin on the shared ledger, claims spread over three handles.
+async fn run_redis(issuer: Arc<dyn VoucherIssuer>) {
+    let d = dir("redis");
+    let persist = redis::RedisOptions {
+        aof_dir: Some(d.clone()),
+        ..redis::RedisOptions::default()
+    };
+    let Some(server) = redis::RedisServer::start_with(persist) else {
+        return;
+    };
+    let n = claims();
+    let nodes: Vec<Arc<Vouchers>> = (0..3)
+        .map(|_| {
+            let con = connect_url(&server.url(), Duration::from_secs(5)).unwrap();
+            Arc::new(Vouchers::new(
+                RedisLedger::new(con, "bench", n as u64),
+                issuer.clone(),
+            ))
+        })
+        .collect();
+    let before = used_memory(&server).await;
+    crowd("redis-pool", &nodes, n).await;
+    let after = used_memory(&server).await;
+    println!(
+        "plugin=redis-pool redis_bytes_per_claim={:.0}",
+        (after - before) as f64 / n as f64
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+async fn used_memory(server: &redis::RedisServer) -> i64 {
+    let con = connect_url(&server.url(), Duration::from_secs(5)).unwrap();
+    let l = RedisLedger::new(con, "bench", 0);
+    l.memory_used().await.unwrap() as i64
+}
+
+/// `n` claims by `n` people, at most [`CONCURRENCY`] in flight, spread over `nodes`.
+async fn crowd(name: &str, nodes: &[Arc<Vouchers>], n: usize) {
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let (v, permit) = (v.clone(), sem.clone().acquire_owned().await.unwrap());
+        let v = nodes[i % nodes.len()].clone();
+        let permit = sem.clone().acquire_owned().await.unwrap();
         tasks.push(tokio::spawn(async move {
             let r = v
                 .claim(&format!("member-{i}"), &ClaimContext::default())
@@ -64,10 +115,8 @@ async fn run(name: &str, issuer: Arc<dyn VoucherIssuer>) {
         "plugin={name} claims={n} issued={issued} concurrency={CONCURRENCY} seconds={:.2} claims_per_second={:.0} fsyncs={}",
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64(),
-        v.ledger().syncs()
+        nodes[0].ledger().local().map_or(0, |l| l.syncs())
     );
-    drop(v);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A minimal issuer answering `{"code": ...}` derived from the idempotency key.
@@ -112,6 +161,7 @@ fn main() {
     rt.block_on(async {
         let codes: String = (0..claims()).map(|i| format!("POOL-{i:06}\n")).collect();
         run("pool", Arc::new(PoolIssuer::parse(&codes).unwrap())).await;
+        run_redis(Arc::new(PoolIssuer::parse(&codes).unwrap())).await;
         let key = VoucherKey::from_secret(&[7u8; 32]).unwrap();
         run(
             "signed",

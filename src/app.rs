@@ -109,10 +109,12 @@ impl App {
         let vouchers = match &cfg.vouchers {
             Some(v) => {
                 let event = cfg.room.as_ref().map_or("default", |r| r.event.as_str());
+                // With Redis, the room's connection: one per process.
                 Some(Arc::new(crate::vouchers::setup::build(
                     v,
                     event,
                     metrics.clone(),
+                    room.redis_connection(),
                 )?))
             }
             None => None,

@@ -150,7 +150,7 @@ impl VoucherMetrics {
             &["kind"],
         )
         .expect("valid metric");
-        for k in ["retry_later", "store"] {
+        for k in ["retry_later", "store", "store_unreachable"] {
             plugin_errors.with_label_values(&[k]);
         }
         reg(Box::new(plugin_errors.clone()));

@@ -420,11 +420,7 @@ async fn redis_stopped_mid_event_and_restarted_loses_nothing() {
     std::fs::create_dir_all(&data).unwrap();
     let aof = |port| RedisOptions {
         port,
-        args: ["--appendonly", "yes", "--appendfsync", "always", "--dir"]
-            .iter()
-            .map(|a| a.to_string())
-            .chain([data.display().to_string()])
-            .collect(),
+        aof_dir: Some(data.clone()),
         ..RedisOptions::default()
     };
     let Some(mut redis) = RedisServer::start_with(aof(None)) else {

@@ -410,6 +410,12 @@ impl Room {
         self.shared.is_some()
     }
 
+    /// The line's Redis connection (`None` without Redis), for the voucher
+    /// ledger: one connection per process.
+    pub fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
+        self.shared.as_ref().map(|sh| sh.line.connection().clone())
+    }
+
     /// Redis reachable at the last command (`None` without Redis).
     pub fn store_up(&self) -> Option<bool> {
         self.shared.as_ref().map(Shared::is_up)

@@ -278,12 +278,6 @@ pub(super) fn cross_check(cfg: &super::Config, p: &mut Problems) {
     if !matches!(cfg.store, Some(StoreConfig::Redis(_))) {
         return;
     }
-    if cfg.vouchers.is_some() {
-        p.push(
-            "store.backend",
-            "[vouchers] with backend = \"redis\" needs a voucher ledger shared by the nodes, not available yet: use backend = \"local\" (one node) or remove [vouchers]",
-        );
-    }
     if let Some(room) = &cfg.room {
         if room.opens_at.is_some() {
             p.push(
@@ -355,11 +349,12 @@ mod tests {
         assert!(e.contains("store.state_dir"), "{e}");
         let e = parse("[room]\nmode = \"random\"\n[store]\nbackend = \"redis\"\n").unwrap_err();
         assert!(e.contains("room.mode") && e.contains("lottery"), "{e}");
-        let e = parse(
+        // [vouchers] is shared through Redis too: accepted.
+        let c = parse(
             "[vouchers]\nplugin = \"signed\"\nkey_file = \"k\"\nstock = 1\n[store]\nbackend = \"redis\"\n",
         )
-        .unwrap_err();
-        assert!(e.contains("shared") && e.contains("[vouchers]"), "{e}");
+        .unwrap();
+        assert!(c.vouchers.is_some());
         let e = parse("[store]\npath = \"x\"\n").unwrap_err();
         assert!(e.contains("path"), "{e}");
     }

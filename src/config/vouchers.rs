@@ -7,6 +7,11 @@ use serde::Deserialize;
 
 use super::validate::Problems;
 
+/// A claim's normal life (a webhook's attempts included) is well under
+/// this, so a node rarely finishes a claim still in progress on a live one
+/// (which would be safe, only a wasted issuer call).
+pub const DEFAULT_RECOVER_AFTER: &str = "30s";
+
 /// Raw `[vouchers]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +42,10 @@ pub struct RawVouchers {
     /// Show "your chance is low" when the live line ahead is more than this
     /// many times the remaining stock (0 turns the note off).
     pub low_chance_ratio: f64,
+    /// With `[store] backend = "redis"`: how long a claim may stay pending
+    /// (its node died between reserve and code, or the issuer said "retry
+    /// later") before any node finishes it with the same idempotency key.
+    pub recover_after: String,
 }
 
 impl Default for RawVouchers {
@@ -55,6 +64,7 @@ impl Default for RawVouchers {
             webhook_attempts: 4,
             // Three people ahead per voucher left: most of them will not get one.
             low_chance_ratio: 3.0,
+            recover_after: DEFAULT_RECOVER_AFTER.into(),
         }
     }
 }
@@ -110,6 +120,8 @@ pub struct VouchersConfig {
     pub intercept: Option<(http::Method, String)>,
     /// Low-chance note threshold.
     pub low_chance_ratio: f64,
+    /// Age of a pending claim that any node finishes (shared ledger only).
+    pub recover_after: Duration,
 }
 
 pub(super) fn vouchers(raw: &RawVouchers, base: &Path, p: &mut Problems) -> VouchersConfig {
@@ -220,5 +232,20 @@ pub(super) fn vouchers(raw: &RawVouchers, base: &Path, p: &mut Problems) -> Vouc
         identity,
         intercept,
         low_chance_ratio: raw.low_chance_ratio.max(0.0),
+        recover_after: recover_after(raw, p),
+    }
+}
+
+fn recover_after(raw: &RawVouchers, p: &mut Problems) -> Duration {
+    match super::units::parse_duration(&raw.recover_after) {
+        Ok(d) if d >= Duration::from_secs(1) => d,
+        Ok(_) => {
+            p.push("vouchers.recover_after", "at least 1s");
+            Duration::from_secs(30)
+        }
+        Err(e) => {
+            p.push("vouchers.recover_after", e);
+            Duration::from_secs(30)
+        }
     }
 }

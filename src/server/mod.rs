@@ -171,15 +171,23 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
     }
     tasks.push(tokio::spawn(admission_ticks(app.clone(), stopped.clone())));
     if let Some(v) = app.vouchers.clone() {
-        // Claims reserved before a crash finish with their own idempotency key.
-        let room_app = app.clone();
-        tokio::spawn(async move {
-            let report = v.recover().await;
-            if report.pending > 0 {
-                tracing::info!(?report, "pending voucher claims finished after restart");
-            }
-            room_app.room.set_vouchers_left(Some(v.remaining()));
-        });
+        if v.ledger().is_shared() {
+            tasks.push(tokio::spawn(crate::vouchers::upkeep::shared(
+                app.clone(),
+                v,
+                stopped.clone(),
+            )));
+        } else {
+            // Claims reserved before a crash finish with their own idempotency key.
+            let room_app = app.clone();
+            tokio::spawn(async move {
+                let report = v.recover().await;
+                if report.pending > 0 {
+                    tracing::info!(?report, "pending voucher claims finished after restart");
+                }
+                room_app.room.set_vouchers_left(Some(v.remaining()));
+            });
+        }
     }
     if let Some(l) = listeners.admin {
         tasks.push(tokio::spawn(crate::admin::serve(

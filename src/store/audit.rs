@@ -63,6 +63,41 @@ pub(crate) fn encode_issue(event: &str, rec: &Record, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// The audit line of a code issued at `at_ms`, cut around its sequence
+/// number: `prefix + SEQ + suffix` is the line (without newline). The shared
+/// ledger in Redis knows the number only inside its script, which joins the
+/// parts, so both ledgers write the same line.
+pub(crate) fn line_around_seq(
+    event: &str,
+    at_ms: u64,
+    identity: &str,
+    code: &str,
+    plugin: &str,
+) -> (String, String) {
+    let line = AuditLine {
+        time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at_ms))
+            .to_string(),
+        event: event.to_owned(),
+        seq: 0,
+        identity_sha256: identity_hash(identity),
+        code: code.to_owned(),
+        plugin: plugin.to_owned(),
+    };
+    let json = serde_json::to_string(&line).expect("audit lines serialize");
+    // Inside JSON strings every `"` is escaped, so the first `"seq":0,` is the field.
+    let (head, tail) = json
+        .split_once("\"seq\":0,")
+        .expect("the audit line has a seq field");
+    (format!("{head}\"seq\":"), format!(",{tail}"))
+}
+
+/// Parses one audit line (for the shared ledger's audit list): its sequence
+/// number, identity hash and code.
+pub fn parse_line(line: &str) -> Option<(u64, String, String)> {
+    let l: AuditLine = serde_json::from_str(line).ok()?;
+    Some((l.seq, l.identity_sha256, l.code))
+}
+
 /// The audit log's lines, the length of its whole lines (a torn last line,
 /// without its newline, is left out), and the 1-based numbers of whole lines
 /// that did not parse.
@@ -245,4 +280,28 @@ pub fn audit_check(dir: &Path) -> Result<AuditReport, StoreError> {
         r.problem(format!("journal seq {seq} is missing from the audit log"));
     }
     Ok(r)
+}
+
+#[cfg(test)]
+#[test]
+fn the_shared_ledger_writes_the_same_audit_line() {
+    let rec = Record::Issue {
+        seq: 42,
+        id: "user \"x\" seq:0,".into(),
+        code: "C\"seq\":0,D".into(),
+        plugin: "pool".into(),
+        at: 1_700_000_000_123,
+    };
+    let mut local = Vec::new();
+    encode_issue("e\"seq\":0,", &rec, &mut local);
+    let (head, tail) = line_around_seq(
+        "e\"seq\":0,",
+        1_700_000_000_123,
+        "user \"x\" seq:0,",
+        "C\"seq\":0,D",
+        "pool",
+    );
+    assert_eq!(format!("{head}42{tail}\n").as_bytes(), &local[..]);
+    let (seq, _, code) = parse_line(&format!("{head}42{tail}")).expect("parses");
+    assert_eq!((seq, code.as_str()), (42, "C\"seq\":0,D"));
 }

@@ -1,6 +1,8 @@
-//! Durable state. For now this is the voucher claim ledger ([`Ledger`]):
-//! which identity holds which voucher, kept "exactly once" across crashes in
-//! an fsync'd journal under `state_dir`, plus the audit log beside it.
+//! Durable state. For now this is the voucher claim ledger: which identity
+//! holds which voucher, kept "exactly once" across crashes. [`Ledger`] keeps
+//! it in an fsync'd journal under `state_dir` (one node), plus the audit log
+//! beside it; [`RedisLedger`] keeps it in Redis, shared by several nodes
+//! (see docs/STATE.md); [`ClaimLedger`] is either.
 //!
 //! Files in the ledger directory (one directory per event):
 //! - `vouchers.journal`: the truth. Append-only, one record per line,
@@ -11,10 +13,12 @@
 //! - `vouchers.lock`: held with `flock` while a process has the ledger open.
 
 pub mod audit;
+pub mod claims;
 mod crc;
 mod journal;
 pub mod line_files;
 pub mod local;
+pub mod redis_claims;
 pub mod redis_conn;
 pub mod redis_line;
 mod state;
@@ -31,8 +35,10 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 pub use audit::{audit_check, AuditReport};
+pub use claims::ClaimLedger;
 pub(crate) use crc::crc32;
 pub use local::Ledger;
+pub use redis_claims::RedisLedger;
 
 /// Longest identity accepted, in bytes. Identities come from a pass id or a
 /// cookie/header the origin sets; the bound keeps memory and journal lines
@@ -112,6 +118,12 @@ pub enum StoreError {
     /// The writer thread is gone (the ledger is shutting down).
     #[error("the ledger is closed")]
     Closed,
+    /// The shared ledger in Redis did not answer (down, paused, timed out)
+    /// or answered something unexpected. Nothing is guessed: the claim
+    /// fails, and the same identity asking again finds whatever Redis
+    /// recorded.
+    #[error("the voucher ledger in Redis is unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl StoreError {
@@ -138,6 +150,7 @@ impl StoreError {
             StoreError::Write(_) => "write",
             StoreError::Poisoned => "poisoned",
             StoreError::Closed => "closed",
+            StoreError::Unreachable(_) => "unreachable",
         }
     }
 }

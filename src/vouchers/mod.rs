@@ -1,6 +1,7 @@
 //! Vouchers, exactly once: the issuer plugin trait, the built-in issuers
 //! ([`pool`], [`signed`], [`webhook`]) and the claim service ([`Vouchers`])
-//! that ties an issuer to the durable ledger in [`crate::store`].
+//! that ties an issuer to the durable ledger in [`crate::store`] (local, or
+//! shared by the nodes through Redis, kept up by [`upkeep`]).
 //!
 //! A claim goes: reserve a unit for the identity in the ledger (durable) ->
 //! the issuer mints or fetches the code with the claim's idempotency key ->
@@ -14,6 +15,7 @@ pub mod pool;
 pub mod service;
 pub mod setup;
 pub mod signed;
+pub mod upkeep;
 pub mod webhook;
 
 #[cfg(test)]

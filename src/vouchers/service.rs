@@ -20,6 +20,12 @@
 //!   a double click never asks the issuer twice at once.
 //! - A claim whose future is dropped (client gone) stays pending; it is
 //!   finished by the identity's next claim or by `recover`.
+//! - With the shared ledger ([`ClaimLedger::Redis`]) the per-identity lock
+//!   is per node: two nodes may run one identity's pending claim at once
+//!   (a double click spread by the load balancer, or two nodes recovering a
+//!   dead node's claim). Both ask the issuer with the same idempotency key
+//!   and get the same code; the second `complete` with that code is a
+//!   no-op. Nothing is issued twice.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -31,7 +37,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::{Claim, IssueOutcome, VoucherIssuer};
 use crate::store::{
-    clip_reason, valid_code, valid_identity, Ledger, PendingClaim, Reservation, StoreError,
+    clip_reason, valid_code, valid_identity, ClaimLedger, PendingClaim, Reservation, StoreError,
 };
 
 /// Pending claims finished at once by [`Vouchers::recover`].
@@ -119,7 +125,7 @@ pub struct RecoveryReport {
 
 /// Claims for one event.
 pub struct Vouchers {
-    ledger: Ledger,
+    ledger: ClaimLedger,
     issuer: Arc<dyn VoucherIssuer>,
     observer: Arc<dyn ClaimObserver>,
     /// One async lock per identity with a claim in progress; an entry lives
@@ -137,10 +143,11 @@ impl std::fmt::Debug for Vouchers {
 }
 
 impl Vouchers {
-    /// Claims recorded in `ledger`, codes from `issuer`.
-    pub fn new(ledger: Ledger, issuer: Arc<dyn VoucherIssuer>) -> Vouchers {
+    /// Claims recorded in `ledger` (a [`crate::store::Ledger`] or a
+    /// [`crate::store::RedisLedger`]), codes from `issuer`.
+    pub fn new(ledger: impl Into<ClaimLedger>, issuer: Arc<dyn VoucherIssuer>) -> Vouchers {
         Vouchers {
-            ledger,
+            ledger: ledger.into(),
             issuer,
             observer: Arc::new(NoObserver),
             busy: Mutex::new(HashMap::new()),
@@ -154,8 +161,14 @@ impl Vouchers {
     }
 
     /// The ledger.
-    pub fn ledger(&self) -> &Ledger {
+    pub fn ledger(&self) -> &ClaimLedger {
         &self.ledger
+    }
+
+    /// The local ledger (tests of the local path).
+    #[cfg(test)]
+    pub(crate) fn local(&self) -> &crate::store::Ledger {
+        self.ledger.local().expect("a local ledger")
     }
 
     /// Units left; 0 means sold out for anyone without a claim.
@@ -259,9 +272,24 @@ impl Vouchers {
     }
 
     /// Finishes the claims left pending (after a restart, or after "retry
-    /// later"), with their idempotency keys, a few at a time.
+    /// later"), with their idempotency keys, a few at a time. A ledger that
+    /// cannot list them (Redis unreachable) is logged and nothing is done.
     pub async fn recover(&self) -> RecoveryReport {
-        let pending = self.ledger.pending();
+        self.recover_older_than(Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "pending voucher claims not listed; recovery skipped");
+                RecoveryReport::default()
+            })
+    }
+
+    /// [`Self::recover`] for the claims reserved at least `age` ago: with
+    /// the shared ledger, those a dead node left behind (younger ones are
+    /// probably in progress on a live node; finishing them too would be
+    /// safe, only wasteful). The local ledger has no one else and finishes
+    /// every pending claim.
+    pub async fn recover_older_than(&self, age: Duration) -> Result<RecoveryReport, StoreError> {
+        let pending = self.ledger.pending(age).await?;
         let mut report = RecoveryReport {
             pending: pending.len() as u64,
             ..RecoveryReport::default()
@@ -282,7 +310,13 @@ impl Vouchers {
                 }
             }
         }
-        report
+        Ok(report)
+    }
+
+    /// Re-reads the shared ledger's counters so [`Self::remaining`] shows
+    /// every node's claims (a no-op for the local ledger).
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        self.ledger.refresh().await
     }
 }
 

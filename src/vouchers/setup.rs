@@ -1,12 +1,13 @@
 //! Builds the claim service from `[vouchers]`: the issuer plugin, the
-//! durable ledger under `state_dir`, and the metrics observer.
+//! durable ledger (under `state_dir`, or in Redis shared by the nodes with
+//! `[store] backend = "redis"`), and the metrics observer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::vouchers::{Plugin, VouchersConfig};
 use crate::metrics::Metrics;
-use crate::store::Ledger;
+use crate::store::{ClaimLedger, Ledger, RedisLedger, StoreError};
 
 use super::{
     ClaimObserver, ClaimResult, PoolIssuer, SignedIssuer, VoucherIssuer, VoucherKey, Vouchers,
@@ -32,6 +33,11 @@ impl ClaimObserver for Observer {
         match result {
             ClaimResult::Issued { fresh: true, .. } => m.issued.inc(),
             ClaimResult::RetryLater(_) => m.plugin_errors.with_label_values(&["retry_later"]).inc(),
+            // Redis unreachable (shared ledger) apart from the local ledger's failures.
+            ClaimResult::Unavailable(StoreError::Unreachable(_)) => m
+                .plugin_errors
+                .with_label_values(&["store_unreachable"])
+                .inc(),
             ClaimResult::Unavailable(_) => m.plugin_errors.with_label_values(&["store"]).inc(),
             _ => {}
         }
@@ -39,11 +45,15 @@ impl ClaimObserver for Observer {
     }
 }
 
-/// Opens the ledger (replaying its journal) and the plugin for `event`.
+/// Opens the ledger and the plugin for `event`: the local journal
+/// (replayed now), or with `redis` (the process's one Redis connection) the
+/// ledger shared by the nodes, whose counters the caller refreshes once the
+/// runtime runs (no I/O here).
 pub fn build(
     cfg: &VouchersConfig,
     event: &str,
     metrics: Arc<Metrics>,
+    redis: Option<redis::aio::ConnectionManager>,
 ) -> Result<Vouchers, SetupError> {
     let err = |what: &str, e: &dyn std::fmt::Display| SetupError(format!("{what}: {e}"));
     let (issuer, stock): (Arc<dyn VoucherIssuer>, u64) = match &cfg.plugin {
@@ -79,18 +89,33 @@ pub fn build(
             (Arc::new(hook), cfg.stock)
         }
     };
-    std::fs::create_dir_all(&cfg.state_dir)
-        .map_err(|e| err(&format!("state_dir {}", cfg.state_dir.display()), &e))?;
-    let ledger = Ledger::open(&cfg.state_dir, event, stock).map_err(|e| err("ledger", &e))?;
-    metrics.vouchers.remaining.set(ledger.remaining() as i64);
-    tracing::info!(
-        event,
-        plugin = issuer.name(),
-        stock,
-        issued = ledger.issued_count(),
-        remaining = ledger.remaining(),
-        pending = ledger.pending().len(),
-        "voucher ledger open"
-    );
+    let ledger: ClaimLedger = match redis {
+        Some(con) => {
+            tracing::info!(
+                event,
+                plugin = issuer.name(),
+                stock,
+                "voucher ledger shared through Redis"
+            );
+            RedisLedger::new(con, event, stock).into()
+        }
+        None => {
+            std::fs::create_dir_all(&cfg.state_dir)
+                .map_err(|e| err(&format!("state_dir {}", cfg.state_dir.display()), &e))?;
+            let ledger =
+                Ledger::open(&cfg.state_dir, event, stock).map_err(|e| err("ledger", &e))?;
+            metrics.vouchers.remaining.set(ledger.remaining() as i64);
+            tracing::info!(
+                event,
+                plugin = issuer.name(),
+                stock,
+                issued = ledger.issued_count(),
+                remaining = ledger.remaining(),
+                pending = ledger.pending().len(),
+                "voucher ledger open"
+            );
+            ledger.into()
+        }
+    };
     Ok(Vouchers::new(ledger, issuer).with_observer(Arc::new(Observer(metrics))))
 }

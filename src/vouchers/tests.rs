@@ -101,10 +101,10 @@ async fn crowd(issuer: Arc<dyn VoucherIssuer>, dir: &TempDir) -> HashMap<String,
     let elapsed = started.elapsed();
     eprintln!(
         "{}: 5000 claims in {:?} = {:.0} claims/s (debug build), {} syncs",
-        v.ledger().event(),
+        v.local().event(),
         elapsed,
         5_000.0 / elapsed.as_secs_f64(),
-        v.ledger().syncs()
+        v.local().syncs()
     );
 
     let mut codes: HashMap<String, String> = HashMap::new();
@@ -132,8 +132,8 @@ async fn crowd(issuer: Arc<dyn VoucherIssuer>, dir: &TempDir) -> HashMap<String,
     let distinct: HashSet<&String> = codes.values().collect();
     assert_eq!(distinct.len(), 1_000, "no code twice");
     assert_eq!(codes.len() + sold_out.len(), 2_000);
-    assert_eq!((v.remaining(), v.ledger().issued_count()), (0, 1_000));
-    assert!(v.ledger().pending().is_empty());
+    assert_eq!((v.remaining(), v.local().issued_count()), (0, 1_000));
+    assert!(v.local().pending().is_empty());
     assert_eq!(v.busy_len(), 0, "the per-identity locks are gone");
 
     // Everyone asks again: same answers.
@@ -197,7 +197,7 @@ async fn crash_between_reserve_and_record_recovers_same_codes() {
             expected.insert(id.to_owned(), code);
         }
         for id in ["d", "e", "f"] {
-            let Ok(Reservation::Pending(p)) = v.ledger().reserve(id).await else {
+            let Ok(Reservation::Pending(p)) = v.local().reserve(id).await else {
                 panic!("pending");
             };
             // The plugin ran and answered; the process died before recording.
@@ -230,7 +230,7 @@ async fn crash_between_reserve_and_record_recovers_same_codes() {
 
     let pool = Arc::new(PoolIssuer::parse(&text).expect("pool"));
     let v = Vouchers::new(Ledger::open(dir.path(), "e", 10).expect("reopen"), pool);
-    assert_eq!(v.ledger().pending().len(), 3);
+    assert_eq!(v.local().pending().len(), 3);
     let report = v.recover().await;
     assert_eq!(
         report,
@@ -250,7 +250,7 @@ async fn crash_between_reserve_and_record_recovers_same_codes() {
             other => panic!("{id}: {other:?}"),
         }
     }
-    assert_eq!((v.ledger().issued_count(), v.remaining()), (6, 4));
+    assert_eq!((v.local().issued_count(), v.remaining()), (6, 4));
     drop(v);
     let audit = audit_check(dir.path()).expect("audit");
     assert!(audit.is_ok() && audit.issued == 6, "{audit:?}");
@@ -299,7 +299,7 @@ async fn retry_later_keeps_the_unit_and_the_key() {
             matches!(v.claim("x", &ctx()).await, ClaimResult::RetryLater(r) if r == "issuer down")
         );
         assert_eq!(v.remaining(), 2, "the pending claim keeps its unit");
-        assert_eq!(v.ledger().pending().len(), 1);
+        assert_eq!(v.local().pending().len(), 1);
     }
     assert!(matches!(
         v.claim("x", &ctx()).await,
@@ -307,7 +307,7 @@ async fn retry_later_keeps_the_unit_and_the_key() {
     ));
     let keys = issuer.keys.lock().unwrap().clone();
     assert_eq!(keys, vec![idempotency_key("e", "x"); 3]);
-    assert_eq!(v.ledger().pending().len(), 0);
+    assert_eq!(v.local().pending().len(), 0);
 }
 
 #[tokio::test]
@@ -320,7 +320,7 @@ async fn issuer_sold_out_ends_the_event() {
     );
     assert!(matches!(v.claim("x", &ctx()).await, ClaimResult::SoldOut));
     assert_eq!(v.remaining(), 0);
-    assert!(v.ledger().lookup("x").is_none(), "the unit was released");
+    assert!(v.local().lookup("x").is_none(), "the unit was released");
     assert!(matches!(v.claim("y", &ctx()).await, ClaimResult::SoldOut));
     assert!(matches!(v.claim("x", &ctx()).await, ClaimResult::SoldOut));
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "not asked again");
@@ -373,7 +373,7 @@ async fn dropped_claim_stays_pending_and_leaks_no_lock() {
     let _ = second.await;
     assert_eq!(v.busy_len(), 0);
     assert!(matches!(
-        v.ledger().lookup("x"),
+        v.local().lookup("x"),
         Some(Reservation::Pending(_))
     ));
 
@@ -397,25 +397,25 @@ async fn ledger_errors_hand_out_nothing() {
     ));
     assert_eq!(v.busy_len(), 0);
 
-    v.ledger().fail_next_writes(1);
+    v.local().fail_next_writes(1);
     assert!(matches!(
         v.claim("x", &ctx()).await,
         ClaimResult::Unavailable(crate::store::StoreError::Write(_))
     ));
-    assert!(v.ledger().lookup("x").is_none());
+    assert!(v.local().lookup("x").is_none());
 
     assert!(matches!(
-        v.ledger().reserve("x").await,
+        v.local().reserve("x").await,
         Ok(Reservation::Pending(_))
     ));
-    v.ledger().fail_next_writes(1);
+    v.local().fail_next_writes(1);
     let r = v.claim("x", &ctx()).await;
     assert!(
         matches!(r, ClaimResult::Unavailable(_)),
         "code not durable, not answered: {r:?}"
     );
     assert!(matches!(
-        v.ledger().lookup("x"),
+        v.local().lookup("x"),
         Some(Reservation::Pending(_))
     ));
     match v.claim("x", &ctx()).await {

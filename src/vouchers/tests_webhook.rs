@@ -247,7 +247,7 @@ async fn success_after_usher_gave_up_is_neither_lost_nor_doubled() {
     server.set(Mode::Ok);
     let report = v.recover().await;
     assert_eq!((report.pending, report.issued), (1, 1));
-    let Some(Reservation::Issued(b)) = v.ledger().lookup("b") else {
+    let Some(Reservation::Issued(b)) = v.local().lookup("b") else {
         panic!("b issued");
     };
     assert_eq!(Some(&b.code), minted.get(&idempotency_key("spring", "b")));
@@ -364,14 +364,14 @@ async fn crowd_with_a_flaky_issuer() {
     server.script.lock().unwrap().clear();
     server.set(Mode::Ok);
     assert_eq!(v.recover().await.still_pending, 0);
-    assert!(v.ledger().pending().is_empty());
-    assert_eq!(v.ledger().issued_count(), 50);
+    assert!(v.local().pending().is_empty());
+    assert_eq!(v.local().issued_count(), 50);
 
     // What the issuer minted is exactly what the ledger holds.
     let mut ledger_codes = HashMap::new();
     for i in 0..120 {
         let id = format!("u{i}");
-        if let Some(Reservation::Issued(c)) = v.ledger().lookup(&id) {
+        if let Some(Reservation::Issued(c)) = v.local().lookup(&id) {
             if let Some(early) = codes.get(&id) {
                 assert_eq!(early, &c.code);
             }

@@ -24,6 +24,9 @@ pub struct RedisOptions {
     pub tls: Option<RedisTlsFiles>,
     /// More `redis-server` arguments, e.g. `--user usher on >secret ~* +@all`.
     pub args: Vec<String>,
+    /// `appendonly yes` + `appendfsync always`, the AOF in this directory:
+    /// what was acknowledged survives a SIGKILL and a restart on the same dir.
+    pub aof_dir: Option<PathBuf>,
 }
 
 /// The server side of TLS.
@@ -65,9 +68,14 @@ impl RedisServer {
                 .arg(&t.ca)
                 .args(["--tls-auth-clients", t.auth_clients]),
         };
+        cmd.args(["--bind", "127.0.0.1"]).args(["--save", ""]);
+        match &opts.aof_dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => cmd.args(["--appendonly", "no"]),
+        };
         let child = cmd
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
             .args(&opts.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
