@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[path = "support/redis.rs"]
 mod redis;
 use redis::RedisServer;
-use usher::store::redis_line::{RedisLine, RedisLineConfig, RedisPlace};
+use usher::store::redis_line::{RedisLine, RedisLineConfig, RedisPlace, SharedGate};
 
 const CFG: RedisLineConfig = RedisLineConfig {
     grace_ms: 10_000,
@@ -18,6 +18,15 @@ const CFG: RedisLineConfig = RedisLineConfig {
     lease_ms: 1_000,
     heartbeat_ms: 2_000,
 };
+
+/// The shared gate allowing `n` grants per tick (a rate far above the
+/// ticks' pace, a burst of `n`); 0 grants nothing.
+fn gate(n: u32) -> SharedGate {
+    SharedGate {
+        per_minute: if n == 0 { 0 } else { 6_000_000 },
+        burst: n,
+    }
+}
 
 fn node(url: &str, event: &str, name: &str) -> RedisLine {
     let con = usher::store::redis_conn::connect_url(url, Duration::from_millis(500)).unwrap();
@@ -52,7 +61,7 @@ async fn three_nodes_one_fifo_order_and_the_active_limit_holds() {
         now += 250;
         // the ticking node: all try, one holds the lease
         for (i, n) in nodes.iter().enumerate() {
-            let t = n.tick(now, MAX_ACTIVE, 2).await.unwrap();
+            let t = n.tick(now, MAX_ACTIVE, gate(2)).await.unwrap();
             if t.holder {
                 *tickers.entry(i).or_insert(0) += 1;
                 assert!(t.active + t.pending <= MAX_ACTIVE, "round {round}: {t:?}");
@@ -130,15 +139,15 @@ async fn a_dead_ticking_node_is_replaced_after_its_lease() {
     let a = node(&redis.url(), "lease", "a");
     let b = node(&redis.url(), "lease", "b");
     let now = 5_000_000;
-    assert!(a.tick(now, 10, 1).await.unwrap().holder);
+    assert!(a.tick(now, 10, gate(1)).await.unwrap().holder);
     assert!(
-        !b.tick(now + 10, 10, 1).await.unwrap().holder,
+        !b.tick(now + 10, 10, gate(1)).await.unwrap().holder,
         "a holds the lease"
     );
     // a dies; its lease (1 s, in Redis time) runs out
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert!(
-        b.tick(now + 1_200, 10, 1).await.unwrap().holder,
+        b.tick(now + 1_200, 10, gate(1)).await.unwrap().holder,
         "b takes over"
     );
 }
@@ -211,11 +220,11 @@ async fn every_tick_is_a_heartbeat_and_brings_the_shared_figures() {
     for _ in 0..5 {
         nodes[1].issue(t0).await.unwrap();
     }
-    let first = nodes[0].tick(t0, 10, 2).await.unwrap();
+    let first = nodes[0].tick(t0, 10, gate(2)).await.unwrap();
     assert!(first.holder);
     assert_eq!((first.granted, first.admitted, first.waiting), (2, 2, 3));
-    let b = nodes[1].tick(t0 + 10, 10, 2).await.unwrap();
-    let c = nodes[2].tick(t0 + 20, 10, 2).await.unwrap();
+    let b = nodes[1].tick(t0 + 10, 10, gate(2)).await.unwrap();
+    let c = nodes[2].tick(t0 + 20, 10, gate(2)).await.unwrap();
     assert!(!b.holder && !c.holder);
     assert_eq!(c.nodes, 3, "three heartbeats");
     assert_eq!(
@@ -224,8 +233,8 @@ async fn every_tick_is_a_heartbeat_and_brings_the_shared_figures() {
         "the others see the holder's figures"
     );
     // c stops ticking: after the heartbeat ttl it no longer counts
-    nodes[1].tick(t0 + 1_500, 10, 0).await.unwrap();
-    let later = nodes[0].tick(t0 + 2_500, 10, 0).await.unwrap();
+    nodes[1].tick(t0 + 1_500, 10, gate(0)).await.unwrap();
+    let later = nodes[0].tick(t0 + 2_500, 10, gate(0)).await.unwrap();
     assert_eq!(later.nodes, 2, "{later:?}");
 }
 
@@ -241,10 +250,10 @@ async fn after_an_outage_the_frontier_waits_a_grace_for_the_unseen() {
     let mut now = t0;
     while now < t0 + 25_000 {
         a.observe(n2, now).await.unwrap();
-        assert_eq!(a.tick(now, 10, 0).await.unwrap().granted, 0);
+        assert_eq!(a.tick(now, 10, gate(0)).await.unwrap().granted, 0);
         now += 1_000;
     }
-    let t = a.tick(now, 10, 10).await.unwrap();
+    let t = a.tick(now, 10, gate(10)).await.unwrap();
     assert_eq!((t.granted, t.skipped), (1, 1), "{t:?}");
     assert_eq!(
         a.observe(n1, now).await.unwrap(),
@@ -256,16 +265,16 @@ async fn after_an_outage_the_frontier_waits_a_grace_for_the_unseen() {
     // could poll, so the unseen ticket gets one more grace.
     let b = node(&redis.url(), "outage", "b");
     let (n1, n2) = (b.issue(t0).await.unwrap(), b.issue(t0).await.unwrap());
-    assert_eq!(b.tick(t0, 10, 0).await.unwrap().granted, 0);
+    assert_eq!(b.tick(t0, 10, gate(0)).await.unwrap().granted, 0);
     let back = t0 + 25_000;
     b.observe(n2, back).await.unwrap();
-    let t = b.tick(back, 10, 10).await.unwrap();
+    let t = b.tick(back, 10, gate(10)).await.unwrap();
     assert_eq!((t.granted, t.skipped), (0, 0), "waits for {n1}: {t:?}");
     assert_eq!(
         b.observe(n1, back + 500).await.unwrap(),
         RedisPlace::Waiting { position: 0 }
     );
-    let t = b.tick(back + 600, 10, 10).await.unwrap();
+    let t = b.tick(back + 600, 10, gate(10)).await.unwrap();
     assert_eq!(t.granted, 2, "both, in order: {t:?}");
     assert_eq!(
         b.observe(n1, back + 700).await.unwrap(),
@@ -277,9 +286,64 @@ async fn after_an_outage_the_frontier_waits_a_grace_for_the_unseen() {
     let mut now = back + 1_000;
     while now < back + 25_000 {
         b.observe(n4, now).await.unwrap();
-        b.tick(now, 10, 0).await.unwrap();
+        b.tick(now, 10, gate(0)).await.unwrap();
         now += 1_000;
     }
-    let t = b.tick(now, 10, 10).await.unwrap();
+    let t = b.tick(now, 10, gate(10)).await.unwrap();
     assert_eq!((t.granted, t.skipped), (1, 1), "{n3} skipped: {t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomers_enter_an_empty_line_directly_through_one_shared_gate() {
+    use usher::store::redis_line::{Direct, Entry};
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let nodes: Vec<RedisLine> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&redis.url(), "direct", n))
+        .collect();
+    let slow = SharedGate {
+        per_minute: 60, // one a second
+        burst: 2,
+    };
+    let direct = |pass_id, until| Direct {
+        max_active: 3,
+        gate: slow,
+        pass_id,
+        until,
+    };
+    let t0 = 30_000_000;
+    let far = t0 + 600_000;
+    // the burst of 2 is shared: a and b get in, c takes a ticket
+    assert_eq!(
+        nodes[0].enter(t0, Some(direct(1, far))).await.unwrap(),
+        Entry::Admitted
+    );
+    assert_eq!(
+        nodes[1].enter(t0, Some(direct(2, far))).await.unwrap(),
+        Entry::Admitted
+    );
+    assert_eq!(
+        nodes[2].enter(t0, Some(direct(3, far))).await.unwrap(),
+        Entry::Ticket(1)
+    );
+    // someone waits: the next newcomer queues behind, whatever the gate
+    let later = t0 + 5_000;
+    assert_eq!(
+        nodes[0].enter(later, Some(direct(4, far))).await.unwrap(),
+        Entry::Ticket(2)
+    );
+    // the tick grants from the same gate: the two waiting, one a second
+    let t = nodes[0].tick(later, 3, slow).await.unwrap();
+    assert_eq!((t.granted, t.active), (1, 2), "room for one: {t:?}");
+    // the line is empty again but the capacity (2 active + 1 pending) is full
+    assert_eq!(
+        nodes[1].observe(1, later).await.unwrap(),
+        RedisPlace::Granted
+    );
+    assert_eq!(
+        nodes[1].enter(later, Some(direct(5, far))).await.unwrap(),
+        Entry::Ticket(3)
+    );
 }

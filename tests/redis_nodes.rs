@@ -238,6 +238,7 @@ struct Seen {
 /// out. `during` runs alongside once `after` visitors are in.
 async fn event<F, Fut>(
     bases: Arc<Vec<String>>,
+    admins: &[u16],
     keys: &usher::tokens::Keyring,
     count: usize,
     after: usize,
@@ -248,17 +249,29 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // everyone arrives while the room is paused (no direct admission into
+    // the empty line), then the line opens at once
+    let admin = |path: &'static str| {
+        for &port in admins {
+            assert_eq!(
+                procs::http_request(port, "POST", path).map(|r| r.0),
+                Some(200)
+            );
+        }
+    };
+    admin("/admin/pause");
     let mut tickets = Vec::new();
     for i in 0..count {
         let r = get(&c, &format!("{}/__usher/status", bases[i % 3]), None, None)
             .await
             .unwrap();
         assert_eq!(
-            r.state, "queued",
+            r.state, "paused",
             "visitor {i}: every newcomer takes a ticket"
         );
         tickets.push(r.cookie("usher_ticket").unwrap());
     }
+    admin("/admin/resume");
     let numbers: Vec<u64> = tickets.iter().map(|t| number(keys, t)).collect();
     assert_eq!(
         numbers,
@@ -374,6 +387,13 @@ fn bases(nodes: &[Usher]) -> Arc<Vec<String>> {
     Arc::new(nodes.iter().map(|n| n.base.clone()).collect())
 }
 
+fn admins(nodes: &[Usher]) -> Vec<u16> {
+    nodes
+        .iter()
+        .map(|n| n.admin.rsplit(':').next().unwrap().parse().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_one_fifo_line_within_the_active_limit() {
     let Some(redis) = RedisServer::start(None) else {
@@ -383,9 +403,16 @@ async fn three_processes_one_fifo_line_within_the_active_limit() {
     let (origin, inside) = origin().await;
     let nodes = three(&redis.url(), origin, &dir, &STEADY).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
-    let seen = event(bases(&nodes), &keys, 24, 0, || async {}).await;
+    let seen = event(bases(&nodes), &admins(&nodes), &keys, 24, 0, || async {}).await;
     assert_fifo(&seen);
     assert_cap(&inside, STEADY.max_active);
+    // the line is empty again: a newcomer on any node goes straight in
+    let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let r = get(&c, &format!("{}/__usher/status", nodes[1].base), None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.state, "admitted", "direct admission into an empty line");
+    assert!(r.cookie("usher_pass").is_some() && r.cookie("usher_ticket").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -433,7 +460,7 @@ async fn redis_stopped_mid_event_and_restarted_loses_nothing() {
     let restarted = Arc::new(Mutex::new(None));
     let r2 = restarted.clone();
     let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let seen = event(bases(&nodes), &keys, 18, 4, || async {
+    let seen = event(bases(&nodes), &admins(&nodes), &keys, 18, 4, || async {
         redis.stop();
         assert_holding(&c, &nodes).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -469,7 +496,7 @@ async fn redis_paused_ten_seconds_mid_event_skips_nobody() {
     let pid = redis.child.id().to_string();
     let paused = Arc::new(AtomicBool::new(false));
     let p2 = paused.clone();
-    let seen = event(bases(&nodes), &keys, 18, 4, || async {
+    let seen = event(bases(&nodes), &admins(&nodes), &keys, 18, 4, || async {
         let stop = std::process::Command::new("kill")
             .args(["-STOP", &pid])
             .status();
@@ -505,9 +532,10 @@ async fn a_node_sigkilled_mid_event_the_others_carry_on() {
     let mut nodes = three(&redis.url(), origin, &dir, &STEADY).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
     let all = bases(&nodes);
+    let ports = admins(&nodes);
     let (first, _) = nodes.split_at_mut(1);
     // n1 started first: it holds the tick lease when it dies
-    let seen = event(all, &keys, 18, 4, || async {
+    let seen = event(all, &ports, &keys, 18, 4, || async {
         first[0].kill();
     })
     .await;
@@ -539,13 +567,20 @@ async fn local_share_admits_each_nodes_share_ticket_holders_first() {
         assert!(started.elapsed() < Duration::from_secs(10), "no heartbeats");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // a visitor takes a ticket and does not poll before Redis goes away
+    // a visitor takes a ticket (the room paused: no direct admission) and
+    // does not poll again before Redis goes away
     let status = |i: usize| format!("{}/__usher/status", nodes[i].base);
+    nodes
+        .iter()
+        .for_each(|n| assert_eq!(n.admin_post("/admin/pause"), Some(200)));
     let ticket = get(&c, &status(0), None, None)
         .await
         .unwrap()
         .cookie("usher_ticket")
         .unwrap();
+    nodes
+        .iter()
+        .for_each(|n| assert_eq!(n.admin_post("/admin/resume"), Some(200)));
     redis.stop();
     let started = Instant::now();
     for n in &nodes {

@@ -1,8 +1,7 @@
 //! The room with `[store] backend = "redis"`: the line is shared by every
 //! node through [`RedisLine`]; passes stay stateless (no Redis on the pass
 //! path); pass refreshes are batched and flushed once per tick; only the
-//! node holding the lease advances the frontier, with its gate as the one
-//! global rate. Every node's tick is also its heartbeat, and brings back
+//! node holding the lease advances the frontier. Every node's tick is also its heartbeat, and brings back
 //! the shared figures: live nodes, places granted so far (each node
 //! measures the admission rate from it, so every node can show a wait
 //! estimate), the line's length.
@@ -21,10 +20,12 @@
 //!   node goes past `max_active_users / N` of its own. A node that never
 //!   heard a heartbeat (started during the outage) holds.
 //!
+//! The rate is one GCRA in Redis (`P:gate`): the holder's grants and the
+//! newcomers admitted directly into an empty line, from any node, draw
+//! from it.
+//!
 //! Not shared (yet): the pre-queue (the shared line is open from the
-//! start), the lottery (the shared tick is FIFO), direct admission of a
-//! newcomer into an empty line (every newcomer takes a ticket and is
-//! granted by the next tick).
+//! start), the lottery (the shared tick is FIFO).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -36,7 +37,9 @@ use super::{Gate, Hold, Room, Settings, TokioClock, Verdict, TICKET_COOKIE};
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
 use crate::holding::RoomState;
-use crate::store::redis_line::{RedisLine, RedisLineConfig, RedisPlace, RedisTick};
+use crate::store::redis_line::{
+    Direct, Entry, RedisLine, RedisLineConfig, RedisPlace, RedisTick, SharedGate,
+};
 use crate::tokens::cookie::{get_cookie, SetCookie};
 use crate::tokens::{Keyring, Ticket};
 
@@ -209,6 +212,15 @@ impl Shared {
     }
 }
 
+/// The one global rate, kept in Redis: the configured (or overridden, or
+/// adaptive) rate and burst.
+fn shared_gate(cfg: &RoomConfig, settings: &Settings) -> SharedGate {
+    SharedGate {
+        per_minute: settings.new_users_per_minute,
+        burst: cfg.burst,
+    }
+}
+
 impl Room {
     /// [`Room::decide`] for every store: the Redis backend answers from
     /// the shared line (one Redis command per poll), the others at once.
@@ -278,8 +290,23 @@ impl Room {
         if let Some(limited) = self.ticket_limited(ip) {
             return limited;
         }
-        let number = match sh.line.issue(now_ms).await {
-            Ok(n) => {
+        let pass_id: u64 = self.lock().rng.random();
+        let direct = matches!(settings.mode, Mode::Fifo | Mode::Random).then(|| {
+            let session = cfg.session_duration.as_secs();
+            Direct {
+                max_active: settings.max_active_users,
+                gate: shared_gate(cfg, &settings),
+                pass_id,
+                until: now_ms + (session + (session / 10).max(5)) * 1000,
+            }
+        });
+        let number = match sh.line.enter(now_ms, direct).await {
+            Ok(Entry::Admitted) => {
+                sh.mark(true, "issue", None);
+                m.admitted_direct.inc();
+                return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, Vec::new());
+            }
+            Ok(Entry::Ticket(n)) => {
                 sh.mark(true, "issue", None);
                 n
             }
@@ -470,20 +497,13 @@ impl Room {
             sh.mark(false, "session refresh", Some(&e));
         }
         let admitting = matches!(settings.mode, Mode::Fifo | Mode::Random);
-        let used = sh.last().map_or(0, |t| t.active + t.pending);
-        let want = settings.max_active_users.saturating_sub(used);
-        let budget = if admitting {
-            self.lock().gate.take(want)
+        let (max_active, gate) = if admitting {
+            (settings.max_active_users, shared_gate(cfg, &settings))
         } else {
-            0
-        };
-        let max_active = if admitting {
-            settings.max_active_users
-        } else {
-            0
+            (0, SharedGate::default())
         };
         let m = &self.metrics.room;
-        match sh.line.tick(self.unix_ms(), max_active, budget).await {
+        match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);
                 sh.nodes.store(t.nodes.max(1), Ordering::Relaxed);

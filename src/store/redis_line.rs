@@ -19,6 +19,8 @@
 //! - `P:nodes` ZSET node id -> last tick (ms): the live nodes; `P:admitted`
 //!   places granted so far (the rate every node measures); `P:waiting`
 //!   live tickets behind the frontier at the last tick.
+//! - `P:gate` the shared gate's theoretical arrival time (GCRA, ms): the
+//!   one global rate for the tick's grants and direct admissions.
 //! - `P:ticked` the last tick (ms); `P:careful` until when (ms) the
 //!   frontier waits for places not seen since a gap in ticking (an
 //!   outage) instead of skipping them.
@@ -67,6 +69,39 @@ pub struct RedisTick {
     pub admitted: u64,
     /// Live tickets still waiting behind the frontier.
     pub waiting: u64,
+}
+
+/// The shared gate: new admissions per minute (0: none) and how many at
+/// once. One GCRA in Redis for every node, the tick's grants and the
+/// direct admissions alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedGate {
+    /// Admissions per minute; 0 admits nobody.
+    pub per_minute: u32,
+    /// Admissions at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// A newcomer that may be admitted directly into an empty line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Direct {
+    /// The capacity: active plus pending across all nodes stays below it.
+    pub max_active: u64,
+    /// The shared gate.
+    pub gate: SharedGate,
+    /// The pass the newcomer gets if admitted.
+    pub pass_id: u64,
+    /// Its session end (unix ms).
+    pub until: u64,
+}
+
+/// What became of a newcomer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Admitted at once: the pass is in the active set.
+    Admitted,
+    /// A place in line.
+    Ticket(u64),
 }
 
 /// Timing of the shared line.
@@ -131,12 +166,40 @@ impl RedisLine {
 
     /// Issues the next ticket number (from 1), marked live.
     pub async fn issue(&self, now: u64) -> Result<u64, RedisError> {
-        script(include_str!("lua/issue.lua"))
+        match self.enter(now, None).await? {
+            Entry::Ticket(n) => Ok(n),
+            Entry::Admitted => unreachable!("no direct admission was asked for"),
+        }
+    }
+
+    /// A newcomer: with `direct`, admitted at once when nobody is waiting,
+    /// there is room and the shared gate allows; else (or without
+    /// `direct`) the next ticket number, marked live.
+    pub async fn enter(&self, now: u64, direct: Option<Direct>) -> Result<Entry, RedisError> {
+        let d = direct.unwrap_or_default();
+        let (kind, number): (u8, u64) = script(include_str!("lua/issue.lua"))
             .key(self.key("issued"))
             .key(self.live(self.window(now)))
+            .key(self.key("frontier"))
+            .key(self.key("pending"))
+            .key(self.key("active"))
+            .key(self.key("gate"))
+            .key(self.key("admitted"))
             .arg(self.live_ttl())
+            .arg(now)
+            .arg(u8::from(direct.is_some()))
+            .arg(d.max_active)
+            .arg(d.gate.per_minute)
+            .arg(d.gate.burst)
+            .arg(d.pass_id)
+            .arg(d.until)
             .invoke_async(&mut self.con.clone())
-            .await
+            .await?;
+        Ok(if kind == 0 {
+            Entry::Admitted
+        } else {
+            Entry::Ticket(number)
+        })
     }
 
     /// A poll from ticket `number`: marks it live and says where it stands.
@@ -215,13 +278,13 @@ impl RedisLine {
 
     /// One admission tick, on every node every tick: renews this node's
     /// heartbeat; the node holding the lease (or taking it over) also
-    /// grants at most `gate_budget` places, never beyond `max_active`
+    /// grants what the shared `gate` allows, never beyond `max_active`
     /// active plus pending across all nodes.
     pub async fn tick(
         &self,
         now: u64,
         max_active: u64,
-        gate_budget: u64,
+        gate: SharedGate,
     ) -> Result<RedisTick, RedisError> {
         let w = self.window(now);
         let out: Vec<i64> = script(include_str!("lua/tick.lua"))
@@ -241,14 +304,16 @@ impl RedisLine {
             .key(self.key("waiting"))
             .key(self.key("ticked"))
             .key(self.key("careful"))
+            .key(self.key("gate"))
             .arg(&self.node)
             .arg(self.cfg.lease_ms)
             .arg(now)
             .arg(self.cfg.claim_window_ms)
             .arg(max_active)
-            .arg(gate_budget)
+            .arg(gate.per_minute)
             .arg(self.cfg.heartbeat_ms)
             .arg(self.cfg.grace_ms)
+            .arg(gate.burst)
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));

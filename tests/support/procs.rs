@@ -89,6 +89,12 @@ impl Usher {
         http_get(port, path)
     }
 
+    /// `POST path` (empty body) on the admin listener: the status.
+    pub fn admin_post(&self, path: &str) -> Option<u16> {
+        let port = self.admin.rsplit(':').next()?.parse().ok()?;
+        http_request(port, "POST", path).map(|(s, _)| s)
+    }
+
     /// A metric's value from `/metrics` (first series whose name and
     /// labels start with `series`).
     pub fn metric(&self, series: &str) -> Option<f64> {
@@ -108,10 +114,19 @@ impl Drop for Usher {
 
 /// A plain HTTP/1.0 GET on 127.0.0.1 with a short timeout: (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, "GET", path)
+}
+
+/// A plain HTTP/1.0 request without a body: (status, body).
+pub fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split(' ').nth(1)?.parse().ok()?;

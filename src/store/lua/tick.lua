@@ -2,9 +2,11 @@
 -- its heartbeat in the node set and reads the shared figures; the node
 -- holding the lease also advances the line.
 -- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
---       grants, pending, active, nodes, admitted, waiting, ticked, careful
+--       grants, pending, active, nodes, admitted, waiting, ticked, careful,
+--       gate
 -- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
---       gate budget, heartbeat ttl (ms), ticket grace (ms)
+--       rate per minute (0: grant nothing), heartbeat ttl (ms), ticket
+--       grace (ms), burst
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
 -- waiting}: holder 1 on the ticking node, 0 on the others (which grant
 -- nothing and see the figures of the last tick).
@@ -57,7 +59,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now)
 local active = redis.call('ZCARD', KEYS[11])
 redis.call('BITOP', 'OR', KEYS[8], KEYS[6], KEYS[7])
 local free = tonumber(ARGV[5]) - active - pending
-local budget = math.min(free, tonumber(ARGV[6]))
+-- the shared gate (GCRA, theoretical arrival time in KEYS[17]): at most
+-- `burst` at once, then one per 60000 / rate ms; newcomers admitted
+-- directly by issue.lua draw from the same gate
+local rate = tonumber(ARGV[6])
+local t, tat, budget = 0, 0, 0
+if rate > 0 then
+  t = 60000 / rate
+  tat = tonumber(redis.call('GET', KEYS[17]) or '0')
+  if tat < now then tat = now end
+  -- whole admissions owed to the gate (rounded up, float noise aside)
+  local owed = math.ceil((tat - now) / t - 1e-6)
+  budget = math.min(free, tonumber(ARGV[9]) - owed)
+end
 local f = tonumber(redis.call('GET', KEYS[3]) or '0')
 local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
 local granted, skipped = 0, 0
@@ -76,6 +90,9 @@ while granted < budget and f < issued do
   end
 end
 redis.call('SET', KEYS[3], f)
+if granted > 0 then
+  redis.call('SET', KEYS[17], string.format('%.3f', tat + granted * t))
+end
 pending = pending + granted
 redis.call('SET', KEYS[10], pending)
 local admitted = redis.call('INCRBY', KEYS[13], granted)
