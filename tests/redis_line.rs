@@ -347,3 +347,20 @@ async fn newcomers_enter_an_empty_line_directly_through_one_shared_gate() {
         Entry::Ticket(3)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_outlives_an_outage_longer_than_its_claim_window() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let a = node(&redis.url(), "grant-gap", "a");
+    let t0 = 40_000_000;
+    let n = a.issue(t0).await.unwrap();
+    assert_eq!(a.tick(t0, 10, gate(1)).await.unwrap().granted, 1);
+    // 25 s without a tick (Redis unreachable): the 5 s claim window passed
+    // while nobody could take the pass; it is kept for one more grace
+    let back = t0 + 25_000;
+    a.tick(back, 10, gate(1)).await.unwrap();
+    assert_eq!(a.observe(n, back + 100).await.unwrap(), RedisPlace::Granted);
+    assert!(a.take(n, 7, back + 600_000).await.unwrap());
+}

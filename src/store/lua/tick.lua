@@ -39,8 +39,9 @@ redis.call('SET', KEYS[15], now)
 local careful = now < careful_until
 local claim = tonumber(ARGV[4])
 local pending = tonumber(redis.call('GET', KEYS[10]) or '0')
--- grants not taken within the claim window expire (oldest first)
-while true do
+-- grants not taken within the claim window expire (oldest first); not
+-- while careful: their owners could not take them during the gap either
+while not careful do
   local head = redis.call('LINDEX', KEYS[9], 0)
   if not head then break end
   local sep = string.find(head, ':', 1, true)
