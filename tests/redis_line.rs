@@ -364,3 +364,113 @@ async fn a_grant_outlives_an_outage_longer_than_its_claim_window() {
     assert_eq!(a.observe(n, back + 100).await.unwrap(), RedisPlace::Granted);
     assert!(a.take(n, 7, back + 600_000).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prequeue_is_drawn_once_and_goes_first_in_rank_order() {
+    use usher::admission::line::shuffled_ranks;
+    use usher::store::redis_line::{Direct, Entry};
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let nodes: Vec<RedisLine> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&redis.url(), "opening", n))
+        .collect();
+    let t0 = 50_000_000;
+    let opens = t0 + 60_000;
+    for n in &nodes {
+        n.set_opens_at(Some(opens));
+    }
+    // twelve arrive before the opening, on every node; #5 leaves
+    let direct = Direct {
+        max_active: 100,
+        gate: gate(100),
+        pass_id: 1,
+        until: opens + 600_000,
+    };
+    for i in 0..12u64 {
+        let e = nodes[(i % 3) as usize]
+            .enter(t0 + i, Some(direct))
+            .await
+            .unwrap();
+        assert_eq!(
+            e,
+            Entry::Ticket(i + 1),
+            "no direct admission before the opening"
+        );
+    }
+    let t = nodes[0].tick(t0 + 100, 100, gate(100)).await.unwrap();
+    assert_eq!((t.granted, t.draw), (0, 0), "nothing before the opening");
+    assert_eq!(
+        nodes[1].observe(3, t0 + 200).await.unwrap(),
+        RedisPlace::Prequeue
+    );
+    // polls keep the others live through the wait
+    let mut now = t0 + 1_000;
+    while now < opens {
+        for n in (1..=12).filter(|n| *n != 5) {
+            nodes[(n % 3) as usize].observe(n, now).await.unwrap();
+        }
+        nodes[0].tick(now, 100, gate(0)).await.unwrap();
+        now += 5_000;
+    }
+    // the opening tick fixes the twelve; the holder draws their ranks
+    let t = nodes[0].tick(opens, 100, gate(0)).await.unwrap();
+    assert_eq!(t.draw, 12);
+    let late = nodes[2].enter(opens + 1, Some(direct)).await.unwrap();
+    assert_eq!(
+        late,
+        Entry::Ticket(13),
+        "after the opening: behind the draw"
+    );
+    assert_eq!(
+        nodes[1].observe(13, opens + 2).await.unwrap(),
+        RedisPlace::Prequeue
+    );
+    let ranks = shuffled_ranks(12, [7; 32]);
+    assert!(nodes[0].draw(opens + 3, &ranks).await.unwrap());
+    assert!(
+        !nodes[1].draw(opens + 4, &ranks).await.unwrap(),
+        "drawn once"
+    );
+    // positions in rank order among the live; #5 (gone) counts for nobody
+    let rank = |n: u64| u64::from(ranks[n as usize - 1]);
+    for n in (1..=12).filter(|n| *n != 5) {
+        let ahead = (1..=12).filter(|m| *m != 5 && rank(*m) < rank(n)).count() as u64;
+        assert_eq!(
+            nodes[(n % 3) as usize]
+                .observe(n, opens + 10)
+                .await
+                .unwrap(),
+            RedisPlace::Waiting { position: ahead },
+            "ticket {n} (rank {})",
+            rank(n)
+        );
+    }
+    assert_eq!(
+        nodes[0].observe(13, opens + 11).await.unwrap(),
+        RedisPlace::Waiting { position: 11 },
+        "behind all eleven"
+    );
+    // grants follow the ranks, #5 skipped, then #13
+    let mut order = Vec::new();
+    let mut now = opens + 100;
+    while order.len() < 12 {
+        let t = nodes[1].tick(now, 100, gate(2)).await.unwrap();
+        assert!(t.granted <= 2);
+        let mut this_tick = Vec::new();
+        for n in (1..=13u64).filter(|n| *n != 5 && !order.contains(n)) {
+            if nodes[0].observe(n, now + 1).await.unwrap() == RedisPlace::Granted {
+                this_tick.push(n);
+            }
+        }
+        // two a tick: their order within the tick is the rank order
+        this_tick.sort_by_key(|n| if *n == 13 { 13 } else { rank(*n) });
+        order.extend(this_tick);
+        now += 1_000;
+    }
+    let mut want: Vec<u64> = (1..=12).filter(|n| *n != 5).collect();
+    want.sort_by_key(|n| rank(*n));
+    want.push(13);
+    assert_eq!(order, want);
+}

@@ -168,11 +168,33 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
             cp as f64 / polls as f64
         );
     }
-    // admitted visitors: capacity for all, ticks until everyone is in
+    // admitted visitors: capacity for all; first into an empty line (each
+    // admitted at once), then arriving while paused (everyone takes a
+    // ticket) and ticks until everyone is in
     if let Some(port) = port {
         let b = app(&store, &dir, 1_000_000, "bench-b");
         let cfg = b.config.load().room.clone().unwrap();
         let v = 500;
+        let s0 = commandstats(port);
+        for _ in 0..v {
+            let verdict = b
+                .room
+                .decide_async(&cfg, &HeaderMap::new(), ip, false)
+                .await;
+            assert!(matches!(verdict, Verdict::Admit { .. }), "{verdict:?}");
+        }
+        let (c, breakdown) = diff(&s0, &commandstats(port));
+        println!(
+            "  per visitor admitted directly (empty line): {:.2} commands ({breakdown})",
+            c as f64 / v as f64
+        );
+        let b = app(&store, &dir, 1_000_000, "bench-c");
+        let cfg = b.config.load().room.clone().unwrap();
+        let pause = usher::admission::room::Overrides {
+            mode: Some("paused".into()),
+            ..Default::default()
+        };
+        b.room.set_overrides(&cfg, pause).unwrap();
         let s0 = commandstats(port);
         let mut waiting = Vec::new();
         for _ in 0..v {
@@ -184,6 +206,7 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
                 waiting.push(cookie_headers(&h.cookies));
             }
         }
+        b.room.clear_overrides(&cfg, false);
         let mut ticks = 0;
         while !waiting.is_empty() {
             b.room.tick_shared(&cfg).await;

@@ -24,8 +24,11 @@
 //! newcomers admitted directly into an empty line, from any node, draw
 //! from it.
 //!
-//! Not shared (yet): the pre-queue (the shared line is open from the
-//! start), the lottery (the shared tick is FIFO).
+//! The pre-queue (`opens_at`): tickets issued before the opening are
+//! drawn into a random order by the holder's first tick after it, with the
+//! same seeded shuffle as the local line, and go first in that order.
+//!
+//! Not shared (yet): the lottery (the shared tick is FIFO).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -33,7 +36,8 @@ use std::sync::Mutex;
 use http::HeaderMap;
 use rand::Rng;
 
-use super::{Gate, Hold, Room, Settings, TokioClock, Verdict, TICKET_COOKIE};
+use super::{unix_ms, Gate, Hold, Room, Settings, TokioClock, Verdict, TICKET_COOKIE};
+use crate::admission::line::{seed_hash, shuffled_ranks};
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
 use crate::holding::RoomState;
@@ -70,6 +74,8 @@ pub(super) struct Shared {
     fallback: Mutex<Option<Gate<TokioClock>>>,
     /// Room time of the last poll by a ticket holder during the outage.
     waiting_seen: AtomicU64,
+    /// The event opened but its pre-queue draw is not done yet.
+    in_draw: AtomicBool,
 }
 
 impl Shared {
@@ -90,6 +96,7 @@ impl Shared {
             heartbeat_ms: (cfg.tick.as_millis() as u64 * 5).max(2_000),
         };
         let line = RedisLine::new(con, event, &store.node_id, line_cfg);
+        line.set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
         Ok(Shared {
             line,
             up: AtomicBool::new(true),
@@ -100,6 +107,7 @@ impl Shared {
             nodes: AtomicU64::new(0),
             fallback: Mutex::new(None),
             waiting_seen: AtomicU64::new(0),
+            in_draw: AtomicBool::new(false),
         })
     }
 
@@ -271,19 +279,23 @@ impl Room {
                         Ok(false) => {}
                         Err(e) => {
                             sh.mark(false, "take", Some(&e));
-                            return self.shared_hold(sh, &settings, None);
+                            return self.shared_hold(sh, cfg, &settings, None);
                         }
                     }
                 }
                 Ok(RedisPlace::Waiting { position }) => {
                     sh.mark(true, "poll", None);
-                    return self.shared_hold(sh, &settings, Some(position));
+                    return self.shared_hold(sh, cfg, &settings, Some(position));
+                }
+                Ok(RedisPlace::Prequeue) => {
+                    sh.mark(true, "poll", None);
+                    return self.shared_hold(sh, cfg, &settings, None);
                 }
                 Ok(_) => sh.mark(true, "poll", None),
                 Err(e) => {
                     // The place is not lost: the same ticket polls again.
                     sh.mark(false, "poll", Some(&e));
-                    return self.shared_hold(sh, &settings, None);
+                    return self.shared_hold(sh, cfg, &settings, None);
                 }
             }
         }
@@ -312,7 +324,7 @@ impl Room {
             }
             Err(e) => {
                 sh.mark(false, "issue", Some(&e));
-                return self.shared_hold(sh, &settings, None);
+                return self.shared_hold(sh, cfg, &settings, None);
             }
         };
         m.tickets_issued.inc();
@@ -321,7 +333,7 @@ impl Room {
             number,
             issued_at: now_unix,
         });
-        let mut v = self.shared_hold(sh, &settings, None);
+        let mut v = self.shared_hold(sh, cfg, &settings, None);
         if let Verdict::Hold(h) = &mut v {
             h.cookies.push(self.cookie(
                 cfg,
@@ -354,8 +366,21 @@ impl Room {
 
     /// The holding page with the shared line: the position when known,
     /// and a wait estimate from the admission rate every node measures.
-    fn shared_hold(&self, sh: &Shared, settings: &Settings, position: Option<u64>) -> Verdict {
-        let state = if settings.mode == Mode::Paused {
+    fn shared_hold(
+        &self,
+        sh: &Shared,
+        cfg: &RoomConfig,
+        settings: &Settings,
+        position: Option<u64>,
+    ) -> Verdict {
+        let opens_in = cfg
+            .opens_at
+            .as_ref()
+            .map(|(_, at)| unix_ms(*at).saturating_sub(self.unix_ms()) / 1000)
+            .filter(|s| *s > 0);
+        let state = if opens_in.is_some() || sh.in_draw.load(Ordering::Relaxed) {
+            RoomState::Prequeue
+        } else if settings.mode == Mode::Paused {
             RoomState::Paused
         } else {
             RoomState::Queued
@@ -372,7 +397,7 @@ impl Room {
             state,
             position,
             eta_seconds,
-            opens_in_seconds: None,
+            opens_in_seconds: opens_in,
             cookies: Vec::new(),
         })
     }
@@ -391,8 +416,12 @@ impl Room {
         ip: std::net::IpAddr,
         secure: bool,
     ) -> Verdict {
-        let hold = || self.shared_hold(sh, settings, None);
-        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) {
+        let hold = || self.shared_hold(sh, cfg, settings, None);
+        let before_opening = cfg
+            .opens_at
+            .as_ref()
+            .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
+        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) || before_opening {
             return hold();
         }
         let now = self.now_ms();
@@ -472,6 +501,28 @@ impl Room {
         }))
     }
 
+    /// The pre-queue draw on the ticking node, once the opening tick fixed
+    /// its `len` tickets: the same seeded shuffle as the local line (any
+    /// node that redoes it after a crash draws the same order).
+    async fn draw_shared(&self, sh: &Shared, cfg: &RoomConfig, len: u64) {
+        let Ok(len) = u32::try_from(len) else {
+            tracing::error!(len, "pre-queue too long to draw");
+            return;
+        };
+        let seed = self.prequeue_seed(cfg);
+        let ranks = shuffled_ranks(len, seed);
+        match sh.line.draw(self.unix_ms(), &ranks).await {
+            Ok(true) => {
+                let hash = seed_hash(&seed);
+                tracing::info!(event = %cfg.event, seed_sha256 = %hash, prequeue = len, "room opened: pre-queue shuffled once (shared line)");
+                *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(hash);
+                sh.in_draw.store(false, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => sh.mark(false, "draw", Some(&e)),
+        }
+    }
+
     /// The admission tick with Redis: flushes this node's pass refreshes
     /// (one command), then ticks the shared line: the heartbeat and the
     /// shared figures on every node, the frontier on the lease holder,
@@ -503,9 +554,15 @@ impl Room {
             (0, SharedGate::default())
         };
         let m = &self.metrics.room;
+        sh.line
+            .set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
         match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);
+                sh.in_draw.store(t.draw > 0, Ordering::Relaxed);
+                if t.draw > 0 {
+                    self.draw_shared(sh, cfg, t.draw).await;
+                }
                 sh.nodes.store(t.nodes.max(1), Ordering::Relaxed);
                 let prev = sh.last.lock().unwrap_or_else(|e| e.into_inner()).replace(t);
                 // A Redis restarted empty counts from zero again: no jump.

@@ -279,12 +279,6 @@ pub(super) fn cross_check(cfg: &super::Config, p: &mut Problems) {
         return;
     }
     if let Some(room) = &cfg.room {
-        if room.opens_at.is_some() {
-            p.push(
-                "room.opens_at",
-                "the pre-queue is not shared through Redis yet: remove opens_at or use backend = \"local\"",
-            );
-        }
         if room.mode == super::room::Mode::Random {
             p.push(
                 "room.mode",

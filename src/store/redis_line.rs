@@ -21,6 +21,13 @@
 //!   live tickets behind the frontier at the last tick.
 //! - `P:gate` the shared gate's theoretical arrival time (GCRA, ms): the
 //!   one global rate for the tick's grants and direct admissions.
+//! - The pre-queue (an event with `opens_at`): `P:opened` the number of
+//!   tickets issued before the opening (fixed by the holder's first tick
+//!   after it), `P:drawn` once their ranks are drawn, `P:rank` / `P:order`
+//!   the draw (4 bytes big-endian per ticket / per rank), `P:pqfront` the
+//!   frontier in rank space, `P:pqlive:W` / `P:pqwait` liveness in rank
+//!   order. Pre-queue tickets go first, in rank order; the number frontier
+//!   starts after them.
 //! - `P:ticked` the last tick (ms); `P:careful` until when (ms) the
 //!   frontier waits for places not seen since a gap in ticking (an
 //!   outage) instead of skipping them.
@@ -46,6 +53,9 @@ pub enum RedisPlace {
     Forfeited,
     /// Not a number of this line.
     Unknown,
+    /// In the pre-queue: the event has not opened (or its draw is not
+    /// done yet); no position until the draw.
+    Prequeue,
 }
 
 /// What one tick did, and the shared figures every node reads from it.
@@ -69,6 +79,9 @@ pub struct RedisTick {
     pub admitted: u64,
     /// Live tickets still waiting behind the frontier.
     pub waiting: u64,
+    /// On the holder after the opening: the number of pre-queue tickets
+    /// whose ranks it must now draw ([`RedisLine::draw`]); 0 otherwise.
+    pub draw: u64,
 }
 
 /// The shared gate: new admissions per minute (0: none) and how many at
@@ -125,6 +138,8 @@ pub struct RedisLine {
     prefix: String,
     node: String,
     cfg: RedisLineConfig,
+    /// The event's opening (unix ms) when it has a pre-queue, else 0.
+    opens_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn script(src: &'static str) -> Script {
@@ -140,7 +155,19 @@ impl RedisLine {
             prefix: format!("{{usher:{event}}}"),
             node: node.to_string(),
             cfg,
+            opens_at: Default::default(),
         }
+    }
+
+    /// Sets (or clears) the opening of an event with a pre-queue: tickets
+    /// issued before it are drawn into a random order at the opening.
+    pub fn set_opens_at(&self, unix_ms: Option<u64>) {
+        self.opens_at
+            .store(unix_ms.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn prequeue(&self) -> u8 {
+        u8::from(self.opens_at.load(std::sync::atomic::Ordering::Relaxed) > 0)
     }
 
     /// The connection, shared with the voucher ledger.
@@ -158,6 +185,11 @@ impl RedisLine {
 
     fn live(&self, window: u64) -> String {
         self.key(&format!("live:{window}"))
+    }
+
+    /// The rank-ordered liveness window of the pre-queue after its draw.
+    fn pq_live(&self, window: u64) -> String {
+        self.key(&format!("pqlive:{window}"))
     }
 
     fn live_ttl(&self) -> u64 {
@@ -185,6 +217,9 @@ impl RedisLine {
             .key(self.key("active"))
             .key(self.key("gate"))
             .key(self.key("admitted"))
+            .key(self.key("opened"))
+            .key(self.key("drawn"))
+            .key(self.key("pqfront"))
             .arg(self.live_ttl())
             .arg(now)
             .arg(u8::from(direct.is_some()))
@@ -193,6 +228,7 @@ impl RedisLine {
             .arg(d.gate.burst)
             .arg(d.pass_id)
             .arg(d.until)
+            .arg(self.prequeue())
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(if kind == 0 {
@@ -211,8 +247,15 @@ impl RedisLine {
             .key(self.key("taken"))
             .key(self.live(self.window(now)))
             .key(self.key("wait"))
+            .key(self.key("opened"))
+            .key(self.key("drawn"))
+            .key(self.key("rank"))
+            .key(self.key("pqfront"))
+            .key(self.pq_live(self.window(now)))
+            .key(self.key("pqwait"))
             .arg(number)
             .arg(self.live_ttl())
+            .arg(self.prequeue())
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(match kind {
@@ -220,6 +263,7 @@ impl RedisLine {
             2 => RedisPlace::Granted,
             3 => RedisPlace::Taken,
             4 => RedisPlace::Forfeited,
+            5 => RedisPlace::Prequeue,
             _ => RedisPlace::Unknown,
         })
     }
@@ -305,6 +349,13 @@ impl RedisLine {
             .key(self.key("ticked"))
             .key(self.key("careful"))
             .key(self.key("gate"))
+            .key(self.key("opened"))
+            .key(self.key("drawn"))
+            .key(self.key("pqfront"))
+            .key(self.pq_live(w))
+            .key(self.pq_live(w.saturating_sub(1)))
+            .key(self.key("pqwait"))
+            .key(self.key("order"))
             .arg(&self.node)
             .arg(self.cfg.lease_ms)
             .arg(now)
@@ -314,6 +365,11 @@ impl RedisLine {
             .arg(self.cfg.heartbeat_ms)
             .arg(self.cfg.grace_ms)
             .arg(gate.burst)
+            .arg(self.prequeue())
+            .arg(u8::from({
+                let at = self.opens_at.load(std::sync::atomic::Ordering::Relaxed);
+                at > 0 && now >= at
+            }))
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));
@@ -326,6 +382,42 @@ impl RedisLine {
             nodes: n(5),
             admitted: n(6),
             waiting: n(7),
+            draw: n(8),
         })
+    }
+
+    /// The pre-queue draw, after a tick said `draw = P`: `ranks[n - 1]` is
+    /// the rank of ticket `n` (a permutation of `1..=P`, the same on every
+    /// node: from the event's secret seed). True when this call drew; false
+    /// when it was done already (another node) or `P` does not match.
+    pub async fn draw(&self, now: u64, ranks: &[u32]) -> Result<bool, RedisError> {
+        let mut rank = Vec::with_capacity(ranks.len() * 4);
+        let mut order = vec![0u8; ranks.len() * 4];
+        for (i, r) in ranks.iter().enumerate() {
+            rank.extend_from_slice(&r.to_be_bytes());
+            let at = (*r as usize).saturating_sub(1) * 4;
+            if let Some(slot) = order.get_mut(at..at + 4) {
+                slot.copy_from_slice(&(i as u32 + 1).to_be_bytes());
+            }
+        }
+        let w = self.window(now);
+        let done: u8 = script(include_str!("lua/draw.lua"))
+            .key(self.key("opened"))
+            .key(self.key("drawn"))
+            .key(self.key("rank"))
+            .key(self.key("order"))
+            .key(self.live(w))
+            .key(self.live(w.saturating_sub(1)))
+            .key(self.pq_live(w))
+            .key(self.key("pqfront"))
+            .key(self.key("frontier"))
+            .key(self.key("pqwait"))
+            .arg(ranks.len())
+            .arg(rank)
+            .arg(order)
+            .arg(self.live_ttl())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(done == 1)
     }
 }

@@ -3,13 +3,16 @@
 -- holding the lease also advances the line.
 -- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
 --       grants, pending, active, nodes, admitted, waiting, ticked, careful,
---       gate
+--       gate, opened, drawn, pqfront, pqlive, pqlive_prev, pqwait, order
 -- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
 --       rate per minute (0: grant nothing), heartbeat ttl (ms), ticket
---       grace (ms), burst
+--       grace (ms), burst, pre-queue (1: the event has one), open (1: its
+--       opening time has come)
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
--- waiting}: holder 1 on the ticking node, 0 on the others (which grant
--- nothing and see the figures of the last tick).
+-- waiting, draw}: holder 1 on the ticking node, 0 on the others (which
+-- grant nothing and see the figures of the last tick); draw P > 0 when
+-- the holder must now draw the ranks of the P pre-queue tickets
+-- (draw.lua).
 local now = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[12], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[7]))
@@ -21,7 +24,8 @@ if holder and holder ~= ARGV[1] then
     tonumber(redis.call('GET', KEYS[10]) or '0'),
     nodes,
     tonumber(redis.call('GET', KEYS[13]) or '0'),
-    tonumber(redis.call('GET', KEYS[14]) or '0')}
+    tonumber(redis.call('GET', KEYS[14]) or '0'),
+    0}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 -- After a gap in ticking longer than half a grace (Redis unreachable or
@@ -37,6 +41,20 @@ if last > 0 and now - last > grace / 2 then
 end
 redis.call('SET', KEYS[15], now)
 local careful = now < careful_until
+-- the pre-queue: at the opening the tickets issued so far (P) are fixed
+-- for the draw; nothing is granted until it is done
+local pq = ARGV[10] == '1'
+local opened = redis.call('GET', KEYS[18])
+if pq and not opened and ARGV[11] == '1' then
+  opened = redis.call('GET', KEYS[2]) or '0'
+  redis.call('SET', KEYS[18], opened)
+  redis.call('SET', KEYS[20], 0)
+  if opened == '0' then redis.call('SET', KEYS[19], 1) end
+end
+local p = tonumber(opened or '0')
+local frozen = pq and not redis.call('GET', KEYS[19])
+local draw = 0
+if frozen and opened then draw = p end
 local claim = tonumber(ARGV[4])
 local pending = tonumber(redis.call('GET', KEYS[10]) or '0')
 -- grants not taken within the claim window expire (oldest first); not
@@ -65,7 +83,7 @@ local free = tonumber(ARGV[5]) - active - pending
 -- directly by issue.lua draw from the same gate
 local rate = tonumber(ARGV[6])
 local t, tat, budget = 0, 0, 0
-if rate > 0 then
+if rate > 0 and not frozen then
   t = 60000 / rate
   tat = tonumber(redis.call('GET', KEYS[17]) or '0')
   if tat < now then tat = now end
@@ -76,7 +94,28 @@ end
 local f = tonumber(redis.call('GET', KEYS[3]) or '0')
 local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
 local granted, skipped = 0, 0
-while granted < budget and f < issued do
+-- pre-queue tickets first, in drawn rank order
+local pqfront = tonumber(redis.call('GET', KEYS[20]) or '0')
+if not frozen and pqfront < p then
+  redis.call('BITOP', 'OR', KEYS[23], KEYS[21], KEYS[22])
+  while granted < budget and pqfront < p do
+    local r = redis.call('BITPOS', KEYS[23], 1, pqfront + 1, p, 'BIT')
+    if careful and r ~= pqfront + 1 then break end
+    if r < 0 then
+      skipped = skipped + (p - pqfront)
+      pqfront = p
+    else
+      skipped = skipped + (r - pqfront - 1)
+      local n = struct.unpack('>I4', redis.call('GETRANGE', KEYS[24], 4 * (r - 1), 4 * r - 1))
+      redis.call('SETBIT', KEYS[4], n, 1)
+      redis.call('RPUSH', KEYS[9], now .. ':' .. n)
+      granted = granted + 1
+      pqfront = r
+    end
+  end
+  redis.call('SET', KEYS[20], pqfront)
+end
+while granted < budget and pqfront >= p and f < issued do
   local p = redis.call('BITPOS', KEYS[8], 1, f + 1, issued, 'BIT')
   if careful and p ~= f + 1 then break end
   if p < 0 then
@@ -102,5 +141,8 @@ local waiting = 0
 if f < issued then
   waiting = redis.call('BITCOUNT', KEYS[8], f + 1, issued, 'BIT')
 end
+if not frozen and pqfront < p then
+  waiting = waiting + redis.call('BITCOUNT', KEYS[23], pqfront + 1, p, 'BIT')
+end
 redis.call('SET', KEYS[14], waiting)
-return {1, granted, skipped, active, pending, nodes, admitted, waiting}
+return {1, granted, skipped, active, pending, nodes, admitted, waiting, draw}
