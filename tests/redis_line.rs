@@ -474,3 +474,67 @@ async fn the_prequeue_is_drawn_once_and_goes_first_in_rank_order() {
     want.push(13);
     assert_eq!(order, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lottery_draws_among_the_live_once_each_and_hands_over_to_fifo() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let nodes: Vec<RedisLine> = ["a", "b"]
+        .iter()
+        .map(|n| node(&redis.url(), "lottery", n))
+        .collect();
+    for n in &nodes {
+        n.set_lottery(true);
+    }
+    let t0 = 60_000_000;
+    for i in 0..40 {
+        nodes[i % 2].issue(t0).await.unwrap();
+    }
+    // every fifth walks away; the others keep polling
+    let stays = |n: u64| n % 5 != 0;
+    let mut now = t0;
+    while now < t0 + 25_000 {
+        now += 5_000;
+        for n in (1..=40).filter(|n| stays(*n)) {
+            let p = nodes[(n % 2) as usize].observe(n, now).await.unwrap();
+            assert_eq!(p, RedisPlace::InDraw, "no position in a lottery");
+        }
+    }
+    let mut order = Vec::new();
+    let mut handed_over = false;
+    while order.len() < 32 {
+        now += 1_000;
+        if order.len() >= 16 && !handed_over {
+            // a live switch to fifo: the rest in ticket order, nobody twice
+            nodes.iter().for_each(|n| n.set_lottery(false));
+            handed_over = true;
+        }
+        let t = nodes[0].tick(now, 100, gate(4)).await.unwrap();
+        assert!(t.granted <= 4);
+        let mut this_tick = Vec::new();
+        for n in (1..=40).filter(|n| stays(*n) && !order.contains(n)) {
+            match nodes[1].observe(n, now + 1).await.unwrap() {
+                RedisPlace::Granted => {
+                    assert!(nodes[0].take(n, n, now + 600_000).await.unwrap());
+                    this_tick.push(n)
+                }
+                RedisPlace::InDraw | RedisPlace::Waiting { .. } => {}
+                other => panic!("ticket {n}: {other:?}"),
+            }
+        }
+        assert_eq!(this_tick.len() as u64, t.granted, "{t:?}");
+        order.extend(this_tick);
+        // taken as granted: the active set counts each exactly once
+        assert_eq!(t.active + t.pending, order.len() as u64, "{t:?}");
+        assert!(now < t0 + 200_000, "stuck at {order:?}");
+    }
+    let lottery = &order[..16];
+    assert!(
+        lottery.windows(2).any(|w| w[0] > w[1]),
+        "drawn, not in ticket order: {lottery:?}"
+    );
+    let fifo = &order[16..];
+    assert!(fifo.windows(2).all(|w| w[0] < w[1]), "{fifo:?}");
+    assert!(order.iter().all(|n| stays(*n)), "only the live");
+}

@@ -28,7 +28,9 @@
 //! drawn into a random order by the holder's first tick after it, with the
 //! same seeded shuffle as the local line, and go first in that order.
 //!
-//! Not shared (yet): the lottery (the shared tick is FIFO).
+//! The lottery (`mode = "random"`): the holder draws lots among the live
+//! tickets not yet decided, uniformly (rejection sampling), instead of
+//! moving the frontier; a poll shows no position.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -97,6 +99,7 @@ impl Shared {
         };
         let line = RedisLine::new(con, event, &store.node_id, line_cfg);
         line.set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
+        line.set_lottery(cfg.mode == Mode::Random);
         Ok(Shared {
             line,
             up: AtomicBool::new(true),
@@ -287,7 +290,7 @@ impl Room {
                     sh.mark(true, "poll", None);
                     return self.shared_hold(sh, cfg, &settings, Some(position));
                 }
-                Ok(RedisPlace::Prequeue) => {
+                Ok(RedisPlace::Prequeue | RedisPlace::InDraw) => {
                     sh.mark(true, "poll", None);
                     return self.shared_hold(sh, cfg, &settings, None);
                 }
@@ -556,6 +559,7 @@ impl Room {
         let m = &self.metrics.room;
         sh.line
             .set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
+        sh.line.set_lottery(settings.mode == Mode::Random);
         match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);

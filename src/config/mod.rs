@@ -178,7 +178,6 @@ impl Config {
             vouchers: has_vouchers.then(|| vouchers::vouchers(&vouchers_raw, base, &mut p)),
             store: has_store.then(|| store::store(&store_raw, base, &mut p)),
         };
-        store::cross_check(&cfg, &mut p);
         for (key, message) in p.0 {
             let section = key.split('.').next().unwrap_or_default();
             if unreadable.iter().any(|u| u == section) {

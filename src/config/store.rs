@@ -273,21 +273,6 @@ fn redis_tls(raw: &RawStore, on: bool, base: &Path, p: &mut Problems) -> Option<
     })
 }
 
-/// What the Redis backend does not share yet is refused, never guessed.
-pub(super) fn cross_check(cfg: &super::Config, p: &mut Problems) {
-    if !matches!(cfg.store, Some(StoreConfig::Redis(_))) {
-        return;
-    }
-    if let Some(room) = &cfg.room {
-        if room.mode == super::room::Mode::Random {
-            p.push(
-                "room.mode",
-                "the lottery is not shared through Redis yet (the shared line is FIFO)",
-            );
-        }
-    }
-}
-
 /// `HOSTNAME-PID`: unique per process, readable in Redis.
 fn default_node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -341,8 +326,9 @@ mod tests {
         assert!(e.contains("`disk`"), "{e}");
         let e = parse("[store]\nstate_dir = \"\"\n").unwrap_err();
         assert!(e.contains("store.state_dir"), "{e}");
-        let e = parse("[room]\nmode = \"random\"\n[store]\nbackend = \"redis\"\n").unwrap_err();
-        assert!(e.contains("room.mode") && e.contains("lottery"), "{e}");
+        // the lottery and the pre-queue are shared through Redis: accepted
+        parse("[room]\nmode = \"random\"\nopens_at = \"2030-01-01T09:00:00+09:00\"\n[store]\nbackend = \"redis\"\n")
+            .unwrap();
         // [vouchers] is shared through Redis too: accepted.
         let c = parse(
             "[vouchers]\nplugin = \"signed\"\nkey_file = \"k\"\nstock = 1\n[store]\nbackend = \"redis\"\n",

@@ -28,6 +28,9 @@
 //!   frontier in rank space, `P:pqlive:W` / `P:pqwait` liveness in rank
 //!   order. Pre-queue tickets go first, in rank order; the number frontier
 //!   starts after them.
+//! - `P:undecided` (the lottery, `mode = "random"`): live tickets neither
+//!   granted nor taken nor expired, rebuilt by each tick; lots are drawn
+//!   among them and the frontier does not move.
 //! - `P:ticked` the last tick (ms); `P:careful` until when (ms) the
 //!   frontier waits for places not seen since a gap in ticking (an
 //!   outage) instead of skipping them.
@@ -56,6 +59,8 @@ pub enum RedisPlace {
     /// In the pre-queue: the event has not opened (or its draw is not
     /// done yet); no position until the draw.
     Prequeue,
+    /// Waiting in a lottery (`mode = "random"`): no position.
+    InDraw,
 }
 
 /// What one tick did, and the shared figures every node reads from it.
@@ -140,6 +145,8 @@ pub struct RedisLine {
     cfg: RedisLineConfig,
     /// The event's opening (unix ms) when it has a pre-queue, else 0.
     opens_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// `mode = "random"`: the tick draws lots instead of moving a frontier.
+    lottery: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn script(src: &'static str) -> Script {
@@ -156,7 +163,18 @@ impl RedisLine {
             node: node.to_string(),
             cfg,
             opens_at: Default::default(),
+            lottery: Default::default(),
         }
+    }
+
+    /// Draw lots among the live waiting tickets (`mode = "random"`) or
+    /// serve them in order.
+    pub fn set_lottery(&self, on: bool) {
+        self.lottery.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lottery(&self) -> u8 {
+        u8::from(self.lottery.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Sets (or clears) the opening of an event with a pre-queue: tickets
@@ -220,6 +238,7 @@ impl RedisLine {
             .key(self.key("opened"))
             .key(self.key("drawn"))
             .key(self.key("pqfront"))
+            .key(self.key("waiting"))
             .arg(self.live_ttl())
             .arg(now)
             .arg(u8::from(direct.is_some()))
@@ -229,6 +248,7 @@ impl RedisLine {
             .arg(d.pass_id)
             .arg(d.until)
             .arg(self.prequeue())
+            .arg(self.lottery())
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(if kind == 0 {
@@ -256,6 +276,7 @@ impl RedisLine {
             .arg(number)
             .arg(self.live_ttl())
             .arg(self.prequeue())
+            .arg(self.lottery())
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(match kind {
@@ -264,6 +285,7 @@ impl RedisLine {
             3 => RedisPlace::Taken,
             4 => RedisPlace::Forfeited,
             5 => RedisPlace::Prequeue,
+            6 => RedisPlace::InDraw,
             _ => RedisPlace::Unknown,
         })
     }
@@ -356,6 +378,7 @@ impl RedisLine {
             .key(self.pq_live(w.saturating_sub(1)))
             .key(self.key("pqwait"))
             .key(self.key("order"))
+            .key(self.key("undecided"))
             .arg(&self.node)
             .arg(self.cfg.lease_ms)
             .arg(now)
@@ -370,6 +393,8 @@ impl RedisLine {
                 let at = self.opens_at.load(std::sync::atomic::Ordering::Relaxed);
                 at > 0 && now >= at
             }))
+            .arg(self.lottery())
+            .arg(rand::random::<u32>() & 0x7fff_ffff)
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));

@@ -2,23 +2,28 @@
 -- admitted at once (the pass joins the active set); otherwise the next
 -- ticket number, marked live in the current window.
 -- KEYS: issued, live (current window), frontier, pending, active, gate,
---       admitted, opened, drawn, pqfront
+--       admitted, opened, drawn, pqfront, waiting
 -- ARGV: window key ttl (ms), now (ms), admit (1: may admit directly),
 --       max active, rate per minute, burst, pass id, session end (ms),
 --       pre-queue (1: the event has one: nobody enters before the draw's
---       tickets are all past)
+--       tickets are all past), lottery (1: mode random: the frontier does
+--       not move, "nobody waits" is the last tick's count)
 -- Returns {0, 0} admitted, or {1, number}.
 local now = tonumber(ARGV[2])
 local open = true
 if ARGV[9] == '1' then
   local p = redis.call('GET', KEYS[8])
   open = p and redis.call('GET', KEYS[9])
-    and tonumber(redis.call('GET', KEYS[10]) or '0') >= tonumber(p)
+    and (ARGV[10] == '1' or tonumber(redis.call('GET', KEYS[10]) or '0') >= tonumber(p))
 end
 if ARGV[3] == '1' and open then
   local issued = tonumber(redis.call('GET', KEYS[1]) or '0')
   local f = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if f >= issued then
+  local nobody = f >= issued
+  if ARGV[10] == '1' then
+    nobody = tonumber(redis.call('GET', KEYS[11]) or '0') == 0
+  end
+  if nobody then
     local used = redis.call('ZCOUNT', KEYS[5], '(' .. now, '+inf')
       + tonumber(redis.call('GET', KEYS[4]) or '0')
     local rate = tonumber(ARGV[5])

@@ -1,9 +1,11 @@
 -- A poll from ticket ARGV[1]: marks it live and says where it stands.
 -- KEYS: issued, frontier, granted, taken, live (current window), wait,
 --       opened, drawn, rank, pqfront, pqlive (current window), pqwait
--- ARGV: number, window key ttl (ms), pre-queue (1: the event has one)
+-- ARGV: number, window key ttl (ms), pre-queue (1: the event has one),
+--       lottery (1: mode random)
 -- Returns {kind, position}: 0 unknown, 1 waiting, 2 granted, 3 taken,
--- 4 forfeited, 5 in the pre-queue (before the opening and its draw).
+-- 4 forfeited, 5 in the pre-queue (before the opening and its draw), 6 in
+-- the lottery (waiting, no position).
 local n = tonumber(ARGV[1])
 local issued = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n < 1 or n > issued then return {0, 0} end
@@ -17,6 +19,10 @@ redis.call('PEXPIRE', KEYS[5], ARGV[2])
 local opened = redis.call('GET', KEYS[7])
 if ARGV[3] == '1' and (not opened or not redis.call('GET', KEYS[8])) then
   return {5, 0}
+end
+if ARGV[4] == '1' then
+  -- the lottery: liveness by number is all it needs
+  return {6, 0}
 end
 -- pre-queue tickets wait in rank order, ahead of everyone after them
 local p = tonumber(opened or '0')

@@ -3,11 +3,12 @@
 -- holding the lease also advances the line.
 -- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
 --       grants, pending, active, nodes, admitted, waiting, ticked, careful,
---       gate, opened, drawn, pqfront, pqlive, pqlive_prev, pqwait, order
+--       gate, opened, drawn, pqfront, pqlive, pqlive_prev, pqwait, order,
+--       undecided
 -- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
 --       rate per minute (0: grant nothing), heartbeat ttl (ms), ticket
 --       grace (ms), burst, pre-queue (1: the event has one), open (1: its
---       opening time has come)
+--       opening time has come), lottery (1: mode random), random seed
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
 -- waiting, draw}: holder 1 on the ticking node, 0 on the others (which
 -- grant nothing and see the figures of the last tick); draw P > 0 when
@@ -94,8 +95,44 @@ end
 local f = tonumber(redis.call('GET', KEYS[3]) or '0')
 local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
 local granted, skipped = 0, 0
--- pre-queue tickets first, in drawn rank order
 local pqfront = tonumber(redis.call('GET', KEYS[20]) or '0')
+local lottery = ARGV[12] == '1'
+local waiting = 0
+if lottery and not frozen then
+  -- the lottery: uniform draws among live tickets not yet decided
+  -- (granted, taken or expired), the pre-queue included; the frontier
+  -- does not move and nobody is skipped
+  redis.call('BITOP', 'OR', KEYS[25], KEYS[4], KEYS[5])
+  redis.call('SETBIT', KEYS[25], issued + 1, 0)
+  redis.call('BITOP', 'NOT', KEYS[25], KEYS[25])
+  redis.call('BITOP', 'AND', KEYS[25], KEYS[25], KEYS[8])
+  math.randomseed(tonumber(ARGV[13]))
+  while granted < budget and issued > 0 do
+    local pick = -1
+    -- rejection sampling is uniform; after 32 misses (few live among
+    -- many numbers) the next live after a random point, slightly biased
+    for _ = 1, 32 do
+      local c = math.random(1, issued)
+      if redis.call('GETBIT', KEYS[25], c) == 1 then
+        pick = c
+        break
+      end
+    end
+    if pick < 0 then
+      local o = math.random(1, issued)
+      pick = redis.call('BITPOS', KEYS[25], 1, o, issued, 'BIT')
+      if pick < 0 then pick = redis.call('BITPOS', KEYS[25], 1, 1, o, 'BIT') end
+      if pick < 0 then break end
+    end
+    redis.call('SETBIT', KEYS[25], pick, 0)
+    redis.call('SETBIT', KEYS[4], pick, 1)
+    redis.call('RPUSH', KEYS[9], now .. ':' .. pick)
+    granted = granted + 1
+  end
+  waiting = redis.call('BITCOUNT', KEYS[25], 1, issued, 'BIT')
+  budget = 0
+end
+-- pre-queue tickets first, in drawn rank order
 if not frozen and pqfront < p then
   redis.call('BITOP', 'OR', KEYS[23], KEYS[21], KEYS[22])
   while granted < budget and pqfront < p do
@@ -107,9 +144,12 @@ if not frozen and pqfront < p then
     else
       skipped = skipped + (r - pqfront - 1)
       local n = struct.unpack('>I4', redis.call('GETRANGE', KEYS[24], 4 * (r - 1), 4 * r - 1))
-      redis.call('SETBIT', KEYS[4], n, 1)
-      redis.call('RPUSH', KEYS[9], now .. ':' .. n)
-      granted = granted + 1
+      -- (decided already: by a lottery before a switch to fifo)
+      if redis.call('GETBIT', KEYS[4], n) == 0 and redis.call('GETBIT', KEYS[5], n) == 0 then
+        redis.call('SETBIT', KEYS[4], n, 1)
+        redis.call('RPUSH', KEYS[9], now .. ':' .. n)
+        granted = granted + 1
+      end
       pqfront = r
     end
   end
@@ -123,9 +163,11 @@ while granted < budget and pqfront >= p and f < issued do
     f = issued
   else
     skipped = skipped + (p - f - 1)
-    redis.call('SETBIT', KEYS[4], p, 1)
-    redis.call('RPUSH', KEYS[9], now .. ':' .. p)
-    granted = granted + 1
+    if redis.call('GETBIT', KEYS[4], p) == 0 and redis.call('GETBIT', KEYS[5], p) == 0 then
+      redis.call('SETBIT', KEYS[4], p, 1)
+      redis.call('RPUSH', KEYS[9], now .. ':' .. p)
+      granted = granted + 1
+    end
     f = p
   end
 end
@@ -137,8 +179,9 @@ pending = pending + granted
 redis.call('SET', KEYS[10], pending)
 local admitted = redis.call('INCRBY', KEYS[13], granted)
 -- live tickets still waiting: what the other nodes show newcomers
-local waiting = 0
-if f < issued then
+if lottery then
+  -- counted above
+elseif f < issued then
   waiting = redis.call('BITCOUNT', KEYS[8], f + 1, issued, 'BIT')
 end
 if not frozen and pqfront < p then
