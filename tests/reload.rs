@@ -80,10 +80,18 @@ async fn broken_config_keeps_the_running_one() {
         // still serving, on the old config
         assert_eq!(get(p.addr, "/").await.status(), 200);
         assert_eq!(status(&p).await["origin"]["max_in_flight"], 7);
-        assert!(
+        // the log line may reach the pipe a moment after the metric moved
+        let logged = || {
             p.logs()
                 .iter()
-                .any(|l| l.contains("keeping the running config") && l.contains("usher.toml:1")),
+                .any(|l| l.contains("keeping the running config") && l.contains("usher.toml:1"))
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !logged() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            logged(),
             "the failure is logged with file and line:\n{}",
             p.logs().join("\n")
         );
