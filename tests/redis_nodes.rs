@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use procs::{temp_dir, Usher};
+use procs::{keyed_temp_dir, Usher};
 use redis::{RedisOptions, RedisServer};
 use tokio::net::TcpListener;
 
@@ -145,16 +145,6 @@ on_failure = "{on_failure}"
             on_failure = room.on_failure,
         )
     })
-}
-
-fn keyed_dir(name: &str) -> std::path::PathBuf {
-    let d = temp_dir(name);
-    std::fs::write(
-        d.join("keys"),
-        usher::tokens::Keyring::generate_line("t1").unwrap() + "\n",
-    )
-    .unwrap();
-    d
 }
 
 struct Reply {
@@ -412,7 +402,7 @@ async fn three_processes_one_fifo_line_within_the_active_limit() {
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_dir("redis-steady");
+    let dir = keyed_temp_dir("redis-steady");
     let (origin, inside) = origin().await;
     let nodes = three(&redis.url(), origin, &dir, &STEADY).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
@@ -455,7 +445,7 @@ async fn assert_holding(c: &HttpClient, nodes: &[Usher]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_event_and_restarted_loses_nothing() {
-    let dir = keyed_dir("redis-restart");
+    let dir = keyed_temp_dir("redis-restart");
     let data = dir.join("redis");
     std::fs::create_dir_all(&data).unwrap();
     let aof = |port| RedisOptions {
@@ -502,7 +492,7 @@ async fn redis_paused_ten_seconds_mid_event_skips_nobody() {
         grace: "10s",
         ..STEADY
     };
-    let dir = keyed_dir("redis-pause");
+    let dir = keyed_temp_dir("redis-pause");
     let (origin, inside) = origin().await;
     let nodes = three(&redis.url(), origin, &dir, &room).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
@@ -540,7 +530,7 @@ async fn a_node_sigkilled_mid_event_the_others_carry_on() {
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_dir("redis-kill");
+    let dir = keyed_temp_dir("redis-kill");
     let (origin, inside) = origin().await;
     let mut nodes = three(&redis.url(), origin, &dir, &STEADY).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
@@ -568,7 +558,7 @@ async fn local_share_admits_each_nodes_share_ticket_holders_first() {
         on_failure: "local_share",
         ..STEADY
     };
-    let dir = keyed_dir("redis-share");
+    let dir = keyed_temp_dir("redis-share");
     let (origin, _) = origin().await;
     let nodes = three(&redis.url(), origin, &dir, &room).await;
     let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -663,7 +653,7 @@ async fn a_prequeue_across_three_processes_is_drawn_once_and_served_in_rank_orde
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_dir("redis-prequeue");
+    let dir = keyed_temp_dir("redis-prequeue");
     let (origin, inside) = origin().await;
     let opens = SystemTime::now() + Duration::from_secs(8);
     let opens_secs = opens

@@ -5,12 +5,13 @@
 //! SIGKILLed in the middle of claims leaves pending claims that another
 //! node finishes by itself, with the same idempotency key.
 
+#[path = "support/procs.rs"]
+mod procs;
 #[path = "support/redis.rs"]
 mod redis;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use http::{header, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use procs::{keyed_temp_dir, Usher};
 use redis::RedisServer;
 use usher::store::redis_conn::connect_url;
 use usher::store::{RedisLedger, Reservation};
@@ -32,32 +34,12 @@ fn client() -> HttpClient {
         .build_http()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("usher-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("keys"),
-        usher::tokens::Keyring::generate_line("t1").unwrap() + "\n",
-    )
-    .unwrap();
-    d
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One node's config: a wide-open room, the shared line and ledger in Redis.
-fn config(dir: &Path, redis: &str, node: &str, vouchers: &str) -> String {
+fn config(dir: &Path, redis: &str, node: &str, vouchers: &str, port: u16, admin: u16) -> String {
     format!(
         r#"
 [server]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:{port}"]
 admin = "127.0.0.1:{admin}"
 [origin]
 url = "http://127.0.0.1:9"
@@ -79,58 +61,15 @@ timeout = "500ms"
 identity = "header:x-user"
 {vouchers}
 "#,
-        admin = free_port(),
         keys = dir.join("keys").display(),
     )
 }
 
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on `text` and reads its listener from /admin/status.
-async fn start(dir: &Path, name: &str, text: &str) -> Node {
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, text).unwrap();
-    let admin: u16 = text
-        .split("admin = \"127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = Node {
-        child,
-        base: String::new(),
-    };
-    let c = client();
-    for _ in 0..200 {
-        let req = Request::get(format!("http://127.0.0.1:{admin}/admin/status"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        if let Ok(r) = c.request(req).await {
-            let b = r.into_body().collect().await.unwrap().to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-            node.base = format!("http://{}", v["listeners"]["plain"][0].as_str().unwrap());
-            return node;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("usher {name} did not start");
+/// One node on the shared line and ledger.
+fn start(dir: &Path, name: &str, redis: &str, vouchers: &str) -> Usher {
+    Usher::start(dir, name, |port, admin| {
+        config(dir, redis, name, vouchers, port, admin)
+    })
 }
 
 struct Reply {
@@ -221,7 +160,7 @@ async fn three_processes_issue_the_stock_exactly_once() {
     let Some(server) = RedisServer::start(None) else {
         return;
     };
-    let dir = temp_dir("redis-vouchers-nodes");
+    let dir = keyed_temp_dir("redis-vouchers-nodes");
     // more codes than the stock: the shared ledger alone bounds the claims
     let codes: Vec<String> = (0..150).map(|i| format!("CINE-{i:05}")).collect();
     std::fs::write(dir.join("codes.txt"), codes.join("\n") + "\n").unwrap();
@@ -231,7 +170,7 @@ async fn three_processes_issue_the_stock_exactly_once() {
     );
     let mut nodes = Vec::new();
     for name in ["n1", "n2", "n3"] {
-        nodes.push(start(&dir, name, &config(&dir, &server.url(), name, &vouchers)).await);
+        nodes.push(start(&dir, name, &server.url(), &vouchers));
     }
     let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(|n| n.base.clone()).collect());
     let c = client();
@@ -366,7 +305,7 @@ async fn a_killed_nodes_pending_claims_are_finished_by_another() {
     let Some(server) = RedisServer::start(None) else {
         return;
     };
-    let dir = temp_dir("redis-vouchers-kill");
+    let dir = keyed_temp_dir("redis-vouchers-kill");
     std::fs::write(
         dir.join("voucher.key"),
         usher::tokens::Keyring::generate_line("v1").unwrap() + "\n",
@@ -377,10 +316,10 @@ async fn a_killed_nodes_pending_claims_are_finished_by_another() {
         "plugin = \"webhook\"\nwebhook_url = \"{url}\"\nkey_file = \"{}\"\nstock = 100\nrecover_after = \"1s\"\n",
         dir.join("voucher.key").display()
     );
-    let victim = start(&dir, "k1", &config(&dir, &server.url(), "k1", &vouchers)).await;
+    let victim = start(&dir, "k1", &server.url(), &vouchers);
     let survivors = [
-        start(&dir, "k2", &config(&dir, &server.url(), "k2", &vouchers)).await,
-        start(&dir, "k3", &config(&dir, &server.url(), "k3", &vouchers)).await,
+        start(&dir, "k2", &server.url(), &vouchers),
+        start(&dir, "k3", &server.url(), &vouchers),
     ];
     let c = client();
     let p = Arc::new(pass(&c, &victim.base).await);
@@ -402,8 +341,7 @@ async fn a_killed_nodes_pending_claims_are_finished_by_another() {
     }
     tokio::time::sleep(Duration::from_millis(350)).await;
     let mut victim = victim;
-    victim.child.kill().unwrap(); // SIGKILL
-    victim.child.wait().unwrap();
+    victim.kill(); // SIGKILL
     for t in tasks {
         t.await.unwrap();
     }

@@ -23,6 +23,18 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// [`temp_dir`] with a room signing key in `keys` (every node of a test
+/// shares it, as every node of a deployment shares its keys file).
+pub fn keyed_temp_dir(name: &str) -> PathBuf {
+    let d = temp_dir(name);
+    std::fs::write(
+        d.join("keys"),
+        usher::tokens::Keyring::generate_line("t1").unwrap() + "\n",
+    )
+    .unwrap();
+    d
+}
+
 /// One usher process.
 pub struct Usher {
     child: Child,
