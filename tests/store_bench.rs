@@ -230,6 +230,47 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The pre-queue draw with Redis: how long the one `draw.lua` call (which
+/// blocks Redis) takes for `n` tickets.
+async fn draw(url: &str, n: u64) {
+    use usher::store::redis_line::{RedisLine, RedisLineConfig, SharedGate};
+    let cfg = RedisLineConfig {
+        grace_ms: 120_000,
+        claim_window_ms: 60_000,
+        lease_ms: 1_000,
+        heartbeat_ms: 2_000,
+    };
+    let con = usher::store::redis_conn::connect_url(url, Duration::from_secs(30)).unwrap();
+    let line = Arc::new(RedisLine::new(con, "bench-draw", "bench", cfg));
+    let t0 = 1_000_000_000;
+    line.set_opens_at(Some(t0 + 1_000));
+    let tasks: Vec<_> = (0..64)
+        .map(|k| {
+            let line = line.clone();
+            tokio::spawn(async move {
+                for _ in (k..n).step_by(64) {
+                    line.issue(t0).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let t = line
+        .tick(t0 + 1_000, 1, SharedGate::default())
+        .await
+        .unwrap();
+    assert_eq!(t.draw, n);
+    let ranks = usher::admission::line::shuffled_ranks(n as u32, [1; 32]);
+    let started = Instant::now();
+    assert!(line.draw(t0 + 1_001, &ranks).await.unwrap());
+    println!(
+        "redis: pre-queue draw of {n} tickets: {:.0} ms (one script; Redis answers nothing else meanwhile)",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_local_and_redis() {
@@ -247,4 +288,5 @@ async fn bench_local_and_redis() {
         Some(redis.port),
     )
     .await;
+    draw(&redis.url(), 200_000).await;
 }
