@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use usher::app::App;
+use usher::config::store::StoreConfig;
 use usher::config::Config;
 use usher::ctl::Action;
 use usher::notify::Notifier;
@@ -303,8 +304,11 @@ fn voucher(command: VoucherCommand) -> ExitCode {
             let dir = match (dir, config) {
                 (Some(d), _) => d,
                 (None, Some(c)) => match Config::load(&c) {
-                    Ok(cfg) => match cfg.vouchers {
-                        Some(v) => v.state_dir,
+                    Ok(cfg) => match &cfg.vouchers {
+                        Some(_) if matches!(cfg.store, Some(StoreConfig::Redis(_))) => {
+                            return report_audit(redis_audit(&cfg));
+                        }
+                        Some(v) => v.state_dir.clone(),
                         None => {
                             eprintln!("usher: {} has no [vouchers] section", c.display());
                             return ExitCode::from(EX_CONFIG);
@@ -320,38 +324,62 @@ fn voucher(command: VoucherCommand) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match usher::vouchers::audit_check(&dir) {
-                Ok(report) => {
-                    println!(
-                        "event {}: stock {}, issued {}, pending {}, refused {}, audit lines {}{}",
-                        report.event,
-                        report.stock,
-                        report.issued,
-                        report.pending,
-                        report.refused,
-                        report.audit_lines,
-                        if report.exhausted {
-                            ", issuer sold out"
-                        } else {
-                            ""
-                        }
-                    );
-                    for p in &report.problems {
-                        println!("problem: {p}");
-                    }
-                    if report.is_ok() {
-                        println!("ledger and audit log agree");
-                        ExitCode::SUCCESS
-                    } else {
-                        println!("{} problem(s)", report.problem_count);
-                        ExitCode::FAILURE
-                    }
+            report_audit(usher::vouchers::audit_check(&dir).map_err(|e| e.to_string()))
+        }
+    }
+}
+
+/// The shared ledger's audit (`[store] backend = "redis"`), over one
+/// connection made for it.
+fn redis_audit(cfg: &Config) -> Result<usher::vouchers::AuditReport, String> {
+    let (Some(StoreConfig::Redis(store)), Some(v)) = (&cfg.store, &cfg.vouchers) else {
+        return Err("no shared voucher ledger in this config".into());
+    };
+    let event = cfg.room.as_ref().map_or("default", |r| r.event.as_str());
+    let stock = usher::vouchers::setup::effective_stock(v).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let con = usher::store::redis_conn::connect(store)?;
+        let ledger = usher::store::RedisLedger::new(con, event, stock);
+        ledger.audit().await.map_err(|e| e.to_string())
+    })
+}
+
+/// Prints an audit report; exit 0 only when everything agrees.
+fn report_audit(report: Result<usher::vouchers::AuditReport, String>) -> ExitCode {
+    match report {
+        Ok(report) => {
+            println!(
+                "event {}: stock {}, issued {}, pending {}, refused {}, audit lines {}{}",
+                report.event,
+                report.stock,
+                report.issued,
+                report.pending,
+                report.refused,
+                report.audit_lines,
+                if report.exhausted {
+                    ", issuer sold out"
+                } else {
+                    ""
                 }
-                Err(e) => {
-                    eprintln!("usher: {e}");
-                    ExitCode::FAILURE
-                }
+            );
+            for p in &report.problems {
+                println!("problem: {p}");
             }
+            if report.is_ok() {
+                println!("ledger and audit log agree");
+                ExitCode::SUCCESS
+            } else {
+                println!("{} problem(s)", report.problem_count);
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("usher: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -255,6 +255,39 @@ async fn three_processes_issue_the_stock_exactly_once() {
         issued.values().cloned().collect::<HashSet<_>>(),
         "the audit list is the issued set"
     );
+    // the operator's check agrees, from any node's config
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["voucher", "audit", "-c"])
+        .arg(dir.join("n2.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("stock 100, issued 100, pending 0") && text.contains("agree"),
+        "{text}"
+    );
+    // a code recorded for a second identity is found
+    let _: () = ::redis::cmd("RPUSH")
+        .arg("{usher:default}:v:audit")
+        .arg(&audit[0])
+        .query_async(&mut connect_url(&server.url(), Duration::from_secs(2)).unwrap())
+        .await
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["voucher", "audit", "-c"])
+        .arg(dir.join("n1.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains("appears twice"),
+        "{text}"
+    );
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -187,7 +187,7 @@ impl AuditReport {
         self.problem_count == 0
     }
 
-    fn problem(&mut self, p: String) {
+    pub(crate) fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(p);

@@ -379,6 +379,98 @@ impl RedisLedger {
             .map_err(unreachable)
     }
 
+    /// `usher voucher audit` for the shared ledger: the claims, the
+    /// counters and the audit list must agree (every code once, none beyond
+    /// the stock, one audit line per issued claim with its number and
+    /// code). Reads the whole ledger: an operator's command, not a hot path.
+    pub async fn audit(&self) -> Result<audit::AuditReport, StoreError> {
+        let claims: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key("claims"))
+            .query_async(&mut self.con.clone())
+            .await
+            .map_err(unreachable)?;
+        let lines = self.audit_lines().await?;
+        self.refresh().await?;
+        let n = self.counters();
+        let mut r = audit::AuditReport {
+            event: self.event.clone(),
+            stock: self.stock,
+            issued: n.issued,
+            exhausted: n.exhausted,
+            audit_lines: lines.len() as u64,
+            ..audit::AuditReport::default()
+        };
+        // identity hash -> (seq, code) of every issued claim
+        let mut issued = std::collections::HashMap::new();
+        let mut seqs = std::collections::HashSet::new();
+        for (id, rec) in &claims {
+            match decode(&self.event, id, rec)? {
+                Reservation::Issued(c) => {
+                    if !seqs.insert(c.seq) {
+                        r.problem(format!("sequence number {} held twice", c.seq));
+                    }
+                    issued.insert(super::identity_hash(id), (c.seq, c.code));
+                }
+                Reservation::Pending(c) => {
+                    r.pending += 1;
+                    if !seqs.insert(c.seq) {
+                        r.problem(format!("sequence number {} held twice", c.seq));
+                    }
+                }
+                Reservation::Refused(_) => r.refused += 1,
+                Reservation::SoldOut => {}
+            }
+        }
+        if issued.len() as u64 != n.issued {
+            r.problem(format!(
+                "{} issued claims but the counter says {}",
+                issued.len(),
+                n.issued
+            ));
+        }
+        if n.taken != r.pending + n.issued {
+            r.problem(format!(
+                "{} units taken but {} pending + {} issued",
+                n.taken, r.pending, n.issued
+            ));
+        }
+        if n.issued > self.stock {
+            r.problem(format!(
+                "{} codes issued for a stock of {}",
+                n.issued, self.stock
+            ));
+        }
+        let mut codes = std::collections::HashSet::new();
+        let mut listed = std::collections::HashSet::new();
+        for (i, line) in lines.iter().enumerate() {
+            let Some((seq, who, code)) = audit::parse_line(line) else {
+                r.problem(format!("audit list item {i} is damaged"));
+                continue;
+            };
+            if !codes.insert(code.clone()) {
+                r.problem(format!("audit: code of seq {seq} appears twice"));
+            }
+            if !listed.insert(who.clone()) {
+                r.problem(format!("audit: identity {who} holds two codes"));
+            }
+            match issued.get(&who) {
+                Some((s, c)) if *s == seq && *c == code => {}
+                Some((s, _)) => r.problem(format!("audit seq {seq} is seq {s} in the claims")),
+                None => r.problem(format!("audit seq {seq} is not an issued claim")),
+            }
+        }
+        let mut missing: Vec<u64> = issued
+            .iter()
+            .filter(|(who, _)| !listed.contains(*who))
+            .map(|(_, (seq, _))| *seq)
+            .collect();
+        missing.sort_unstable();
+        for seq in missing {
+            r.problem(format!("claim seq {seq} is missing from the audit list"));
+        }
+        Ok(r)
+    }
+
     /// Redis's `used_memory` (bytes), for sizing figures.
     pub async fn memory_used(&self) -> Result<u64, StoreError> {
         let info: String = redis::cmd("INFO")

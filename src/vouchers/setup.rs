@@ -45,6 +45,19 @@ impl ClaimObserver for Observer {
     }
 }
 
+/// The stock the ledger enforces: `vouchers.stock`, capped by the pool's
+/// size for the `pool` plugin (as [`build`] does).
+pub fn effective_stock(cfg: &VouchersConfig) -> Result<u64, SetupError> {
+    match &cfg.plugin {
+        Plugin::Pool(path) => {
+            let pool = PoolIssuer::load(path)
+                .map_err(|e| SetupError(format!("vouchers.pool_file: {e}")))?;
+            Ok(cfg.stock.min(pool.len() as u64))
+        }
+        _ => Ok(cfg.stock),
+    }
+}
+
 /// Opens the ledger and the plugin for `event`: the local journal
 /// (replayed now), or with `redis` (the process's one Redis connection) the
 /// ledger shared by the nodes, whose counters the caller refreshes once the
