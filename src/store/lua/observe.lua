@@ -26,7 +26,8 @@ if ARGV[4] == '1' then
 end
 -- pre-queue tickets wait in rank order, ahead of everyone after them
 local p = tonumber(opened or '0')
-local pqfront = tonumber(redis.call('GET', KEYS[10]) or '0')
+local pqfront = 0
+if p > 0 then pqfront = tonumber(redis.call('GET', KEYS[10]) or '0') end
 local ahead = 0
 if n <= p then
   local r = struct.unpack('>I4', redis.call('GETRANGE', KEYS[9], 4 * (n - 1), 4 * n - 1))
