@@ -274,6 +274,16 @@ where
         );
         tickets.push(r.cookie("usher_ticket").unwrap());
     }
+    // a waiting visitor sees the same place from any node
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, t) in tickets.iter().enumerate().step_by(5) {
+        for base in bases.iter() {
+            let r = get(&c, &format!("{base}/__usher/status"), Some(t), None)
+                .await
+                .unwrap();
+            assert_eq!(r.position, Some(i as u64), "visitor {i} on {base}");
+        }
+    }
     admin("/admin/resume");
     let numbers: Vec<u64> = tickets.iter().map(|t| number(keys, t)).collect();
     assert_eq!(
