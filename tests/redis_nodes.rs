@@ -284,6 +284,13 @@ where
             assert_eq!(r.position, Some(i as u64), "visitor {i} on {base}");
         }
     }
+    // and every node's status counts the shared line, not its own
+    for &port in admins {
+        let (_, body) = procs::http_get(port, "/admin/status").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["room"]["waiting"], count, "{}", v["room"]);
+        assert_eq!(v["room"]["shared"]["nodes"], 3, "{}", v["room"]);
+    }
     admin("/admin/resume");
     let numbers: Vec<u64> = tickets.iter().map(|t| number(keys, t)).collect();
     assert_eq!(

@@ -1012,7 +1012,7 @@ impl Room {
         let s = self.lock();
         let st = s.line.stats();
         let rate = s.rate.per_second(now);
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "event": cfg.event,
             "settings": settings,
             "overrides": self.overrides(),
@@ -1033,6 +1033,26 @@ impl Room {
             "vouchers_left": self.vouchers_left(),
             "store_up": self.store_up(),
             "shared": self.shared_status(),
-        })
+        });
+        drop(s);
+        if let Some(shared) = self.shared_status() {
+            // The line is in Redis: its figures, not this node's empty one.
+            for key in ["waiting", "active", "pending"] {
+                v[key] = shared[key].clone();
+            }
+            v["wait_estimate_seconds"] = serde_json::json!(rate
+                .filter(|r| *r > 0.0)
+                .map(|r| (shared["waiting"].as_u64().unwrap_or(0) as f64 / r).ceil()));
+            for key in [
+                "issued",
+                "admitted_from_line",
+                "skipped_abandoned",
+                "expired_grants",
+                "line_memory_bytes",
+            ] {
+                v[key] = serde_json::Value::Null;
+            }
+        }
+        v
     }
 }

@@ -1,10 +1,10 @@
 //! The room with `[store] backend = "redis"`: the line is shared by every
 //! node through [`RedisLine`]; passes stay stateless (no Redis on the pass
 //! path); pass refreshes are batched and flushed once per tick; only the
-//! node holding the lease advances the frontier. Every node's tick is also its heartbeat, and brings back
-//! the shared figures: live nodes, places granted so far (each node
-//! measures the admission rate from it, so every node can show a wait
-//! estimate), the line's length.
+//! node holding the lease advances the frontier. Every node's tick is also
+//! its heartbeat, and brings back the shared figures: live nodes, places
+//! granted so far (each node measures the admission rate from it, so every
+//! node can show a wait estimate), the line's length.
 //!
 //! While Redis is unreachable requests do not wait for it (only the tick
 //! keeps trying, and its first success ends the outage) and passes keep
