@@ -27,7 +27,7 @@
 //! reservations and hand a sequence number (the pool plugin's code) again.
 //! [`RedisLedger::check_persistence`] says so at start.
 
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
@@ -37,6 +37,16 @@ use super::{
     audit, clip_reason, idempotency_key, valid_code, valid_identity, IssuedClaim, PendingClaim,
     Reservation, StoreError,
 };
+
+/// The scripts, hashed once.
+static VOUCHER_COMPLETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/voucher_complete.lua")));
+static VOUCHER_PENDING: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/voucher_pending.lua")));
+static VOUCHER_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/voucher_release.lua")));
+static VOUCHER_RESERVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/voucher_reserve.lua")));
 
 /// Pending claims read by one [`RedisLedger::pending`] call at most; the
 /// rest are found by the next sweep.
@@ -163,16 +173,15 @@ impl RedisLedger {
             return Err(StoreError::BadIdentity);
         }
         type Reply = (u8, u64, String, u64, u64, u8, u64);
-        let (kind, seq, text, taken, issued, exhausted, ver): Reply =
-            Script::new(include_str!("lua/voucher_reserve.lua"))
-                .key(self.key("claims"))
-                .key(self.key("n"))
-                .key(self.key("pending"))
-                .arg(identity)
-                .arg(self.stock)
-                .invoke_async(&mut self.con.clone())
-                .await
-                .map_err(unreachable)?;
+        let (kind, seq, text, taken, issued, exhausted, ver): Reply = VOUCHER_RESERVE
+            .key(self.key("claims"))
+            .key(self.key("n"))
+            .key(self.key("pending"))
+            .arg(identity)
+            .arg(self.stock)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(unreachable)?;
         self.note(Counters {
             taken,
             issued,
@@ -211,7 +220,7 @@ impl RedisLedger {
         let (head, tail) = audit::line_around_seq(&self.event, unix_ms(), identity, code, plugin);
         let status = self
             .step(
-                Script::new(include_str!("lua/voucher_complete.lua"))
+                VOUCHER_COMPLETE
                     .key(self.key("claims"))
                     .key(self.key("n"))
                     .key(self.key("pending"))
@@ -248,7 +257,7 @@ impl RedisLedger {
     async fn release(&self, identity: &str, how: &str, reason: &str) -> Result<(), StoreError> {
         let status = self
             .step(
-                Script::new(include_str!("lua/voucher_release.lua"))
+                VOUCHER_RELEASE
                     .key(self.key("claims"))
                     .key(self.key("n"))
                     .key(self.key("pending"))
@@ -283,7 +292,7 @@ impl RedisLedger {
     /// in progress on a live node; finishing them too is safe (same
     /// idempotency key, same code) but asks the issuer twice.
     pub async fn pending(&self, older_than: Duration) -> Result<Vec<PendingClaim>, StoreError> {
-        let flat: Vec<String> = Script::new(include_str!("lua/voucher_pending.lua"))
+        let flat: Vec<String> = VOUCHER_PENDING
             .key(self.key("claims"))
             .key(self.key("pending"))
             .arg(older_than.as_millis() as u64)

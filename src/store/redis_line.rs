@@ -37,6 +37,8 @@
 //!
 //! Times are milliseconds on a clock shared by the nodes (Unix time).
 
+use std::sync::LazyLock;
+
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
@@ -149,9 +151,13 @@ pub struct RedisLine {
     lottery: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-fn script(src: &'static str) -> Script {
-    Script::new(src)
-}
+/// The scripts, hashed once (`EVALSHA` names a script by its SHA-1; the
+/// crate loads it on a `NOSCRIPT` answer, e.g. after a Redis restart).
+static ISSUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/issue.lua")));
+static OBSERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/observe.lua")));
+static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/take.lua")));
+static TICK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/tick.lua")));
+static DRAW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/draw.lua")));
 
 impl RedisLine {
     /// The line of `event` over `con` (see [`super::redis_conn`]); `node`
@@ -227,7 +233,7 @@ impl RedisLine {
     /// `direct`) the next ticket number, marked live.
     pub async fn enter(&self, now: u64, direct: Option<Direct>) -> Result<Entry, RedisError> {
         let d = direct.unwrap_or_default();
-        let (kind, number): (u8, u64) = script(include_str!("lua/issue.lua"))
+        let (kind, number): (u8, u64) = ISSUE
             .key(self.key("issued"))
             .key(self.live(self.window(now)))
             .key(self.key("frontier"))
@@ -260,7 +266,7 @@ impl RedisLine {
 
     /// A poll from ticket `number`: marks it live and says where it stands.
     pub async fn observe(&self, number: u64, now: u64) -> Result<RedisPlace, RedisError> {
-        let (kind, position): (u8, u64) = script(include_str!("lua/observe.lua"))
+        let (kind, position): (u8, u64) = OBSERVE
             .key(self.key("issued"))
             .key(self.key("frontier"))
             .key(self.key("granted"))
@@ -293,7 +299,7 @@ impl RedisLine {
     /// Takes a granted place: true exactly once; the pass joins the active
     /// set until `until` (ms).
     pub async fn take(&self, number: u64, pass_id: u64, until: u64) -> Result<bool, RedisError> {
-        let n: u8 = script(include_str!("lua/take.lua"))
+        let n: u8 = TAKE
             .key(self.key("granted"))
             .key(self.key("taken"))
             .key(self.key("pending"))
@@ -353,7 +359,7 @@ impl RedisLine {
         gate: SharedGate,
     ) -> Result<RedisTick, RedisError> {
         let w = self.window(now);
-        let out: Vec<i64> = script(include_str!("lua/tick.lua"))
+        let out: Vec<i64> = TICK
             .key(self.key("lease"))
             .key(self.key("issued"))
             .key(self.key("frontier"))
@@ -426,7 +432,7 @@ impl RedisLine {
             }
         }
         let w = self.window(now);
-        let done: u8 = script(include_str!("lua/draw.lua"))
+        let done: u8 = DRAW
             .key(self.key("opened"))
             .key(self.key("drawn"))
             .key(self.key("rank"))
