@@ -4,6 +4,7 @@
 //! their CPU and memory and a small probe client for health and stats.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -93,7 +94,11 @@ impl Proc {
         };
         let out = std::fs::File::create(&log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
+        // Its own process group: a Ctrl-C at the terminal reaches only the
+        // simulator, which then stops the run's children in order (visitors,
+        // usher nodes, Redis last) instead of racing them.
         let child = std::process::Command::new(program)
+            .process_group(0)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
