@@ -416,6 +416,13 @@ impl Scenario {
             day,
         );
         range("client.retry_seconds", self.client.retry_seconds, 0.0, day);
+        if self.usher.nodes > self.origin_max_in_flight() {
+            p.push(format!(
+                "usher.nodes: {} nodes with one origin request each exceed origin_max_in_flight = {}",
+                self.usher.nodes,
+                self.origin_max_in_flight()
+            ));
+        }
         if self.browse.pages > 0 && self.browse.paths.is_empty() {
             p.push("browse.paths: give at least one path to browse".into());
         }
@@ -519,7 +526,8 @@ impl Scenario {
     }
 
     /// The in-flight cap of each node: the total split evenly, rounded
-    /// down (so the origin never sees more than the total), at least one.
+    /// down, so the origin never sees more than the total (the check
+    /// refuses more nodes than the total).
     pub fn origin_max_in_flight_per_node(&self) -> usize {
         (self.origin_max_in_flight() / self.usher.nodes.max(1)).max(1)
     }
