@@ -144,9 +144,21 @@ fn main() -> ExitCode {
                     s.real(s.time_limit_seconds).as_secs_f64() / 60.0
                 );
                 let dir = std::env::temp_dir();
+                // Several nodes: the first node's config (the others differ
+                // only in ports and node_id).
+                let store = s.multi_node().then_some(usher::sim::procs::NodeStore {
+                    url: "redis://127.0.0.1:6379/",
+                    node_id: "sim-1",
+                });
+                if s.multi_node() {
+                    println!(
+                        "# usher: {} nodes sharing one redis-server (node 1 shown)",
+                        s.usher.nodes
+                    );
+                }
                 print!(
                     "{}",
-                    usher::sim::procs::usher_config(&s, 8080, 9090, 8000, &dir.join("keys"))
+                    usher::sim::procs::usher_config(&s, 8080, 9090, 8000, &dir.join("keys"), store)
                 );
                 ExitCode::SUCCESS
             }

@@ -18,6 +18,15 @@ fn pct(a: u64, b: u64) -> String {
     }
 }
 
+/// "1 process" or "3 nodes + Redis": what usher ran as.
+pub(super) fn deployment(nodes: usize) -> String {
+    if nodes > 1 {
+        format!("{nodes} nodes + Redis")
+    } else {
+        "1 process".into()
+    }
+}
+
 fn minutes(s: Option<f64>) -> String {
     s.map_or("–".into(), |s| {
         if s < 90.0 {
@@ -32,6 +41,10 @@ fn minutes(s: Option<f64>) -> String {
 pub(super) fn table(runs: &[&RunSummary]) -> String {
     type Cell = Box<dyn Fn(&RunSummary) -> String>;
     let rows: Vec<(&str, Cell)> = vec![
+        (
+            "usher ran as",
+            Box::new(|r| r.usher.as_ref().map_or("–".into(), |u| deployment(u.nodes))),
+        ),
         ("Visitors arrived", Box::new(|r| short(r.arrived as f64))),
         (
             "Got a voucher",
@@ -127,8 +140,13 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             "usher CPU mean / peak, RSS peak",
             Box::new(|r| {
                 r.usher.as_ref().map_or("–".into(), |u| {
+                    let summed = if u.nodes > 1 {
+                        format!(" (summed: {})", deployment(u.nodes))
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{:.0}% / {:.0}%, {:.0} MiB",
+                        "{:.0}% / {:.0}%, {:.0} MiB{summed}",
                         u.cpu_mean_percent, u.cpu_peak_percent, u.rss_peak_mib
                     )
                 })

@@ -141,6 +141,19 @@ pub fn notes(s: &Scenario, runs: &[&RunResult]) -> Vec<String> {
         "The origin: capacity {} requests at once, overload = {}, {} vouchers. usher capped it at max_in_flight = {}, with max_active_users = {}.",
         s.origin.capacity, s.origin.overload, s.origin.vouchers, s.origin_max_in_flight(), s.usher.max_active_users
     ));
+    if s.multi_node() {
+        n.push(format!(
+            "usher ran as {} nodes sharing one line, rate, active count and voucher stock through a redis-server of the run's own ({}); \
+             each request went to the next node in turn, like a load balancer without affinity, so a visitor's polls and pages landed on different nodes. \
+             Each node capped the origin at {} requests in flight ({} in all). The queue length and active users come from one node (they are shared); \
+             admissions and usher's 5xx are summed over the nodes; usher's CPU and memory are the sum of the {} nodes and Redis, all on the same machine.",
+            s.usher.nodes,
+            if s.voucher.enabled { "appendonly yes, appendfsync always" } else { "no persistence" },
+            s.origin_max_in_flight_per_node(),
+            s.origin_max_in_flight_per_node() * s.usher.nodes,
+            s.usher.nodes,
+        ));
+    }
     n.push(
         "Every simulated visitor connects from 127.0.0.1, so usher's per-address limits were turned off for the run.".into(),
     );

@@ -1,8 +1,11 @@
 //! The simulated browsers' network: one pooled hyper client shared by every
 //! visitor, a semaphore bounding the connections it opens, per-request
-//! timeouts, and a small cookie jar per visitor.
+//! timeouts, and a small cookie jar per visitor. With several targets (usher
+//! nodes) each request goes to the next one in turn, like a load balancer
+//! without affinity: a visitor's polls and pages land on different nodes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -131,13 +134,16 @@ pub struct Net {
     client: HttpClient,
     permits: Semaphore,
     timeout: Duration,
-    target: SocketAddr,
+    targets: Vec<SocketAddr>,
+    next: AtomicUsize,
 }
 
 impl Net {
-    /// A client for `target` with at most `connections` requests (hence
-    /// connections) open at once, each given up after `timeout`.
-    pub fn new(target: SocketAddr, connections: usize, timeout: Duration) -> Net {
+    /// A client for `targets` (taken in turn, one request each; at least
+    /// one) with at most `connections` requests (hence connections) open at
+    /// once, each given up after `timeout`.
+    pub fn new(targets: Vec<SocketAddr>, connections: usize, timeout: Duration) -> Net {
+        assert!(!targets.is_empty(), "Net needs a target");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
@@ -150,8 +156,15 @@ impl Net {
             client,
             permits: Semaphore::new(connections.max(1)),
             timeout,
-            target,
+            targets,
+            next: AtomicUsize::new(0),
         }
+    }
+
+    /// The target of the next request: round-robin over all of them.
+    fn next_target(&self) -> SocketAddr {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        self.targets[i]
     }
 
     /// Sends one request with the jar's cookies and keeps the cookies set.
@@ -163,7 +176,7 @@ impl Net {
             .await
             .map_err(|_| Failure::Connection)?;
         live.connection_wait.record(queued.elapsed());
-        let uri = format!("http://{}{}", self.target, ask.path);
+        let uri = format!("http://{}{}", self.next_target(), ask.path);
         let mut b = Request::builder().method(ask.method).uri(uri);
         if let Some(c) = jar.header() {
             b = b.header(COOKIE, c);
@@ -249,5 +262,18 @@ mod tests {
         }
         assert!(j.0.len() <= MAX_COOKIES, "bounded");
         assert_eq!(j.apply(&format!("big={}", "x".repeat(5000))), None);
+    }
+
+    #[test]
+    fn requests_go_round_robin_over_the_targets() {
+        let addrs: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let net = Net::new(addrs.clone(), 4, Duration::from_secs(1));
+        let picked: Vec<SocketAddr> = (0..7).map(|_| net.next_target()).collect();
+        let want: Vec<SocketAddr> = addrs.iter().cycle().take(7).copied().collect();
+        assert_eq!(picked, want);
+        let one = Net::new(vec![addrs[1]], 4, Duration::from_secs(1));
+        assert!((0..3).all(|_| one.next_target() == addrs[1]));
     }
 }

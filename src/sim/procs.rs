@@ -1,8 +1,10 @@
-//! The processes a run starts and stops: the theater (the demo origin) and
-//! usher, both on loopback ports picked here, plus `/proc` readings of
+//! The processes a run starts and stops: the theater (the demo origin),
+//! usher (one process, or several nodes sharing a `redis-server` of the
+//! run's own), all on loopback ports picked here, plus `/proc` readings of
 //! their CPU and memory and a small probe client for health and stats.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,6 +22,14 @@ use super::SimError;
 const MAX_PROBE_BODY: usize = 4 * 1024 * 1024;
 /// How long a child has to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Process names of the usher nodes of a multi-node run (also their log
+/// files), one per node up to [`super::scenario::MAX_NODES`].
+pub const NODE_NAMES: [&str; super::scenario::MAX_NODES] = [
+    "usher-1", "usher-2", "usher-3", "usher-4", "usher-5", "usher-6", "usher-7", "usher-8",
+];
+/// The Redis server a multi-node run starts (looked up on `PATH`).
+pub const REDIS_SERVER: &str = "redis-server";
 
 /// Where the binaries are.
 #[derive(Debug, Clone)]
@@ -84,7 +94,11 @@ impl Proc {
         };
         let out = std::fs::File::create(&log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
+        // Its own process group: a Ctrl-C at the terminal reaches only the
+        // simulator, which then stops the run's children in order (visitors,
+        // usher nodes, Redis last) instead of racing them.
         let child = std::process::Command::new(program)
+            .process_group(0)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -162,11 +176,110 @@ pub fn start_theater(bin: &Path, port: u16, s: &Scenario, dir: &Path) -> Result<
     Proc::spawn("theater", bin, &args, dir)
 }
 
+/// Starts the run's own `redis-server` on loopback `port`. Nothing is
+/// saved unless `aof_dir` is given: then every write is logged and synced
+/// there (`appendonly yes`, `appendfsync always`), the setting usher
+/// requires of a Redis that holds vouchers (docs/STATE.md).
+pub fn start_redis(port: u16, aof_dir: Option<&Path>, dir: &Path) -> Result<Proc, SimError> {
+    start_redis_at(Path::new(REDIS_SERVER), port, aof_dir, dir)
+}
+
+fn start_redis_at(
+    program: &Path,
+    port: u16,
+    aof_dir: Option<&Path>,
+    dir: &Path,
+) -> Result<Proc, SimError> {
+    let mut args: Vec<String> = vec![
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        String::new(),
+    ];
+    match aof_dir {
+        Some(aof) => args.extend([
+            "--appendonly".into(),
+            "yes".into(),
+            "--appendfsync".into(),
+            "always".into(),
+            "--dir".into(),
+            aof.display().to_string(),
+        ]),
+        None => args.extend(["--appendonly".into(), "no".into()]),
+    }
+    Proc::spawn("redis-server", program, &args, dir).map_err(|e| match e {
+        SimError::Spawn { what, path, reason } => SimError::Spawn {
+            what,
+            path,
+            reason: format!(
+                "{reason}; [usher] nodes > 1 needs redis-server installed and on PATH (apt install redis-server)"
+            ),
+        },
+        other => other,
+    })
+}
+
+/// Waits until the Redis on `port` answers `PING`, the process dies, or
+/// `within` passes.
+pub async fn wait_redis(proc: &mut Proc, port: u16, within: Duration) -> Result<(), SimError> {
+    let end = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < end {
+        if proc.exited() {
+            break;
+        }
+        let ping = tokio::time::timeout(Duration::from_millis(500), ping_redis(port));
+        if let Ok(Ok(true)) = ping.await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(SimError::NotReady {
+        what: proc.name,
+        addr: loopback(port),
+        log: proc.log_tail(),
+    })
+}
+
+async fn ping_redis(port: u16) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(loopback(port)).await?;
+    c.write_all(b"PING\r\n").await?;
+    let mut buf = [0u8; 16];
+    let n = c.read(&mut buf).await?;
+    Ok(buf[..n].starts_with(b"+PONG"))
+}
+
+/// One node's part in a multi-node run: the shared Redis and its own id.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeStore<'a> {
+    /// `redis://127.0.0.1:PORT/`.
+    pub url: &'a str,
+    /// `sim-K`.
+    pub node_id: &'a str,
+}
+
 /// usher's config for a run: loopback listeners, the scenario's room in
 /// real time, per-address limits off (every simulated visitor shares
-/// 127.0.0.1), a key file so the simulator can read ticket numbers.
-pub fn usher_config(s: &Scenario, listen: u16, admin: u16, origin: u16, keys: &Path) -> String {
+/// 127.0.0.1), a key file so the simulator can read ticket numbers; with
+/// `store`, the Redis backend and this node's id (and its share of the
+/// origin's in-flight cap).
+pub fn usher_config(
+    s: &Scenario,
+    listen: u16,
+    admin: u16,
+    origin: u16,
+    keys: &Path,
+    store: Option<NodeStore<'_>>,
+) -> String {
     let u = &s.usher;
+    let store = store.map_or(String::new(), |n| {
+        format!(
+            "\n[store]\nbackend = \"redis\"\nurl = \"{}\"\nnode_id = \"{}\"\n",
+            n.url, n.node_id
+        )
+    });
     let ms = |sim: f64| format!("{}ms", s.real(sim).as_millis().max(1));
     let tick_ms = (250.0 / s.time_scale).round().max(10.0) as u64;
     format!(
@@ -204,14 +317,14 @@ tick = "{tick_ms}ms"
 [room.limits]
 tickets_per_minute_per_ip = 100000000
 requests_per_second_per_ip = 0
-"#,
+{store}"#,
         name = s.name.replace(['"', '\\', '\n'], " "),
         scale = s.time_scale,
         listen = loopback(listen),
         admin = loopback(admin),
         max_conn = s.client.connections + 1_000,
         origin = loopback(origin),
-        in_flight = s.origin_max_in_flight(),
+        in_flight = s.origin_max_in_flight_per_node(),
         timeout = ms(s.client.timeout_seconds),
         keys = keys.display(),
         max_active = u.max_active_users,
@@ -352,7 +465,7 @@ mod tests {
     fn generated_config_is_valid_for_usher() {
         let s = Scenario::parse(super::super::scenario::tests_support::SMALL, "t").unwrap();
         let dir = std::env::temp_dir();
-        let text = usher_config(&s, 1, 2, 3, &dir.join("keys"));
+        let text = usher_config(&s, 1, 2, 3, &dir.join("keys"), None);
         // Keys are read at start, not at parse: the config itself must validate.
         let cfg = crate::config::Config::parse(&text, "sim", &dir).unwrap();
         let room = cfg.room.unwrap();
@@ -360,5 +473,41 @@ mod tests {
         assert_eq!(room.refresh, Duration::from_secs(1));
         assert_eq!(room.session_duration, Duration::from_secs(12));
         assert_eq!(cfg.origin.max_in_flight, 8);
+        assert!(
+            !text.contains("[store]"),
+            "one node keeps the embedded store"
+        );
+    }
+
+    #[test]
+    fn a_missing_redis_server_is_named() {
+        let dir = std::env::temp_dir().join(format!("usher-sim-nored-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("bin").join("redis-server");
+        let err = start_redis_at(&missing, 1, None, &dir)
+            .err()
+            .expect("no such program")
+            .to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.starts_with("starting redis-server"), "{err}");
+        assert!(err.contains("nodes > 1 needs redis-server"), "{err}");
+    }
+
+    #[test]
+    fn node_config_shares_redis_and_splits_the_origin_cap() {
+        let text = super::super::scenario::tests_support::SMALL
+            .replace("[usher]\n", "[usher]\nnodes = 3\n");
+        let s = Scenario::parse(&text, "t").unwrap();
+        let dir = std::env::temp_dir();
+        let node = NodeStore {
+            url: "redis://127.0.0.1:6390/",
+            node_id: "sim-2",
+        };
+        let text = usher_config(&s, 1, 2, 3, &dir.join("keys"), Some(node));
+        let cfg = crate::config::Config::parse(&text, "sim", &dir).unwrap();
+        assert!(text.contains("backend = \"redis\""), "{text}");
+        assert!(text.contains("node_id = \"sim-2\""), "{text}");
+        // Capacity 8 over 3 nodes: 2 each, 6 at most at the origin.
+        assert_eq!(cfg.origin.max_in_flight, 2);
     }
 }

@@ -146,6 +146,13 @@ pub fn html(s: &Scenario, summary: &Summary, runs: &[&RunResult]) -> String {
         name = esc(&s.name),
         desc = esc(&s.description)
     );
+    if s.multi_node() {
+        let _ = write!(
+            b,
+            "<p class=\"sub\">With usher: {}, sharing one line; each request went to the next node in turn (no affinity).</p>",
+            super::headline::deployment(s.usher.nodes)
+        );
+    }
     let prot = runs
         .iter()
         .find(|r| r.mode == Mode::Protected)
@@ -400,7 +407,16 @@ pub fn html(s: &Scenario, summary: &Summary, runs: &[&RunResult]) -> String {
                 pts(&r.samples, |x| x.max_active),
             ));
         b.push_str(&two(a, act));
-        let cpu = Chart::new("usher CPU", mins, "% of one core")
+        let (cpu_title, mem_title) = if s.multi_node() {
+            let d = super::headline::deployment(s.usher.nodes);
+            (
+                format!("usher CPU ({d}, summed)"),
+                format!("usher memory ({d}, summed)"),
+            )
+        } else {
+            ("usher CPU".to_string(), "usher memory".to_string())
+        };
+        let cpu = Chart::new(&cpu_title, mins, "% of one core")
             .with(Series::new(
                 "usher CPU",
                 PURPLE,
@@ -413,7 +429,7 @@ pub fn html(s: &Scenario, summary: &Summary, runs: &[&RunResult]) -> String {
                 Style::Line,
                 pts(&r.samples, |x| x.sim_cpu),
             ));
-        let mem = Chart::new("usher memory", mins, "MiB resident").with(Series::new(
+        let mem = Chart::new(&mem_title, mins, "MiB resident").with(Series::new(
             "usher RSS",
             BLUE,
             Style::Line,

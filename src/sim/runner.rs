@@ -1,7 +1,11 @@
-//! One run of a scenario: start the theater (and usher when protected),
+//! One run of a scenario: start the theater (and usher when protected: one
+//! process, or `[usher] nodes` processes sharing a Redis of the run's own),
 //! release the crowd on schedule, sample every second, stop at the time
-//! limit or on request, stop the children, and sum it all up.
+//! limit or on request, stop the children, and sum it all up. Children are
+//! killed on drop, so an error or a panic leaves none behind.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +15,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::crowd::crowd;
 use super::net::Net;
-use super::procs::{free_port, loopback, start_theater, usher_config, Binaries, Probe, Proc};
+use super::procs::{
+    free_port, loopback, start_redis, start_theater, usher_config, wait_redis, Binaries, NodeStore,
+    Probe, Proc, NODE_NAMES,
+};
 use super::sampler::{Sample, Sampler};
 use super::scenario::Scenario;
 use super::stats::Live;
@@ -74,6 +81,105 @@ impl Drop for Scratch {
     }
 }
 
+/// The protected side of a run: the usher nodes and their Redis.
+struct UsherSide {
+    /// Each node with its listener and admin addresses.
+    nodes: Vec<(Proc, SocketAddr, SocketAddr)>,
+    /// The shared store of a multi-node run.
+    redis: Option<Proc>,
+}
+
+impl UsherSide {
+    /// Starts Redis (several nodes only), then every node, each checked
+    /// ready (`/readyz` also waits for Redis) before the crowd comes.
+    async fn start(
+        s: &Scenario,
+        opts: &RunOptions,
+        dir: &Path,
+        probe: &Probe,
+        theater_port: u16,
+        keys_path: &Path,
+    ) -> Result<UsherSide, SimError> {
+        let mut redis = None;
+        let mut url = None;
+        if s.multi_node() {
+            let port = free_port()?;
+            let aof = redis_aof_dir(s, dir)?;
+            let mut p = start_redis(port, aof.as_deref(), dir)?;
+            wait_redis(&mut p, port, READY_WITHIN).await?;
+            redis = Some(p);
+            url = Some(format!("redis://127.0.0.1:{port}/"));
+        }
+        let mut nodes = Vec::with_capacity(s.usher.nodes);
+        for (k, node_name) in NODE_NAMES.iter().copied().take(s.usher.nodes).enumerate() {
+            let (listen, admin) = (free_port()?, free_port()?);
+            let node_id = format!("sim-{}", k + 1);
+            let store = url.as_deref().map(|url| NodeStore {
+                url,
+                node_id: &node_id,
+            });
+            let text = usher_config(s, listen, admin, theater_port, keys_path, store);
+            crate::config::Config::parse(&text, "usher-sim.toml", dir)
+                .map_err(|e| SimError::Config(e.to_string()))?;
+            let (name, file) = match url {
+                Some(_) => (node_name, format!("{node_name}.toml")),
+                None => ("usher", "usher.toml".to_string()),
+            };
+            let cfg_path = dir.join(file);
+            std::fs::write(&cfg_path, &text).map_err(SimError::Io)?;
+            let args = vec![
+                "run".to_string(),
+                "-c".into(),
+                cfg_path.display().to_string(),
+            ];
+            let p = Proc::spawn(name, &opts.binaries.usher, &args, dir)?;
+            nodes.push((p, loopback(listen), loopback(admin)));
+        }
+        for (p, _, admin) in &mut nodes {
+            probe.wait_ready(p, *admin, "/readyz", READY_WITHIN).await?;
+        }
+        Ok(UsherSide { nodes, redis })
+    }
+
+    /// Where visitors send their requests, in turn.
+    fn listeners(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.1).collect()
+    }
+
+    /// The first node that exited, if any.
+    fn died(&mut self) -> Option<&'static str> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find_map(|(p, _, _)| p.exited().then_some(p.name));
+        node.or_else(|| {
+            self.redis
+                .as_mut()
+                .and_then(|r| r.exited().then_some(r.name))
+        })
+    }
+
+    /// Stops the nodes (together), then Redis.
+    async fn stop(self) {
+        futures_util::future::join_all(self.nodes.into_iter().map(|(p, _, _)| p.stop())).await;
+        if let Some(r) = self.redis {
+            r.stop().await;
+        }
+    }
+}
+
+/// Where Redis keeps its append-only file, when it keeps one: with the
+/// scenario's voucher step on, Redis runs as usher requires of a Redis
+/// holding vouchers (every write synced), so its cost is in the figures.
+fn redis_aof_dir(s: &Scenario, dir: &Path) -> Result<Option<PathBuf>, SimError> {
+    if !s.voucher.enabled {
+        return Ok(None);
+    }
+    let aof = dir.join("redis");
+    std::fs::create_dir_all(&aof).map_err(SimError::Io)?;
+    Ok(Some(aof))
+}
+
 /// Polling slack for fairness: one poll interval with its jitter, an
 /// admission tick and a little for the request itself, in simulated seconds.
 pub fn fairness_slack(s: &Scenario) -> f64 {
@@ -95,33 +201,19 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
             READY_WITHIN,
         )
         .await?;
-    let mut usher: Option<(Proc, std::net::SocketAddr)> = None;
+    let mut usher: Option<UsherSide> = None;
     let mut tickets = None;
-    let mut target = loopback(theater_port);
+    let mut targets = vec![loopback(theater_port)];
     if mode == Mode::Protected {
         let key_line =
             Keyring::generate_line("sim").map_err(|e| SimError::Config(e.to_string()))?;
         let keys_path = scratch.0.join("keys");
         std::fs::write(&keys_path, format!("{key_line}\n")).map_err(SimError::Io)?;
         let keys = Keyring::parse(&key_line).map_err(|e| SimError::Config(e.to_string()))?;
-        let (listen, admin) = (free_port()?, free_port()?);
-        let text = usher_config(s, listen, admin, theater_port, &keys_path);
-        crate::config::Config::parse(&text, "usher-sim.toml", &scratch.0)
-            .map_err(|e| SimError::Config(e.to_string()))?;
-        let cfg_path = scratch.0.join("usher.toml");
-        std::fs::write(&cfg_path, &text).map_err(SimError::Io)?;
-        let args = vec![
-            "run".to_string(),
-            "-c".into(),
-            cfg_path.display().to_string(),
-        ];
-        let mut p = Proc::spawn("usher", &opts.binaries.usher, &args, &scratch.0)?;
-        probe
-            .wait_ready(&mut p, loopback(admin), "/readyz", READY_WITHIN)
-            .await?;
+        let side = UsherSide::start(s, opts, &scratch.0, &probe, theater_port, &keys_path).await?;
         tickets = Some((keys, event_id("sim")));
-        target = loopback(listen);
-        usher = Some((p, loopback(admin)));
+        targets = side.listeners();
+        usher = Some(side);
     }
     let plans = crowd(s);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -129,7 +221,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
         scenario: s.clone(),
         mode,
         net: Net::new(
-            target,
+            targets,
             s.client.connections,
             s.real(s.client.timeout_seconds),
         ),
@@ -139,10 +231,16 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
         records: Mutex::new(Vec::with_capacity(plans.len())),
         tickets,
     });
-    let mut sampler = Sampler::new(
-        loopback(theater_port),
-        usher.as_ref().map(|(p, admin)| (*admin, p.pid)),
-    );
+    let (admins, pids) = usher.as_ref().map_or((vec![], vec![]), |u| {
+        let admins = u.nodes.iter().map(|n| n.2).collect();
+        let pids = u
+            .nodes
+            .iter()
+            .map(|n| n.0.pid)
+            .chain(u.redis.as_ref().map(|r| r.pid));
+        (admins, pids.collect())
+    });
+    let mut sampler = Sampler::new(loopback(theater_port), admins, pids);
     let mut interrupt = opts.interrupt.clone();
     let mut set = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -181,11 +279,9 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
                     died = Some("theater");
                     break;
                 }
-                if let Some((p, _)) = usher.as_mut() {
-                    if p.exited() {
-                        died = Some("usher");
-                        break;
-                    }
+                if let Some(what) = usher.as_mut().and_then(UsherSide::died) {
+                    died = Some(what);
+                    break;
                 }
             }
             _ = interrupt.changed() => {
@@ -209,8 +305,8 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
     let requeued = ctx.live.requeued.load(std::sync::atomic::Ordering::Relaxed);
     // Dropping the client closes its idle connections, so the children drain at once.
     drop(ctx);
-    if let Some((p, _)) = usher {
-        p.stop().await;
+    if let Some(u) = usher {
+        u.stop().await;
     }
     theater.stop().await;
     if let Some(what) = died {

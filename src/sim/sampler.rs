@@ -1,5 +1,12 @@
 //! Once a second: the visitors' counters, usher's `/metrics`, the theater's
 //! `/api/stats`, and usher's CPU and memory from `/proc`, as one [`Sample`].
+//!
+//! With several usher nodes, the figures of the shared line (queue length,
+//! active users, pending admissions, the configured rate and cap) are the
+//! same on every node, so the first node's are read; per-process counters
+//! (admissions, usher's own 5xx) are summed over all nodes, and only when
+//! every node answered; CPU and memory are summed over the nodes and the
+//! run's Redis: the whole protected side's cost.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -124,10 +131,10 @@ pub fn metric_sum(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> Option
 pub struct Sampler {
     probe: Probe,
     theater: SocketAddr,
-    usher_admin: Option<SocketAddr>,
-    usher_pid: Option<u32>,
+    usher_admins: Vec<SocketAddr>,
+    usher_pids: Vec<u32>,
     last: Instant,
-    last_usher: Option<ProcUsage>,
+    last_usher: Vec<Option<ProcUsage>>,
     last_self: Option<ProcUsage>,
     last_requests: u64,
     last_admitted: Option<f64>,
@@ -137,23 +144,28 @@ pub struct Sampler {
     pub site_total: Counts,
     /// usher's own answers' latency over the whole run.
     pub usher_total: Counts,
-    /// Highest usher RSS seen, bytes.
+    /// Highest usher RSS seen (summed over nodes and Redis), bytes.
     pub usher_peak_rss: u64,
-    /// usher CPU seconds used over the run.
+    /// usher CPU seconds used over the run (nodes and Redis).
     pub usher_cpu_seconds: f64,
 }
 
 impl Sampler {
-    /// A sampler for the theater at `theater` and usher's admin listener and pid.
-    pub fn new(theater: SocketAddr, usher: Option<(SocketAddr, u32)>) -> Sampler {
-        let usher_pid = usher.map(|u| u.1);
+    /// A sampler for the theater at `theater`, usher's admin listeners
+    /// (one per node; none without usher) and the pids whose CPU and memory
+    /// count as usher's (the nodes, and Redis when there is one).
+    pub fn new(
+        theater: SocketAddr,
+        usher_admins: Vec<SocketAddr>,
+        usher_pids: Vec<u32>,
+    ) -> Sampler {
         Sampler {
             probe: Probe::default(),
             theater,
-            usher_admin: usher.map(|u| u.0),
-            usher_pid,
+            last_usher: usher_pids.iter().map(|&p| proc_usage(p)).collect(),
+            usher_admins,
+            usher_pids,
             last: Instant::now(),
-            last_usher: usher_pid.and_then(proc_usage),
             last_self: proc_usage(std::process::id()),
             last_requests: 0,
             last_admitted: None,
@@ -167,12 +179,11 @@ impl Sampler {
 
     /// Takes one sample.
     pub async fn sample(&mut self, ctx: &RunCtx) {
-        let metrics = async {
-            match self.usher_admin {
-                Some(a) => self.probe.get(a, "/metrics", PROBE_TIMEOUT).await,
-                None => None,
-            }
-        };
+        let metrics = futures_util::future::join_all(
+            self.usher_admins
+                .iter()
+                .map(|&a| self.probe.get(a, "/metrics", PROBE_TIMEOUT)),
+        );
         let stats = self.probe.get(self.theater, "/api/stats", PROBE_TIMEOUT);
         let (metrics, stats) = tokio::join!(metrics, stats);
         let now = Instant::now();
@@ -210,23 +221,14 @@ impl Sampler {
             usher_p95_ms: sim_ms(&usher, 0.95),
             ..Sample::default()
         };
-        if let Some((200, text)) = &metrics {
-            let all = |_: &str| true;
-            s.queue_length = metric_sum(text, "usher_queue_length", all);
-            s.active_users = metric_sum(text, "usher_active_users", all);
-            s.pending = metric_sum(text, "usher_pending_admissions", all);
-            s.admitted_total = metric_sum(text, "usher_admitted_total", all);
-            s.target_per_minute =
-                metric_sum(text, "usher_room_new_users_per_minute", all).map(|r| r / scale);
-            s.max_active = metric_sum(text, "usher_room_max_active_users", all);
-            s.usher_5xx_total = metric_sum(text, "usher_requests_total", |l| {
-                l.contains("class=\"5xx\"") && !l.contains("outcome=\"forwarded\"")
-            });
-            if let (Some(now), Some(before)) = (s.admitted_total, self.last_admitted) {
-                s.admissions_per_minute = Some((now - before).max(0.0) / dt * 60.0 / scale);
-            }
-            self.last_admitted = s.admitted_total.or(self.last_admitted);
-        }
+        let texts: Vec<Option<&str>> = metrics
+            .iter()
+            .map(|m| match m {
+                Some((200, text)) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.read_usher(&mut s, &texts, dt, scale);
         if let Some((200, text)) = &stats {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
                 let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
@@ -236,18 +238,7 @@ impl Sampler {
                 s.origin_served_total = f("served");
             }
         }
-        if let Some(pid) = self.usher_pid {
-            if let Some(u) = proc_usage(pid) {
-                if let Some(prev) = self.last_usher {
-                    let used = (u.cpu_seconds - prev.cpu_seconds).max(0.0);
-                    self.usher_cpu_seconds += used;
-                    s.usher_cpu = Some(used / dt * 100.0);
-                }
-                s.usher_rss_mb = Some(u.rss_bytes as f64 / (1024.0 * 1024.0));
-                self.usher_peak_rss = self.usher_peak_rss.max(u.rss_bytes);
-                self.last_usher = Some(u);
-            }
-        }
+        self.read_usher_usage(&mut s, dt);
         if let Some(u) = proc_usage(std::process::id()) {
             if let Some(prev) = self.last_self {
                 s.sim_cpu = Some((u.cpu_seconds - prev.cpu_seconds).max(0.0) / dt * 100.0);
@@ -255,6 +246,73 @@ impl Sampler {
             self.last_self = Some(u);
         }
         self.samples.push(s);
+    }
+
+    /// usher's figures from the nodes' `/metrics` texts (`None`: no answer):
+    /// the shared line's from the first node, counters summed over all.
+    fn read_usher(&mut self, s: &mut Sample, texts: &[Option<&str>], dt: f64, scale: f64) {
+        let all = |_: &str| true;
+        if let Some(Some(text)) = texts.first() {
+            s.queue_length = metric_sum(text, "usher_queue_length", all);
+            s.active_users = metric_sum(text, "usher_active_users", all);
+            s.pending = metric_sum(text, "usher_pending_admissions", all);
+            s.target_per_minute =
+                metric_sum(text, "usher_room_new_users_per_minute", all).map(|r| r / scale);
+            s.max_active = metric_sum(text, "usher_room_max_active_users", all);
+        }
+        // A node that did not answer would make a sum look like a drop.
+        let Some(texts) = texts.iter().copied().collect::<Option<Vec<&str>>>() else {
+            return;
+        };
+        let sum = |f: &dyn Fn(&str) -> Option<f64>| {
+            texts
+                .iter()
+                .map(|t| f(t))
+                .fold(None, |acc: Option<f64>, v| match (acc, v) {
+                    (None, v) => v,
+                    (a, None) => a,
+                    (Some(a), Some(b)) => Some(a + b),
+                })
+        };
+        s.admitted_total = sum(&|t| metric_sum(t, "usher_admitted_total", all));
+        s.usher_5xx_total = sum(&|t| {
+            metric_sum(t, "usher_requests_total", |l| {
+                l.contains("class=\"5xx\"") && !l.contains("outcome=\"forwarded\"")
+            })
+        });
+        if let (Some(now), Some(before)) = (s.admitted_total, self.last_admitted) {
+            s.admissions_per_minute = Some((now - before).max(0.0) / dt * 60.0 / scale);
+        }
+        self.last_admitted = s.admitted_total.or(self.last_admitted);
+    }
+
+    /// CPU and memory of usher's processes, summed.
+    fn read_usher_usage(&mut self, s: &mut Sample, dt: f64) {
+        if self.usher_pids.is_empty() {
+            return;
+        }
+        // A figure is shown only when every process was read.
+        let (mut used, mut rss, mut cpu_all, mut rss_all) = (0.0, 0u64, true, true);
+        for (pid, last) in self.usher_pids.iter().zip(self.last_usher.iter_mut()) {
+            let Some(u) = proc_usage(*pid) else {
+                (cpu_all, rss_all) = (false, false);
+                continue;
+            };
+            match last {
+                Some(prev) => used += (u.cpu_seconds - prev.cpu_seconds).max(0.0),
+                None => cpu_all = false,
+            }
+            rss += u.rss_bytes;
+            *last = Some(u);
+        }
+        self.usher_cpu_seconds += used;
+        if cpu_all {
+            s.usher_cpu = Some(used / dt * 100.0);
+        }
+        if rss_all {
+            s.usher_rss_mb = Some(rss as f64 / (1024.0 * 1024.0));
+            self.usher_peak_rss = self.usher_peak_rss.max(rss);
+        }
     }
 
     /// Requests made in the last interval.

@@ -21,6 +21,9 @@ pub const MAX_TIME_SCALE: f64 = 100.0;
 pub const MAX_PAGES: u32 = 100;
 /// The most times a visitor comes back after giving up.
 pub const MAX_RETURNS: u32 = 5;
+/// The most usher nodes a run starts: each is a process on the same few
+/// cores, so more would measure the machine rather than the room.
+pub const MAX_NODES: usize = 8;
 /// The most client connections the simulator keeps open: well below the
 /// machine's open-file limit (20,000), which usher and the origin share.
 pub const MAX_CONNECTIONS: usize = 4_000;
@@ -242,9 +245,18 @@ pub struct UsherSettings {
     pub ticket_grace_seconds: f64,
     /// `room.claim_window`.
     pub claim_window_seconds: f64,
-    /// `origin.max_in_flight` (default: the origin's capacity).
+    /// `origin.max_in_flight` across all nodes (default: the origin's
+    /// capacity); each node gets an equal share, at least one.
     #[serde(default)]
     pub origin_max_in_flight: Option<usize>,
+    /// usher processes sharing one line through a Redis of the run's own
+    /// (1: one process with the embedded store, no Redis).
+    #[serde(default = "one_node")]
+    pub nodes: usize,
+}
+
+fn one_node() -> usize {
+    1
 }
 
 fn default_burst() -> u32 {
@@ -386,6 +398,12 @@ impl Scenario {
         );
         range("usher.burst", self.usher.burst.into(), 1.0, 1e6);
         range(
+            "usher.nodes",
+            self.usher.nodes as f64,
+            1.0,
+            MAX_NODES as f64,
+        );
+        range(
             "client.connections",
             self.client.connections as f64,
             1.0,
@@ -398,6 +416,13 @@ impl Scenario {
             day,
         );
         range("client.retry_seconds", self.client.retry_seconds, 0.0, day);
+        if self.usher.nodes > self.origin_max_in_flight() {
+            p.push(format!(
+                "usher.nodes: {} nodes with one origin request each exceed origin_max_in_flight = {}",
+                self.usher.nodes,
+                self.origin_max_in_flight()
+            ));
+        }
         if self.browse.pages > 0 && self.browse.paths.is_empty() {
             p.push("browse.paths: give at least one path to browse".into());
         }
@@ -498,6 +523,18 @@ impl Scenario {
             .origin_max_in_flight
             .unwrap_or(self.origin.capacity as usize)
             .max(1)
+    }
+
+    /// The in-flight cap of each node: the total split evenly, rounded
+    /// down, so the origin never sees more than the total (the check
+    /// refuses more nodes than the total).
+    pub fn origin_max_in_flight_per_node(&self) -> usize {
+        (self.origin_max_in_flight() / self.usher.nodes.max(1)).max(1)
+    }
+
+    /// Whether usher runs as several nodes sharing a Redis.
+    pub fn multi_node(&self) -> bool {
+        self.usher.nodes > 1
     }
 
     /// Simulated seconds from the opening until the last arrival.

@@ -55,6 +55,9 @@ pub struct OriginSummary {
 /// usher's side of a protected run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct UsherSummary {
+    /// usher processes (nodes sharing one Redis when more than one); CPU
+    /// and memory below are summed over them and that Redis.
+    pub nodes: usize,
     /// 5xx answers usher made itself (not relayed from the origin).
     pub own_5xx: f64,
     /// Longest line seen.
@@ -230,6 +233,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
             .map(|us| us / 1000.0 * s.time_scale)
     };
     let usher = (facts.mode == Mode::Protected).then(|| UsherSummary {
+        nodes: s.usher.nodes,
         own_5xx: last_of(samples, |x| x.usher_5xx_total).unwrap_or(0.0),
         max_queue_length: max_of(samples, |x| x.queue_length).unwrap_or(0.0),
         max_active_users: max_of(samples, |x| x.active_users).unwrap_or(0.0),

@@ -13,6 +13,31 @@ fn parses_and_scales() {
     assert_eq!(s.sim(Duration::from_secs(2)), 20.0);
     assert_eq!(s.origin_max_in_flight(), 8);
     assert!(s.voucher.enabled && s.voucher.path == "/voucher/claim");
+    assert_eq!(s.usher.nodes, 1, "one process unless asked");
+    assert!(!s.multi_node());
+    assert_eq!(s.origin_max_in_flight_per_node(), 8);
+}
+
+#[test]
+fn nodes_share_the_origin_cap_and_are_bounded() {
+    let with = |n: &str| SMALL.replace("[usher]\n", &format!("[usher]\nnodes = {n}\n"));
+    let s = Scenario::parse(&with("3"), "t").unwrap();
+    assert!(s.multi_node());
+    // 8 over 3 nodes: 2 each, never more than 8 in all.
+    assert_eq!(s.origin_max_in_flight_per_node(), 2);
+    let s = Scenario::parse(&with("8"), "t").unwrap();
+    assert_eq!(s.origin_max_in_flight_per_node(), 1);
+    // Zero, beyond the bound, or more nodes than the origin's cap.
+    let too_many = with("8").replace("capacity = 8", "capacity = 4");
+    for bad in [with("0"), with("9"), too_many] {
+        let Err(ScenarioError::Invalid { problems, .. }) = Scenario::parse(&bad, "t") else {
+            panic!("accepted: {bad}")
+        };
+        assert!(
+            problems.iter().any(|p| p.starts_with("usher.nodes:")),
+            "{problems:?}"
+        );
+    }
 }
 
 #[test]
