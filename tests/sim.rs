@@ -60,6 +60,31 @@ fn redis_installed() -> bool {
     ok
 }
 
+/// What a protected run of a smoke-sized crowd must show, on one node or
+/// several.
+fn assert_rescued(s: &Scenario, p: &usher::sim::summary::RunSummary) {
+    // Everyone came, and the crowd was big enough to need a line.
+    assert_eq!(p.arrived, s.visitors);
+    let usher = p.usher.as_ref().expect("usher numbers");
+    assert!(usher.max_queue_length > 100.0, "a line formed: {usher:?}");
+    // The origin never saw more than it can take, and refused nothing.
+    let peak = p.origin.max_in_flight_seen.expect("theater stats sampled");
+    assert!(peak <= s.origin.capacity as f64, "origin peak {peak}");
+    assert_eq!(p.origin.rejected_503, Some(0.0));
+    // usher made no 5xx of its own; visitors met no errors at all.
+    assert_eq!(usher.own_5xx, 0.0);
+    assert_eq!(p.errors_seen, 0, "{:?}", p.outcomes);
+    assert!(usher.max_active_users <= s.usher.max_active_users as f64);
+    // Patient visitors got in in ticket order (within one poll interval).
+    assert!(p.fairness.ticket_compared > 100, "{:?}", p.fairness);
+    assert_eq!(p.fairness.ticket_order_violations, 0, "{:?}", p.fairness);
+    // Vouchers: each code once, never beyond the stock.
+    assert!(p.vouchers.issued > 100, "{:?}", p.vouchers);
+    assert_eq!(p.vouchers.duplicates, 0);
+    assert_eq!(p.vouchers.unique, p.vouchers.issued);
+    assert!(p.vouchers.issued <= s.origin.vouchers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_scenario_rescued_by_usher() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -85,26 +110,7 @@ async fn smoke_scenario_rescued_by_usher() {
         u.outcomes, u.errors_seen
     );
 
-    // Everyone came, and the crowd was big enough to need a line.
-    assert_eq!(p.arrived, s.visitors);
-    let usher = p.usher.as_ref().expect("usher numbers");
-    assert!(usher.max_queue_length > 100.0, "a line formed: {usher:?}");
-    // The origin never saw more than it can take, and refused nothing.
-    let peak = p.origin.max_in_flight_seen.expect("theater stats sampled");
-    assert!(peak <= s.origin.capacity as f64, "origin peak {peak}");
-    assert_eq!(p.origin.rejected_503, Some(0.0));
-    // usher made no 5xx of its own; visitors met no errors at all.
-    assert_eq!(usher.own_5xx, 0.0);
-    assert_eq!(p.errors_seen, 0, "{:?}", p.outcomes);
-    assert!(usher.max_active_users <= s.usher.max_active_users as f64);
-    // Patient visitors got in in ticket order (within one poll interval).
-    assert!(p.fairness.ticket_compared > 100, "{:?}", p.fairness);
-    assert_eq!(p.fairness.ticket_order_violations, 0, "{:?}", p.fairness);
-    // Vouchers: each code once, never beyond the stock.
-    assert!(p.vouchers.issued > 100, "{:?}", p.vouchers);
-    assert_eq!(p.vouchers.duplicates, 0);
-    assert_eq!(p.vouchers.unique, p.vouchers.issued);
-    assert!(p.vouchers.issued <= s.origin.vouchers);
+    assert_rescued(&s, p);
     assert_eq!(u.vouchers.duplicates, 0);
     assert!(u.vouchers.issued <= s.origin.vouchers);
 
@@ -163,27 +169,13 @@ async fn three_nodes_sharing_redis_rescue_the_smoke_crowd() {
     let p = summary.protected.as_ref().expect("protected run");
     eprintln!("protected: {p:#?}");
 
-    assert_eq!(p.arrived, s.visitors);
+    // One shared line, one active count, one rate: the same outcome as one
+    // node although every request hops to the next node.
+    assert_rescued(&s, p);
     let usher = p.usher.as_ref().expect("usher numbers");
     assert_eq!(usher.nodes, 3);
-    assert!(usher.max_queue_length > 100.0, "a line formed: {usher:?}");
     // Admissions happened on every node's side and add up: someone got in.
     assert!(usher.admitted_total > 100.0, "{usher:?}");
-    // Three nodes with a third of the cap each: the origin never above capacity.
-    let peak = p.origin.max_in_flight_seen.expect("theater stats sampled");
-    assert!(peak <= s.origin.capacity as f64, "origin peak {peak}");
-    assert_eq!(p.origin.rejected_503, Some(0.0));
-    assert_eq!(usher.own_5xx, 0.0);
-    assert_eq!(p.errors_seen, 0, "{:?}", p.outcomes);
-    // One shared active count, within the cap across all nodes.
-    assert!(usher.max_active_users <= s.usher.max_active_users as f64);
-    // One shared line: ticket order holds although polls hop between nodes.
-    assert!(p.fairness.ticket_compared > 100, "{:?}", p.fairness);
-    assert_eq!(p.fairness.ticket_order_violations, 0, "{:?}", p.fairness);
-    assert!(p.vouchers.issued > 100, "{:?}", p.vouchers);
-    assert_eq!(p.vouchers.duplicates, 0);
-    assert_eq!(p.vouchers.unique, p.vouchers.issued);
-    assert!(p.vouchers.issued <= s.origin.vouchers);
 
     let html = std::fs::read_to_string(&out).expect("report written");
     assert!(html.contains("3 nodes + Redis"), "the deployment is named");
