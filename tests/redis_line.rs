@@ -416,7 +416,7 @@ async fn the_prequeue_is_drawn_once_and_goes_first_in_rank_order() {
     }
     // the opening tick fixes the twelve; the holder draws their ranks
     let t = nodes[0].tick(opens, 100, gate(0)).await.unwrap();
-    assert_eq!(t.draw, 12);
+    assert_eq!((t.draw, t.drawing), (12, true));
     let late = nodes[2].enter(opens + 1, Some(direct)).await.unwrap();
     assert_eq!(
         late,
@@ -428,11 +428,19 @@ async fn the_prequeue_is_drawn_once_and_goes_first_in_rank_order() {
         RedisPlace::Prequeue
     );
     let ranks = shuffled_ranks(12, [7; 32]);
-    assert!(nodes[0].draw(opens + 3, &ranks).await.unwrap());
+    assert!(nodes[0].draw(&ranks).await.unwrap());
+    assert!(!nodes[1].draw(&ranks).await.unwrap(), "drawn once");
+    // a non-holder sees the draw under way; the next tick carries the live
+    // into rank order (a chunk a tick) and ends it
     assert!(
-        !nodes[1].draw(opens + 4, &ranks).await.unwrap(),
-        "drawn once"
+        nodes[2]
+            .tick(opens + 4, 100, gate(0))
+            .await
+            .unwrap()
+            .drawing
     );
+    let t = nodes[0].tick(opens + 5, 100, gate(0)).await.unwrap();
+    assert!(t.holder && !t.drawing && t.draw == 0, "{t:?}");
     // positions in rank order among the live; #5 (gone) counts for nobody
     let rank = |n: u64| u64::from(ranks[n as usize - 1]);
     for n in (1..=12).filter(|n| *n != 5) {

@@ -76,7 +76,8 @@ pub(super) struct Shared {
     fallback: Mutex<Option<Gate<TokioClock>>>,
     /// Room time of the last poll by a ticket holder during the outage.
     waiting_seen: AtomicU64,
-    /// The event opened but its pre-queue draw is not done yet.
+    /// The event opened but its pre-queue draw is not done yet (as of the
+    /// last tick, on every node).
     in_draw: AtomicBool,
 }
 
@@ -424,7 +425,9 @@ impl Room {
             .opens_at
             .as_ref()
             .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
-        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) || before_opening {
+        // until the pre-queue's draw is done nobody is admitted, shared or not
+        let drawing = before_opening || sh.in_draw.load(Ordering::Relaxed);
+        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) || drawing {
             return hold();
         }
         let now = self.now_ms();
@@ -514,12 +517,11 @@ impl Room {
         };
         let seed = self.prequeue_seed(cfg);
         let ranks = shuffled_ranks(len, seed);
-        match sh.line.draw(self.unix_ms(), &ranks).await {
+        match sh.line.draw(&ranks).await {
             Ok(true) => {
                 let hash = seed_hash(&seed);
                 tracing::info!(event = %cfg.event, seed_sha256 = %hash, prequeue = len, "room opened: pre-queue shuffled once (shared line)");
                 *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(hash);
-                sh.in_draw.store(false, Ordering::Relaxed);
             }
             Ok(false) => {}
             Err(e) => sh.mark(false, "draw", Some(&e)),
@@ -563,7 +565,7 @@ impl Room {
         match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);
-                sh.in_draw.store(t.draw > 0, Ordering::Relaxed);
+                sh.in_draw.store(t.drawing, Ordering::Relaxed);
                 if t.draw > 0 {
                     self.draw_shared(sh, cfg, t.draw).await;
                 }

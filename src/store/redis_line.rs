@@ -23,8 +23,10 @@
 //!   one global rate for the tick's grants and direct admissions.
 //! - The pre-queue (an event with `opens_at`): `P:opened` the number of
 //!   tickets issued before the opening (fixed by the holder's first tick
-//!   after it), `P:drawn` once their ranks are drawn, `P:rank` / `P:order`
-//!   the draw (4 bytes big-endian per ticket / per rank), `P:pqfront` the
+//!   after it), `P:drawn` once the draw is done, `P:rank` / `P:order`
+//!   the draw (4 bytes big-endian per ticket / per rank), `P:carried` how
+//!   many tickets' liveness the ticks carried into rank order so far (a
+//!   chunk a tick, so a long pre-queue never stalls Redis), `P:pqfront` the
 //!   frontier in rank space, `P:pqlive:W` / `P:pqwait` liveness in rank
 //!   order. Pre-queue tickets go first, in rank order; the number frontier
 //!   starts after them.
@@ -89,6 +91,10 @@ pub struct RedisTick {
     /// On the holder after the opening: the number of pre-queue tickets
     /// whose ranks it must now draw ([`RedisLine::draw`]); 0 otherwise.
     pub draw: u64,
+    /// From the opening until the draw is done (ranks written, then the
+    /// live tickets carried into rank order a chunk per tick): nobody is
+    /// admitted meanwhile, on any node.
+    pub drawing: bool,
 }
 
 /// The shared gate: new admissions per minute (0: none) and how many at
@@ -150,6 +156,10 @@ pub struct RedisLine {
     /// `mode = "random"`: the tick draws lots instead of moving a frontier.
     lottery: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Pre-queue tickets carried into rank order by one tick after the draw:
+/// about 60 ms of Redis time, so a million take 20 ticks, never one stall.
+const CARRY_PER_TICK: u64 = 50_000;
 
 /// The scripts, hashed once (`EVALSHA` names a script by its SHA-1; the
 /// crate loads it on a `NOSCRIPT` answer, e.g. after a Redis restart).
@@ -385,6 +395,8 @@ impl RedisLine {
             .key(self.key("pqwait"))
             .key(self.key("order"))
             .key(self.key("undecided"))
+            .key(self.key("rank"))
+            .key(self.key("carried"))
             .arg(&self.node)
             .arg(self.cfg.lease_ms)
             .arg(now)
@@ -401,6 +413,7 @@ impl RedisLine {
             }))
             .arg(self.lottery())
             .arg(rand::random::<u32>() & 0x7fff_ffff)
+            .arg(CARRY_PER_TICK)
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));
@@ -414,6 +427,7 @@ impl RedisLine {
             admitted: n(6),
             waiting: n(7),
             draw: n(8),
+            drawing: n(9) == 1,
         })
     }
 
@@ -421,7 +435,7 @@ impl RedisLine {
     /// the rank of ticket `n` (a permutation of `1..=P`, the same on every
     /// node: from the event's secret seed). True when this call drew; false
     /// when it was done already (another node) or `P` does not match.
-    pub async fn draw(&self, now: u64, ranks: &[u32]) -> Result<bool, RedisError> {
+    pub async fn draw(&self, ranks: &[u32]) -> Result<bool, RedisError> {
         let mut rank = Vec::with_capacity(ranks.len() * 4);
         let mut order = vec![0u8; ranks.len() * 4];
         for (i, r) in ranks.iter().enumerate() {
@@ -431,22 +445,15 @@ impl RedisLine {
                 slot.copy_from_slice(&(i as u32 + 1).to_be_bytes());
             }
         }
-        let w = self.window(now);
         let done: u8 = DRAW
             .key(self.key("opened"))
             .key(self.key("drawn"))
             .key(self.key("rank"))
             .key(self.key("order"))
-            .key(self.live(w))
-            .key(self.live(w.saturating_sub(1)))
-            .key(self.pq_live(w))
-            .key(self.key("pqfront"))
-            .key(self.key("frontier"))
-            .key(self.key("pqwait"))
+            .key(self.key("carried"))
             .arg(ranks.len())
             .arg(rank)
             .arg(order)
-            .arg(self.live_ttl())
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(done == 1)

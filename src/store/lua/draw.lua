@@ -1,26 +1,15 @@
 -- The pre-queue draw, once, by the ticking node after the opening: the
 -- ranks of tickets 1..P (P fixed by the opening tick) computed by the
--- node from the event's secret seed. Tickets seen in the last two windows
--- are carried into the rank-ordered liveness window.
--- KEYS: opened, drawn, rank, order, live (current window), live
---       (previous), pqlive (current window), pqfront, frontier, pqwait
--- ARGV: P, ranks (4 bytes big-endian per ticket), order (4 bytes per
---       rank), window key ttl (ms)
+-- node from the event's secret seed. Only the two strings are written
+-- here (a copy, fast whatever P); the ticks then carry the tickets seen
+-- in the last two windows into the rank-ordered liveness window, a chunk
+-- at a time, so Redis never stalls for a long pre-queue.
+-- KEYS: opened, drawn, rank, order, carried
+-- ARGV: P, ranks (4 bytes big-endian per ticket), order (4 bytes per rank)
 -- Returns 1 when drawn now, 0 when it was already done or P differs.
-if redis.call('GET', KEYS[2]) then return 0 end
-local p = tonumber(ARGV[1])
-if tonumber(redis.call('GET', KEYS[1]) or '-1') ~= p then return 0 end
+if redis.call('GET', KEYS[2]) or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if tonumber(redis.call('GET', KEYS[1]) or '-1') ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[4], ARGV[3])
-for n = 1, p do
-  if redis.call('GETBIT', KEYS[5], n) == 1 or redis.call('GETBIT', KEYS[6], n) == 1 then
-    local r = struct.unpack('>I4', ARGV[2], 4 * (n - 1) + 1)
-    redis.call('SETBIT', KEYS[7], r, 1)
-  end
-end
-redis.call('PEXPIRE', KEYS[7], ARGV[4])
-redis.call('BITOP', 'OR', KEYS[10], KEYS[7])
-redis.call('SET', KEYS[8], 0)
-redis.call('SET', KEYS[9], p)
-redis.call('SET', KEYS[2], 1)
+redis.call('SET', KEYS[5], 0)
 return 1

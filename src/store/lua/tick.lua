@@ -4,16 +4,18 @@
 -- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
 --       grants, pending, active, nodes, admitted, waiting, ticked, careful,
 --       gate, opened, drawn, pqfront, pqlive, pqlive_prev, pqwait, order,
---       undecided
+--       undecided, rank, carried
 -- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
 --       rate per minute (0: grant nothing), heartbeat ttl (ms), ticket
 --       grace (ms), burst, pre-queue (1: the event has one), open (1: its
---       opening time has come), lottery (1: mode random), random seed
+--       opening time has come), lottery (1: mode random), random seed,
+--       tickets carried into rank order per tick after the draw
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
--- waiting, draw}: holder 1 on the ticking node, 0 on the others (which
--- grant nothing and see the figures of the last tick); draw P > 0 when
--- the holder must now draw the ranks of the P pre-queue tickets
--- (draw.lua).
+-- waiting, draw, drawing}: holder 1 on the ticking node, 0 on the others
+-- (which grant nothing and see the figures of the last tick); draw P > 0
+-- when the holder must now draw the ranks of the P pre-queue tickets
+-- (draw.lua); drawing 1 from the opening until the draw is done (nobody
+-- is admitted meanwhile, on any node).
 local now = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[12], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[7]))
@@ -26,7 +28,8 @@ if holder and holder ~= ARGV[1] then
     nodes,
     tonumber(redis.call('GET', KEYS[13]) or '0'),
     tonumber(redis.call('GET', KEYS[14]) or '0'),
-    0}
+    0,
+    (redis.call('GET', KEYS[18]) and not redis.call('GET', KEYS[19])) and 1 or 0}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 -- After a gap in ticking longer than half a grace (Redis unreachable or
@@ -55,7 +58,31 @@ end
 local p = tonumber(opened or '0')
 local frozen = pq and not redis.call('GET', KEYS[19])
 local draw = 0
-if frozen and opened then draw = p end
+if frozen and opened then
+  if redis.call('EXISTS', KEYS[26]) == 0 then
+    draw = p
+  else
+    -- carry the next chunk of live pre-queue tickets into rank order
+    local from = tonumber(redis.call('GET', KEYS[27]) or '0') + 1
+    local to = math.min(p, from + tonumber(ARGV[14]) - 1)
+    if to >= from then
+      local ranks = redis.call('GETRANGE', KEYS[26], 4 * (from - 1), 4 * to - 1)
+      for n = from, to do
+        if redis.call('GETBIT', KEYS[6], n) == 1 or redis.call('GETBIT', KEYS[7], n) == 1 then
+          redis.call('SETBIT', KEYS[21], struct.unpack('>I4', ranks, 4 * (n - from) + 1), 1)
+        end
+      end
+      redis.call('PEXPIRE', KEYS[21], 3 * tonumber(ARGV[8]))
+    end
+    redis.call('SET', KEYS[27], to)
+    if to >= p then
+      redis.call('SET', KEYS[20], 0)
+      redis.call('SET', KEYS[3], p)
+      redis.call('SET', KEYS[19], 1)
+      frozen = false
+    end
+  end
+end
 local claim = tonumber(ARGV[4])
 local pending = tonumber(redis.call('GET', KEYS[10]) or '0')
 -- grants not taken within the claim window expire (oldest first); not
@@ -188,4 +215,5 @@ if not frozen and pqfront < p then
   waiting = waiting + redis.call('BITCOUNT', KEYS[23], pqfront + 1, p, 'BIT')
 end
 redis.call('SET', KEYS[14], waiting)
-return {1, granted, skipped, active, pending, nodes, admitted, waiting, draw}
+return {1, granted, skipped, active, pending, nodes, admitted, waiting, draw,
+  (opened and frozen) and 1 or 0}
