@@ -426,7 +426,18 @@ async fn three_processes_one_fifo_line_within_the_active_limit() {
     let seen = event(bases(&nodes), &admins(&nodes), &keys, 24, 0, || async {}).await;
     assert_fifo(&seen);
     assert_cap(&inside, STEADY.max_active);
-    // the line is empty again: a newcomer on any node goes straight in
+    // the line is empty again: once the last releases reached Redis (a
+    // tick), a newcomer on any node goes straight in
+    let started = Instant::now();
+    loop {
+        let (_, body) = nodes[1].admin_get("/admin/status").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["room"]["active"] == 0 && v["room"]["pending"] == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", v["room"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let r = get(&c, &format!("{}/__usher/status", nodes[1].base), None, None)
         .await
