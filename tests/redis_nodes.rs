@@ -683,7 +683,7 @@ async fn a_prequeue_across_three_processes_is_drawn_once_and_served_in_rank_orde
     };
     let dir = keyed_temp_dir("redis-prequeue");
     let (origin, inside) = origin().await;
-    let opens = SystemTime::now() + Duration::from_secs(8);
+    let opens = SystemTime::now() + Duration::from_secs(10);
     let opens_secs = opens
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
