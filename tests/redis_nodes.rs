@@ -11,6 +11,8 @@
 //! - `on_failure = "local_share"`: each node admits its share, 1/3 of the
 //!   capacity, ticket holders first, and the shared line resumes after.
 
+#[path = "support/http.rs"]
+mod http_util;
 #[path = "support/procs.rs"]
 mod procs;
 #[path = "support/redis.rs"]
@@ -26,15 +28,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use procs::{keyed_temp_dir, Usher};
 use redis::{RedisOptions, RedisServer};
 use tokio::net::TcpListener;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use http_util::HttpClient;
 
 /// Who is inside, as the origin sees it: a visitor enters with its first
 /// page and leaves at `/checkout` (answered with `X-Usher-Release`).
@@ -163,47 +165,27 @@ impl Reply {
     }
 }
 
+/// A status or page request, with the visitor's cookie and its id for the
+/// origin's count.
 async fn get(
     c: &HttpClient,
     url: &str,
     cookie: Option<&str>,
     visitor: Option<u64>,
 ) -> Result<Reply, String> {
-    let mut req = Request::get(url).header(header::ACCEPT, "application/json");
+    let mut req = Request::get(url);
     if let Some(k) = cookie {
         req = req.header(header::COOKIE, k);
     }
     if let Some(v) = visitor {
         req = req.header("x-visitor", v.to_string());
     }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.request(req.body(Full::new(Bytes::new())).unwrap()),
-    )
-    .await
-    .map_err(|_| "no answer in 10 s".to_string())?
-    .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let cookies = resp
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter(|v| !v.contains("Max-Age=0"))
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .collect();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let r = http_util::send(c, req).await?;
     Ok(Reply {
-        state: v["state"].as_str().unwrap_or_default().to_string(),
-        position: v["position"].as_u64(),
-        cookies,
-        status,
+        state: r.json["state"].as_str().unwrap_or_default().to_string(),
+        position: r.json["position"].as_u64(),
+        cookies: r.cookies,
+        status: r.status,
     })
 }
 

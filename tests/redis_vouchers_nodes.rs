@@ -5,6 +5,8 @@
 //! SIGKILLed in the middle of claims leaves pending claims that another
 //! node finishes by itself, with the same idempotency key.
 
+#[path = "support/http.rs"]
+mod http_util;
 #[path = "support/procs.rs"]
 mod procs;
 #[path = "support/redis.rs"]
@@ -19,14 +21,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use procs::{keyed_temp_dir, Usher};
 use redis::RedisServer;
 use usher::store::redis_conn::connect_url;
 use usher::store::{RedisLedger, Reservation};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use http_util::{send, HttpClient, Reply};
 
 fn client() -> HttpClient {
     Client::builder(TokioExecutor::new())
@@ -69,40 +71,6 @@ identity = "header:x-user"
 fn start(dir: &Path, name: &str, redis: &str, vouchers: &str) -> Usher {
     Usher::start(dir, name, |port, admin| {
         config(dir, redis, name, vouchers, port, admin)
-    })
-}
-
-struct Reply {
-    status: u16,
-    json: serde_json::Value,
-    cookies: Vec<String>,
-}
-
-async fn send(c: &HttpClient, req: http::request::Builder) -> Result<Reply, String> {
-    let req = req.header(header::ACCEPT, "application/json");
-    let resp = c
-        .request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let cookies = resp
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter(|v| !v.contains("Max-Age=0"))
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .collect();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(Reply {
-        status,
-        json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        cookies,
     })
 }
 
