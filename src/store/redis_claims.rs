@@ -61,6 +61,18 @@ struct Counters {
     ver: u64,
 }
 
+impl Counters {
+    /// The counters as the scripts answer them (`exhausted` 0 or 1).
+    fn from_script(taken: u64, issued: u64, exhausted: u8, ver: u64) -> Counters {
+        Counters {
+            taken,
+            issued,
+            exhausted: exhausted == 1,
+            ver,
+        }
+    }
+}
+
 /// What Redis says about its own persistence (`INFO persistence`, `CONFIG
 /// GET appendfsync`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,12 +194,7 @@ impl RedisLedger {
             .invoke_async(&mut self.con.clone())
             .await
             .map_err(unreachable)?;
-        self.note(Counters {
-            taken,
-            issued,
-            exhausted: exhausted == 1,
-            ver,
-        });
+        self.note(Counters::from_script(taken, issued, exhausted, ver));
         let key = || idempotency_key(&self.event, identity);
         Ok(match kind {
             0 => Reservation::SoldOut,
@@ -278,12 +285,7 @@ impl RedisLedger {
             .invoke_async(&mut self.con.clone())
             .await
             .map_err(unreachable)?;
-        self.note(Counters {
-            taken,
-            issued,
-            exhausted: exhausted == 1,
-            ver,
-        });
+        self.note(Counters::from_script(taken, issued, exhausted, ver));
         Ok(status)
     }
 
