@@ -205,6 +205,12 @@ pub struct RoomMetrics {
     pub store_nodes: IntGauge,
     /// Adaptive gate changes by reason.
     pub adaptive_changes: IntCounterVec,
+    /// The closed-loop gate's limit on visitors inside (0 when it is off).
+    pub gate_limit: IntGauge,
+    /// The smoothed share of the origin's slots in use (this node's).
+    pub gate_origin_busy: Gauge,
+    /// Back-offs of the closed-loop gate, by reason.
+    pub gate_backoffs: IntCounterVec,
 }
 
 /// Room states for `usher_room_state{state}`.
@@ -501,6 +507,27 @@ impl RoomMetrics {
             adaptive_changes.with_label_values(&[r.label()]);
         }
         reg(Box::new(adaptive_changes.clone()));
+        let gate_backoffs = IntCounterVec::new(
+            Opts::new(
+                "usher_gate_backoffs_total",
+                "Times the closed-loop gate cut its limit, by the origin's sign of distress",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in crate::admission::flow::Move::ALL
+            .iter()
+            .filter(|m| m.is_cut())
+        {
+            gate_backoffs.with_label_values(&[r.label()]);
+        }
+        reg(Box::new(gate_backoffs.clone()));
+        let gate_origin_busy = Gauge::new(
+            "usher_gate_origin_busy_ratio",
+            "Share of origin.max_in_flight in use, smoothed over about a second (what the closed-loop gate steers)",
+        )
+        .expect("valid metric");
+        reg(Box::new(gate_origin_busy.clone()));
         let store_up = gauge(
             "usher_store_up",
             "1 while the line's state store answers, 0 while it does not",
@@ -515,6 +542,12 @@ impl RoomMetrics {
             store_up,
             store_nodes,
             adaptive_changes,
+            gate_backoffs,
+            gate_origin_busy,
+            gate_limit: gauge(
+                "usher_gate_limit",
+                "Visitors the closed-loop gate lets inside now, active plus pending (0 when the gate is fixed)",
+            ),
             adaptive_rate: gauge(
                 "usher_adaptive_new_users_per_minute",
                 "The adaptive gate's admission rate (0 when it is off)",

@@ -199,7 +199,10 @@ async fn full_room_holds_newcomers_with_html_or_json() {
     let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
     assert_eq!(v["state"], "queued");
     assert_eq!(v["position"], 0);
-    assert_eq!(v["refresh_seconds"], 2);
+    assert_eq!(
+        v["refresh_seconds"], 1,
+        "next in line: poll again within a second (refresh is 2 s further back)"
+    );
     assert_eq!(v["message"], "<b>hi</b>");
     for key in ["eta_seconds", "eta_known", "opens_at"] {
         assert!(v.get(key).is_some(), "{key} in {v}");

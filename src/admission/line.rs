@@ -161,6 +161,10 @@ pub struct Line {
     /// After a restore: the frontier stays at or below this rank until
     /// this time (see [`Line::resume_above`]).
     hold: Option<(u64, u64)>,
+    /// (tick time, places granted) of recent ticks, for
+    /// [`Line::pending_recent`]; not saved (after a restore, older grants
+    /// no longer hold a slot, though their owners may still take them).
+    recent: std::collections::VecDeque<(u64, u64)>,
 }
 
 /// Running totals reported in [`LineStats`].
@@ -187,6 +191,7 @@ impl Line {
             rotated_at: now,
             totals: Totals::default(),
             hold: None,
+            recent: Default::default(),
         }
     }
 
@@ -218,6 +223,23 @@ impl Line {
     /// Granted places neither taken nor expired (as of the last call).
     pub fn pending(&self) -> u64 {
         self.grants.pending()
+    }
+
+    /// Pending places granted within the last `window_ms`: the ones that
+    /// still hold a slot. A live visitor near the head of the line learns
+    /// of the grant within a poll, so a grant older than that whose owner
+    /// has not come back gives its slot back to the pool (the owner may
+    /// still take it until the claim window ends).
+    pub fn pending_recent(&self, now: u64, window_ms: u64) -> u64 {
+        let since = now.saturating_sub(window_ms);
+        let recent: u64 = self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at >= since)
+            .map(|(_, n)| n)
+            .sum();
+        recent.min(self.grants.pending())
     }
 
     /// Rotates liveness windows and expires old grants up to `now`.
@@ -314,6 +336,13 @@ impl Line {
         };
         self.totals.granted += outcome.granted;
         self.totals.skipped += outcome.skipped;
+        if outcome.granted > 0 {
+            self.recent.push_back((self.now, outcome.granted));
+        }
+        let keep = self.now.saturating_sub(self.cfg.claim_window_ms);
+        while self.recent.front().is_some_and(|(at, _)| *at < keep) {
+            self.recent.pop_front();
+        }
         self.compact();
         outcome
     }

@@ -2,6 +2,7 @@
 //!
 //! - `line`: tickets, the frontier, liveness, the pre-queue shuffle.
 //! - `gate`: the admission rate (GCRA).
+//! - `flow`: the closed-loop gate (admissions follow the origin's load).
 //! - `active`: admitted visitors and the measured admission rate.
 //! - `room`: the decisions per request and the admission tick.
 //! - `paths`: path normalisation for routing rules.
@@ -9,6 +10,7 @@
 
 pub mod active;
 pub mod adaptive;
+pub mod flow;
 pub mod gate;
 pub mod line;
 pub mod pass_limit;

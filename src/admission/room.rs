@@ -26,6 +26,9 @@ use super::line::{Line, LineConfig, LineMode, Place};
 use super::persist;
 #[path = "durable.rs"]
 mod durable;
+#[path = "room_gate.rs"]
+mod room_gate;
+pub use room_gate::LONG_POLL_MAX;
 #[path = "shared.rs"]
 mod shared;
 use crate::config::room::{Mode, RoomConfig};
@@ -90,9 +93,11 @@ pub struct Overrides {
 pub struct Settings {
     /// Mode.
     pub mode: Mode,
-    /// Active visitors at most.
+    /// Active visitors at most (with the closed-loop gate: its limit now,
+    /// under any ceiling).
     pub max_active_users: u64,
-    /// New visitors per minute.
+    /// New visitors per minute (0: no fixed rate, the closed-loop gate
+    /// alone decides).
     pub new_users_per_minute: u32,
     /// Operator's message.
     pub message: String,
@@ -177,6 +182,12 @@ pub struct Room {
     pub health: OriginHealth,
     /// The adaptive gate's rate and when it last moved (room ms).
     adaptive: Mutex<Option<(Aimd, u64)>>,
+    /// The closed-loop gate, once the origin's load has been read.
+    flow: Mutex<Option<super::flow::Flow>>,
+    /// The origin's load as last read by the tick loop.
+    origin_load: Mutex<Option<crate::proxy::slots::Load>>,
+    /// Places granted so far, for long polls (see `room_gate`).
+    handoff: tokio::sync::watch::Sender<u64>,
     /// Vouchers left (`u64::MAX`: the event has no vouchers).
     vouchers_left: AtomicU64,
 }
@@ -321,6 +332,9 @@ impl Room {
             metrics,
             health: OriginHealth::default(),
             adaptive: Mutex::new(None),
+            flow: Mutex::new(None),
+            origin_load: Mutex::new(None),
+            handoff: tokio::sync::watch::Sender::new(0),
             vouchers_left: AtomicU64::new(u64::MAX),
         }
     }
@@ -407,14 +421,26 @@ impl Room {
 
     /// The settings in force: config plus admin overrides.
     pub fn settings(&self, cfg: &RoomConfig) -> Settings {
+        let flow = self.flow_limit(cfg);
         let o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        // With the closed-loop gate, the file's and the operator's numbers
+        // are ceilings over its limit; without it, they are the numbers.
+        let max_active_users = match (cfg.closed_loop, o.max_active_users) {
+            (Some(cl), over) => {
+                let ceiling = over.or(cl.max_active).unwrap_or(u64::MAX);
+                flow.unwrap_or(ceiling).min(ceiling)
+            }
+            (None, Some(over)) => over,
+            (None, None) => cfg.max_active_users,
+        };
         Settings {
             mode: o.mode.as_deref().and_then(Mode::parse).unwrap_or(cfg.mode),
-            max_active_users: o.max_active_users.unwrap_or(cfg.max_active_users),
+            max_active_users,
             new_users_per_minute: o.new_users_per_minute.unwrap_or_else(|| {
                 let adaptive = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
-                match (&cfg.adaptive, *adaptive) {
-                    (Some(_), Some((aimd, _))) => aimd.rate,
+                match (&cfg.adaptive, *adaptive, cfg.closed_loop) {
+                    (_, _, Some(cl)) => cl.per_minute.unwrap_or(0),
+                    (Some(_), Some((aimd, _)), None) => aimd.rate,
                     _ => cfg.new_users_per_minute,
                 }
             }),
@@ -664,8 +690,9 @@ impl Room {
         let mut s = self.lock();
         let admits = matches!(settings.mode, Mode::Fifo | Mode::Random);
         if admits && s.line.is_open() && s.line.waiting() == 0 {
-            let used = s.active.len() + s.line.pending();
-            if used < settings.max_active_users && s.gate.take(1) == 1 {
+            let used = s.active.len() + s.line.pending_recent(now, Self::handoff_ms(cfg));
+            let rated = settings.new_users_per_minute > 0;
+            if used < settings.max_active_users && (!rated || s.gate.take(1) == 1) {
                 let pass_id = s.rng.random();
                 s.rate.record(now, 1);
                 drop(s);
@@ -864,6 +891,15 @@ impl Room {
     pub fn tick(&self, cfg: &RoomConfig) {
         let now = self.now_ms();
         self.adapt(cfg, now);
+        let handoff = Self::handoff_ms(cfg);
+        let (used, waiting) = {
+            let s = self.lock();
+            (
+                s.active.len() + s.line.pending_recent(now, handoff),
+                s.line.waiting() > 0,
+            )
+        };
+        self.step_flow(cfg, now, used, waiting);
         let settings = self.settings(cfg);
         let m = &self.metrics.room;
         let mut s = self.lock();
@@ -883,9 +919,13 @@ impl Room {
         let budget = if admitting {
             let free = settings
                 .max_active_users
-                .saturating_sub(active + s.line.pending());
+                .saturating_sub(active + s.line.pending_recent(now, handoff));
             let want = free.min(s.line.waiting());
-            s.gate.take(want)
+            if settings.new_users_per_minute == 0 {
+                want
+            } else {
+                s.gate.take(want)
+            }
         } else {
             0
         };
@@ -905,10 +945,16 @@ impl Room {
         );
         m.max_active_users.set(settings.max_active_users as i64);
         m.new_users_per_minute
-            .set(i64::from(settings.new_users_per_minute));
+            .set(match settings.new_users_per_minute {
+                // No fixed rate: what the closed-loop gate admits, per minute.
+                0 => (rate.unwrap_or(0.0) * 60.0).round() as i64,
+                n => i64::from(n),
+            });
         let prune = s.ticks % 40 == 0;
         let open = s.line.is_open();
+        let granted_total = s.line.stats().granted_total;
         drop(s);
+        self.announce_grants(granted_total);
         m.set_state(match settings.mode {
             _ if self.vouchers_left() == Some(0) => "sold_out",
             _ if !open => "prequeue",
@@ -1033,6 +1079,7 @@ impl Room {
             "vouchers_left": self.vouchers_left(),
             "store_up": self.store_up(),
             "shared": self.shared_status(),
+            "gate": self.gate_status(cfg),
         });
         drop(s);
         if let Some(shared) = self.shared_status() {

@@ -214,6 +214,11 @@ impl Shared {
     /// of the burst (at least one each).
     fn fallback_take(&self, settings: &Settings, burst: u32, clock: TokioClock) -> bool {
         let n = u32::try_from(self.nodes().max(1)).unwrap_or(u32::MAX);
+        if settings.new_users_per_minute == 0 {
+            // No fixed rate: the closed-loop gate's limit (counted by the
+            // caller against this node's share) is the only bound.
+            return true;
+        }
         let per_minute = (settings.new_users_per_minute / n).max(1);
         let burst = (burst / n).max(1);
         let mut g = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,8 +230,16 @@ impl Shared {
 }
 
 /// The one global rate, kept in Redis: the configured (or overridden, or
-/// adaptive) rate and burst.
+/// adaptive) rate and burst. Without a fixed rate (the closed-loop gate
+/// alone) the GCRA is opened wide: a million a minute, any number at once,
+/// and the limit on visitors inside is what bounds admissions.
 fn shared_gate(cfg: &RoomConfig, settings: &Settings) -> SharedGate {
+    if settings.new_users_per_minute == 0 {
+        return SharedGate {
+            per_minute: 1_000_000,
+            burst: 1_000_000,
+        };
+    }
     SharedGate {
         per_minute: settings.new_users_per_minute,
         burst: cfg.burst,
@@ -537,6 +550,11 @@ impl Room {
             return self.tick(cfg);
         };
         self.adapt(cfg, self.now_ms());
+        if let Some(t) = sh.last() {
+            // The shared figures of the last tick: the gate is one over the
+            // shared line, steered by this node's view of the origin.
+            self.step_flow(cfg, self.now_ms(), t.active + t.pending, t.waiting > 0);
+        }
         let settings = self.settings(cfg);
         let prune = {
             let now = self.now_ms();
@@ -571,6 +589,7 @@ impl Room {
                 }
                 sh.nodes.store(t.nodes.max(1), Ordering::Relaxed);
                 let prev = sh.last.lock().unwrap_or_else(|e| e.into_inner()).replace(t);
+                self.announce_grants(t.admitted);
                 // A Redis restarted empty counts from zero again: no jump.
                 let granted = prev.map_or(0, |p| t.admitted.saturating_sub(p.admitted));
                 let now = self.now_ms();
@@ -591,7 +610,16 @@ impl Room {
             Err(e) => sh.mark(false, "tick", Some(&e)),
         }
         m.max_active_users.set(settings.max_active_users as i64);
+        m.new_users_per_minute
+            .set(match settings.new_users_per_minute {
+                0 => (self.lock().rate.per_second(self.now_ms()).unwrap_or(0.0) * 60.0).round()
+                    as i64,
+                n => i64::from(n),
+            });
+        let drawing = sh.in_draw.load(Ordering::Relaxed);
         m.set_state(match settings.mode {
+            _ if self.vouchers_left() == Some(0) => "sold_out",
+            _ if drawing => "prequeue",
             Mode::Fifo | Mode::Random => "open",
             Mode::Paused => "paused",
             Mode::Closed => "closed",

@@ -52,10 +52,15 @@ pub struct RawRoom {
     pub event: String,
     /// `fifo`, `random`, `passthrough`, `closed` or `paused`.
     pub mode: String,
-    /// Active visitors at most.
-    pub max_active_users: u64,
-    /// New visitors admitted per minute.
-    pub new_users_per_minute: u32,
+    /// Active visitors at most (with the closed-loop gate: a ceiling).
+    pub max_active_users: Option<u64>,
+    /// New visitors admitted per minute (set, it fixes the rate unless
+    /// `gate = "closed-loop"`, where it is a ceiling).
+    pub new_users_per_minute: Option<u32>,
+    /// `closed-loop` or `fixed` (default: closed-loop without a rate).
+    pub gate: Option<String>,
+    /// Share of `origin.max_in_flight` the closed-loop gate keeps busy.
+    pub origin_target: f64,
     /// Burst above the steady rate.
     pub burst: u32,
     /// Sliding session length of a pass.
@@ -166,8 +171,10 @@ impl Default for RawRoom {
         RawRoom {
             event: "default".into(),
             mode: "fifo".into(),
-            max_active_users: DEFAULT_MAX_ACTIVE_USERS,
-            new_users_per_minute: DEFAULT_NEW_USERS_PER_MINUTE,
+            max_active_users: None,
+            new_users_per_minute: None,
+            gate: None,
+            origin_target: crate::admission::flow::DEFAULT_TARGET,
             burst: DEFAULT_BURST,
             session_duration: DEFAULT_SESSION_DURATION.into(),
             ticket_grace: DEFAULT_TICKET_GRACE.into(),
@@ -233,6 +240,18 @@ impl Mode {
     }
 }
 
+/// The closed-loop gate's settings: its target and the operator's
+/// ceilings (each only when set in the file).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClosedLoop {
+    /// Share of the origin's slots to keep busy (0.1 to 1).
+    pub target: f64,
+    /// `max_active_users`, when set: never more inside.
+    pub max_active: Option<u64>,
+    /// `new_users_per_minute`, when set: never faster.
+    pub per_minute: Option<u32>,
+}
+
 /// The validated `[room]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomConfig {
@@ -240,10 +259,12 @@ pub struct RoomConfig {
     pub event: String,
     /// Admission mode.
     pub mode: Mode,
-    /// Active visitors at most.
+    /// Active visitors at most (fixed gate; the default when unset).
     pub max_active_users: u64,
-    /// New visitors per minute.
+    /// New visitors per minute (fixed gate; the default when unset).
     pub new_users_per_minute: u32,
+    /// The closed-loop gate, when on (see `admission::flow`).
+    pub closed_loop: Option<ClosedLoop>,
     /// Burst.
     pub burst: u32,
     /// Pass session length.
@@ -327,18 +348,19 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
     if raw.event.is_empty() || raw.event.len() > 64 {
         p.push("room.event", "give the event a name of 1 to 64 characters");
     }
-    if raw.max_active_users == 0 {
+    if raw.max_active_users == Some(0) {
         p.push(
             "room.max_active_users",
             "must be at least 1 (use mode = \"closed\" to admit nobody)",
         );
     }
-    if raw.new_users_per_minute == 0 {
+    if raw.new_users_per_minute == Some(0) {
         p.push(
             "room.new_users_per_minute",
             "must be at least 1 (use mode = \"paused\" to stop admissions)",
         );
     }
+    let closed_loop = gate(raw, p);
     if raw.burst == 0 {
         p.push("room.burst", "must be at least 1");
     }
@@ -489,8 +511,11 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
     RoomConfig {
         event: raw.event.clone(),
         mode,
-        max_active_users: raw.max_active_users,
-        new_users_per_minute: raw.new_users_per_minute,
+        max_active_users: raw.max_active_users.unwrap_or(DEFAULT_MAX_ACTIVE_USERS),
+        new_users_per_minute: raw
+            .new_users_per_minute
+            .unwrap_or(DEFAULT_NEW_USERS_PER_MINUTE),
+        closed_loop,
         burst: raw.burst,
         session_duration,
         ticket_grace,
@@ -519,6 +544,45 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
     }
 }
 
+/// `room.gate`: closed-loop unless the file fixes a rate (or turns on the
+/// older adaptive rate); both ceilings kept when set.
+fn gate(raw: &RawRoom, p: &mut Problems) -> Option<ClosedLoop> {
+    let adaptive = raw.adaptive.as_ref().is_some_and(|a| a.enabled);
+    let closed = match raw.gate.as_deref() {
+        None => raw.new_users_per_minute.is_none() && !adaptive,
+        Some("closed-loop") if adaptive => {
+            p.push(
+                "room.gate",
+                "`closed-loop` and room.adaptive are two controllers of one gate: turn one off",
+            );
+            false
+        }
+        Some("closed-loop") => true,
+        Some("fixed") => false,
+        Some(other) => {
+            p.push(
+                "room.gate",
+                format!("`{other}`: use \"closed-loop\" or \"fixed\""),
+            );
+            false
+        }
+    };
+    if !(raw.origin_target > 0.05 && raw.origin_target <= 1.0) {
+        p.push(
+            "room.origin_target",
+            format!(
+                "`{}`: a share of origin.max_in_flight above 0.05 and at most 1 (e.g. 0.85)",
+                raw.origin_target
+            ),
+        );
+    }
+    closed.then_some(ClosedLoop {
+        target: raw.origin_target.clamp(0.05, 1.0),
+        max_active: raw.max_active_users,
+        per_minute: raw.new_users_per_minute,
+    })
+}
+
 fn adaptive(
     a: &RawAdaptive,
     room: &RawRoom,
@@ -536,7 +600,10 @@ fn adaptive(
             "must be at least 1 and at most room.adaptive.ceiling",
         );
     }
-    if !(room.new_users_per_minute >= a.floor && room.new_users_per_minute <= a.ceiling) {
+    let start = room
+        .new_users_per_minute
+        .unwrap_or(DEFAULT_NEW_USERS_PER_MINUTE);
+    if !(start >= a.floor && start <= a.ceiling) {
         p.push(
             "room.new_users_per_minute",
             "with the adaptive gate, the starting rate must lie between floor and ceiling",

@@ -95,15 +95,22 @@ pub async fn govern(
     status_only: bool,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
     let secure = ctx.conn.tls;
-    let verdict = ctx
-        .app
-        .room
-        .decide_async(room, req.headers(), ctx.client_ip, secure)
-        .await;
+    let (verdict, near) = if status_only && long_poll(&req) {
+        decide_long(ctx, room, &req).await
+    } else {
+        let v = ctx
+            .app
+            .room
+            .decide_async(room, req.headers(), ctx.client_ip, secure)
+            .await;
+        let near = matches!(&v, Verdict::Hold(h) if h.state == RoomState::Queued
+            && h.position.is_some_and(|p| ctx.app.room.near_front(room, p)));
+        (v, near)
+    };
     match verdict {
         Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
         Verdict::Hold(hold) => Ok((
-            hold_answer(ctx, room, &req, hold, status_only),
+            hold_answer(ctx, room, &req, hold, status_only, near),
             Outcome::Held,
         )),
         Verdict::Admit { pass_id, .. } if ctx.app.pass_limit.load().check(pass_id).is_err() => {
@@ -162,6 +169,49 @@ pub async fn govern(
     }
 }
 
+/// `?wait=1` on the status URL: the page can take a long poll.
+fn long_poll(req: &Request<Incoming>) -> bool {
+    req.uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "wait=1"))
+}
+
+/// The status decision as a long poll: a waiting visitor near the head of
+/// the line is answered the moment its turn may have come (places were
+/// granted up to it), or after one poll interval (at most
+/// [`LONG_POLL_MAX`](crate::admission::room::LONG_POLL_MAX)) with a fresh
+/// position. Everyone else is answered at once, as without `wait=1`.
+/// Returns the verdict and whether the visitor is near the head.
+async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) -> (Verdict, bool) {
+    let r = &ctx.app.room;
+    let hold_for = room.refresh.min(crate::admission::room::LONG_POLL_MAX);
+    let deadline = tokio::time::Instant::now() + hold_for;
+    let mut rx = r.grants_seen();
+    let mut last = false;
+    loop {
+        let seen = *rx.borrow_and_update();
+        let v = r
+            .decide_async(room, req.headers(), ctx.client_ip, ctx.conn.tls)
+            .await;
+        let position = match &v {
+            Verdict::Hold(h) if h.state == RoomState::Queued && h.cookies.is_empty() => {
+                h.position.filter(|p| r.near_front(room, *p))
+            }
+            _ => None,
+        };
+        let Some(position) = position else {
+            let near = matches!(&v, Verdict::Hold(h) if h.state == RoomState::Queued
+                && h.position.is_some_and(|p| r.near_front(room, p)));
+            return (v, near);
+        };
+        if last {
+            return (v, true);
+        }
+        // Woken by grants or not, decide once more: the answer is fresh.
+        last = !r.wait_for_turn(&mut rx, seen, position, deadline).await;
+    }
+}
+
 fn append_cookies(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
     for c in cookies {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -213,6 +263,7 @@ fn hold_answer(
     req: &Request<Incoming>,
     hold: Hold,
     status_only: bool,
+    near: bool,
 ) -> Response<Body> {
     let settings = ctx.app.room.settings(room);
     let return_to = if status_only {
@@ -228,6 +279,11 @@ fn hold_answer(
         holding::sanitize_return_to(return_to),
     );
     v.vouchers_left = ctx.app.room.vouchers_left();
+    if near {
+        // Near the head: poll again soon (a long poll is answered at once
+        // on a grant; old pages without one still learn within a second).
+        v.refresh_seconds = 1;
+    }
     if let (Some(left), Some(ratio), Some(ahead)) = (
         v.vouchers_left,
         ctx.cfg

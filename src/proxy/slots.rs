@@ -2,9 +2,9 @@
 //! queue in front of them, and an RAII guard that gives the slot back.
 //! The cap can change on reload without disturbing requests in flight.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -28,6 +28,8 @@ pub enum NoSlot {
 pub struct Slots {
     sem: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// Origin load for the closed-loop gate (see [`Load`]).
+    load: LoadCounters,
     /// (current size, slots still to retire after a shrink)
     size: Mutex<(usize, usize)>,
     metrics: Arc<Metrics>,
@@ -37,6 +39,53 @@ pub struct Slots {
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     slots: Arc<Slots>,
+    /// When the slot was taken, in microseconds on the load clock.
+    taken_us: u64,
+}
+
+/// How busy the origin has been: cumulative figures that the closed-loop
+/// gate differences between two readings (so any number of readers can
+/// sample them at their own pace).
+///
+/// `busy_us` is the integral of requests in flight over time, exactly:
+/// slot-microseconds of finished requests plus, for those still in
+/// flight, the time since they started. Divided by the time between two
+/// readings it is the mean number in flight (Little's law needs no
+/// sampling here).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Load {
+    /// Microseconds on the load clock when read.
+    pub at_us: u64,
+    /// Slot-microseconds used so far.
+    pub busy_us: u64,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Requests waiting for a slot now.
+    pub queued: u64,
+    /// Requests refused so far for want of a slot (queue full or timed out).
+    pub refused: u64,
+    /// Slots now (`origin.max_in_flight`).
+    pub capacity: u64,
+}
+
+#[derive(Debug)]
+struct LoadCounters {
+    epoch: Instant,
+    /// (slot-microseconds of finished requests, sum of the start times of
+    /// those in flight, how many are in flight): one short lock, so a
+    /// reading never sees a request half started or half finished.
+    busy: Mutex<(u64, u64, u64)>,
+    refused: AtomicU64,
+}
+
+impl LoadCounters {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64, u64)> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Slots {
@@ -45,6 +94,11 @@ impl Slots {
         Arc::new(Slots {
             sem: Arc::new(Semaphore::new(size)),
             queued: AtomicUsize::new(0),
+            load: LoadCounters {
+                epoch: Instant::now(),
+                busy: Mutex::new((0, 0, 0)),
+                refused: AtomicU64::new(0),
+            },
             size: Mutex::new((size, 0)),
             metrics,
         })
@@ -62,6 +116,7 @@ impl Slots {
                 let queued = self.queued.fetch_add(1, Ordering::Relaxed);
                 if queued >= max_queue {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.load.refused.fetch_add(1, Ordering::Relaxed);
                     return Err(NoSlot::QueueFull { queued });
                 }
                 self.metrics.origin_queued.inc();
@@ -71,14 +126,24 @@ impl Slots {
                 match waited {
                     Ok(Ok(p)) => p,
                     // The semaphore is never closed; treat it like a timeout.
-                    Ok(Err(_)) | Err(_) => return Err(NoSlot::Timeout(timeout)),
+                    Ok(Err(_)) | Err(_) => {
+                        self.load.refused.fetch_add(1, Ordering::Relaxed);
+                        return Err(NoSlot::Timeout(timeout));
+                    }
                 }
             }
         };
         self.metrics.origin_in_flight.inc();
+        let taken_us = self.load.now_us();
+        {
+            let mut b = self.load.lock();
+            b.1 += taken_us;
+            b.2 += 1;
+        }
         Ok(Slot {
             permit: Some(permit),
             slots: self.clone(),
+            taken_us,
         })
     }
 
@@ -99,6 +164,22 @@ impl Slots {
         }
     }
 
+    /// The origin's load so far (see [`Load`]).
+    pub fn load(&self) -> Load {
+        let l = &self.load;
+        let at_us = l.now_us();
+        let (done, started, running) = *l.lock();
+        let open = (running.saturating_mul(at_us)).saturating_sub(started);
+        Load {
+            at_us,
+            busy_us: done + open,
+            in_flight: running,
+            queued: self.queued.load(Ordering::Relaxed) as u64,
+            refused: l.refused.load(Ordering::Relaxed),
+            capacity: self.size.lock().unwrap_or_else(|e| e.into_inner()).0 as u64,
+        }
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         let (size, debt) = *self.size.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,6 +190,14 @@ impl Slots {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.metrics.origin_in_flight.dec();
+        let l = &self.slots.load;
+        let held = l.now_us().saturating_sub(self.taken_us);
+        {
+            let mut b = l.lock();
+            b.0 += held;
+            b.1 -= self.taken_us;
+            b.2 -= 1;
+        }
         if let Some(p) = self.permit.take() {
             let mut size = self.slots.size.lock().unwrap_or_else(|e| e.into_inner());
             if size.1 > 0 {

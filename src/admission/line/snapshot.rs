@@ -90,6 +90,7 @@ impl Line {
             rotated_at,
             totals,
             hold: None,
+            recent: Default::default(),
         })
     }
 

@@ -30,7 +30,7 @@ show("u-v",n!=null);if(n!=null)set("u-vn",grp(n));
 set("u-msg",m);show("u-msg",!!m.trim());
 if(u){u.setAttribute("datetime",new Date().toISOString());local(u)}}
 function poll(){if(busy||stop)return;busy=1;
-fetch("/__usher/status",{headers:{Accept:"application/json"},credentials:"same-origin",cache:"no-store"})
+fetch("/__usher/status?wait=1",{headers:{Accept:"application/json"},credentials:"same-origin",cache:"no-store"})
 .then(function(r){if(!r.ok)throw r.status;return r.json()}).then(apply)
 .catch(function(){errs++}).then(function(){busy=0;sched()})}
 sched()})();

@@ -1,0 +1,139 @@
+//! The room's side of the closed-loop gate (`admission::flow`) and of the
+//! fast hand-off: the origin's load in, the limit out, and visitors near
+//! the head of the line woken the moment their turn may have come.
+
+use std::time::Duration;
+
+use super::Room;
+use crate::admission::flow::{Answers, Flow};
+use crate::config::room::RoomConfig;
+use crate::proxy::slots::Load;
+
+/// The longest a long poll of `/__usher/status?wait=1` is held.
+pub const LONG_POLL_MAX: Duration = Duration::from_secs(25);
+
+impl Room {
+    /// The origin's load, read by the tick loop just before each tick.
+    pub fn set_origin_load(&self, load: Load) {
+        *self.origin_load.lock().unwrap_or_else(|e| e.into_inner()) = Some(load);
+    }
+
+    /// The closed-loop gate's limit, when it is on and has a reading.
+    pub(super) fn flow_limit(&self, cfg: &RoomConfig) -> Option<u64> {
+        cfg.closed_loop?;
+        let f = self.flow.lock().unwrap_or_else(|e| e.into_inner());
+        f.as_ref().map(Flow::limit)
+    }
+
+    /// Places granted within the hand-off window still hold a slot; older
+    /// grants not yet taken give theirs back (see `Line::pending_recent`).
+    /// The window: one poll interval and a quarter (an old client that does
+    /// not long-poll learns within one) plus two ticks, at most the claim
+    /// window.
+    pub(super) fn handoff_ms(cfg: &RoomConfig) -> u64 {
+        let w = cfg.refresh.as_millis() as u64 * 5 / 4 + 2 * cfg.tick.as_millis() as u64;
+        w.min(cfg.claim_window.as_millis() as u64)
+    }
+
+    /// One step of the closed-loop gate with `used` visitors inside (active
+    /// plus pending) and `waiting` whether anyone waits. Sets the gate's
+    /// metrics; logs and counts a back-off.
+    pub(super) fn step_flow(&self, cfg: &RoomConfig, now: u64, used: u64, waiting: bool) {
+        let m = &self.metrics.room;
+        let Some(cl) = cfg.closed_loop else {
+            *self.flow.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            m.gate_limit.set(0);
+            return;
+        };
+        let Some(load) = *self.origin_load.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        let mut slot = self.flow.lock().unwrap_or_else(|e| e.into_inner());
+        let flow = slot.get_or_insert_with(|| Flow::new(load.capacity));
+        let s = self.health.take();
+        let answers = Answers {
+            requests: s.requests,
+            errors: s.errors,
+            mean_latency_us: s.mean_latency.as_micros() as u64,
+        };
+        let mv = flow.step(now, cl.target, load, answers, used, waiting);
+        let (limit, busy) = (flow.limit(), flow.busy());
+        drop(slot);
+        m.gate_limit.set(limit as i64);
+        m.gate_origin_busy.set(busy.unwrap_or(0.0));
+        if let Some(mv) = mv.filter(|m| m.is_cut()) {
+            m.gate_backoffs.with_label_values(&[mv.label()]).inc();
+            tracing::info!(
+                reason = mv.label(),
+                limit,
+                used,
+                origin_busy = busy.unwrap_or(0.0),
+                origin_in_flight = load.in_flight,
+                origin_queued = load.queued,
+                origin_errors = s.errors,
+                origin_mean_latency_ms = s.mean_latency.as_millis() as u64,
+                "closed-loop gate backed off"
+            );
+        }
+    }
+
+    /// The gate's figures for `/admin/status`.
+    pub(super) fn gate_status(&self, cfg: &RoomConfig) -> serde_json::Value {
+        match cfg.closed_loop {
+            Some(cl) => {
+                let f = self.flow.lock().unwrap_or_else(|e| e.into_inner());
+                let mut v = match f.as_ref() {
+                    Some(f) => serde_json::to_value(f.status(cl.target)).unwrap_or_default(),
+                    None => serde_json::json!({"mode": "closed-loop", "target": cl.target}),
+                };
+                v["max_active_users_ceiling"] = serde_json::json!(cl.max_active);
+                v["new_users_per_minute_ceiling"] = serde_json::json!(cl.per_minute);
+                v
+            }
+            None if cfg.adaptive.is_some() => serde_json::json!({"mode": "adaptive"}),
+            None => serde_json::json!({"mode": "fixed"}),
+        }
+    }
+
+    /// Tells long-polling visitors that places were granted: the total
+    /// granted so far (this node's line, or the shared line's admitted count).
+    pub(super) fn announce_grants(&self, granted_total: u64) {
+        self.handoff.send_if_modified(|g| {
+            let changed = *g != granted_total;
+            *g = granted_total;
+            changed
+        });
+    }
+
+    /// The announced grants: read `*rx.borrow_and_update()` before a
+    /// decision, so that a wait after it misses nothing granted in between.
+    pub fn grants_seen(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.handoff.subscribe()
+    }
+
+    /// Whether a visitor `position` places from the head is near enough to
+    /// long-poll: within the places the line moves in two poll intervals
+    /// at the measured rate (at least the burst, and 20), so only a small,
+    /// rate-bound number of visitors hold a request open at any time.
+    pub fn near_front(&self, cfg: &RoomConfig, position: u64) -> bool {
+        let rate = self.lock().rate.per_second(self.now_ms()).unwrap_or(0.0);
+        let moves = rate * cfg.refresh.as_secs_f64() * 2.0;
+        (position as f64) <= moves.max(f64::from(cfg.burst)).max(20.0)
+    }
+
+    /// Waits until about `position` more places have been granted since
+    /// `start` (the announced total read before the visitor's decision):
+    /// the visitor's turn may have come. Or until `deadline`. True if woken
+    /// by grants.
+    pub async fn wait_for_turn(
+        &self,
+        rx: &mut tokio::sync::watch::Receiver<u64>,
+        start: u64,
+        position: u64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let goal = start.saturating_add(position.max(1));
+        let woke = tokio::time::timeout_at(deadline, rx.wait_for(|g| *g >= goal || *g < start));
+        matches!(woke.await, Ok(Ok(_)))
+    }
+}
