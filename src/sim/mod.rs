@@ -107,12 +107,14 @@ pub fn notes(s: &Scenario, runs: &[&RunResult]) -> Vec<String> {
         / 60.0;
     n.push(format!(
         "Time is compressed {scale}x: all times shown are simulated (the run covered up to {:.0} simulated minutes in {:.1} real minutes per run). \
-         usher ran with new_users_per_minute = {} real ({} simulated), refresh = {} s real ({} s simulated), session_duration {} s simulated; \
+         usher ran with {}, refresh = {} s real ({} s simulated), session_duration {} s simulated; \
          the theater's base latency was {} ms real ({} ms simulated). Concurrency (in-flight requests, active users) is unchanged by compression.",
         runs.iter().map(|r| r.summary.sim_seconds).fold(0.0, f64::max) / 60.0,
         real_min,
-        s.rate_real_per_minute(),
-        s.usher.new_users_per_minute,
+        match (s.rate_real_per_minute(), s.usher.new_users_per_minute) {
+            (Some(real), Some(sim)) => format!("new_users_per_minute = {real} real ({sim} simulated)"),
+            _ => "the closed-loop gate (no fixed rate)".to_string(),
+        },
         s.refresh_real().as_secs(),
         s.refresh_real().as_secs_f64() * scale,
         s.usher.session_seconds,
@@ -138,8 +140,9 @@ pub fn notes(s: &Scenario, runs: &[&RunResult]) -> Vec<String> {
         s.voucher.method, s.voucher.path, s.browse.pages, s.browse.think_seconds, s.browse.checkout_share * 100.0, s.client.retry_seconds,
     ));
     n.push(format!(
-        "The origin: capacity {} requests at once, overload = {}, {} vouchers. usher capped it at max_in_flight = {}, with max_active_users = {}.",
-        s.origin.capacity, s.origin.overload, s.origin.vouchers, s.origin_max_in_flight(), s.usher.max_active_users
+        "The origin: capacity {} requests at once, overload = {}, {} vouchers. usher capped it at max_in_flight = {}, with {}.",
+        s.origin.capacity, s.origin.overload, s.origin.vouchers, s.origin_max_in_flight(),
+        s.usher.max_active_users.map_or("max_active_users set by the closed-loop gate".to_string(), |n| format!("max_active_users = {n}"))
     ));
     if s.multi_node() {
         n.push(format!(

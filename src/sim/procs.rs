@@ -305,9 +305,7 @@ access = "off"
 event = "sim"
 mode = "fifo"
 keys_file = "{keys}"
-max_active_users = {max_active}
-new_users_per_minute = {rate}
-burst = {burst}
+{max_active}{rate}burst = {burst}
 session_duration = "{session}"
 ticket_grace = "{grace}"
 claim_window = "{claim}"
@@ -327,8 +325,12 @@ requests_per_second_per_ip = 0
         in_flight = s.origin_max_in_flight_per_node(),
         timeout = ms(s.client.timeout_seconds),
         keys = keys.display(),
-        max_active = u.max_active_users,
-        rate = s.rate_real_per_minute(),
+        max_active = u
+            .max_active_users
+            .map_or(String::new(), |n| format!("max_active_users = {n}\n")),
+        rate = s
+            .rate_real_per_minute()
+            .map_or(String::new(), |r| format!("new_users_per_minute = {r}\n")),
         burst = u.burst,
         session = ms(u.session_seconds),
         grace = ms(u.ticket_grace_seconds),

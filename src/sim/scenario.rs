@@ -230,10 +230,12 @@ fn overload_error() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsherSettings {
-    /// `room.max_active_users`.
-    pub max_active_users: u64,
-    /// `room.new_users_per_minute`.
-    pub new_users_per_minute: f64,
+    /// `room.max_active_users` (unset: the closed-loop gate's limit alone).
+    #[serde(default)]
+    pub max_active_users: Option<u64>,
+    /// `room.new_users_per_minute` (unset: usher's closed-loop gate).
+    #[serde(default)]
+    pub new_users_per_minute: Option<f64>,
     /// `room.burst`.
     #[serde(default = "default_burst")]
     pub burst: u32,
@@ -384,18 +386,12 @@ impl Scenario {
             100_000.0,
         );
         range("origin.latency_ms", self.origin.latency_ms, 0.0, 600_000.0);
-        range(
-            "usher.max_active_users",
-            self.usher.max_active_users as f64,
-            1.0,
-            1e9,
-        );
-        range(
-            "usher.new_users_per_minute",
-            self.usher.new_users_per_minute,
-            0.001,
-            1e8,
-        );
+        if let Some(n) = self.usher.max_active_users {
+            range("usher.max_active_users", n as f64, 1.0, 1e9);
+        }
+        if let Some(r) = self.usher.new_users_per_minute {
+            range("usher.new_users_per_minute", r, 0.001, 1e8);
+        }
         range("usher.burst", self.usher.burst.into(), 1.0, 1e6);
         range(
             "usher.nodes",
@@ -510,11 +506,14 @@ impl Scenario {
         (self.origin.latency_ms / self.time_scale).round().max(0.0) as u64
     }
 
-    /// usher's real admission rate per minute (at least one).
-    pub fn rate_real_per_minute(&self) -> u32 {
-        (self.usher.new_users_per_minute * self.time_scale)
-            .round()
-            .clamp(1.0, u32::MAX as f64) as u32
+    /// usher's real admission rate per minute (at least one), when the
+    /// scenario fixes one (otherwise usher's closed-loop gate decides).
+    pub fn rate_real_per_minute(&self) -> Option<u32> {
+        self.usher.new_users_per_minute.map(|r| {
+            (r * self.time_scale)
+                .round()
+                .clamp(1.0, u32::MAX as f64) as u32
+        })
     }
 
     /// The in-flight cap usher puts on the origin.

@@ -64,12 +64,13 @@ pub struct UsherSummary {
     pub max_queue_length: f64,
     /// Most active users seen.
     pub max_active_users: f64,
-    /// The configured cap.
-    pub max_active_users_allowed: f64,
+    /// The configured cap (null: the closed-loop gate's limit alone).
+    pub max_active_users_allowed: Option<f64>,
     /// Visitors admitted.
     pub admitted_total: f64,
-    /// Target admissions per simulated minute.
-    pub target_per_minute: f64,
+    /// Target admissions per simulated minute (null: no fixed rate, the
+    /// closed-loop gate).
+    pub target_per_minute: Option<f64>,
     /// Mean CPU over the run, percent of one core.
     pub cpu_mean_percent: f64,
     /// Highest one-second CPU, percent of one core.
@@ -237,7 +238,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
         own_5xx: last_of(samples, |x| x.usher_5xx_total).unwrap_or(0.0),
         max_queue_length: max_of(samples, |x| x.queue_length).unwrap_or(0.0),
         max_active_users: max_of(samples, |x| x.active_users).unwrap_or(0.0),
-        max_active_users_allowed: s.usher.max_active_users as f64,
+        max_active_users_allowed: s.usher.max_active_users.map(|n| n as f64),
         admitted_total: last_of(samples, |x| x.admitted_total).unwrap_or(0.0),
         target_per_minute: s.usher.new_users_per_minute,
         cpu_mean_percent: sampler.usher_cpu_seconds / facts.real_seconds.max(1e-3) * 100.0,
