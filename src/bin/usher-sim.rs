@@ -260,12 +260,13 @@ fn run(
 fn print_headline(r: &RunSummary) {
     let o = &r.outcomes;
     println!(
-        "{:>11}: {} arrived, {} vouchers, {} sold out, {} gave up waiting, {} gave up on errors, {} still waiting; \
+        "{:>11}: {} arrived, {} vouchers, {} sold out at the claim, {} told sold out while waiting, {} gave up waiting, {} gave up on errors, {} still waiting; \
          {} visitors met errors; origin peak {} in flight (capacity {}), {} refused; wait p50 {:.0} s; overtaken {:.2}%{}",
         r.mode,
         r.arrived,
         o.voucher,
         o.sold_out,
+        o.told_sold_out,
         o.gave_up,
         o.failed,
         o.waiting,

@@ -57,8 +57,12 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             }),
         ),
         (
-            "Got in, vouchers gone",
+            "Got in, claim answered sold out",
             Box::new(|r| short(r.outcomes.sold_out as f64)),
+        ),
+        (
+            "Told sold out while waiting",
+            Box::new(|r| short(r.outcomes.told_sold_out as f64)),
         ),
         (
             "Gave up waiting in line",

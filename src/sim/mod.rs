@@ -7,6 +7,7 @@
 //! - [`crowd`]: every visitor's plan, drawn once from the seed.
 //! - [`net`]: the shared, bounded HTTP client and cookie jars.
 //! - [`visitor`]: one visitor's behaviour, browser-like.
+//! - [`answers`]: reading usher's status and voucher answers.
 //! - [`procs`]: starting and stopping the theater and usher, `/proc` readings.
 //! - [`sampler`]: one sample a second (metrics, stats, CPU, memory).
 //! - [`stats`]: lock-free counters and histograms the visitors share.
@@ -16,6 +17,7 @@
 //! - [`svg`] and [`report`] (with `headline`): the HTML report.
 //! - [`plan`]: capacity planning with Little's law.
 
+pub mod answers;
 pub mod crowd;
 pub mod fairness;
 mod headline;

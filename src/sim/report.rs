@@ -312,7 +312,9 @@ pub fn html(s: &Scenario, summary: &Summary, runs: &[&RunResult]) -> String {
         c
     }));
     b.push_str(&pair.row(true, |r| {
-        let colors = [GREEN, BLUE, "#16a085", "#95a5a6", ORANGE, PURPLE, RED];
+        let colors = [
+            GREEN, BLUE, BLACK, "#16a085", "#95a5a6", ORANGE, PURPLE, RED,
+        ];
         let mut c = Chart::new(
             &format!("Outcomes so far, {}", label(r.mode)),
             mins,

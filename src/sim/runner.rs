@@ -21,7 +21,7 @@ use super::procs::{
 };
 use super::sampler::{Sample, Sampler};
 use super::scenario::Scenario;
-use super::stats::Live;
+use super::stats::{Live, Outcome};
 use super::summary::{summarize, RunFacts, RunSummary};
 use super::visitor::{visit, Record, RunCtx};
 use super::{Mode, SimError};
@@ -343,9 +343,9 @@ fn progress(mode: Mode, s: Option<&Sample>) {
         s.arrived,
         s.waiting,
         s.browsing,
-        o[0],
-        o[5],
-        o[6],
+        o[Outcome::Voucher.index()],
+        o[Outcome::GaveUp.index()],
+        o[Outcome::Failed.index()],
         s.requests_per_second,
         s.queue_length.map_or("-".into(), |q| format!("{q:.0}")),
         s.origin_in_flight.map_or("-".into(), |q| format!("{q:.0}")),

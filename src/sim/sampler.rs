@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::procs::{proc_usage, Probe, ProcUsage};
-use super::stats::Counts;
+use super::stats::{Counts, OUTCOMES};
 use super::visitor::RunCtx;
 
 /// How long one probe may take; a slower answer leaves a gap in the charts.
@@ -41,7 +41,7 @@ pub struct Sample {
     /// On the site.
     pub browsing: i64,
     /// Final outcomes so far, in [`super::stats::Outcome::ALL`] order.
-    pub outcomes: [u64; 7],
+    pub outcomes: [u64; OUTCOMES],
     /// Site answers in the interval.
     pub site_answers: u64,
     /// 5xx site answers in the interval.

@@ -17,8 +17,11 @@ use super::Mode;
 pub struct Outcomes {
     /// Got a voucher.
     pub voucher: u64,
-    /// Got in, vouchers gone.
+    /// Got in, and the voucher claim answered sold out.
     pub sold_out: u64,
+    /// Told sold out by usher while waiting (status JSON or
+    /// `X-Usher-State: sold_out`), and left.
+    pub told_sold_out: u64,
     /// Got in and browsed (no voucher step or unreadable answer).
     pub browsed: u64,
     /// Still on the site at the time limit.
@@ -207,6 +210,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
         match r.outcome {
             Outcome::Voucher => o.voucher += 1,
             Outcome::SoldOut => o.sold_out += 1,
+            Outcome::ToldSoldOut => o.told_sold_out += 1,
             Outcome::Browsed => o.browsed += 1,
             Outcome::Unfinished => o.unfinished += 1,
             Outcome::Waiting => o.waiting += 1,
