@@ -484,7 +484,24 @@ impl Scenario {
         if refresh > self.usher.claim_window_seconds / scale {
             p.push("usher.claim_window_seconds: must be at least the refresh".into());
         }
+        if let Some(problem) = self.long_poll_problem() {
+            p.push(problem);
+        }
         p
+    }
+
+    /// The client's timeout must outlast usher's longest long poll (one
+    /// refresh) with a real second to spare for the answer; otherwise
+    /// the visitors near the head of the line would time out.
+    fn long_poll_problem(&self) -> Option<String> {
+        let poll = self.refresh_real().as_secs_f64() * self.time_scale;
+        let need = poll + self.time_scale;
+        (self.client.timeout_seconds < need).then(|| {
+            format!(
+                "client.timeout_seconds: {} s is shorter than usher's longest long poll ({poll} s simulated, one refresh) plus one real second; use {need} or more",
+                self.client.timeout_seconds
+            )
+        })
     }
 
     /// A simulated duration in real time.

@@ -192,7 +192,7 @@ pub struct Live {
     pub requeued: AtomicU64,
     /// Latency of answers from the site.
     pub site_latency: LogHistogram,
-    /// Latency of usher's own answers.
+    /// Latency of usher's own answers (long polls, held on purpose, excepted).
     pub usher_latency: LogHistogram,
     /// How late visitors arrived versus their plan (the simulator's own lag).
     pub arrival_lag: LogHistogram,

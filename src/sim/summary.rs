@@ -79,7 +79,8 @@ pub struct UsherSummary {
     pub cpu_peak_percent: f64,
     /// Highest resident memory, MiB.
     pub rss_peak_mib: f64,
-    /// 95th percentile of usher's own answers, simulated ms.
+    /// 95th percentile of usher's own answers, simulated ms (status long
+    /// polls, held on purpose, excepted).
     pub holding_p95_ms: Option<f64>,
 }
 

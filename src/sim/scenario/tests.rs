@@ -65,3 +65,19 @@ fn unknown_keys_are_refused() {
     let bad = SMALL.replace("sigma = 1.0", "sigma = 1.0\nmean_seconds = 3");
     assert!(Scenario::parse(&bad, "t").is_err());
 }
+
+#[test]
+fn client_timeout_must_outlast_a_long_poll() {
+    // Refresh 10 s simulated at 10x: one real second; 20 s simulated needed.
+    let with = |t: &str| format!("{SMALL}[client]\ntimeout_seconds = {t}\n");
+    assert!(Scenario::parse(&with("20"), "t").is_ok());
+    let Err(ScenarioError::Invalid { problems, .. }) = Scenario::parse(&with("15"), "t") else {
+        panic!("a timeout shorter than the long poll was accepted")
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("client.timeout_seconds:") && p.contains("long poll")),
+        "{problems:?}"
+    );
+}
