@@ -87,8 +87,12 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             }),
         ),
         (
-            "Errors met (5xx, timeouts, resets)",
+            "Errors met (5xx, 429s, timeouts, resets)",
             Box::new(|r| short(r.errors_seen as f64)),
+        ),
+        (
+            "of which 429 Too Many Requests",
+            Box::new(|r| short(r.errors_429 as f64)),
         ),
         (
             "Origin peak in flight",
@@ -211,6 +215,13 @@ pub(super) fn verdict(p: Option<&RunSummary>, u: Option<&RunSummary>) -> String 
             p.fairness.overtaken_share * 100.0,
             p.fairness.slack_seconds,
         );
+        if p.errors_429 > 0 {
+            let _ = write!(
+                out,
+                "<p>usher refused {} requests with 429 Too Many Requests (its per-address or per-pass limits); they count as errors above.</p>",
+                short(p.errors_429 as f64)
+            );
+        }
     }
     out
 }
@@ -237,8 +248,25 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("Origin peak in flight"));
+        assert!(t.contains("of which 429 Too Many Requests"));
         assert_eq!(pct(1, 4), "25.0%");
         assert_eq!(minutes(Some(30.0)), "30 s");
         assert_eq!(minutes(Some(600.0)), "10.0 min");
+    }
+
+    #[test]
+    fn refused_requests_are_named_in_the_verdict() {
+        let p = RunSummary {
+            mode: "protected".into(),
+            errors_seen: 12,
+            errors_429: 12,
+            ..RunSummary::default()
+        };
+        assert!(verdict(Some(&p), None).contains("429 Too Many Requests"));
+        let calm = RunSummary {
+            mode: "protected".into(),
+            ..RunSummary::default()
+        };
+        assert!(!verdict(Some(&calm), None).contains("429"));
     }
 }

@@ -261,6 +261,12 @@ pub fn html(s: &Scenario, summary: &Summary, runs: &[&RunResult]) -> String {
             per_minute(&r.samples, |x| x.site_5xx as f64),
         ))
         .with(Series::new(
+            "429 too many requests",
+            ORANGE,
+            Style::Line,
+            per_minute(&r.samples, |x| x.rejected_429 as f64),
+        ))
+        .with(Series::new(
             "timeouts",
             PURPLE,
             Style::Line,

@@ -46,6 +46,8 @@ pub struct Sample {
     pub site_answers: u64,
     /// 5xx site answers in the interval.
     pub site_5xx: u64,
+    /// 429 answers in the interval.
+    pub rejected_429: u64,
     /// Timeouts in the interval.
     pub timeouts: u64,
     /// Broken or refused connections in the interval.
@@ -199,7 +201,8 @@ impl Sampler {
         let site_answers = l.site_answers.swap(0, Relaxed);
         let usher_answers = l.usher_answers.swap(0, Relaxed);
         let (timeouts, conn_errors) = (l.timeouts.swap(0, Relaxed), l.conn_errors.swap(0, Relaxed));
-        let requests = site_answers + usher_answers + timeouts + conn_errors;
+        let rejected_429 = l.rejected_429.swap(0, Relaxed);
+        let requests = site_answers + usher_answers + rejected_429 + timeouts + conn_errors;
         self.last_requests = requests;
         let mut s = Sample {
             t: ctx.now(),
@@ -212,6 +215,7 @@ impl Sampler {
             outcomes: l.outcome_counts(),
             site_answers,
             site_5xx: l.site_5xx.swap(0, Relaxed),
+            rejected_429,
             timeouts,
             conn_errors,
             requests_per_second: requests as f64 / dt,

@@ -180,6 +180,8 @@ pub struct Live {
     pub site_answers: AtomicU64,
     /// 5xx answers on the site path.
     pub site_5xx: AtomicU64,
+    /// 429 answers (usher's per-address or per-pass limits).
+    pub rejected_429: AtomicU64,
     /// Requests with no answer in time.
     pub timeouts: AtomicU64,
     /// Connections refused or broken.

@@ -135,8 +135,11 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Outcomes.
     pub outcomes: Outcomes,
-    /// Errors visitors met: 5xx answers, timeouts, broken connections.
+    /// Errors visitors met: 5xx and 429 answers, timeouts, broken connections.
     pub errors_seen: u64,
+    /// 429 (Too Many Requests) answers visitors met, all of them (also
+    /// counted in `errors_seen`, for the visitors who finished).
+    pub errors_429: u64,
     /// Visitors who met at least one error.
     pub visitors_with_errors: u64,
     /// Holding pages met by visitors already admitted (sent back to the line).
@@ -266,6 +269,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
         interrupted: facts.interrupted,
         outcomes: o,
         errors_seen: records.iter().map(|r| u64::from(r.errors)).sum(),
+        errors_429: samples.iter().map(|x| x.rejected_429).sum(),
         visitors_with_errors: records.iter().filter(|r| r.errors > 0).count() as u64,
         requeued_after_admission: facts.requeued,
         origin: OriginSummary {

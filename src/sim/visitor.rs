@@ -29,6 +29,8 @@ const MAX_BACKOFF: u32 = 8;
 /// refresh) for a visitor near the head and to answer as soon as they are
 /// admitted; an usher without long polls ignores the query.
 pub const STATUS_POLL: &str = "/__usher/status?wait=1";
+/// Too Many Requests: usher's answer past a per-address or per-pass limit.
+const TOO_MANY_REQUESTS: u16 = 429;
 /// Requests one visitor makes at most while waiting: bounds a run even if
 /// every answer is an error and patience is huge.
 const MAX_POLLS: u32 = 100_000;
@@ -54,7 +56,7 @@ pub struct Record {
     pub outcome: Outcome,
     /// Visits made.
     pub visits: u8,
-    /// Errors seen (5xx, timeouts, broken connections).
+    /// Errors seen (5xx, 429, timeouts, broken connections).
     pub errors: u32,
     /// The voucher code received.
     pub voucher: Option<Box<str>>,
@@ -218,6 +220,11 @@ impl Visitor<'_> {
         let r = self.ctx.net.send(live, &mut self.jar, ask).await;
         use std::sync::atomic::Ordering::Relaxed;
         match &r {
+            // usher's per-address or per-pass limits: an error, never hidden.
+            Ok(a) if a.status == TOO_MANY_REQUESTS => {
+                live.rejected_429.fetch_add(1, Relaxed);
+                self.rec.errors += 1;
+            }
             Ok(a) if a.usher_state.is_some() => {
                 live.usher_answers.fetch_add(1, Relaxed);
                 if !long_poll {
