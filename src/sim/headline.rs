@@ -10,6 +10,11 @@ fn opt(v: Option<f64>, unit: &str) -> String {
     v.map_or("–".into(), |v| format!("{}{unit}", short(v)))
 }
 
+/// A share (0 to 1) as a whole percentage, "–" when unknown.
+fn share(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{:.0}%", v * 100.0))
+}
+
 fn pct(a: u64, b: u64) -> String {
     if b == 0 {
         "–".into()
@@ -106,6 +111,10 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
         ),
         ("Origin 503s", Box::new(|r| opt(r.origin.rejected_503, ""))),
         (
+            "Origin busy while the line waited (stock left)",
+            Box::new(|r| share(r.origin.busy_share_while_waiting)),
+        ),
+        (
             "Site latency p50 / p95 / p99",
             Box::new(|r| {
                 format!(
@@ -128,6 +137,18 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             }),
         ),
         (
+            "Wait to get in, voucher holders: median / p90 / p99",
+            Box::new(|r| {
+                let w = &r.wait_seconds_voucher;
+                format!(
+                    "{} / {} / {}",
+                    minutes(w.p50),
+                    minutes(w.p90),
+                    minutes(w.p99)
+                )
+            }),
+        ),
+        (
             "Overtaken by a later arrival",
             Box::new(|r| format!("{:.2}%", r.fairness.overtaken_share * 100.0)),
         ),
@@ -138,6 +159,14 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
                     "{} / {} / {}",
                     r.vouchers.issued, r.vouchers.unique, r.vouchers.stock
                 )
+            }),
+        ),
+        (
+            "Last voucher received",
+            Box::new(|r| {
+                r.vouchers.last_issued_seconds.map_or("–".into(), |t| {
+                    format!("{} after opening", minutes(Some(t)))
+                })
             }),
         ),
         (
@@ -250,6 +279,9 @@ mod tests {
         assert!(t.contains("Origin peak in flight"));
         assert!(t.contains("of which 429 Too Many Requests"));
         assert_eq!(pct(1, 4), "25.0%");
+        assert_eq!(share(Some(0.426)), "43%");
+        assert_eq!(share(None), "–");
+        assert!(t.contains("Last voucher received") && t.contains("voucher holders"));
         assert_eq!(minutes(Some(30.0)), "30 s");
         assert_eq!(minutes(Some(600.0)), "10.0 min");
     }

@@ -184,13 +184,13 @@ pub fn notes(s: &Scenario, runs: &[&RunResult]) -> Vec<String> {
 pub fn records_csv(records: &[visitor::Record]) -> String {
     use std::fmt::Write;
     let mut out = String::from(
-        "id,arrival,entry,admitted_at,ticket,continuous,outcome,visits,errors,voucher,first_eta,left_after\n",
+        "id,arrival,entry,admitted_at,ticket,continuous,outcome,visits,errors,voucher,voucher_at,first_eta,left_after\n",
     );
     let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
     for r in records {
         let _ = writeln!(
             out,
-            "{},{:.2},{:.2},{},{},{},{:?},{},{},{},{},{}",
+            "{},{:.2},{:.2},{},{},{},{:?},{},{},{},{},{},{}",
             r.id,
             r.arrival,
             r.entry,
@@ -201,6 +201,7 @@ pub fn records_csv(records: &[visitor::Record]) -> String {
             r.visits,
             r.errors,
             r.voucher.as_deref().unwrap_or("").replace([',', '\n'], " "),
+            f(r.voucher_at),
             f(r.first_eta),
             f(r.left_after),
         );

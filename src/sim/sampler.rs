@@ -40,6 +40,8 @@ pub struct Sample {
     pub away: i64,
     /// On the site.
     pub browsing: i64,
+    /// Voucher codes visitors received so far.
+    pub vouchers_issued: u64,
     /// Final outcomes so far, in [`super::stats::Outcome::ALL`] order.
     pub outcomes: [u64; OUTCOMES],
     /// Site answers in the interval.
@@ -212,6 +214,7 @@ impl Sampler {
             waiting: l.waiting.load(Relaxed),
             away: l.away.load(Relaxed),
             browsing: l.browsing.load(Relaxed),
+            vouchers_issued: l.vouchers.load(Relaxed),
             outcomes: l.outcome_counts(),
             site_answers,
             site_5xx: l.site_5xx.swap(0, Relaxed),

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::fairness::{fairness, spread, waits, Fairness, Spread};
+use super::fairness::{fairness, spread, waits, waits_of, Fairness, Spread};
 use super::sampler::{Sample, Sampler};
 use super::scenario::Scenario;
 use super::stats::Outcome;
@@ -47,6 +47,12 @@ pub struct OriginSummary {
     pub rejected_503: Option<f64>,
     /// Requests it served.
     pub served: Option<f64>,
+    /// How busy it was while people waited for something still there: the
+    /// mean of in flight / capacity (each second at most 1) over the
+    /// seconds with a line (`usher_queue_length` > 0) and, with the voucher
+    /// step on, stock left (codes received < stock); `None` without such
+    /// seconds (and without usher, which has no line).
+    pub busy_share_while_waiting: Option<f64>,
     /// Site latency seen by visitors, simulated ms.
     pub latency_p50_ms: Option<f64>,
     /// 95th percentile.
@@ -95,6 +101,9 @@ pub struct Vouchers {
     pub unique: u64,
     /// Codes received by more than one visitor.
     pub duplicates: u64,
+    /// When the last code was received, simulated seconds from the
+    /// opening; `None` when none was.
+    pub last_issued_seconds: Option<f64>,
 }
 
 /// How hard the simulator itself worked (to tell its limits from usher's).
@@ -150,6 +159,8 @@ pub struct RunSummary {
     pub usher: Option<UsherSummary>,
     /// Waits of admitted visitors, simulated seconds.
     pub wait_seconds: Spread,
+    /// Waits of the visitors who got a voucher (same definition).
+    pub wait_seconds_voucher: Spread,
     /// Time waited before giving up, simulated seconds.
     pub gave_up_after_seconds: Spread,
     /// Fairness.
@@ -201,6 +212,44 @@ fn mean_of(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> f64 {
     }
 }
 
+/// The mean of origin in flight / `capacity` (each second at most 1) over
+/// the samples with a line and, given a `stock`, fewer codes received than
+/// it: how well usher used the origin while people waited for something
+/// still there. `None` when no second qualifies.
+pub fn busy_share_while_waiting(
+    samples: &[Sample],
+    capacity: u64,
+    stock: Option<u64>,
+) -> Option<f64> {
+    let shares: Vec<f64> = samples
+        .iter()
+        .filter(|x| x.queue_length.is_some_and(|q| q > 0.0))
+        .filter(|x| stock.is_none_or(|s| x.vouchers_issued < s))
+        .filter_map(|x| x.origin_in_flight)
+        .map(|f| (f / capacity.max(1) as f64).clamp(0.0, 1.0))
+        .collect();
+    (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
+}
+
+/// The codes visitors received, checked for duplicates, and when the
+/// last one came.
+pub fn vouchers(records: &[Record], stock: u64) -> Vouchers {
+    let mut codes = HashSet::new();
+    let mut v = Vouchers {
+        stock,
+        ..Vouchers::default()
+    };
+    for c in records.iter().filter_map(|r| r.voucher.as_deref()) {
+        v.issued += 1;
+        if !codes.insert(c) {
+            v.duplicates += 1;
+        }
+    }
+    v.unique = codes.len() as u64;
+    v.last_issued_seconds = records.iter().filter_map(|r| r.voucher_at).reduce(f64::max);
+    v
+}
+
 /// Computes one run's summary.
 pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> RunSummary {
     let s = facts.scenario;
@@ -222,18 +271,6 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
             Outcome::Failed => o.failed += 1,
         }
     }
-    let mut codes = HashSet::new();
-    let mut v = Vouchers {
-        stock: s.origin.vouchers,
-        ..Vouchers::default()
-    };
-    for c in records.iter().filter_map(|r| r.voucher.as_deref()) {
-        v.issued += 1;
-        if !codes.insert(c) {
-            v.duplicates += 1;
-        }
-    }
-    v.unique = codes.len() as u64;
     let ms = |q| {
         sampler
             .site_total
@@ -277,12 +314,18 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
             max_in_flight_seen: last_of(samples, |x| x.origin_max_seen),
             rejected_503: last_of(samples, |x| x.origin_503_total),
             served: last_of(samples, |x| x.origin_served_total),
+            busy_share_while_waiting: busy_share_while_waiting(
+                samples,
+                s.origin.capacity,
+                s.voucher.enabled.then_some(s.origin.vouchers),
+            ),
             latency_p50_ms: ms(0.5),
             latency_p95_ms: ms(0.95),
             latency_p99_ms: ms(0.99),
         },
         usher,
         wait_seconds: spread(waits(records)),
+        wait_seconds_voucher: spread(waits_of(records, |r| r.voucher.is_some())),
         gave_up_after_seconds: spread(
             records
                 .iter()
@@ -291,7 +334,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
                 .collect(),
         ),
         fairness: fairness(records, facts.slack),
-        vouchers: v,
+        vouchers: vouchers(records, s.origin.vouchers),
         harness: Harness {
             peak_requests_per_second: max_of(samples, |x| Some(x.requests_per_second))
                 .unwrap_or(0.0),
@@ -323,3 +366,6 @@ pub struct Summary {
     /// Notes on how the run was made (compression, clamped settings).
     pub notes: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests;

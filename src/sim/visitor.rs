@@ -60,6 +60,8 @@ pub struct Record {
     pub errors: u32,
     /// The voucher code received.
     pub voucher: Option<Box<str>>,
+    /// When it was received.
+    pub voucher_at: Option<f64>,
     /// The first wait estimate usher gave.
     pub first_eta: Option<f64>,
     /// Time waited on the last visit before giving up (or being told sold out).
@@ -141,6 +143,7 @@ pub async fn visit(ctx: Arc<RunCtx>, plan: VisitorPlan) {
             visits: 0,
             errors: 0,
             voucher: None,
+            voucher_at: None,
             first_eta: None,
             left_after: None,
         },
@@ -490,6 +493,7 @@ impl Visitor<'_> {
                     .vouchers
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.rec.voucher = Some(c.into_boxed_str());
+                self.rec.voucher_at = Some(self.ctx.now());
                 Outcome::Voucher
             }
             Claim::SoldOut => Outcome::SoldOut,
