@@ -187,6 +187,14 @@ pub fn fairness_slack(s: &Scenario) -> f64 {
     real * s.time_scale
 }
 
+/// The carrier addresses of a protected run with `[addresses]`.
+fn carriers(s: &Scenario, mode: Mode) -> Vec<std::net::Ipv4Addr> {
+    match &s.addresses {
+        Some(a) if mode == Mode::Protected => a.carriers(),
+        _ => Vec::new(),
+    }
+}
+
 /// Runs `s` once, with usher in front of the theater or without.
 pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResult, SimError> {
     let scratch = Scratch::new(mode)?;
@@ -224,7 +232,8 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
             targets,
             s.client.connections,
             s.real(s.client.timeout_seconds),
-        ),
+        )
+        .with_carriers(&carriers(s, mode)),
         live: Live::default(),
         start: Instant::now(),
         stop: stop_rx,

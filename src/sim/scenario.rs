@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::addresses::Addresses;
+
 /// The most visitors a scenario may have: keeps the per-visitor records
 /// (a few dozen bytes each) and the run's memory bounded.
 pub const MAX_VISITORS: u64 = 1_000_000;
@@ -96,6 +98,11 @@ pub struct Scenario {
     /// The simulated browsers' HTTP client.
     #[serde(default)]
     pub client: ClientSettings,
+    /// Source addresses: carriers shared by many visitors and visitors'
+    /// own (protected runs). Without it everyone is 127.0.0.1 and usher's
+    /// per-address limits are off.
+    #[serde(default)]
+    pub addresses: Option<Addresses>,
 }
 
 fn default_seed() -> u64 {
@@ -486,6 +493,9 @@ impl Scenario {
         }
         if let Some(problem) = self.long_poll_problem() {
             p.push(problem);
+        }
+        if let Some(a) = &self.addresses {
+            p.extend(a.problems(self.client.connections));
         }
         p
     }

@@ -5,6 +5,7 @@
 //! browses and sometimes checks out.
 //! Without usher it reloads the error page until its patience runs out.
 
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +94,14 @@ impl RunCtx {
     pub fn now(&self) -> f64 {
         self.scenario.sim(self.start.elapsed())
     }
+
+    /// Visitor `id`'s source address: from `[addresses]` on a protected
+    /// run (usher's per-address limits are what they are for), else the
+    /// default (127.0.0.1).
+    pub fn source(&self, id: u32) -> Option<Ipv4Addr> {
+        let a = self.scenario.addresses.as_ref()?;
+        (self.mode == Mode::Protected).then(|| a.source(self.scenario.seed, id))
+    }
 }
 
 /// How a visit ended before the site.
@@ -113,6 +122,8 @@ struct Visitor<'a> {
     ctx: &'a RunCtx,
     plan: &'a VisitorPlan,
     jar: Jar,
+    /// Where its connections come from (`None`: the default).
+    from: Option<Ipv4Addr>,
     rng: SmallRng,
     stop: watch::Receiver<bool>,
     rec: Record,
@@ -130,6 +141,7 @@ pub async fn visit(ctx: Arc<RunCtx>, plan: VisitorPlan) {
         ctx: &ctx,
         plan: &plan,
         jar: Jar::default(),
+        from: ctx.source(plan.id),
         rng: SmallRng::seed_from_u64(plan.seed),
         stop: ctx.stop.clone(),
         rec: Record {
@@ -220,7 +232,7 @@ impl Visitor<'_> {
         let live = &self.ctx.live;
         // A long poll is held on purpose: its time says nothing of usher's speed.
         let long_poll = ask.path == STATUS_POLL;
-        let r = self.ctx.net.send(live, &mut self.jar, ask).await;
+        let r = self.ctx.net.send(live, &mut self.jar, self.from, ask).await;
         use std::sync::atomic::Ordering::Relaxed;
         match &r {
             // usher's per-address or per-pass limits: an error, never hidden.

@@ -81,3 +81,28 @@ fn client_timeout_must_outlast_a_long_poll() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn addresses_are_optional_and_checked() {
+    let s = Scenario::parse(SMALL, "t").unwrap();
+    assert!(s.addresses.is_none(), "no table, no addresses");
+    let with = |t: &str| format!("{SMALL}[addresses]\n{t}\n");
+    let s = Scenario::parse(&with("shared = 50\nshared_share = 0.3"), "t").unwrap();
+    let a = s.addresses.expect("the table");
+    assert_eq!((a.shared, a.shared_share), (50, 0.3));
+    // More carriers than connections (default 1,000), a share past 1, a typo.
+    for (bad, key) in [
+        ("shared = 1001\nshared_share = 0.3", "addresses.shared:"),
+        ("shared = 5\nshared_share = 1.2", "addresses.shared_share:"),
+    ] {
+        let Err(ScenarioError::Invalid { problems, .. }) = Scenario::parse(&with(bad), "t") else {
+            panic!("accepted: {bad}")
+        };
+        assert!(problems.iter().any(|p| p.starts_with(key)), "{problems:?}");
+    }
+    let typo = with("shared = 5\nshare = 0.3");
+    assert!(matches!(
+        Scenario::parse(&typo, "t"),
+        Err(ScenarioError::Parse { .. })
+    ));
+}
