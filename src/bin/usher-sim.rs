@@ -156,6 +156,13 @@ fn main() -> ExitCode {
                         s.usher.nodes
                     );
                 }
+                if let Some(a) = &s.addresses {
+                    println!(
+                        "# visitors: {:.0}% behind {} carrier addresses, the rest one address each; usher keeps its default per-address limits",
+                        a.shared_share * 100.0,
+                        a.shared
+                    );
+                }
                 print!(
                     "{}",
                     usher::sim::procs::usher_config(&s, 8080, 9090, 8000, &dir.join("keys"), store)
