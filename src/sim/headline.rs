@@ -244,6 +244,13 @@ pub(super) fn verdict(p: Option<&RunSummary>, u: Option<&RunSummary>) -> String 
             p.fairness.overtaken_share * 100.0,
             p.fairness.slack_seconds,
         );
+        if p.outcomes.told_sold_out > 0 {
+            let _ = write!(
+                out,
+                "<p>usher told {} waiting visitors the vouchers were gone, and they left.</p>",
+                short(p.outcomes.told_sold_out as f64)
+            );
+        }
         if p.errors_429 > 0 {
             let _ = write!(
                 out,
@@ -287,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_requests_are_named_in_the_verdict() {
+    fn refusals_and_sold_out_are_named_in_the_verdict() {
         let p = RunSummary {
             mode: "protected".into(),
             errors_seen: 12,
@@ -295,6 +302,15 @@ mod tests {
             ..RunSummary::default()
         };
         assert!(verdict(Some(&p), None).contains("429 Too Many Requests"));
+        let told = RunSummary {
+            mode: "protected".into(),
+            outcomes: crate::sim::summary::Outcomes {
+                told_sold_out: 40,
+                ..Default::default()
+            },
+            ..RunSummary::default()
+        };
+        assert!(verdict(Some(&told), None).contains("told 40 waiting visitors"));
         let calm = RunSummary {
             mode: "protected".into(),
             ..RunSummary::default()

@@ -1,8 +1,8 @@
 //! One visitor, behaving like a browser: loads the page, keeps its cookies,
-//! long-polls `/__usher/status?wait=1` at the interval usher gives (with the holding
-//! page's jitter and back-off), gives up after its patience, maybe comes
-//! back, stops when usher says sold out, and once in claims a voucher,
-//! browses and sometimes checks out.
+//! long-polls `/__usher/status?wait=1` at the interval usher gives (with
+//! the holding page's jitter and back-off), gives up after its patience,
+//! maybe comes back, stops when usher says sold out, and once in claims a
+//! voucher, browses and sometimes checks out.
 //! Without usher it reloads the error page until its patience runs out.
 
 use std::net::Ipv4Addr;
