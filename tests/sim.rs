@@ -140,6 +140,27 @@ async fn smoke_scenario_rescued_by_usher() {
         serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
             .unwrap();
     assert_eq!(json["protected"]["usher"]["own_5xx"], 0.0);
+    // The figures of issue 12: when the last code came, the voucher
+    // holders' wait, how busy the origin was while people waited.
+    let pj = &json["protected"];
+    let last = pj["vouchers"]["last_issued_seconds"]
+        .as_f64()
+        .expect("a last voucher");
+    assert!(last > 0.0 && last <= p.sim_seconds, "{last}");
+    assert!(pj["wait_seconds_voucher"]["p50"].is_number(), "{pj}");
+    let busy = pj["origin"]["busy_share_while_waiting"]
+        .as_f64()
+        .expect("a line formed");
+    assert!((0.0..=1.0).contains(&busy), "{busy}");
+    assert!(json["unprotected"]["origin"]["busy_share_while_waiting"].is_null());
+    assert_eq!(
+        pj["errors_429"], 0,
+        "no per-address limits without [addresses]"
+    );
+    assert_eq!(
+        pj["outcomes"]["told_sold_out"], 0,
+        "the theater sells out, not usher"
+    );
     assert_eq!(runs.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -156,6 +156,13 @@ fn main() -> ExitCode {
                         s.usher.nodes
                     );
                 }
+                if let Some(a) = &s.addresses {
+                    println!(
+                        "# visitors: {:.0}% behind {} carrier addresses, the rest one address each; usher keeps its default per-address limits",
+                        a.shared_share * 100.0,
+                        a.shared
+                    );
+                }
                 print!(
                     "{}",
                     usher::sim::procs::usher_config(&s, 8080, 9090, 8000, &dir.join("keys"), store)
@@ -260,12 +267,13 @@ fn run(
 fn print_headline(r: &RunSummary) {
     let o = &r.outcomes;
     println!(
-        "{:>11}: {} arrived, {} vouchers, {} sold out, {} gave up waiting, {} gave up on errors, {} still waiting; \
+        "{:>11}: {} arrived, {} vouchers, {} sold out at the claim, {} told sold out while waiting, {} gave up waiting, {} gave up on errors, {} still waiting; \
          {} visitors met errors; origin peak {} in flight (capacity {}), {} refused; wait p50 {:.0} s; overtaken {:.2}%{}",
         r.mode,
         r.arrived,
         o.voucher,
         o.sold_out,
+        o.told_sold_out,
         o.gave_up,
         o.failed,
         o.waiting,

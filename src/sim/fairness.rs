@@ -153,8 +153,14 @@ pub fn spread(mut values: Vec<f64>) -> Spread {
 
 /// Waits of admitted visitors (entry to admission), simulated seconds.
 pub fn waits(records: &[Record]) -> Vec<f64> {
+    waits_of(records, |_| true)
+}
+
+/// Waits of the admitted visitors that pass `keep`.
+pub fn waits_of(records: &[Record], keep: impl Fn(&Record) -> bool) -> Vec<f64> {
     records
         .iter()
+        .filter(|r| keep(r))
         .filter_map(|r| r.admitted_at.map(|a| (a - r.entry).max(0.0)))
         .collect()
 }
@@ -176,6 +182,7 @@ mod tests {
             visits: 1,
             errors: 0,
             voucher: None,
+            voucher_at: None,
             first_eta: None,
             left_after: None,
         }
@@ -236,7 +243,10 @@ mod tests {
             (100, Some(50.0), Some(90.0), Some(100.0))
         );
         assert_eq!(spread(Vec::new()).p50, None);
-        let w = waits(&[rec(10.0, Some(70.0), None), rec(0.0, None, None)]);
-        assert_eq!(w, vec![60.0]);
+        let mut lucky = rec(5.0, Some(20.0), None);
+        lucky.voucher = Some("V-1".into());
+        let r = [rec(10.0, Some(70.0), None), rec(0.0, None, None), lucky];
+        assert_eq!(waits(&r), vec![60.0, 15.0]);
+        assert_eq!(waits_of(&r, |x| x.voucher.is_some()), vec![15.0]);
     }
 }

@@ -10,6 +10,11 @@ fn opt(v: Option<f64>, unit: &str) -> String {
     v.map_or("–".into(), |v| format!("{}{unit}", short(v)))
 }
 
+/// A share (0 to 1) as a whole percentage, "–" when unknown.
+fn share(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{:.0}%", v * 100.0))
+}
+
 fn pct(a: u64, b: u64) -> String {
     if b == 0 {
         "–".into()
@@ -57,8 +62,12 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             }),
         ),
         (
-            "Got in, vouchers gone",
+            "Got in, claim answered sold out",
             Box::new(|r| short(r.outcomes.sold_out as f64)),
+        ),
+        (
+            "Told sold out while waiting",
+            Box::new(|r| short(r.outcomes.told_sold_out as f64)),
         ),
         (
             "Gave up waiting in line",
@@ -83,8 +92,12 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             }),
         ),
         (
-            "Errors met (5xx, timeouts, resets)",
+            "Errors met (5xx, 429s, timeouts, resets)",
             Box::new(|r| short(r.errors_seen as f64)),
+        ),
+        (
+            "of which 429 Too Many Requests",
+            Box::new(|r| short(r.errors_429 as f64)),
         ),
         (
             "Origin peak in flight",
@@ -97,6 +110,10 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             }),
         ),
         ("Origin 503s", Box::new(|r| opt(r.origin.rejected_503, ""))),
+        (
+            "Origin busy while the line waited (stock left)",
+            Box::new(|r| share(r.origin.busy_share_while_waiting)),
+        ),
         (
             "Site latency p50 / p95 / p99",
             Box::new(|r| {
@@ -120,6 +137,18 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
             }),
         ),
         (
+            "Wait to get in, voucher holders: median / p90 / p99",
+            Box::new(|r| {
+                let w = &r.wait_seconds_voucher;
+                format!(
+                    "{} / {} / {}",
+                    minutes(w.p50),
+                    minutes(w.p90),
+                    minutes(w.p99)
+                )
+            }),
+        ),
+        (
             "Overtaken by a later arrival",
             Box::new(|r| format!("{:.2}%", r.fairness.overtaken_share * 100.0)),
         ),
@@ -130,6 +159,14 @@ pub(super) fn table(runs: &[&RunSummary]) -> String {
                     "{} / {} / {}",
                     r.vouchers.issued, r.vouchers.unique, r.vouchers.stock
                 )
+            }),
+        ),
+        (
+            "Last voucher received",
+            Box::new(|r| {
+                r.vouchers.last_issued_seconds.map_or("–".into(), |t| {
+                    format!("{} after opening", minutes(Some(t)))
+                })
             }),
         ),
         (
@@ -207,6 +244,20 @@ pub(super) fn verdict(p: Option<&RunSummary>, u: Option<&RunSummary>) -> String 
             p.fairness.overtaken_share * 100.0,
             p.fairness.slack_seconds,
         );
+        if p.outcomes.told_sold_out > 0 {
+            let _ = write!(
+                out,
+                "<p>usher told {} waiting visitors the vouchers were gone, and they left.</p>",
+                short(p.outcomes.told_sold_out as f64)
+            );
+        }
+        if p.errors_429 > 0 {
+            let _ = write!(
+                out,
+                "<p>usher refused {} requests with 429 Too Many Requests (its per-address or per-pass limits); they count as errors above.</p>",
+                short(p.errors_429 as f64)
+            );
+        }
     }
     out
 }
@@ -233,8 +284,37 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("Origin peak in flight"));
+        assert!(t.contains("of which 429 Too Many Requests"));
         assert_eq!(pct(1, 4), "25.0%");
+        assert_eq!(share(Some(0.426)), "43%");
+        assert_eq!(share(None), "–");
+        assert!(t.contains("Last voucher received") && t.contains("voucher holders"));
         assert_eq!(minutes(Some(30.0)), "30 s");
         assert_eq!(minutes(Some(600.0)), "10.0 min");
+    }
+
+    #[test]
+    fn refusals_and_sold_out_are_named_in_the_verdict() {
+        let p = RunSummary {
+            mode: "protected".into(),
+            errors_seen: 12,
+            errors_429: 12,
+            ..RunSummary::default()
+        };
+        assert!(verdict(Some(&p), None).contains("429 Too Many Requests"));
+        let told = RunSummary {
+            mode: "protected".into(),
+            outcomes: crate::sim::summary::Outcomes {
+                told_sold_out: 40,
+                ..Default::default()
+            },
+            ..RunSummary::default()
+        };
+        assert!(verdict(Some(&told), None).contains("told 40 waiting visitors"));
+        let calm = RunSummary {
+            mode: "protected".into(),
+            ..RunSummary::default()
+        };
+        assert!(!verdict(Some(&calm), None).contains("429"));
     }
 }

@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`scenario`]: the TOML scenario files and time compression.
 //! - [`crowd`]: every visitor's plan, drawn once from the seed.
+//! - [`addresses`]: the visitors' source addresses (carriers and their own).
 //! - [`net`]: the shared, bounded HTTP client and cookie jars.
 //! - [`visitor`]: one visitor's behaviour, browser-like.
+//! - [`answers`]: reading usher's status and voucher answers.
 //! - [`procs`]: starting and stopping the theater and usher, `/proc` readings.
 //! - [`sampler`]: one sample a second (metrics, stats, CPU, memory).
 //! - [`stats`]: lock-free counters and histograms the visitors share.
@@ -16,6 +18,8 @@
 //! - [`svg`] and [`report`] (with `headline`): the HTML report.
 //! - [`plan`]: capacity planning with Little's law.
 
+pub mod addresses;
+pub mod answers;
 pub mod crowd;
 pub mod fairness;
 mod headline;
@@ -157,13 +161,11 @@ pub fn notes(s: &Scenario, runs: &[&RunResult]) -> Vec<String> {
             s.usher.nodes,
         ));
     }
-    n.push(
-        "Every simulated visitor connects from 127.0.0.1, so usher's per-address limits were turned off for the run.".into(),
-    );
+    n.push(addresses_note(s));
     for r in runs {
         let h = &r.summary.harness;
         n.push(format!(
-            "Harness, {}: one shared client with at most {} connections; {:.0} requests/s real on average, {:.0} at peak; arrivals lagged their plan by {} ms at p99 and requests waited {} ms at p99 for a connection (real time); the simulator used {:.0}% of a core on average. The machine has {} CPUs shared by the simulator, usher and the theater.",
+            "Harness, {}: at most {} client connections; {:.0} requests/s real on average, {:.0} at peak; arrivals lagged their plan by {} ms at p99 and requests waited {} ms at p99 for a connection (real time); the simulator used {:.0}% of a core on average. The machine has {} CPUs shared by the simulator, usher and the theater.",
             r.mode.as_str(),
             s.client.connections,
             h.mean_requests_per_second,
@@ -181,17 +183,35 @@ pub fn notes(s: &Scenario, runs: &[&RunResult]) -> Vec<String> {
     n
 }
 
+/// Where the visitors connected from, and what that did to usher's
+/// per-address limits.
+fn addresses_note(s: &Scenario) -> String {
+    let Some(a) = &s.addresses else {
+        return "Every simulated visitor connects from 127.0.0.1, so usher's per-address limits were turned off for the run.".into();
+    };
+    format!(
+        "With usher, {:.0}% of the visitors connected from {} shared carrier addresses (127.1.0.1 on, like CGNAT) and the rest from an address of their own (127.2.0.1 on); \
+         usher kept its default per-address limits, which count real time: at {}x compression each address sends {} times the requests it would in an uncompressed morning. \
+         Visitors with their own address opened a new connection per request (a pool per visitor would keep one idle connection per waiting visitor); carrier addresses kept pooled connections. \
+         Without usher everyone connected from 127.0.0.1.",
+        a.shared_share * 100.0,
+        a.shared,
+        s.time_scale,
+        s.time_scale,
+    )
+}
+
 /// Every visitor's record as CSV (simulated seconds).
 pub fn records_csv(records: &[visitor::Record]) -> String {
     use std::fmt::Write;
     let mut out = String::from(
-        "id,arrival,entry,admitted_at,ticket,continuous,outcome,visits,errors,voucher,first_eta,left_after\n",
+        "id,arrival,entry,admitted_at,ticket,continuous,outcome,visits,errors,voucher,voucher_at,first_eta,left_after\n",
     );
     let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
     for r in records {
         let _ = writeln!(
             out,
-            "{},{:.2},{:.2},{},{},{},{:?},{},{},{},{},{}",
+            "{},{:.2},{:.2},{},{},{},{:?},{},{},{},{},{},{}",
             r.id,
             r.arrival,
             r.entry,
@@ -202,6 +222,7 @@ pub fn records_csv(records: &[visitor::Record]) -> String {
             r.visits,
             r.errors,
             r.voucher.as_deref().unwrap_or("").replace([',', '\n'], " "),
+            f(r.voucher_at),
             f(r.first_eta),
             f(r.left_after),
         );

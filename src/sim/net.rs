@@ -3,8 +3,16 @@
 //! timeouts, and a small cookie jar per visitor. With several targets (usher
 //! nodes) each request goes to the next one in turn, like a load balancer
 //! without affinity: a visitor's polls and pages land on different nodes.
+//!
+//! With source addresses (`[addresses]`), a request is sent from the
+//! visitor's address: through a pooled client of its own for each carrier
+//! address (their idle connections together within the bound), or, for a
+//! visitor's own address, on a fresh connection closed after the answer (a
+//! pool per visitor would keep one idle connection per waiting visitor).
+//! The one semaphore bounds the requests, hence connections, of them all.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -132,6 +140,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// The shared client of one run.
 pub struct Net {
     client: HttpClient,
+    /// One pooled client per carrier address.
+    carriers: HashMap<Ipv4Addr, HttpClient>,
+    connections: usize,
     permits: Semaphore,
     timeout: Duration,
     targets: Vec<SocketAddr>,
@@ -144,20 +155,39 @@ impl Net {
     /// once, each given up after `timeout`.
     pub fn new(targets: Vec<SocketAddr>, connections: usize, timeout: Duration) -> Net {
         assert!(!targets.is_empty(), "Net needs a target");
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(connections)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Net {
-            client,
+            client: pooled(connector(timeout, None), connections),
+            carriers: HashMap::new(),
+            connections,
             permits: Semaphore::new(connections.max(1)),
             timeout,
             targets,
             next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds a pooled client for each carrier address; their idle
+    /// connections share the bound (at least one each).
+    pub fn with_carriers(mut self, carriers: &[Ipv4Addr]) -> Net {
+        let idle = (self.connections / carriers.len().max(1)).max(1);
+        self.carriers = carriers
+            .iter()
+            .map(|&a| (a, pooled(connector(self.timeout, Some(a)), idle)))
+            .collect();
+        self
+    }
+
+    /// The client for a request from `from` (`None`: the default source).
+    fn client_from(&self, from: Option<Ipv4Addr>) -> HttpClient {
+        match from {
+            None => self.client.clone(),
+            Some(a) => match self.carriers.get(&a) {
+                Some(c) => c.clone(),
+                // Pooling off: the connection closes once the answer is read.
+                None => Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build(connector(self.timeout, Some(a))),
+            },
         }
     }
 
@@ -167,8 +197,15 @@ impl Net {
         self.targets[i]
     }
 
-    /// Sends one request with the jar's cookies and keeps the cookies set.
-    pub async fn send(&self, live: &Live, jar: &mut Jar, ask: Ask<'_>) -> Result<Answer, Failure> {
+    /// Sends one request from `from` (`None`: the default source) with the
+    /// jar's cookies and keeps the cookies set.
+    pub async fn send(
+        &self,
+        live: &Live,
+        jar: &mut Jar,
+        from: Option<Ipv4Addr>,
+        ask: Ask<'_>,
+    ) -> Result<Answer, Failure> {
         let queued = Instant::now();
         let _permit = self
             .permits
@@ -198,12 +235,9 @@ impl Net {
         };
         let req = b.body(Full::new(body)).map_err(|_| Failure::Connection)?;
         let started = Instant::now();
+        let client = self.client_from(from);
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|_| Failure::Connection)?;
+            let resp = client.request(req).await.map_err(|_| Failure::Connection)?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()
@@ -235,6 +269,25 @@ impl Net {
             ticket_cleared,
         })
     }
+}
+
+/// A connector with no delay and the client's timeout, bound to `local`
+/// when given.
+fn connector(timeout: Duration, local: Option<Ipv4Addr>) -> HttpConnector {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(timeout));
+    c.set_local_address(local.map(IpAddr::V4));
+    c
+}
+
+/// A pooled client keeping at most `idle` idle connections per target.
+fn pooled(connector: HttpConnector, idle: usize) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(idle)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
 }
 
 #[cfg(test)]
@@ -275,5 +328,56 @@ mod tests {
         assert_eq!(picked, want);
         let one = Net::new(vec![addrs[1]], 4, Duration::from_secs(1));
         assert!((0..3).all(|_| one.next_target() == addrs[1]));
+    }
+
+    /// A server answering every request with 200 and closing, noting the
+    /// peer address of each connection.
+    async fn peer_recorder() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<IpAddr>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, peer)) = l.accept().await {
+                log.lock().unwrap().push(peer.ip());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                    let _ = c.write_all(ok).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn requests_leave_from_the_visitors_address() {
+        let (addr, seen) = peer_recorder().await;
+        let carrier = Ipv4Addr::new(127, 1, 0, 1);
+        let own = Ipv4Addr::new(127, 2, 0, 9);
+        let net = Net::new(vec![addr], 4, Duration::from_secs(5)).with_carriers(&[carrier]);
+        let live = Live::default();
+        let mut jar = Jar::default();
+        for from in [None, Some(carrier), Some(own), Some(carrier)] {
+            let a = net
+                .send(&live, &mut jar, from, Ask::page("/"))
+                .await
+                .unwrap();
+            assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]));
+        }
+        let want: Vec<IpAddr> = [Ipv4Addr::LOCALHOST, carrier, own, carrier]
+            .into_iter()
+            .map(IpAddr::V4)
+            .collect();
+        assert_eq!(*seen.lock().unwrap(), want);
+        assert_eq!(net.permits.available_permits(), 4, "every permit back");
     }
 }

@@ -262,7 +262,8 @@ pub struct NodeStore<'a> {
 
 /// usher's config for a run: loopback listeners, the scenario's room in
 /// real time, per-address limits off (every simulated visitor shares
-/// 127.0.0.1), a key file so the simulator can read ticket numbers; with
+/// 127.0.0.1) unless the scenario gives `[addresses]` (then usher's own
+/// defaults, untouched), a key file so the simulator can read ticket numbers; with
 /// `store`, the Redis backend and this node's id (and its share of the
 /// origin's in-flight cap).
 pub fn usher_config(
@@ -311,11 +312,7 @@ ticket_grace = "{grace}"
 claim_window = "{claim}"
 refresh = "{refresh}s"
 tick = "{tick_ms}ms"
-
-[room.limits]
-tickets_per_minute_per_ip = 100000000
-requests_per_second_per_ip = 0
-{store}"#,
+{limits}{store}"#,
         name = s.name.replace(['"', '\\', '\n'], " "),
         scale = s.time_scale,
         listen = loopback(listen),
@@ -336,8 +333,21 @@ requests_per_second_per_ip = 0
         grace = ms(u.ticket_grace_seconds),
         claim = ms(u.claim_window_seconds),
         refresh = s.refresh_real().as_secs(),
+        limits = if s.addresses.is_some() {
+            ""
+        } else {
+            LIMITS_OFF
+        },
     )
 }
+
+/// usher's per-address limits turned off: without `[addresses]` every
+/// simulated visitor is 127.0.0.1, one address for the whole crowd.
+const LIMITS_OFF: &str = "
+[room.limits]
+tickets_per_minute_per_ip = 100000000
+requests_per_second_per_ip = 0
+";
 
 /// A small client for health checks, `/metrics` and `/api/stats`.
 pub struct Probe {
@@ -478,6 +488,38 @@ mod tests {
         assert!(
             !text.contains("[store]"),
             "one node keeps the embedded store"
+        );
+    }
+
+    #[test]
+    fn addresses_keep_ushers_own_per_address_limits() {
+        use crate::config::room::{
+            DEFAULT_REQUESTS_PER_SECOND_PER_IP, DEFAULT_TICKETS_PER_MINUTE_PER_IP,
+        };
+        let small = super::super::scenario::tests_support::SMALL;
+        let dir = std::env::temp_dir();
+        let room = |text: &str| {
+            let s = Scenario::parse(text, "t").unwrap();
+            let cfg = usher_config(&s, 1, 2, 3, &dir.join("keys"), None);
+            crate::config::Config::parse(&cfg, "sim", &dir)
+                .unwrap()
+                .room
+                .unwrap()
+        };
+        // One address for the whole crowd: the limits are off.
+        let off = room(small);
+        assert_eq!(off.requests_per_second_per_ip, 0);
+        assert!(off.tickets_per_minute_per_ip > 1_000_000);
+        // Carriers and own addresses: usher's defaults, untouched.
+        let with = format!("{small}[addresses]\nshared = 5\nshared_share = 0.3\n");
+        let on = room(&with);
+        assert_eq!(
+            on.requests_per_second_per_ip,
+            DEFAULT_REQUESTS_PER_SECOND_PER_IP
+        );
+        assert_eq!(
+            on.tickets_per_minute_per_ip,
+            DEFAULT_TICKETS_PER_MINUTE_PER_IP
         );
     }
 

@@ -261,6 +261,12 @@ pub fn html(s: &Scenario, summary: &Summary, runs: &[&RunResult]) -> String {
             per_minute(&r.samples, |x| x.site_5xx as f64),
         ))
         .with(Series::new(
+            "429 too many requests",
+            ORANGE,
+            Style::Line,
+            per_minute(&r.samples, |x| x.rejected_429 as f64),
+        ))
+        .with(Series::new(
             "timeouts",
             PURPLE,
             Style::Line,
@@ -312,7 +318,9 @@ pub fn html(s: &Scenario, summary: &Summary, runs: &[&RunResult]) -> String {
         c
     }));
     b.push_str(&pair.row(true, |r| {
-        let colors = [GREEN, BLUE, "#16a085", "#95a5a6", ORANGE, PURPLE, RED];
+        let colors = [
+            GREEN, BLUE, BLACK, "#16a085", "#95a5a6", ORANGE, PURPLE, RED,
+        ];
         let mut c = Chart::new(
             &format!("Outcomes so far, {}", label(r.mode)),
             mins,

@@ -21,7 +21,7 @@ use super::procs::{
 };
 use super::sampler::{Sample, Sampler};
 use super::scenario::Scenario;
-use super::stats::Live;
+use super::stats::{Live, Outcome};
 use super::summary::{summarize, RunFacts, RunSummary};
 use super::visitor::{visit, Record, RunCtx};
 use super::{Mode, SimError};
@@ -187,6 +187,14 @@ pub fn fairness_slack(s: &Scenario) -> f64 {
     real * s.time_scale
 }
 
+/// The carrier addresses of a protected run with `[addresses]`.
+fn carriers(s: &Scenario, mode: Mode) -> Vec<std::net::Ipv4Addr> {
+    match &s.addresses {
+        Some(a) if mode == Mode::Protected => a.carriers(),
+        _ => Vec::new(),
+    }
+}
+
 /// Runs `s` once, with usher in front of the theater or without.
 pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResult, SimError> {
     let scratch = Scratch::new(mode)?;
@@ -224,7 +232,8 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &RunOptions) -> Result<RunResul
             targets,
             s.client.connections,
             s.real(s.client.timeout_seconds),
-        ),
+        )
+        .with_carriers(&carriers(s, mode)),
         live: Live::default(),
         start: Instant::now(),
         stop: stop_rx,
@@ -343,9 +352,9 @@ fn progress(mode: Mode, s: Option<&Sample>) {
         s.arrived,
         s.waiting,
         s.browsing,
-        o[0],
-        o[5],
-        o[6],
+        o[Outcome::Voucher.index()],
+        o[Outcome::GaveUp.index()],
+        o[Outcome::Failed.index()],
         s.requests_per_second,
         s.queue_length.map_or("-".into(), |q| format!("{q:.0}")),
         s.origin_in_flight.map_or("-".into(), |q| format!("{q:.0}")),

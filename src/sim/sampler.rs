@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::procs::{proc_usage, Probe, ProcUsage};
-use super::stats::Counts;
+use super::stats::{Counts, OUTCOMES};
 use super::visitor::RunCtx;
 
 /// How long one probe may take; a slower answer leaves a gap in the charts.
@@ -40,12 +40,16 @@ pub struct Sample {
     pub away: i64,
     /// On the site.
     pub browsing: i64,
+    /// Voucher codes visitors received so far.
+    pub vouchers_issued: u64,
     /// Final outcomes so far, in [`super::stats::Outcome::ALL`] order.
-    pub outcomes: [u64; 7],
+    pub outcomes: [u64; OUTCOMES],
     /// Site answers in the interval.
     pub site_answers: u64,
     /// 5xx site answers in the interval.
     pub site_5xx: u64,
+    /// 429 answers in the interval.
+    pub rejected_429: u64,
     /// Timeouts in the interval.
     pub timeouts: u64,
     /// Broken or refused connections in the interval.
@@ -199,7 +203,8 @@ impl Sampler {
         let site_answers = l.site_answers.swap(0, Relaxed);
         let usher_answers = l.usher_answers.swap(0, Relaxed);
         let (timeouts, conn_errors) = (l.timeouts.swap(0, Relaxed), l.conn_errors.swap(0, Relaxed));
-        let requests = site_answers + usher_answers + timeouts + conn_errors;
+        let rejected_429 = l.rejected_429.swap(0, Relaxed);
+        let requests = site_answers + usher_answers + rejected_429 + timeouts + conn_errors;
         self.last_requests = requests;
         let mut s = Sample {
             t: ctx.now(),
@@ -209,9 +214,11 @@ impl Sampler {
             waiting: l.waiting.load(Relaxed),
             away: l.away.load(Relaxed),
             browsing: l.browsing.load(Relaxed),
+            vouchers_issued: l.vouchers.load(Relaxed),
             outcomes: l.outcome_counts(),
             site_answers,
             site_5xx: l.site_5xx.swap(0, Relaxed),
+            rejected_429,
             timeouts,
             conn_errors,
             requests_per_second: requests as f64 / dt,

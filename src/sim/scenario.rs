@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::addresses::Addresses;
+
 /// The most visitors a scenario may have: keeps the per-visitor records
 /// (a few dozen bytes each) and the run's memory bounded.
 pub const MAX_VISITORS: u64 = 1_000_000;
@@ -96,6 +98,11 @@ pub struct Scenario {
     /// The simulated browsers' HTTP client.
     #[serde(default)]
     pub client: ClientSettings,
+    /// Source addresses: carriers shared by many visitors and visitors'
+    /// own (protected runs). Without it everyone is 127.0.0.1 and usher's
+    /// per-address limits are off.
+    #[serde(default)]
+    pub addresses: Option<Addresses>,
 }
 
 fn default_seed() -> u64 {
@@ -480,7 +487,27 @@ impl Scenario {
         if refresh > self.usher.claim_window_seconds / scale {
             p.push("usher.claim_window_seconds: must be at least the refresh".into());
         }
+        if let Some(problem) = self.long_poll_problem() {
+            p.push(problem);
+        }
+        if let Some(a) = &self.addresses {
+            p.extend(a.problems(self.client.connections));
+        }
         p
+    }
+
+    /// The client's timeout must outlast usher's longest long poll (one
+    /// refresh) with a real second to spare for the answer; otherwise
+    /// the visitors near the head of the line would time out.
+    fn long_poll_problem(&self) -> Option<String> {
+        let poll = self.refresh_real().as_secs_f64() * self.time_scale;
+        let need = poll + self.time_scale;
+        (self.client.timeout_seconds < need).then(|| {
+            format!(
+                "client.timeout_seconds: {} s is shorter than usher's longest long poll ({poll} s simulated, one refresh) plus one real second; use {need} or more",
+                self.client.timeout_seconds
+            )
+        })
     }
 
     /// A simulated duration in real time.

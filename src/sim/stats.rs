@@ -101,14 +101,19 @@ impl Counts {
     }
 }
 
+/// How many kinds of [`Outcome`] there are.
+pub const OUTCOMES: usize = 8;
+
 /// What finally happened to a visitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Got in and got a voucher code.
     Voucher,
-    /// Got in; the vouchers were gone.
+    /// Got in; the voucher claim answered sold out.
     SoldOut,
+    /// Told sold out by usher while waiting, and left.
+    ToldSoldOut,
     /// Got in and browsed (no voucher step).
     Browsed,
     /// Left the line out of patience (and did not come back).
@@ -123,9 +128,10 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in report order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; OUTCOMES] = [
         Outcome::Voucher,
         Outcome::SoldOut,
+        Outcome::ToldSoldOut,
         Outcome::Browsed,
         Outcome::Unfinished,
         Outcome::Waiting,
@@ -143,6 +149,7 @@ impl Outcome {
         match self {
             Outcome::Voucher => "got a voucher",
             Outcome::SoldOut => "in, sold out",
+            Outcome::ToldSoldOut => "told sold out",
             Outcome::Browsed => "in, browsed",
             Outcome::GaveUp => "gave up waiting",
             Outcome::Failed => "gave up on errors",
@@ -168,11 +175,13 @@ pub struct Live {
     /// On the site.
     pub browsing: AtomicI64,
     /// Final outcomes.
-    pub outcomes: [AtomicU64; 7],
+    pub outcomes: [AtomicU64; OUTCOMES],
     /// Answers from the site (through usher or not).
     pub site_answers: AtomicU64,
     /// 5xx answers on the site path.
     pub site_5xx: AtomicU64,
+    /// 429 answers (usher's per-address or per-pass limits).
+    pub rejected_429: AtomicU64,
     /// Requests with no answer in time.
     pub timeouts: AtomicU64,
     /// Connections refused or broken.
@@ -185,7 +194,7 @@ pub struct Live {
     pub requeued: AtomicU64,
     /// Latency of answers from the site.
     pub site_latency: LogHistogram,
-    /// Latency of usher's own answers.
+    /// Latency of usher's own answers (long polls, held on purpose, excepted).
     pub usher_latency: LogHistogram,
     /// How late visitors arrived versus their plan (the simulator's own lag).
     pub arrival_lag: LogHistogram,
@@ -200,7 +209,7 @@ impl Live {
     }
 
     /// The outcomes so far.
-    pub fn outcome_counts(&self) -> [u64; 7] {
+    pub fn outcome_counts(&self) -> [u64; OUTCOMES] {
         std::array::from_fn(|i| self.outcomes[i].load(Ordering::Relaxed))
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::fairness::{fairness, spread, waits, Fairness, Spread};
+use super::fairness::{fairness, spread, waits, waits_of, Fairness, Spread};
 use super::sampler::{Sample, Sampler};
 use super::scenario::Scenario;
 use super::stats::Outcome;
@@ -17,8 +17,11 @@ use super::Mode;
 pub struct Outcomes {
     /// Got a voucher.
     pub voucher: u64,
-    /// Got in, vouchers gone.
+    /// Got in, and the voucher claim answered sold out.
     pub sold_out: u64,
+    /// Told sold out by usher while waiting (status JSON or
+    /// `X-Usher-State: sold_out`), and left.
+    pub told_sold_out: u64,
     /// Got in and browsed (no voucher step or unreadable answer).
     pub browsed: u64,
     /// Still on the site at the time limit.
@@ -44,6 +47,12 @@ pub struct OriginSummary {
     pub rejected_503: Option<f64>,
     /// Requests it served.
     pub served: Option<f64>,
+    /// How busy it was while people waited for something still there: the
+    /// mean of in flight / capacity (each second at most 1) over the
+    /// seconds with a line (`usher_queue_length` > 0) and, with the voucher
+    /// step on, stock left (codes received < stock); `None` without such
+    /// seconds (and without usher, which has no line).
+    pub busy_share_while_waiting: Option<f64>,
     /// Site latency seen by visitors, simulated ms.
     pub latency_p50_ms: Option<f64>,
     /// 95th percentile.
@@ -77,7 +86,8 @@ pub struct UsherSummary {
     pub cpu_peak_percent: f64,
     /// Highest resident memory, MiB.
     pub rss_peak_mib: f64,
-    /// 95th percentile of usher's own answers, simulated ms.
+    /// 95th percentile of usher's own answers, simulated ms (status long
+    /// polls, held on purpose, excepted).
     pub holding_p95_ms: Option<f64>,
 }
 
@@ -92,6 +102,9 @@ pub struct Vouchers {
     pub unique: u64,
     /// Codes received by more than one visitor.
     pub duplicates: u64,
+    /// When the last code was received, simulated seconds from the
+    /// opening; `None` when none was.
+    pub last_issued_seconds: Option<f64>,
 }
 
 /// How hard the simulator itself worked (to tell its limits from usher's).
@@ -132,8 +145,11 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Outcomes.
     pub outcomes: Outcomes,
-    /// Errors visitors met: 5xx answers, timeouts, broken connections.
+    /// Errors visitors met: 5xx and 429 answers, timeouts, broken connections.
     pub errors_seen: u64,
+    /// 429 (Too Many Requests) answers visitors met, all of them (also
+    /// counted in `errors_seen`, for the visitors who finished).
+    pub errors_429: u64,
     /// Visitors who met at least one error.
     pub visitors_with_errors: u64,
     /// Holding pages met by visitors already admitted (sent back to the line).
@@ -144,6 +160,8 @@ pub struct RunSummary {
     pub usher: Option<UsherSummary>,
     /// Waits of admitted visitors, simulated seconds.
     pub wait_seconds: Spread,
+    /// Waits of the visitors who got a voucher (same definition).
+    pub wait_seconds_voucher: Spread,
     /// Time waited before giving up, simulated seconds.
     pub gave_up_after_seconds: Spread,
     /// Fairness.
@@ -195,6 +213,44 @@ fn mean_of(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> f64 {
     }
 }
 
+/// The mean of origin in flight / `capacity` (each second at most 1) over
+/// the samples with a line and, given a `stock`, fewer codes received than
+/// it: how well usher used the origin while people waited for something
+/// still there. `None` when no second qualifies.
+pub fn busy_share_while_waiting(
+    samples: &[Sample],
+    capacity: u64,
+    stock: Option<u64>,
+) -> Option<f64> {
+    let shares: Vec<f64> = samples
+        .iter()
+        .filter(|x| x.queue_length.is_some_and(|q| q > 0.0))
+        .filter(|x| stock.is_none_or(|s| x.vouchers_issued < s))
+        .filter_map(|x| x.origin_in_flight)
+        .map(|f| (f / capacity.max(1) as f64).clamp(0.0, 1.0))
+        .collect();
+    (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
+}
+
+/// The codes visitors received, checked for duplicates, and when the
+/// last one came.
+pub fn vouchers(records: &[Record], stock: u64) -> Vouchers {
+    let mut codes = HashSet::new();
+    let mut v = Vouchers {
+        stock,
+        ..Vouchers::default()
+    };
+    for c in records.iter().filter_map(|r| r.voucher.as_deref()) {
+        v.issued += 1;
+        if !codes.insert(c) {
+            v.duplicates += 1;
+        }
+    }
+    v.unique = codes.len() as u64;
+    v.last_issued_seconds = records.iter().filter_map(|r| r.voucher_at).reduce(f64::max);
+    v
+}
+
 /// Computes one run's summary.
 pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> RunSummary {
     let s = facts.scenario;
@@ -208,6 +264,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
         match r.outcome {
             Outcome::Voucher => o.voucher += 1,
             Outcome::SoldOut => o.sold_out += 1,
+            Outcome::ToldSoldOut => o.told_sold_out += 1,
             Outcome::Browsed => o.browsed += 1,
             Outcome::Unfinished => o.unfinished += 1,
             Outcome::Waiting => o.waiting += 1,
@@ -215,18 +272,6 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
             Outcome::Failed => o.failed += 1,
         }
     }
-    let mut codes = HashSet::new();
-    let mut v = Vouchers {
-        stock: s.origin.vouchers,
-        ..Vouchers::default()
-    };
-    for c in records.iter().filter_map(|r| r.voucher.as_deref()) {
-        v.issued += 1;
-        if !codes.insert(c) {
-            v.duplicates += 1;
-        }
-    }
-    v.unique = codes.len() as u64;
     let ms = |q| {
         sampler
             .site_total
@@ -262,6 +307,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
         interrupted: facts.interrupted,
         outcomes: o,
         errors_seen: records.iter().map(|r| u64::from(r.errors)).sum(),
+        errors_429: samples.iter().map(|x| x.rejected_429).sum(),
         visitors_with_errors: records.iter().filter(|r| r.errors > 0).count() as u64,
         requeued_after_admission: facts.requeued,
         origin: OriginSummary {
@@ -269,12 +315,18 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
             max_in_flight_seen: last_of(samples, |x| x.origin_max_seen),
             rejected_503: last_of(samples, |x| x.origin_503_total),
             served: last_of(samples, |x| x.origin_served_total),
+            busy_share_while_waiting: busy_share_while_waiting(
+                samples,
+                s.origin.capacity,
+                s.voucher.enabled.then_some(s.origin.vouchers),
+            ),
             latency_p50_ms: ms(0.5),
             latency_p95_ms: ms(0.95),
             latency_p99_ms: ms(0.99),
         },
         usher,
         wait_seconds: spread(waits(records)),
+        wait_seconds_voucher: spread(waits_of(records, |r| r.voucher.is_some())),
         gave_up_after_seconds: spread(
             records
                 .iter()
@@ -283,7 +335,7 @@ pub fn summarize(facts: &RunFacts, records: &[Record], sampler: &Sampler) -> Run
                 .collect(),
         ),
         fairness: fairness(records, facts.slack),
-        vouchers: v,
+        vouchers: vouchers(records, s.origin.vouchers),
         harness: Harness {
             peak_requests_per_second: max_of(samples, |x| Some(x.requests_per_second))
                 .unwrap_or(0.0),
@@ -315,3 +367,6 @@ pub struct Summary {
     /// Notes on how the run was made (compression, clamped settings).
     pub notes: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,11 @@
 //! One visitor, behaving like a browser: loads the page, keeps its cookies,
-//! polls `/__usher/status` at the interval usher gives (with the holding
-//! page's jitter and back-off), gives up after its patience, maybe comes
-//! back, and once in claims a voucher, browses and sometimes checks out.
+//! long-polls `/__usher/status?wait=1` at the interval usher gives (with
+//! the holding page's jitter and back-off), gives up after its patience,
+//! maybe comes back, stops when usher says sold out, and once in claims a
+//! voucher, browses and sometimes checks out.
 //! Without usher it reloads the error page until its patience runs out.
 
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,10 +13,10 @@ use bytes::Bytes;
 use http::Method;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::answers::{read_claim, read_status, says_sold_out, Claim, Status};
 use super::crowd::{exponential, VisitorPlan};
 use super::net::{Answer, Ask, Failure, Jar, Net, TICKET_COOKIE};
 use super::scenario::Scenario;
@@ -22,10 +24,14 @@ use super::stats::{GaugeGuard, Live, Outcome};
 use super::Mode;
 use crate::tokens::Keyring;
 
-/// Longest voucher code kept (real codes are far shorter).
-const MAX_CODE: usize = 128;
 /// Poll back-off cap, as the holding page's script does.
 const MAX_BACKOFF: u32 = 8;
+/// The status poll: `wait=1` asks usher to hold the answer (up to its
+/// refresh) for a visitor near the head and to answer as soon as they are
+/// admitted; an usher without long polls ignores the query.
+pub const STATUS_POLL: &str = "/__usher/status?wait=1";
+/// Too Many Requests: usher's answer past a per-address or per-pass limit.
+const TOO_MANY_REQUESTS: u16 = 429;
 /// Requests one visitor makes at most while waiting: bounds a run even if
 /// every answer is an error and patience is huge.
 const MAX_POLLS: u32 = 100_000;
@@ -51,13 +57,15 @@ pub struct Record {
     pub outcome: Outcome,
     /// Visits made.
     pub visits: u8,
-    /// Errors seen (5xx, timeouts, broken connections).
+    /// Errors seen (5xx, 429, timeouts, broken connections).
     pub errors: u32,
     /// The voucher code received.
     pub voucher: Option<Box<str>>,
+    /// When it was received.
+    pub voucher_at: Option<f64>,
     /// The first wait estimate usher gave.
     pub first_eta: Option<f64>,
-    /// Time waited on the last visit before giving up.
+    /// Time waited on the last visit before giving up (or being told sold out).
     pub left_after: Option<f64>,
 }
 
@@ -86,55 +94,27 @@ impl RunCtx {
     pub fn now(&self) -> f64 {
         self.scenario.sim(self.start.elapsed())
     }
-}
 
-#[derive(Deserialize)]
-struct StatusJson {
-    state: String,
-    #[serde(default)]
-    eta_seconds: Option<u64>,
-    #[serde(default)]
-    refresh_seconds: Option<u64>,
-}
-
-/// What a voucher answer said.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// A code.
-    Code(String),
-    /// None left.
-    SoldOut,
-    /// Neither could be read.
-    Unknown,
-}
-
-/// Reads a voucher answer: usher's JSON (`{"code"}` or
-/// `{"state":"sold_out"}`) or the theater's HTML page.
-pub fn parse_claim(body: &[u8]) -> Claim {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        return match (v.get("code").and_then(|c| c.as_str()), v.get("state")) {
-            (Some(c), _) if !c.is_empty() && c.len() <= MAX_CODE => Claim::Code(c.to_string()),
-            (_, Some(s)) if s == "sold_out" => Claim::SoldOut,
-            _ => Claim::Unknown,
-        };
+    /// Visitor `id`'s source address: from `[addresses]` on a protected
+    /// run (usher's per-address limits are what they are for), else the
+    /// default (127.0.0.1).
+    pub fn source(&self, id: u32) -> Option<Ipv4Addr> {
+        let a = self.scenario.addresses.as_ref()?;
+        (self.mode == Mode::Protected).then(|| a.source(self.scenario.seed, id))
     }
-    let text = String::from_utf8_lossy(body);
-    if let Some(rest) = text.split_once("class=\"code\">").map(|(_, r)| r) {
-        let code = rest.split('<').next().unwrap_or("");
-        if !code.is_empty() && code.len() <= MAX_CODE {
-            return Claim::Code(code.to_string());
-        }
-    }
-    if text.contains("Sold out") || text.contains("sold_out") {
-        return Claim::SoldOut;
-    }
-    Claim::Unknown
 }
 
 /// How a visit ended before the site.
 enum Leave {
     In,
-    GaveUp { held: bool, waited: f64 },
+    GaveUp {
+        held: bool,
+        waited: f64,
+    },
+    /// usher said the inventory is gone: no point waiting or coming back.
+    SoldOut {
+        waited: f64,
+    },
     Stopped,
 }
 
@@ -142,6 +122,8 @@ struct Visitor<'a> {
     ctx: &'a RunCtx,
     plan: &'a VisitorPlan,
     jar: Jar,
+    /// Where its connections come from (`None`: the default).
+    from: Option<Ipv4Addr>,
     rng: SmallRng,
     stop: watch::Receiver<bool>,
     rec: Record,
@@ -159,6 +141,7 @@ pub async fn visit(ctx: Arc<RunCtx>, plan: VisitorPlan) {
         ctx: &ctx,
         plan: &plan,
         jar: Jar::default(),
+        from: ctx.source(plan.id),
         rng: SmallRng::seed_from_u64(plan.seed),
         stop: ctx.stop.clone(),
         rec: Record {
@@ -172,6 +155,7 @@ pub async fn visit(ctx: Arc<RunCtx>, plan: VisitorPlan) {
             visits: 0,
             errors: 0,
             voucher: None,
+            voucher_at: None,
             first_eta: None,
             left_after: None,
         },
@@ -212,6 +196,11 @@ impl Visitor<'_> {
             match leave {
                 Leave::In => return self.on_site().await,
                 Leave::Stopped => return,
+                Leave::SoldOut { waited } => {
+                    self.rec.left_after = Some(waited);
+                    self.rec.outcome = Outcome::ToldSoldOut;
+                    return;
+                }
                 Leave::GaveUp { held, waited } => {
                     self.rec.left_after = Some(waited);
                     self.rec.outcome = if held {
@@ -241,12 +230,21 @@ impl Visitor<'_> {
 
     async fn request(&mut self, ask: Ask<'_>) -> Result<Answer, Failure> {
         let live = &self.ctx.live;
-        let r = self.ctx.net.send(live, &mut self.jar, ask).await;
+        // A long poll is held on purpose: its time says nothing of usher's speed.
+        let long_poll = ask.path == STATUS_POLL;
+        let r = self.ctx.net.send(live, &mut self.jar, self.from, ask).await;
         use std::sync::atomic::Ordering::Relaxed;
         match &r {
+            // usher's per-address or per-pass limits: an error, never hidden.
+            Ok(a) if a.status == TOO_MANY_REQUESTS => {
+                live.rejected_429.fetch_add(1, Relaxed);
+                self.rec.errors += 1;
+            }
             Ok(a) if a.usher_state.is_some() => {
                 live.usher_answers.fetch_add(1, Relaxed);
-                live.usher_latency.record(a.latency);
+                if !long_poll {
+                    live.usher_latency.record(a.latency);
+                }
             }
             Ok(a) => {
                 live.site_answers.fetch_add(1, Relaxed);
@@ -267,7 +265,8 @@ impl Visitor<'_> {
         }
         if let Ok(a) = &r {
             self.via_line |= a.ticket_cleared;
-            if a.usher_state.is_some() && self.on_site {
+            // Sold out (usher's voucher answer) is an answer, not the line.
+            if a.usher_state.is_some() && self.on_site && !says_sold_out(a.usher_state.as_ref()) {
                 live.requeued.fetch_add(1, Relaxed);
             }
             if a.new_ticket && !self.on_site {
@@ -303,7 +302,7 @@ impl Visitor<'_> {
             let answer = if polling {
                 self.request(Ask {
                     method: Method::GET,
-                    path: "/__usher/status",
+                    path: STATUS_POLL,
                     json: true,
                     body: None,
                 })
@@ -320,20 +319,30 @@ impl Visitor<'_> {
                     held = true;
                     errs = 0;
                     polling = protected && self.jar.get(TICKET_COOKIE).is_some();
-                    if let Ok(j) = serde_json::from_slice::<StatusJson>(&a.body) {
-                        if j.state == "admitted" {
+                    match read_status(a.usher_state.as_ref(), &a.body) {
+                        Status::SoldOut => {
+                            return Leave::SoldOut {
+                                waited: self.ctx.now() - started,
+                            }
+                        }
+                        Status::Admitted => {
                             // usher let them in now; the page load that follows
                             // waits on the origin, which is not usher's order.
                             self.rec.admitted_at = Some(self.ctx.now());
                             polling = false;
                             continue;
                         }
-                        if let Some(r) = j.refresh_seconds.filter(|r| (1..=3600).contains(r)) {
-                            refresh = Duration::from_secs(r);
-                        }
-                        if self.rec.first_eta.is_none() {
-                            self.rec.first_eta =
-                                j.eta_seconds.map(|e| s.sim(Duration::from_secs(e)));
+                        Status::Held {
+                            refresh_seconds,
+                            eta_seconds,
+                        } => {
+                            if let Some(r) = refresh_seconds {
+                                refresh = Duration::from_secs(r);
+                            }
+                            if self.rec.first_eta.is_none() {
+                                self.rec.first_eta =
+                                    eta_seconds.map(|e| s.sim(Duration::from_secs(e)));
+                            }
                         }
                     }
                 }
@@ -472,50 +481,35 @@ impl Visitor<'_> {
                 body: (method == Method::POST)
                     .then(|| (v.content_type.as_str(), Bytes::from(v.body.clone()))),
             };
-            match self.request(ask).await {
-                Ok(a) if a.status < 400 => {
-                    return Some(match parse_claim(&a.body) {
-                        Claim::Code(c) => {
-                            self.ctx
-                                .live
-                                .vouchers
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            self.rec.voucher = Some(c.into_boxed_str());
-                            Outcome::Voucher
-                        }
-                        Claim::SoldOut => Outcome::SoldOut,
-                        Claim::Unknown => Outcome::Browsed,
-                    })
-                }
-                _ => {
-                    let wait = s.real(s.client.retry_seconds * self.jitter(0.5, 1.5));
-                    if !self.pause(wait).await {
-                        return None;
-                    }
-                }
+            let answer = self.request(ask).await;
+            if let Some(c) = answer
+                .ok()
+                .and_then(|a| read_claim(a.status, a.usher_state.as_ref(), &a.body))
+            {
+                return Some(self.claimed(c));
+            }
+            let wait = s.real(s.client.retry_seconds * self.jitter(0.5, 1.5));
+            if !self.pause(wait).await {
+                return None;
             }
         }
         None
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claims_are_read_from_html_and_json() {
-        let page = br#"<p>your voucher: <span class="code">HANBIT-000042</span></p>"#;
-        assert_eq!(parse_claim(page), Claim::Code("HANBIT-000042".into()));
-        assert_eq!(
-            parse_claim("<h1>매진 Sold out</h1>".as_bytes()),
-            Claim::SoldOut
-        );
-        assert_eq!(parse_claim(br#"{"code":"U-1"}"#), Claim::Code("U-1".into()));
-        assert_eq!(parse_claim(br#"{"state":"sold_out"}"#), Claim::SoldOut);
-        assert_eq!(parse_claim(br#"{"state":"queued"}"#), Claim::Unknown);
-        assert_eq!(parse_claim(b"<h1>Now showing</h1>"), Claim::Unknown);
-        let long = format!("<span class=\"code\">{}</span>", "x".repeat(500));
-        assert_eq!(parse_claim(long.as_bytes()), Claim::Unknown);
+    /// Files a claim's answer: the code kept and counted, or the outcome.
+    fn claimed(&mut self, c: Claim) -> Outcome {
+        match c {
+            Claim::Code(c) => {
+                self.ctx
+                    .live
+                    .vouchers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.rec.voucher = Some(c.into_boxed_str());
+                self.rec.voucher_at = Some(self.ctx.now());
+                Outcome::Voucher
+            }
+            Claim::SoldOut => Outcome::SoldOut,
+            Claim::Unknown => Outcome::Browsed,
+        }
     }
 }

@@ -65,3 +65,44 @@ fn unknown_keys_are_refused() {
     let bad = SMALL.replace("sigma = 1.0", "sigma = 1.0\nmean_seconds = 3");
     assert!(Scenario::parse(&bad, "t").is_err());
 }
+
+#[test]
+fn client_timeout_must_outlast_a_long_poll() {
+    // Refresh 10 s simulated at 10x: one real second; 20 s simulated needed.
+    let with = |t: &str| format!("{SMALL}[client]\ntimeout_seconds = {t}\n");
+    assert!(Scenario::parse(&with("20"), "t").is_ok());
+    let Err(ScenarioError::Invalid { problems, .. }) = Scenario::parse(&with("15"), "t") else {
+        panic!("a timeout shorter than the long poll was accepted")
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("client.timeout_seconds:") && p.contains("long poll")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn addresses_are_optional_and_checked() {
+    let s = Scenario::parse(SMALL, "t").unwrap();
+    assert!(s.addresses.is_none(), "no table, no addresses");
+    let with = |t: &str| format!("{SMALL}[addresses]\n{t}\n");
+    let s = Scenario::parse(&with("shared = 50\nshared_share = 0.3"), "t").unwrap();
+    let a = s.addresses.expect("the table");
+    assert_eq!((a.shared, a.shared_share), (50, 0.3));
+    // More carriers than connections (default 1,000), a share past 1, a typo.
+    for (bad, key) in [
+        ("shared = 1001\nshared_share = 0.3", "addresses.shared:"),
+        ("shared = 5\nshared_share = 1.2", "addresses.shared_share:"),
+    ] {
+        let Err(ScenarioError::Invalid { problems, .. }) = Scenario::parse(&with(bad), "t") else {
+            panic!("accepted: {bad}")
+        };
+        assert!(problems.iter().any(|p| p.starts_with(key)), "{problems:?}");
+    }
+    let typo = with("shared = 5\nshare = 0.3");
+    assert!(matches!(
+        Scenario::parse(&typo, "t"),
+        Err(ScenarioError::Parse { .. })
+    ));
+}
