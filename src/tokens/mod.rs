@@ -10,6 +10,7 @@
 //! payload = version:u8  kind:u8  kid_len:u8  kid[kid_len]  fields
 //! fields  = ticket: event:u64 number:u64 issued_at:u64                   (big-endian)
 //!           pass:   event:u64 pass_id:u64 admitted_at:u64 expires_at:u64
+//!           challenge: event:u64 issued_at:u64 id:u64   (proof of work, see [`proof`])
 //! tag     = HMAC-SHA256(key[kid], payload)[..16]
 //! ```
 //!
@@ -32,6 +33,7 @@
 
 pub mod cookie;
 mod keys;
+pub mod proof;
 #[cfg(test)]
 mod tests;
 
@@ -90,6 +92,20 @@ pub struct Pass {
     pub admitted_at: u64,
     /// The pass is expired when `now >= expires_at` (unix seconds).
     pub expires_at: u64,
+}
+
+/// A proof-of-work challenge: a newcomer over the per-address ticket
+/// limit gets a ticket once they bring a solution of it (see [`proof`]).
+/// Sealed like a ticket, so nobody can make their own; the random `id`
+/// lets the room accept each one once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Challenge {
+    /// [`event_id`] of the event.
+    pub event: u64,
+    /// When it was issued, in unix seconds.
+    pub issued_at: u64,
+    /// Random, to tell challenges apart (each is accepted once).
+    pub id: u64,
 }
 
 /// Why a token was refused. A bounded set, so it can label a metric.
@@ -164,6 +180,7 @@ pub fn event_id(name: &str) -> u64 {
 enum Kind {
     Ticket = 1,
     Pass = 2,
+    Challenge = 3,
 }
 
 impl Kind {
@@ -171,13 +188,14 @@ impl Kind {
         match b {
             1 => Some(Kind::Ticket),
             2 => Some(Kind::Pass),
+            3 => Some(Kind::Challenge),
             _ => None,
         }
     }
 
     fn fields(self) -> usize {
         match self {
-            Kind::Ticket => 3,
+            Kind::Ticket | Kind::Challenge => 3,
             Kind::Pass => 4,
         }
     }
@@ -243,6 +261,37 @@ impl Keyring {
             pass_id,
             admitted_at,
             expires_at,
+        })
+    }
+
+    /// Seals a proof-of-work challenge with the signing key.
+    pub fn seal_challenge(&self, c: &Challenge) -> String {
+        self.seal(Kind::Challenge, &[c.event, c.issued_at, c.id])
+    }
+
+    /// Opens a challenge for `event`: expired once `now >= issued_at +
+    /// max_age`, [`Reject::FromFuture`] like a ticket.
+    pub fn open_challenge(
+        &self,
+        token: &str,
+        event: u64,
+        now: u64,
+        max_age: u64,
+    ) -> Result<Challenge, Reject> {
+        let [ev, issued_at, id, _] = self.open(token, Kind::Challenge)?;
+        if ev != event {
+            return Err(Reject::OtherEvent);
+        }
+        if issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+            return Err(Reject::FromFuture);
+        }
+        if now >= issued_at.saturating_add(max_age) {
+            return Err(Reject::Expired);
+        }
+        Ok(Challenge {
+            event: ev,
+            issued_at,
+            id,
         })
     }
 

@@ -362,3 +362,38 @@ fn reject_labels_are_distinct_snake_case_and_complete() {
         assert!(Reject::ALL.contains(&r), "{r:?} missing from ALL");
     }
 }
+
+#[test]
+fn challenges_round_trip_expire_and_are_no_ticket() {
+    let r = ring(&[("k1", 1)]);
+    let ev = event_id("launch");
+    let c = Challenge {
+        event: ev,
+        issued_at: NOW,
+        id: 99,
+    };
+    let token = r.seal_challenge(&c);
+    assert_eq!(r.open_challenge(&token, ev, NOW + 60, 120), Ok(c));
+    assert_eq!(
+        r.open_challenge(&token, ev, NOW + 120, 120),
+        Err(Reject::Expired)
+    );
+    assert_eq!(
+        r.open_challenge(&token, event_id("other"), NOW, 120),
+        Err(Reject::OtherEvent)
+    );
+    assert_eq!(
+        r.open_challenge(&token, ev, NOW - 60, 120),
+        Err(Reject::FromFuture)
+    );
+    // Same field count as a ticket, but never one (nor the other way round).
+    assert_eq!(r.open_ticket(&token, ev, NOW, DAY), Err(Reject::WrongKind));
+    let t = r.seal_ticket(&ticket());
+    assert_eq!(r.open_challenge(&t, ev, NOW, 120), Err(Reject::WrongKind));
+    // Another cluster's keys: refused.
+    let other = ring(&[("k1", 2)]);
+    assert_eq!(
+        other.open_challenge(&token, ev, NOW, 120),
+        Err(Reject::BadSignature)
+    );
+}
