@@ -193,8 +193,10 @@ pub struct RoomMetrics {
     pub wait_seconds: Histogram,
     /// Rejected tokens by kind and reason.
     pub token_rejects: IntCounterVec,
-    /// Requests refused by per-client limits, by scope.
+    /// Requests over the per-client limits, by scope.
     pub rate_limited: IntCounterVec,
+    /// Ticket proof-of-work challenges, by result (issued, solved, rejected).
+    pub proof_of_work: IntCounterVec,
     /// 1 for the room's current state.
     pub state: IntGaugeVec,
     /// The adaptive gate's current rate.
@@ -453,7 +455,8 @@ impl RoomMetrics {
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "usher_rate_limited_total",
-                "Requests answered 429 by the per-client limits, by scope",
+                "Requests over the per-client limits, by scope (request and ticket: \
+                 a holding answer or a challenge; pass: 429)",
             ),
             &["scope"],
         )
@@ -462,6 +465,18 @@ impl RoomMetrics {
             rate_limited.with_label_values(&[s]);
         }
         reg(Box::new(rate_limited.clone()));
+        let proof_of_work = IntCounterVec::new(
+            Opts::new(
+                "usher_proof_of_work_total",
+                "Ticket proof-of-work challenges issued, solutions accepted (solved) and refused (rejected)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["issued", "solved", "rejected"] {
+            proof_of_work.with_label_values(&[r]);
+        }
+        reg(Box::new(proof_of_work.clone()));
         let state = IntGaugeVec::new(
             Opts::new("usher_room_state", "1 for the waiting room's current state"),
             &["state"],
@@ -584,6 +599,7 @@ impl RoomMetrics {
             wait_seconds,
             token_rejects,
             rate_limited,
+            proof_of_work,
             state,
         }
     }

@@ -1,6 +1,7 @@
 //! The waiting room over real sockets: modes and live admin changes, JSON
-//! for apps, bypass rules, per-client limits, the language switch, and the
-//! origin's release header.
+//! for apps, bypass rules, per-client limits (holding answers and the
+//! proof-of-work challenge, never an error page), the language switch, and
+//! the origin's release header.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +16,9 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+#[path = "support/redis.rs"]
+mod redis;
 
 /// An origin that counts the requests it serves and says which it was.
 async fn origin(hits: Arc<AtomicUsize>) -> SocketAddr {
@@ -71,6 +75,7 @@ async fn start(room: &str) -> Usher {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("bypass.secret"), "a-long-enough-shared-secret\n").unwrap();
+    std::fs::write(dir.join("test.keys"), TEST_KEYS).unwrap();
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n[origin]\nurl = \"http://{origin}\"\n[room]\n{room}\n"
     );
@@ -159,6 +164,10 @@ fn jar(cookies: &[String]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// A keys file (`keys_file = "test.keys"`), so a test can seal tokens the
+/// room accepts (or, with another key, tokens it must refuse).
+const TEST_KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
 
 const HIGH_LIMITS: &str =
     "[room.limits]\ntickets_per_minute_per_ip = 100000\nrequests_per_second_per_ip = 0";
@@ -350,20 +359,29 @@ async fn bypass_rules_and_protected_prefixes() {
     u.stop().await;
 }
 
+/// `ticket_proof_bits = 0`: a newcomer over the per-address ticket limit
+/// gets the holding page with Retry-After and no ticket, never a 429.
 #[tokio::test]
-async fn per_address_ticket_limit_answers_429() {
-    let u = start("max_active_users = 1\nnew_users_per_minute = 60\nburst = 1\n[room.limits]\ntickets_per_minute_per_ip = 20\nrequests_per_second_per_ip = 0").await;
+async fn over_the_ticket_limit_without_proof_of_work_visitors_wait() {
+    let u = start("max_active_users = 1\nnew_users_per_minute = 60\nburst = 1\n[room.limits]\ntickets_per_minute_per_ip = 20\nrequests_per_second_per_ip = 0\nticket_proof_bits = 0").await;
     let mut limited = None;
     for i in 0..40 {
         let a = u.get("/", None).await;
-        if a.status == 429 {
+        assert_eq!(a.status, 200, "never an error page");
+        if a.retry_after.is_some() {
             limited = Some((i, a));
             break;
         }
+        assert!(a.origin || a.cookies.iter().any(|c| c.starts_with("usher_ticket=")));
     }
     let (i, a) = limited.expect("one address cannot farm places");
     assert!(i >= 5, "the burst is allowed ({i})");
-    assert!(a.retry_after.is_some());
+    assert_eq!(a.state.as_deref(), Some("queued"));
+    assert!(a.cookies.is_empty(), "no ticket: {:?}", a.cookies);
+    assert!(
+        a.body.contains("data-pow=\"\""),
+        "no challenge when bits = 0"
+    );
     u.stop().await;
 }
 
@@ -389,4 +407,342 @@ async fn language_switch_and_negotiation() {
     let again = u.get("/", Some(lang.split(';').next().unwrap())).await;
     assert!(again.body.contains("lang=\"en\""));
     u.stop().await;
+}
+
+fn json_get(
+    u: &Usher,
+    path: &str,
+    cookie: Option<&str>,
+    pow: Option<&str>,
+) -> http::request::Builder {
+    let mut r =
+        Request::get(format!("http://{}{path}", u.addr)).header(header::ACCEPT, "application/json");
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    if let Some(p) = pow {
+        r = r.header("x-usher-pow", p);
+    }
+    r
+}
+
+fn ticket_of(a: &Answer) -> Option<String> {
+    a.cookies
+        .iter()
+        .find(|c| c.starts_with("usher_ticket=") && !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap().to_string())
+}
+
+/// Many visitors behind one address (a carrier's CGNAT) over its request
+/// limit: 200 holding answers with Retry-After, never 429 or 5xx, no
+/// cookie set or cleared, and each keeps their place (the next poll after
+/// the wait shows the same position or a better one). An admitted visitor
+/// on the same address is not held: the pass is checked first.
+#[tokio::test]
+async fn over_the_request_limit_visitors_wait_and_keep_their_place() {
+    let u = start("max_active_users = 1\nnew_users_per_minute = 1\nburst = 1\nrefresh = \"1s\"\n[room.limits]\ntickets_per_minute_per_ip = 100000\nrequests_per_second_per_ip = 5").await;
+    let inside = u.get("/movies/1", None).await;
+    assert!(inside.origin, "the first visitor goes straight in");
+    let pass = jar(&inside.cookies);
+    // Four more take a place each, and see it.
+    let mut places = Vec::new();
+    for _ in 0..4 {
+        let a = u.send(json_get(&u, "/", None, None), "").await;
+        let ticket = ticket_of(&a).expect("a ticket");
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        places.push((ticket, v["position"].as_u64().expect("a position")));
+    }
+    // The address's allowance (burst 10) is spent: everyone is held.
+    let hits = u.hits.load(Ordering::SeqCst);
+    let mut held = 0;
+    for round in 0..6 {
+        for (ticket, _) in &places {
+            let a = u
+                .send(json_get(&u, "/__usher/status", Some(ticket), None), "")
+                .await;
+            assert_eq!(a.status, 200, "round {round}: {}", a.body);
+            assert!(
+                a.cookies.is_empty(),
+                "nothing set or cleared: {:?}",
+                a.cookies
+            );
+            if let Some(after) = &a.retry_after {
+                held += 1;
+                assert_eq!(after, "1", "one poll interval");
+                assert_eq!(a.state.as_deref(), Some("queued"));
+                let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+                assert_eq!(v["state"], "queued");
+                assert_eq!(v["refresh_seconds"], 1, "the page's own poll retries");
+                assert!(v["position"].is_null(), "the place is not looked at");
+            }
+        }
+        let page = u.get("/", None).await;
+        assert_eq!(page.status, 200);
+        if page.retry_after.is_some() {
+            assert!(
+                page.body.contains("<progress"),
+                "the holding page, not an error"
+            );
+            assert!(ticket_of(&page).is_none());
+        }
+    }
+    assert!(held > 10, "the limit was reached ({held})");
+    assert_eq!(
+        u.hits.load(Ordering::SeqCst),
+        hits,
+        "nothing reached the origin"
+    );
+    // An admitted visitor is governed by the per-pass limit, not the address's.
+    let again = u.get("/movies/2", Some(&pass)).await;
+    assert!(
+        again.origin,
+        "a pass goes through: {} {:?}",
+        again.status, again.retry_after
+    );
+    // After the wait, everyone still has their place.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    for (ticket, first) in &places {
+        let a = u
+            .send(json_get(&u, "/__usher/status", Some(ticket), None), "")
+            .await;
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        let now = v["position"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}", a.body));
+        assert!(now <= *first, "{now} after {first}");
+    }
+    let m = u.metrics().await;
+    assert!(metric(&m, "usher_rate_limited_total{scope=\"request\"}") >= f64::from(held));
+    u.stop().await;
+}
+
+impl Usher {
+    async fn metrics(&self) -> String {
+        let r = Request::get(format!("http://{}/metrics", self.admin));
+        self.send(r, "").await.body
+    }
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}"))
+}
+
+/// The challenge in a JSON answer: token and bits.
+fn challenge_of(a: &Answer) -> Option<(String, u32)> {
+    let v: serde_json::Value = serde_json::from_str(&a.body).ok()?;
+    Some((
+        v["challenge"].as_str()?.to_string(),
+        v["difficulty"].as_u64()? as u32,
+    ))
+}
+
+const POW_ROOM: &str = "event = \"pow\"\nkeys_file = \"test.keys\"\nmax_active_users = 1\nnew_users_per_minute = 1\nburst = 1\n[room.limits]\ntickets_per_minute_per_ip = 1\nrequests_per_second_per_ip = 0\nticket_proof_bits = 8";
+
+/// Uses up the address's ticket allowance (burst 5); returns the first
+/// challenge.
+async fn spend_allowance(u: &Usher) -> (String, u32) {
+    for _ in 0..20 {
+        let a = u.send(json_get(u, "/", None, None), "").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        if let Some(c) = challenge_of(&a) {
+            assert!(
+                ticket_of(&a).is_none(),
+                "a challenge comes without a ticket"
+            );
+            assert!(a.retry_after.is_none());
+            assert_eq!(a.state.as_deref(), Some("queued"));
+            return c;
+        }
+    }
+    panic!("no challenge after 20 newcomers from one address");
+}
+
+/// Over the per-address ticket limit a newcomer gets a challenge; a
+/// solution gets the ticket; a wrong, replayed, expired or forged one gets
+/// a fresh challenge and no ticket. The holding page carries the
+/// challenge for its script, and the cookie works like the header.
+#[tokio::test]
+async fn over_the_ticket_limit_a_solved_challenge_gets_the_ticket() {
+    use usher::tokens::proof;
+    let u = start(POW_ROOM).await;
+    let (token, bits) = spend_allowance(&u).await;
+    assert_eq!(bits, 8);
+    let page = u.get("/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("data-pow=\"\""), "the page carries it");
+    assert!(page.body.contains("data-bits=\"8\""));
+    assert!(ticket_of(&page).is_none());
+
+    let nonce = proof::solve(&token, bits);
+    let solution = format!("{token}.{nonce}");
+    let a = u.send(json_get(&u, "/", None, Some(&solution)), "").await;
+    let ticket = ticket_of(&a).unwrap_or_else(|| panic!("solved: a ticket ({})", a.body));
+    assert!(challenge_of(&a).is_none());
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert!(v["position"].as_u64().is_some(), "{}", a.body);
+    assert!(!ticket.is_empty());
+
+    // Replayed: refused, a fresh challenge instead.
+    let a = u.send(json_get(&u, "/", None, Some(&solution)), "").await;
+    assert!(ticket_of(&a).is_none(), "a solution is good once");
+    let (fresh, _) = challenge_of(&a).expect("a fresh challenge");
+    assert_ne!(fresh, token);
+
+    // Wrong nonce.
+    let wrong = (0..)
+        .find(|n| !proof::solves(&fresh, &n.to_string(), bits))
+        .unwrap();
+    let a = u
+        .send(
+            json_get(&u, "/", None, Some(&format!("{fresh}.{wrong}"))),
+            "",
+        )
+        .await;
+    assert!(
+        ticket_of(&a).is_none() && challenge_of(&a).is_some(),
+        "wrong nonce"
+    );
+
+    // Expired (sealed by the room's own key two minutes and more ago) and
+    // forged (another key), each solved properly.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ours = usher::tokens::Keyring::parse(TEST_KEYS).unwrap();
+    let theirs =
+        usher::tokens::Keyring::parse("k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n").unwrap();
+    let event = usher::tokens::event_id("pow");
+    for (what, keys, issued_at) in [
+        ("expired", &ours, now - 130),
+        ("forged", &theirs, now),
+        ("sound, as a control", &ours, now),
+    ] {
+        let t = keys.seal_challenge(&usher::tokens::Challenge {
+            event,
+            issued_at,
+            id: 12_345 + issued_at,
+        });
+        let s = format!("{t}.{}", proof::solve(&t, bits));
+        // Through the cookie this time, as the page's script sends it.
+        let a = u
+            .send(json_get(&u, "/", Some(&format!("usher_pow={s}")), None), "")
+            .await;
+        assert_eq!(a.status, 200);
+        if what.starts_with("sound") {
+            assert!(ticket_of(&a).is_some(), "{what}: {}", a.body);
+        } else {
+            assert!(ticket_of(&a).is_none(), "{what}: no ticket");
+            assert!(challenge_of(&a).is_some(), "{what}: a fresh challenge");
+        }
+    }
+    let m = u.metrics().await;
+    assert_eq!(
+        metric(&m, "usher_proof_of_work_total{result=\"solved\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(&m, "usher_proof_of_work_total{result=\"rejected\"}"),
+        4.0
+    );
+    assert!(metric(&m, "usher_proof_of_work_total{result=\"issued\"}") >= 6.0);
+    u.stop().await;
+}
+
+/// One machine cannot farm places cheaply: over the limit, N tickets cost
+/// N solved challenges, and without solutions no ticket comes at all.
+#[tokio::test]
+async fn over_the_ticket_limit_each_ticket_costs_one_solution() {
+    use usher::tokens::proof;
+    let u = start(POW_ROOM).await;
+    spend_allowance(&u).await;
+    for _ in 0..30 {
+        let a = u.send(json_get(&u, "/", None, None), "").await;
+        assert!(ticket_of(&a).is_none() && challenge_of(&a).is_some());
+    }
+    let (mut tickets, mut solved) = (0, 0);
+    for _ in 0..10 {
+        let a = u.send(json_get(&u, "/", None, None), "").await;
+        let (token, bits) = challenge_of(&a).expect("a challenge");
+        let s = format!("{token}.{}", proof::solve(&token, bits));
+        solved += 1;
+        let a = u.send(json_get(&u, "/", None, Some(&s)), "").await;
+        tickets += usize::from(ticket_of(&a).is_some());
+    }
+    assert_eq!((tickets, solved), (10, 10), "one solution, one ticket");
+    let m = u.metrics().await;
+    assert_eq!(
+        metric(&m, "usher_proof_of_work_total{result=\"solved\"}"),
+        10.0
+    );
+    assert_eq!(
+        metric(&m, "usher_proof_of_work_total{result=\"rejected\"}"),
+        0.0
+    );
+    u.stop().await;
+}
+
+/// The shared line (Redis) answers over the limits as the local one does:
+/// the same check runs on both paths.
+#[tokio::test]
+async fn over_the_limits_the_redis_line_answers_the_same() {
+    use usher::tokens::proof;
+    let Some(server) = redis::RedisServer::start(None) else {
+        eprintln!("redis-server not installed: skipped");
+        return;
+    };
+    let u = start(&format!(
+        "{}\n[store]\nbackend = \"redis\"\nurl = \"{}\"\nnode_id = \"a\"",
+        POW_ROOM.replace(
+            "requests_per_second_per_ip = 0",
+            "requests_per_second_per_ip = 3"
+        ),
+        server.url()
+    ))
+    .await;
+    let mut challenge = None;
+    let mut waited = 0;
+    for _ in 0..40 {
+        let a = u.send(json_get(&u, "/", None, None), "").await;
+        assert_eq!(a.status, 200, "never an error page: {}", a.body);
+        if a.retry_after.is_some() {
+            waited += 1;
+            assert!(ticket_of(&a).is_none() && challenge_of(&a).is_none());
+        } else if let Some(c) = challenge_of(&a) {
+            challenge = Some(c);
+            break;
+        }
+    }
+    let (token, bits) = challenge.expect("a challenge once the tickets are spent");
+    let s = format!("{token}.{}", proof::solve(&token, bits));
+    // Past the request limit's burst (6): wait as told, then bring the solution.
+    let ticket = loop {
+        let a = u.send(json_get(&u, "/", None, Some(&s)), "").await;
+        assert_eq!(a.status, 200);
+        match &a.retry_after {
+            Some(n) => {
+                waited += 1;
+                tokio::time::sleep(Duration::from_secs(n.parse().unwrap())).await;
+            }
+            None => break ticket_of(&a).unwrap_or_else(|| panic!("a ticket: {}", a.body)),
+        }
+    };
+    assert!(ticket.starts_with("usher_ticket="));
+    assert!(waited > 0, "the request limit was reached too");
+    let a = loop {
+        let a = u.send(json_get(&u, "/", None, Some(&s)), "").await;
+        match &a.retry_after {
+            Some(n) => tokio::time::sleep(Duration::from_secs(n.parse().unwrap())).await,
+            None => break a,
+        }
+    };
+    assert!(
+        ticket_of(&a).is_none() && challenge_of(&a).is_some(),
+        "replayed"
+    );
+    u.stop().await;
+    drop(server);
 }

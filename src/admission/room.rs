@@ -29,6 +29,9 @@ mod durable;
 #[path = "room_gate.rs"]
 mod room_gate;
 pub use room_gate::LONG_POLL_MAX;
+#[path = "room_limits.rs"]
+mod room_limits;
+pub use room_limits::{CHALLENGE_TTL_SECS, POW_COOKIE, POW_HEADER};
 #[path = "shared.rs"]
 mod shared;
 use crate::config::room::{Mode, RoomConfig};
@@ -115,11 +118,13 @@ pub enum Verdict {
     },
     /// Wait: show the holding page or status JSON.
     Hold(Hold),
-    /// Too many requests or tickets from this address.
+    /// No answer possible now (the durable store cannot reserve ticket
+    /// numbers): a 503-like refusal with a wait. The per-address limits are
+    /// holding answers ([`Hold::retry_after`], [`Hold::challenge`]), never this.
     Limited {
         /// Seconds to wait.
         retry_after: u64,
-        /// `ticket` or `request`.
+        /// What is limited (`store`).
         scope: &'static str,
     },
 }
@@ -137,6 +142,36 @@ pub struct Hold {
     pub opens_in_seconds: Option<u64>,
     /// Cookies to set (a new ticket).
     pub cookies: Vec<HeaderValue>,
+    /// Come back after this many seconds (`Retry-After`, and the page's
+    /// next poll): set when the address is over a limit, so this answer
+    /// says nothing about the visitor's place.
+    pub retry_after: Option<u64>,
+    /// A proof-of-work challenge and its bits, for a newcomer over the
+    /// per-address ticket limit (see `room_limits`).
+    pub challenge: Option<(String, u32)>,
+}
+
+impl Hold {
+    /// A holding answer in `state` with nothing else known.
+    pub fn bare(state: RoomState) -> Hold {
+        Hold {
+            state,
+            position: None,
+            eta_seconds: None,
+            opens_in_seconds: None,
+            cookies: Vec::new(),
+            retry_after: None,
+            challenge: None,
+        }
+    }
+
+    /// "Still waiting, come back in `seconds`": over a per-address limit.
+    pub fn retry(seconds: u64) -> Hold {
+        Hold {
+            retry_after: Some(seconds),
+            ..Hold::bare(RoomState::Queued)
+        }
+    }
 }
 
 struct State {
@@ -174,6 +209,8 @@ pub struct Room {
     overrides: Mutex<Overrides>,
     ticket_limit: ArcSwap<(u32, IpLimiter)>,
     request_limit: ArcSwap<(u32, Option<IpLimiter>)>,
+    /// Proof-of-work challenges accepted, so each is accepted once.
+    spent: Mutex<room_limits::Spent>,
     event_id: AtomicU64,
     opened_hash: Mutex<Option<String>>,
     draining: AtomicBool,
@@ -327,6 +364,7 @@ impl Room {
                 (c.requests_per_second_per_ip > 0)
                     .then(|| ip_limiter(c.requests_per_second_per_ip, false)),
             )),
+            spent: Mutex::new(room_limits::Spent::default()),
             opened_hash: Mutex::new(None),
             draining: AtomicBool::new(false),
             metrics,
@@ -555,8 +593,15 @@ impl Room {
         self.decide_line(cfg, headers, ip, secure)
     }
 
-    /// What needs no line: the per-address request limit, a valid pass,
+    /// What needs no line: a valid pass, the per-address request limit,
     /// sold out, closed, passthrough.
+    ///
+    /// The pass comes first: an admitted visitor is governed by the
+    /// per-pass limit (`requests_per_second_per_pass`, which also bounds a
+    /// copied pass), so many admitted visitors behind one carrier address
+    /// neither see the address limit nor use up the allowance of those
+    /// still waiting behind it. A pass costs one HMAC and no lock, so
+    /// checking it before the address limit gives a flood nothing cheaper.
     pub(super) fn early(
         &self,
         cfg: &RoomConfig,
@@ -565,15 +610,6 @@ impl Room {
         secure: bool,
     ) -> Option<Verdict> {
         let m = &self.metrics.room;
-        if let Some(limiter) = &self.request_limit.load().1 {
-            if limiter.check_key(&ip).is_err() {
-                m.rate_limited.with_label_values(&["request"]).inc();
-                return Some(Verdict::Limited {
-                    retry_after: 1,
-                    scope: "request",
-                });
-            }
-        }
         let event = self.event_id.load(Ordering::Relaxed);
         let now_unix = self.unix_ms() / 1000;
         let keys = self.keys.load();
@@ -587,26 +623,15 @@ impl Room {
                     .inc(),
             }
         }
+        if let Some(v) = self.request_limited(cfg, ip) {
+            return Some(v);
+        }
         if self.vouchers_left() == Some(0) {
-            return Some(Verdict::Hold(Hold {
-                state: RoomState::SoldOut,
-                position: None,
-                eta_seconds: None,
-                opens_in_seconds: None,
-                cookies: Vec::new(),
-            }));
+            return Some(Verdict::Hold(Hold::bare(RoomState::SoldOut)));
         }
         let settings = self.settings(cfg);
         match settings.mode {
-            Mode::Closed => {
-                return Some(Verdict::Hold(Hold {
-                    state: RoomState::Closed,
-                    position: None,
-                    eta_seconds: None,
-                    opens_in_seconds: None,
-                    cookies: Vec::new(),
-                }))
-            }
+            Mode::Closed => return Some(Verdict::Hold(Hold::bare(RoomState::Closed))),
             Mode::Passthrough => {
                 let pass_id = self.lock().rng.random();
                 m.admitted_direct.inc();
@@ -684,7 +709,7 @@ impl Room {
         }
 
         // A new visitor.
-        if let Some(limited) = self.ticket_limited(ip) {
+        if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
             return limited;
         }
         let mut s = self.lock();
@@ -757,11 +782,10 @@ impl Room {
             _ => None,
         };
         Hold {
-            state,
             position,
             eta_seconds,
             opens_in_seconds: opens_in,
-            cookies: Vec::new(),
+            ..Hold::bare(state)
         }
     }
 
@@ -859,23 +883,6 @@ impl Room {
                 None
             }
         }
-    }
-
-    /// The per-address limit on new places in line: `Some(429)` when this
-    /// address has taken its share (one check for every store backend).
-    pub(super) fn ticket_limited(&self, ip: IpAddr) -> Option<Verdict> {
-        if self.ticket_limit.load().1.check_key(&ip).is_ok() {
-            return None;
-        }
-        self.metrics
-            .room
-            .rate_limited
-            .with_label_values(&["ticket"])
-            .inc();
-        Some(Verdict::Limited {
-            retry_after: 10,
-            scope: "ticket",
-        })
     }
 
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).
@@ -979,6 +986,10 @@ impl Room {
             r.retain_recent();
             r.shrink_to_fit();
         }
+        self.spent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .prune(self.unix_ms() / 1000);
     }
 
     /// The adaptive gate's step, once per interval: the admission rate

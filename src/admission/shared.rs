@@ -279,7 +279,7 @@ impl Room {
         });
         if !sh.is_up() {
             // Only the tick probes a lost Redis: requests never wait for it.
-            return self.decide_outage(sh, cfg, &settings, &keys, ticket, ip, secure);
+            return self.decide_outage(sh, cfg, &settings, &keys, ticket, headers, ip, secure);
         }
         if let Some(ticket) = ticket {
             match sh.line.observe(ticket.number, now_ms).await {
@@ -316,7 +316,7 @@ impl Room {
                 }
             }
         }
-        if let Some(limited) = self.ticket_limited(ip) {
+        if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
             return limited;
         }
         let pass_id: u64 = self.lock().rng.random();
@@ -411,11 +411,10 @@ impl Room {
             _ => None,
         };
         Verdict::Hold(Hold {
-            state,
             position,
             eta_seconds,
             opens_in_seconds: opens_in,
-            cookies: Vec::new(),
+            ..Hold::bare(state)
         })
     }
 
@@ -430,6 +429,7 @@ impl Room {
         settings: &Settings,
         keys: &Keyring,
         ticket: Option<Ticket>,
+        headers: &HeaderMap,
         ip: std::net::IpAddr,
         secure: bool,
     ) -> Verdict {
@@ -452,7 +452,7 @@ impl Room {
             if seen > 0 && now.saturating_sub(seen) < window {
                 return hold();
             }
-            if let Some(limited) = self.ticket_limited(ip) {
+            if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
                 return limited;
             }
         }

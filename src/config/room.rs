@@ -39,6 +39,13 @@ pub const DEFAULT_TICKET_MAX_AGE: &str = "24h";
 pub const DEFAULT_TICKETS_PER_MINUTE_PER_IP: u32 = 60;
 /// Requests per client address per second (0 turns the limit off).
 pub const DEFAULT_REQUESTS_PER_SECOND_PER_IP: u32 = 100;
+/// Proof of work asked of a newcomer over the ticket limit, in leading zero
+/// bits of SHA-256: 2^16 hashes, about a second for a phone's browser with
+/// `crypto.subtle.digest`, and a second of a core for every extra ticket a
+/// farm wants (0: no challenge, the newcomer waits for the limit instead).
+pub const DEFAULT_TICKET_PROOF_BITS: u32 = 16;
+/// Most bits accepted: 2^28 hashes is minutes on a phone already.
+pub const MAX_TICKET_PROOF_BITS: u32 = 28;
 /// Requests per pass per second, with a burst of five times that: a page
 /// and its parts at once, then far more than a human clicks. A pass copied
 /// to many clients gets one visitor's rate in all (0 turns the limit off).
@@ -154,6 +161,8 @@ pub struct RawLimits {
     pub requests_per_second_per_ip: u32,
     /// Requests per pass per second (0 = off).
     pub requests_per_second_per_pass: u32,
+    /// Proof-of-work bits for a ticket over the per-address limit (0 = none).
+    pub ticket_proof_bits: u32,
 }
 
 impl Default for RawLimits {
@@ -162,6 +171,7 @@ impl Default for RawLimits {
             tickets_per_minute_per_ip: DEFAULT_TICKETS_PER_MINUTE_PER_IP,
             requests_per_second_per_ip: DEFAULT_REQUESTS_PER_SECOND_PER_IP,
             requests_per_second_per_pass: DEFAULT_REQUESTS_PER_SECOND_PER_PASS,
+            ticket_proof_bits: DEFAULT_TICKET_PROOF_BITS,
         }
     }
 }
@@ -305,6 +315,8 @@ pub struct RoomConfig {
     pub requests_per_second_per_ip: u32,
     /// Requests per pass per second (0 = off).
     pub requests_per_second_per_pass: u32,
+    /// Proof-of-work bits for a ticket over the per-address limit (0 = none).
+    pub ticket_proof_bits: u32,
     /// The adaptive gate, when enabled.
     pub adaptive: Option<crate::admission::adaptive::AdaptiveConfig>,
 }
@@ -536,12 +548,26 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         tickets_per_minute_per_ip: raw.limits.tickets_per_minute_per_ip,
         requests_per_second_per_ip: raw.limits.requests_per_second_per_ip,
         requests_per_second_per_pass: raw.limits.requests_per_second_per_pass,
+        ticket_proof_bits: proof_bits(raw.limits.ticket_proof_bits, p),
         adaptive: raw
             .adaptive
             .as_ref()
             .filter(|a| a.enabled)
             .map(|a| adaptive(a, raw, p)),
     }
+}
+
+/// `room.limits.ticket_proof_bits`, at most [`MAX_TICKET_PROOF_BITS`].
+fn proof_bits(bits: u32, p: &mut Problems) -> u32 {
+    if bits > MAX_TICKET_PROOF_BITS {
+        p.push(
+            "room.limits.ticket_proof_bits",
+            format!(
+                "{bits} bits is 2^{bits} hashes per ticket, far too slow for a phone; use {MAX_TICKET_PROOF_BITS} at most (16 is about a second)"
+            ),
+        );
+    }
+    bits.min(MAX_TICKET_PROOF_BITS)
 }
 
 /// `room.gate`: closed-loop unless the file fixes a rate (or turns on the

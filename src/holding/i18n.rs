@@ -215,6 +215,8 @@ pub(crate) struct Strings {
     pub hr: &'static str,
     /// Unit after the day count of a countdown.
     pub day: &'static str,
+    /// Shown while the script solves a proof-of-work challenge.
+    pub prep: &'static str,
     /// Indexed by `RoomState as usize`.
     #[serde(skip)]
     pub states: [StateText; 6],
@@ -244,6 +246,7 @@ pub(crate) static KO: Strings = Strings {
     min: "약 #분",
     hr: "약 #시간 %분",
     day: "일",
+    prep: "입장 순서를 준비하고 있습니다…",
     states: [
         StateText {
             title: "대기 중입니다",
@@ -292,6 +295,7 @@ pub(crate) static EN: Strings = Strings {
     min: "about # min",
     hr: "about # h % min",
     day: "d",
+    prep: "Preparing your place…",
     states: [
         StateText {
             title: "You are in line",

@@ -14,7 +14,8 @@ use super::{sanitize_return_to, RoomState, StatusView};
 ///
 /// While waiting: `{"state","position","eta_seconds","eta_known",
 /// "refresh_seconds","message","opens_at","vouchers_left"}` with `null` for
-/// what is unknown. Once admitted: `{"state":"admitted","return_to":…}`,
+/// what is unknown, plus `"challenge","difficulty"` when the visitor must
+/// solve a proof of work before getting a ticket (see `tokens::proof`). Once admitted: `{"state":"admitted","return_to":…}`,
 /// `return_to` limited to a same-origin path.
 pub fn status_json(view: &StatusView) -> Bytes {
     let mut out = Vec::with_capacity(capacity(view));
@@ -47,6 +48,12 @@ pub fn status_json(view: &StatusView) -> Bytes {
     }
     out.extend_from_slice(b",\"vouchers_left\":");
     opt_u64(&mut out, view.vouchers_left);
+    if let Some((challenge, bits)) = view.challenge {
+        out.extend_from_slice(b",\"challenge\":");
+        json_string(&mut out, challenge);
+        out.extend_from_slice(b",\"difficulty\":");
+        write_u64(&mut out, u64::from(bits));
+    }
     out.push(b'}');
     Bytes::from(out)
 }
@@ -57,9 +64,11 @@ pub(crate) fn capacity(view: &StatusView) -> usize {
         return 34 + json_string_len(sanitize_return_to(view.return_to));
     }
     // Field names, punctuation and the state name come to under 160 bytes.
-    160 + 4 * MAX_NUMBER_LEN
+    // The challenge's two field names come to 27 bytes.
+    160 + 5 * MAX_NUMBER_LEN
         + json_string_len(view.message)
         + view.opens_at.map_or(0, json_string_len)
+        + view.challenge.map_or(0, |(c, _)| 27 + json_string_len(c))
 }
 
 fn opt_u64(out: &mut Vec<u8>, n: Option<u64>) {

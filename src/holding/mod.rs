@@ -102,6 +102,9 @@ pub struct StatusView<'a> {
     pub vouchers_left: Option<u64>,
     /// Show the note that stock may run out before this visitor's turn.
     pub low_chance: bool,
+    /// A proof-of-work challenge and its bits (a newcomer over the
+    /// per-address ticket limit): the script solves it before polling.
+    pub challenge: Option<(&'a str, u32)>,
     /// Where the visitor was going; anything but a same-origin path is
     /// replaced by `/` (see [`sanitize_return_to`]).
     pub return_to: &'a str,

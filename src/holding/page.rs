@@ -31,7 +31,8 @@ const SCRIPT: &str = include_str!("assets/holding.js");
 /// the only escaping they need and no visitor value enters script source).
 const SCRIPT_DATA: &str = "<div id=\"u-data\" hidden data-state=\"{{state}}\" \
     data-refresh=\"{{refresh_seconds}}\" data-first=\"{{first_position}}\" \
-    data-opens=\"{{opens_in}}\" data-ret=\"{{return_to}}\"></div>";
+    data-opens=\"{{opens_in}}\" data-ret=\"{{return_to}}\" \
+    data-pow=\"{{challenge}}\" data-bits=\"{{difficulty}}\"></div>";
 
 /// Largest operator template accepted; the default is about 2 KB.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -91,6 +92,8 @@ enum Slot {
     VouchersHidden,
     LowChanceHidden,
     MessageHidden,
+    Challenge,
+    Difficulty,
 }
 
 /// What a placeholder name stands for.
@@ -131,6 +134,8 @@ const TABLE: &[(&str, Placeholder)] = &[
         Placeholder::Slot(Slot::LowChanceHidden),
     ),
     ("message_hidden", Placeholder::Slot(Slot::MessageHidden)),
+    ("challenge", Placeholder::Slot(Slot::Challenge)),
+    ("difficulty", Placeholder::Slot(Slot::Difficulty)),
     ("lang", Placeholder::Text(|s| s.lang)),
     ("t_position", Placeholder::Text(|s| s.t_position)),
     ("t_eta", Placeholder::Text(|s| s.t_eta)),
@@ -391,6 +396,10 @@ impl<'a> Values<'a> {
             Slot::OpensAtIso => fmt::html_escaped_len(opens_at),
             Slot::StateTitle => self.strings.state(self.view.state).title.len(),
             Slot::StateText => self.strings.state(self.view.state).text.len(),
+            Slot::Challenge => self
+                .view
+                .challenge
+                .map_or(0, |(c, _)| fmt::html_escaped_len(c)),
             _ => SMALL,
         }
     }
@@ -456,6 +465,16 @@ impl<'a> Values<'a> {
                 !v.low_chance || !(shows_place || v.state == RoomState::Prequeue),
             ),
             Slot::MessageHidden => hidden(out, v.message.trim().is_empty()),
+            Slot::Challenge => {
+                if let Some((c, _)) = v.challenge {
+                    fmt::html_escape(out, c);
+                }
+            }
+            Slot::Difficulty => {
+                if let Some((_, bits)) = v.challenge {
+                    fmt::write_u64(out, u64::from(bits));
+                }
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ fn view(state: RoomState) -> StatusView<'static> {
         opens_in_seconds: Some(3_725),
         vouchers_left: Some(4_200),
         low_chance: true,
+        challenge: None,
         return_to: "/event/apply?id=7",
         now_unix: 1_746_097_200, // 2025-05-01T11:00:00Z
     }

@@ -7,7 +7,9 @@ use hyper::body::Incoming;
 
 use super::{Ctx, HttpError};
 use crate::admission::paths;
-use crate::admission::room::{Hold, Verdict, LANG_COOKIE, PASS_COOKIE, TICKET_COOKIE};
+use crate::admission::room::{
+    Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER, TICKET_COOKIE,
+};
 use crate::config::room::RoomConfig;
 use crate::holding::{self, Lang, RoomState, StatusView};
 use crate::metrics::Outcome;
@@ -108,6 +110,8 @@ pub async fn govern(
         (v, near)
     };
     match verdict {
+        // Only the durable store's refusal: the per-address limits answer
+        // with a holding page (`Hold::retry_after`, `Hold::challenge`).
         Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
         Verdict::Hold(hold) => Ok((
             hold_answer(ctx, room, &req, hold, status_only, near),
@@ -149,8 +153,9 @@ pub async fn govern(
             }
             strip_cookies(
                 req.headers_mut(),
-                &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE],
+                &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE, POW_COOKIE],
             );
+            req.headers_mut().remove(POW_HEADER);
             if let Some((name, _)) = &room.bypass_header {
                 req.headers_mut().remove(name);
             }
@@ -222,7 +227,7 @@ fn view<'a>(
     room: &'a RoomConfig,
     message: &'a str,
     state: RoomState,
-    hold: Option<&Hold>,
+    hold: Option<&'a Hold>,
     return_to: &'a str,
 ) -> StatusView<'a> {
     StatusView {
@@ -236,6 +241,7 @@ fn view<'a>(
         opens_in_seconds: hold.and_then(|h| h.opens_in_seconds),
         vouchers_left: None,
         low_chance: false,
+        challenge: hold.and_then(|h| h.challenge.as_ref().map(|(t, b)| (t.as_str(), *b))),
         return_to,
         now_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -284,6 +290,10 @@ fn hold_answer(
         // on a grant; old pages without one still learn within a second).
         v.refresh_seconds = 1;
     }
+    if let Some(n) = hold.retry_after {
+        // Over a per-address limit: the page's own poll is the retry.
+        v.refresh_seconds = n.min(u64::from(u32::MAX)) as u32;
+    }
     if let (Some(left), Some(ratio), Some(ahead)) = (
         v.vouchers_left,
         ctx.cfg
@@ -310,6 +320,10 @@ fn hold_answer(
         header::VARY,
         HeaderValue::from_static("Accept, Accept-Language, Cookie"),
     );
+    if let Some(n) = hold.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(n));
+    }
     append_cookies(&mut resp, hold.cookies);
     if let Some(l) = asked {
         resp.headers_mut().append(

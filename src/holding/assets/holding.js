@@ -10,7 +10,7 @@ function cd(s){var n=Math.floor(s/86400);return(n?n+L.day+" ":"")+two(Math.floor
 function local(e,o){if(!e)return;var t=new Date(e.getAttribute("datetime"));if(!isNaN(t))e.textContent=o?t.toLocaleString(L.lang,o):t.toLocaleTimeString(L.lang)}
 // Only a same-origin path: one leading slash, no backslash, space or control.
 var ret=D.ret||"/";if(!/^\/(?![\/\\])[^\\\x00-\x20\x7f]*$/.test(ret))ret="/";
-var state=D.state,refresh=+D.refresh||5,first=+D.first||0,errs=0,timer,end,busy,stop;
+var state=D.state,refresh=+D.refresh||5,first=+D.first||0,errs=0,timer,end,busy,stop,solving,sent;
 if(state==="admitted"){location.replace(ret);return}
 local($("u-upd"));local($("u-at"),{year:"numeric",month:"short",day:"numeric",hour:"2-digit",minute:"2-digit"});
 function tick(){var s=Math.max(0,Math.round((end-Date.now())/1000));set("u-cdv",cd(s));
@@ -18,19 +18,30 @@ if(s>0)setTimeout(tick,1000);else setTimeout(poll,Math.random()*Math.min(refresh
 if(state==="prequeue"&&D.opens){end=Date.now()+D.opens*1000;tick()}
 function sched(){clearTimeout(timer);if(stop)return;
 timer=setTimeout(poll,refresh*Math.min(8,Math.pow(2,errs))*(800+Math.random()*400))}
+// Over the address's ticket limit: find n with SHA-256(c+"."+n) starting
+// with b zero bits, in batches that yield to the page; then poll with it.
+function zb(h,b){for(var i=0;b>0;i++,b-=8)if(b>=8?h[i]:h[i]>>8-b)return 0;return 1}
+function pow(c,b){var s=window.crypto&&crypto.subtle,t=new TextEncoder(),n=0;
+if(!s){sched();return}solving=1;set("u-pos",L.prep);
+(function run(){var ps=[];for(var i=0;i<64;i++)ps.push(s.digest("SHA-256",t.encode(c+"."+(n+i))));
+Promise.all(ps).then(function(hs){for(var i=0;i<64;i++)if(zb(new Uint8Array(hs[i]),b)){
+d.cookie="usher_pow="+c+"."+(n+i)+";path=/;max-age=120;samesite=lax"+(location.protocol==="https:"?";secure":"");
+solving=0;sent=1;poll();return}n+=64;setTimeout(run,0)})})()}
 function apply(j){errs=0;
+if(sent){sent=0;d.cookie="usher_pow=;path=/;max-age=0"}
 if(j.state==="admitted"){stop=1;location.replace(ret);return}
 if(j.state!==state){stop=1;location.reload();return}
+if(j.challenge){pow(j.challenge,j.difficulty);return}
 if(j.refresh_seconds>0)refresh=j.refresh_seconds;
 var p=j.position,n=j.vouchers_left,m=j.message||"",u=$("u-upd"),b=$("u-bar");
 if(p!=null){set("u-pos",grp(p));var f=first||p,v=f>0?Math.min(100,Math.max(0,Math.floor((f-p)*100/f))):0;
 if(b&&b.value!==v){b.value=v;b.textContent=v+"%"}}
-set("u-eta",eta(j.eta_known?j.eta_seconds:null));
+if(p!=null||j.eta_known)set("u-eta",eta(j.eta_known?j.eta_seconds:null));
 show("u-v",n!=null);if(n!=null)set("u-vn",grp(n));
 set("u-msg",m);show("u-msg",!!m.trim());
 if(u){u.setAttribute("datetime",new Date().toISOString());local(u)}}
-function poll(){if(busy||stop)return;busy=1;
+function poll(){if(busy||stop||solving)return;busy=1;
 fetch("/__usher/status?wait=1",{headers:{Accept:"application/json"},credentials:"same-origin",cache:"no-store"})
 .then(function(r){if(!r.ok)throw r.status;return r.json()}).then(apply)
 .catch(function(){errs++}).then(function(){busy=0;sched()})}
-sched()})();
+D.pow?pow(D.pow,+D.bits):sched()})();
