@@ -14,6 +14,30 @@ const MAX_REFRESH: u64 = 3600;
 /// usher's state name for "nothing left to wait for".
 const SOLD_OUT: &str = "sold_out";
 
+/// A proof-of-work challenge (the token and its bits) from usher's answer
+/// to a newcomer over the per-address ticket limit: the status JSON's
+/// `challenge` and `difficulty`, or the holding page's `data-pow` and
+/// `data-bits`.
+pub fn read_challenge(body: &[u8]) -> Option<(String, u32)> {
+    #[derive(Deserialize)]
+    struct Pow {
+        challenge: String,
+        difficulty: u32,
+    }
+    if let Ok(p) = serde_json::from_slice::<Pow>(body) {
+        return Some((p.challenge, p.difficulty));
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let attr = |name: &str| {
+        let rest = text.split_once(name)?.1;
+        let value = rest.split('"').next()?;
+        (!value.is_empty()).then_some(value)
+    };
+    let token = attr("data-pow=\"")?;
+    let bits = attr("data-bits=\"")?.parse().ok()?;
+    (token.len() <= crate::tokens::MAX_TOKEN_LEN).then(|| (token.to_string(), bits))
+}
+
 /// What usher's answer to a waiting visitor said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -163,6 +187,18 @@ mod tests {
         // The holding page (HTML) with the header.
         let page = b"<!doctype html><p>sold out</p>";
         assert_eq!(read_status(Some(&hv("sold_out")), page), Status::SoldOut);
+    }
+
+    #[test]
+    fn challenges_are_read_from_json_and_page() {
+        let json = br#"{"state":"queued","position":null,"challenge":"AbC.dEf","difficulty":10}"#;
+        assert_eq!(read_challenge(json), Some(("AbC.dEf".into(), 10)));
+        let page = br#"<div id="u-data" hidden data-state="queued" data-pow="AbC.dEf" data-bits="10"></div>"#;
+        assert_eq!(read_challenge(page), Some(("AbC.dEf".into(), 10)));
+        let none =
+            br#"<div id="u-data" hidden data-state="queued" data-pow="" data-bits=""></div>"#;
+        assert_eq!(read_challenge(none), None);
+        assert_eq!(read_challenge(br#"{"state":"queued"}"#), None);
     }
 
     #[test]

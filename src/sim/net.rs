@@ -62,6 +62,8 @@ pub struct Answer {
     pub new_ticket: bool,
     /// Whether the place in line was cleared (usher does so on admission).
     pub ticket_cleared: bool,
+    /// `Retry-After` in seconds (usher's answer over a per-address limit).
+    pub retry_after: Option<u64>,
 }
 
 /// A visitor's cookies.
@@ -267,6 +269,11 @@ impl Net {
             latency,
             new_ticket,
             ticket_cleared,
+            retry_after: parts
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
         })
     }
 }

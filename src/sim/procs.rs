@@ -334,10 +334,42 @@ tick = "{tick_ms}ms"
         claim = ms(u.claim_window_seconds),
         refresh = s.refresh_real().as_secs(),
         limits = if s.addresses.is_some() {
-            ""
+            limits_scaled(s.time_scale)
         } else {
-            LIMITS_OFF
+            LIMITS_OFF.to_string()
         },
+    )
+}
+
+/// Proof-of-work bits in a simulation: low on purpose (see `limits_scaled`).
+pub const SIM_TICKET_PROOF_BITS: u32 = 10;
+
+/// usher's per-address limits for visitors from `[addresses]`: its
+/// defaults in simulated time, so multiplied by `time_scale` in real time
+/// (as the admission rate is). The bursts, derived from the rates by usher,
+/// grow with them. The proof of work is cheap: the simulator solves every
+/// challenge on the same cores as usher, and what a phone pays for one is
+/// not what a run measures (see the report's notes).
+fn limits_scaled(scale: f64) -> String {
+    use crate::config::room::{
+        DEFAULT_REQUESTS_PER_SECOND_PER_IP, DEFAULT_TICKETS_PER_MINUTE_PER_IP,
+    };
+    let scaled = |n: u32| {
+        (f64::from(n) * scale.max(1.0))
+            .round()
+            .min(f64::from(u32::MAX)) as u32
+    };
+    format!(
+        "
+[room.limits]
+# usher's defaults in simulated time (x time_scale {scale} in real time)
+tickets_per_minute_per_ip = {}
+requests_per_second_per_ip = {}
+# low: the simulator solves every challenge on usher's own cores
+ticket_proof_bits = {SIM_TICKET_PROOF_BITS}
+",
+        scaled(DEFAULT_TICKETS_PER_MINUTE_PER_IP),
+        scaled(DEFAULT_REQUESTS_PER_SECOND_PER_IP),
     )
 }
 
@@ -492,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_keep_ushers_own_per_address_limits() {
+    fn addresses_get_ushers_per_address_limits_in_simulated_time() {
         use crate::config::room::{
             DEFAULT_REQUESTS_PER_SECOND_PER_IP, DEFAULT_TICKETS_PER_MINUTE_PER_IP,
         };
@@ -510,17 +542,19 @@ mod tests {
         let off = room(small);
         assert_eq!(off.requests_per_second_per_ip, 0);
         assert!(off.tickets_per_minute_per_ip > 1_000_000);
-        // Carriers and own addresses: usher's defaults, untouched.
+        // Carriers and own addresses: usher's defaults in simulated time.
         let with = format!("{small}[addresses]\nshared = 5\nshared_share = 0.3\n");
+        let scale = Scenario::parse(&with, "t").unwrap().time_scale;
         let on = room(&with);
         assert_eq!(
             on.requests_per_second_per_ip,
-            DEFAULT_REQUESTS_PER_SECOND_PER_IP
+            (f64::from(DEFAULT_REQUESTS_PER_SECOND_PER_IP) * scale).round() as u32
         );
         assert_eq!(
             on.tickets_per_minute_per_ip,
-            DEFAULT_TICKETS_PER_MINUTE_PER_IP
+            (f64::from(DEFAULT_TICKETS_PER_MINUTE_PER_IP) * scale).round() as u32
         );
+        assert_eq!(on.ticket_proof_bits, SIM_TICKET_PROOF_BITS);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! long-polls `/__usher/status?wait=1` at the interval usher gives (with
 //! the holding page's jitter and back-off), gives up after its patience,
 //! maybe comes back, stops when usher says sold out, and once in claims a
-//! voucher, browses and sometimes checks out.
+//! voucher, browses and sometimes checks out. Over usher's per-address
+//! limits it does what the holding page does: waits out a `Retry-After`
+//! (not an error), or solves a proof-of-work challenge and asks again.
 //! Without usher it reloads the error page until its patience runs out.
 
 use std::net::Ipv4Addr;
@@ -16,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::answers::{read_claim, read_status, says_sold_out, Claim, Status};
+use super::answers::{read_challenge, read_claim, read_status, says_sold_out, Claim, Status};
 use super::crowd::{exponential, VisitorPlan};
 use super::net::{Answer, Ask, Failure, Jar, Net, TICKET_COOKIE};
 use super::scenario::Scenario;
@@ -35,6 +37,11 @@ const TOO_MANY_REQUESTS: u16 = 429;
 /// Requests one visitor makes at most while waiting: bounds a run even if
 /// every answer is an error and patience is huge.
 const MAX_POLLS: u32 = 100_000;
+/// Challenges solved in a row before waiting one poll interval (a page
+/// would not spin either if its solutions kept being refused).
+const MAX_CHALLENGES_IN_A_ROW: u32 = 3;
+/// The cookie the holding page's script sets with a solved challenge.
+const POW_COOKIE: &str = crate::admission::room::POW_COOKIE;
 
 /// What happened to one visitor, in simulated seconds from the opening.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,6 +305,8 @@ impl Visitor<'_> {
         let protected = self.ctx.mode == Mode::Protected;
         let mut refresh = s.refresh_real();
         let (mut held, mut errs, mut polling) = (false, 0u32, false);
+        // Challenges solved in a row.
+        let mut challenges = 0u32;
         for _ in 0..MAX_POLLS {
             let answer = if polling {
                 self.request(Ask {
@@ -309,6 +318,15 @@ impl Visitor<'_> {
                 .await
             } else {
                 self.request(Ask::page("/")).await
+            };
+            if self.jar.get(POW_COOKIE).is_some() {
+                // Sent once, as the page's script does.
+                self.jar.apply(&format!("{POW_COOKIE}=; Max-Age=0"));
+            }
+            // A Retry-After to honour before the next request.
+            let retry_after = match &answer {
+                Ok(a) if a.usher_state.is_some() => a.retry_after.map(Duration::from_secs),
+                _ => None,
             };
             match answer {
                 Ok(a) if a.usher_state.is_some() => {
@@ -345,6 +363,17 @@ impl Visitor<'_> {
                             }
                         }
                     }
+                    match read_challenge(&a.body) {
+                        Some((token, bits)) if challenges < MAX_CHALLENGES_IN_A_ROW => {
+                            // Over the address's ticket limit: solve and ask again now.
+                            challenges += 1;
+                            let nonce = crate::tokens::proof::solve(&token, bits);
+                            self.jar.apply(&format!("{POW_COOKIE}={token}.{nonce}"));
+                            continue;
+                        }
+                        Some(_) => {}
+                        None => challenges = 0,
+                    }
                 }
                 Ok(a) if a.status < 400 => {
                     if self.rec.admitted_at.is_none() || !self.via_line {
@@ -369,7 +398,10 @@ impl Visitor<'_> {
                 }
             }
             // The holding page's schedule, or a person reloading an error page.
-            let wait = if held && errs == 0 {
+            let wait = if let Some(after) = retry_after {
+                // Over a per-address limit: usher said when; not an error.
+                after.mul_f64(self.jitter(1.0, 1.2))
+            } else if held && errs == 0 {
                 refresh.mul_f64(self.jitter(0.8, 1.2))
             } else if held {
                 refresh
