@@ -302,11 +302,18 @@ async fn claim(t: &Theater, req: Request<Incoming>) -> Resp {
     }
     match t.take_voucher() {
         Some(n) => voucher_page(&format!("HANBIT-{n:06}")),
-        None => html(
-            StatusCode::OK,
-            "매진 Sold out",
-            "<h1>매진 Sold out</h1><p>할인권이 모두 소진되었습니다. All vouchers are gone.</p>",
-        ),
+        None => {
+            let mut resp = html(
+                StatusCode::OK,
+                "매진 Sold out",
+                "<h1>매진 Sold out</h1><p>할인권이 모두 소진되었습니다. All vouchers are gone.</p>",
+            );
+            // Tells usher the stock is gone, so everyone still in line is
+            // told at once instead of waiting for nothing.
+            resp.headers_mut()
+                .insert("x-usher-sold-out", HeaderValue::from_static("1"));
+            resp
+        }
     }
 }
 

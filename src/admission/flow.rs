@@ -24,17 +24,22 @@
 //!   a refusal in usher's origin queue, failures above 2% of answers, or
 //!   latency over three times the baseline: the limit drops to 70% of what
 //!   is in use (limit never evicts anyone: it only stops admitting until
-//!   enough visitors leave). A queue with the origin full is a softer sign:
-//!   90%. After a back-off the limit does not grow for two seconds
+//!   enough visitors leave). A queue for slots while the origin has been
+//!   nearly full (over 95% busy, smoothed) is a softer sign: 90%. A queue
+//!   alone is not: a burst of page loads fills the slots for an instant at
+//!   any load. After a back-off the limit does not grow for two seconds
 //!   (the time for the cut to show), and cuts are at most one a second, so
 //!   one bad moment is not cut three times over.
-//! - **Grow** while people wait, in proportion to the gap between the
-//!   target and the smoothed busy share: `limit *= 1 + gain * gap * dt`,
-//!   where `gap = (target - busy) / target`. An idle origin multiplies the limit
-//!   by about 2.4 a second; near the target the growth fades to nothing, which
-//!   is what keeps the loop from oscillating: the step shrinks as the
-//!   effect of the last steps shows. Above the target the same formula
-//!   shrinks the limit gently.
+//! - **Aim** while people wait, by Little's law: requests in flight are
+//!   visitors inside x their pace x latency, so the number inside that
+//!   fills the target is `used * target / busy`. The limit goes there at
+//!   once when that is lower (admissions stop until enough leave), and at
+//!   most 25% a tick (about 2.4x a second) when it is higher. No integrator
+//!   means nothing to wind up or oscillate: each step re-measures the
+//!   visitors' pace instead of adding to the last guess. When a visitor's
+//!   load is front-loaded (the page and the claim right after admission,
+//!   browsing later), the pace measured during growth is high, so the
+//!   aim errs low and is corrected upwards as the visits settle.
 //! - **No wind-up**: the limit never runs further ahead of the visitors
 //!   actually inside than half of them again plus the origin's slots, so an
 //!   hour of quiet cannot bank an unlimited burst for the next spike.
@@ -55,8 +60,8 @@ use crate::proxy::slots::Load;
 /// rarely wait for a slot.
 pub const DEFAULT_TARGET: f64 = 0.85;
 
-/// Growth rate at an idle origin, per second (see the module docs): 25%
-/// a tick of 250 ms, about 2.4 times a second.
+/// Fastest growth, per second (see the module docs): 25% a tick of
+/// 250 ms, about 2.4 times a second.
 const GAIN: f64 = 1.0;
 /// Time constant of the busy share's smoothing, in seconds.
 const BUSY_TAU: f64 = 0.5;
@@ -70,6 +75,8 @@ const SLOW: f64 = 3.0;
 const MAX_ERRORS: f64 = 0.02;
 /// No growth for this long after a cut (ms).
 const CALM_MS: u64 = 2_000;
+/// Busy share (smoothed) past which a queue for slots is distress.
+const SATURATED: f64 = 0.95;
 /// At most one cut per this long (ms).
 const CUT_EVERY_MS: u64 = 1_000;
 
@@ -247,9 +254,11 @@ impl Flow {
             && answers.errors > 1
         {
             Some((Move::Errors, 0.7))
-        } else if self.slow() {
+        } else if self.slow(busy) {
             Some((Move::Slow, 0.7))
-        } else if load.queued > 0 && load.in_flight >= load.capacity {
+        } else if load.queued > 0 && load.in_flight >= load.capacity && busy > SATURATED {
+            // Requests queue for a slot and have for a while (a burst of
+            // page loads fills the slots for an instant at any load).
             Some((Move::Queue, 0.9))
         } else {
             None
@@ -264,18 +273,35 @@ impl Flow {
             self.calm_until = now + CALM_MS;
             why
         } else {
-            let gap = (target - busy) / target.max(0.01);
+            let gap = target - busy;
             if gap > 0.0 && (!waiting || now < self.calm_until) {
                 return None;
             }
+            // Little's law: in flight = visitors inside x their pace x
+            // latency, so the number inside that fills the target is what
+            // is inside now scaled by target / busy. Aim there, at once
+            // when that is lower, at most GAIN a second faster when higher.
+            // The larger of the smoothed and the last interval's share: the
+            // smoothing lags a rising load, and aiming on it would overshoot.
+            let busy = busy.max(busy_now);
+            let aim = if busy > 0.01 {
+                used.max(1.0) * target / busy
+            } else {
+                f64::INFINITY
+            };
             let before = self.limit;
-            let factor = (1.0 + GAIN * gap * dt).clamp(0.5, 2.0);
-            self.limit = (self.limit * factor).max(1.0);
-            if gap > 0.0 {
+            self.limit = if gap > 0.0 {
+                // Below the target the limit only grows: with short visits
+                // (a release after one page) few are inside at any moment
+                // and the aim says little; the growth cap still holds.
+                let fastest = before * (1.0 + GAIN * dt).min(2.0);
                 // No wind-up: growth stays within reach of who is inside.
-                let reach = used * 1.5 + capacity;
-                self.limit = self.limit.min(before.max(reach));
+                let reach = before.max(used * 1.5 + capacity);
+                aim.max(before).min(fastest).min(reach)
+            } else {
+                aim.min(before)
             }
+            .max(1.0);
             if gap > 0.0 {
                 Move::Grow
             } else {
@@ -301,11 +327,14 @@ impl Flow {
         });
     }
 
-    /// Latency far over the baseline, once both are known.
-    fn slow(&self) -> bool {
+    /// Latency far over the baseline while the origin is loaded, once
+    /// both are known. An origin slow at a light load is not slowed by the
+    /// visitors usher lets in (a cold start's first answers, connections
+    /// being opened): cutting admissions would not help it.
+    fn slow(&self, busy: f64) -> bool {
         match (self.latency_us, self.baseline_us) {
             // Below 5 ms differences are noise, not distress.
-            (Some(l), Some(b)) => l > SLOW * b && l > 5_000.0,
+            (Some(l), Some(b)) => busy > 0.5 && l > SLOW * b && l > 5_000.0,
             _ => false,
         }
     }

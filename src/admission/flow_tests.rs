@@ -19,9 +19,13 @@ struct Site {
     arriving: f64,
     waiting: f64,
     load: Load,
-    /// Worst offered load over capacity seen.
+    /// Longest wait for an origin slot in usher's queue seen, seconds
+    /// (the queue drained at the origin's full pace).
     worst: f64,
     now_ms: u64,
+    /// Whether the origin slows as it fills, like the demo theater:
+    /// service time `latency * (1 + 3 * (in_flight / capacity)^2)`.
+    curve: bool,
 }
 
 const DT: f64 = 0.25;
@@ -42,6 +46,7 @@ impl Site {
             },
             worst: 0.0,
             now_ms: 0,
+            curve: false,
         }
     }
 
@@ -51,15 +56,17 @@ impl Site {
         self.now_ms += (DT * 1000.0) as u64;
         self.inside += self.arriving;
         self.inside -= self.inside * DT / self.stay;
-        let offered = self.inside * self.pace * self.latency;
-        self.worst = self.worst.max(offered / self.capacity);
+        let offered = self.in_flight();
+        let wait = (offered - self.capacity).max(0.0) * self.latency / self.capacity;
+        self.worst = self.worst.max(wait);
         let served = offered.min(self.capacity);
         let l = &mut self.load;
         l.at_us += (DT * 1e6) as u64;
         l.busy_us += (served * DT * 1e6) as u64;
         l.in_flight = served.round() as u64;
         l.queued = (offered - self.capacity).max(0.0).ceil() as u64;
-        if offered > 1.3 * self.capacity {
+        // usher refuses what waited its queue timeout (2 s).
+        if wait > 2.0 {
             l.refused += 1;
         }
         let requests = (self.inside * self.pace * DT).round() as u64;
@@ -80,6 +87,31 @@ impl Site {
         let free = (flow.limit() as f64 - self.inside).max(0.0);
         self.arriving = free.min(self.waiting);
         self.waiting -= self.arriving;
+    }
+
+    /// Requests in flight (or queued in usher past capacity): each visitor
+    /// inside thinks `1 / pace` seconds, then waits for one answer, so
+    /// `n = inside * S(n) / (think + S(n))` (a closed system, as browsers
+    /// are), solved by bisection.
+    fn in_flight(&self) -> f64 {
+        let think = 1.0 / self.pace;
+        let service = |n: f64| {
+            let fill = (n.min(self.capacity) / self.capacity).powi(2);
+            let slow = if self.curve { 1.0 + 3.0 * fill } else { 1.0 };
+            // Past capacity the extra requests wait their turn in usher.
+            self.latency * slow * (n / self.capacity).max(1.0)
+        };
+        let (mut lo, mut hi) = (0.0, self.inside.max(0.0));
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            let s = service(mid);
+            if self.inside * s / (think + s) > mid {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     fn busy(&self, flow: &Flow) -> f64 {
@@ -111,12 +143,35 @@ fn fills_the_origin_near_target_without_overshoot() {
         (0.75..=0.9).contains(&mean),
         "busy share {mean:.3} should settle near 0.85"
     );
+    // A brief queue as the crowd's visits settle, well inside usher's
+    // queue timeout (2 s by default): nobody refused.
     assert!(
-        site.worst < 1.1,
-        "offered load peaked at {:.2}x capacity",
+        site.worst < 1.0,
+        "requests waited up to {:.2} s for an origin slot",
         site.worst
     );
     assert_eq!(site.load.refused, 0, "nothing refused in usher's queue");
+}
+
+#[test]
+fn holds_steady_on_an_origin_that_slows_as_it_fills() {
+    // The demo theater: past 58% of its slots its throughput falls as it
+    // fills, so an overshoot would feed itself. The gate must stay out of
+    // saturation.
+    let mut site = Site::new(48, 0.02, 0.3, 10.0, 1e9);
+    site.curve = true;
+    let mut flow = Flow::new(48);
+    let mut busy = Vec::new();
+    for i in 0..(120 * 4) {
+        site.tick(&mut flow, 0.85);
+        if i >= 60 * 4 {
+            busy.push(site.busy(&flow));
+        }
+    }
+    let mean = busy.iter().sum::<f64>() / busy.len() as f64;
+    assert!((0.6..=0.95).contains(&mean), "busy share {mean:.3}");
+    assert!(site.worst < 1.0, "waited up to {:.2} s", site.worst);
+    assert_eq!(site.load.refused, 0);
 }
 
 #[test]
@@ -132,7 +187,7 @@ fn reaches_the_target_within_seconds_from_cold() {
     }
     let at = reached.expect("the origin gets busy");
     assert!(at < 15.0, "70% busy only after {at} s");
-    assert!(site.worst < 1.15, "peaked at {:.2}x", site.worst);
+    assert!(site.worst < 0.5, "waited up to {:.2} s", site.worst);
     assert_eq!(site.load.refused, 0);
 }
 

@@ -225,8 +225,14 @@ pub struct Room {
     origin_load: Mutex<Option<crate::proxy::slots::Load>>,
     /// Places granted so far, for long polls (see `room_gate`).
     handoff: tokio::sync::watch::Sender<u64>,
+    /// Visitors inside (active plus fresh grants) right after the last
+    /// tick's grants: with short visits they are gone by the next tick, yet
+    /// the limit held the line back at that moment.
+    used_after_tick: AtomicU64,
     /// Vouchers left (`u64::MAX`: the event has no vouchers).
     vouchers_left: AtomicU64,
+    /// The origin said its own stock is gone (`X-Usher-Sold-Out`).
+    origin_sold_out: AtomicBool,
 }
 
 /// Everything a reload must load before it can swap (files that may fail).
@@ -373,7 +379,9 @@ impl Room {
             flow: Mutex::new(None),
             origin_load: Mutex::new(None),
             handoff: tokio::sync::watch::Sender::new(0),
+            used_after_tick: AtomicU64::new(0),
             vouchers_left: AtomicU64::new(u64::MAX),
+            origin_sold_out: AtomicBool::new(false),
         }
     }
 
@@ -431,6 +439,7 @@ impl Room {
             }
             s.event_id = id;
             self.event_id.store(id, Ordering::Relaxed);
+            self.clear_origin_sold_out();
             *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         s.line.set_config(line_config(c, settings.mode));
@@ -530,6 +539,7 @@ impl Room {
             let mut o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
             if all {
                 *o = Overrides::default();
+                self.clear_origin_sold_out();
             } else {
                 o.mode = None;
             }
@@ -858,9 +868,34 @@ impl Room {
             .store(left.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// Vouchers left, when the event has any.
+    /// Vouchers left, when the event has any (0 once the origin said its
+    /// own stock is gone, see [`Room::origin_sold_out`]).
     pub fn vouchers_left(&self) -> Option<u64> {
+        if self.origin_sold_out.load(Ordering::Relaxed) {
+            return Some(0);
+        }
         Some(self.vouchers_left.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
+    }
+
+    /// The origin answered `X-Usher-Sold-Out: 1`: a site that gives out
+    /// its own vouchers says its stock is gone. From now on the room is sold
+    /// out, as when usher's own stock reaches zero: people in line are told
+    /// on their next poll, newcomers get no ticket, admitted visitors keep
+    /// using the site. Until the event changes or the operator resets the
+    /// room. Returns true the first time.
+    pub fn origin_sold_out(&self) -> bool {
+        let first = !self.origin_sold_out.swap(true, Ordering::Relaxed);
+        if first {
+            tracing::warn!(
+                "the origin said its stock is gone (X-Usher-Sold-Out): the room is sold out"
+            );
+        }
+        first
+    }
+
+    /// Forgets the origin's sold-out (a new event, or an operator's reset).
+    pub fn clear_origin_sold_out(&self) {
+        self.origin_sold_out.store(false, Ordering::Relaxed);
     }
 
     /// The valid pass a request carries, if any (no side effects beyond
@@ -902,7 +937,8 @@ impl Room {
         let (used, waiting) = {
             let s = self.lock();
             (
-                s.active.len() + s.line.pending_recent(now, handoff),
+                (s.active.len() + s.line.pending_recent(now, handoff))
+                    .max(self.used_after_tick.load(Ordering::Relaxed)),
                 s.line.waiting() > 0,
             )
         };
@@ -960,6 +996,10 @@ impl Room {
         let prune = s.ticks % 40 == 0;
         let open = s.line.is_open();
         let granted_total = s.line.stats().granted_total;
+        self.used_after_tick.store(
+            s.active.len() + s.line.pending_recent(now, handoff),
+            Ordering::Relaxed,
+        );
         drop(s);
         self.announce_grants(granted_total);
         m.set_state(match settings.mode {

@@ -113,12 +113,15 @@ impl Room {
 
     /// Whether a visitor `position` places from the head is near enough to
     /// long-poll: within the places the line moves in two poll intervals
-    /// at the measured rate (at least the burst, and 20), so only a small,
-    /// rate-bound number of visitors hold a request open at any time.
+    /// at the measured rate, or within the closed-loop gate's limit (what
+    /// a few ticks may grant while the measured rate still lags a growing
+    /// gate), and at least the burst or 20. So only a small, rate-bound
+    /// number of visitors hold a request open at any time.
     pub fn near_front(&self, cfg: &RoomConfig, position: u64) -> bool {
         let rate = self.lock().rate.per_second(self.now_ms()).unwrap_or(0.0);
         let moves = rate * cfg.refresh.as_secs_f64() * 2.0;
-        (position as f64) <= moves.max(f64::from(cfg.burst)).max(20.0)
+        let gate = self.flow_limit(cfg).unwrap_or(0) as f64;
+        (position as f64) <= moves.max(gate).max(f64::from(cfg.burst)).max(20.0)
     }
 
     /// Waits until about `position` more places have been granted since

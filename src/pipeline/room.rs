@@ -18,6 +18,9 @@ use crate::{full_body, Body};
 
 /// Header the origin sends to end a visitor's session (e.g. after checkout).
 pub static X_USHER_RELEASE: HeaderName = HeaderName::from_static("x-usher-release");
+/// Header the origin sends when its own stock is gone (a site that gives out
+/// its own vouchers): the room is sold out from then on.
+pub static X_USHER_SOLD_OUT: HeaderName = HeaderName::from_static("x-usher-sold-out");
 /// Header on every answer usher makes itself in the room.
 pub static X_USHER_STATE: HeaderName = HeaderName::from_static("x-usher-state");
 
@@ -160,6 +163,9 @@ pub async fn govern(
                 req.headers_mut().remove(name);
             }
             let mut resp = crate::proxy::forward(ctx, req).await?;
+            if resp.headers_mut().remove(&X_USHER_SOLD_OUT).is_some() {
+                ctx.app.room.origin_sold_out();
+            }
             if resp.headers_mut().remove(&X_USHER_RELEASE).is_some() {
                 ctx.app.room.release(pass_id);
                 resp.headers_mut().append(

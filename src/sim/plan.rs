@@ -49,6 +49,11 @@ pub struct Plan {
     pub crowd_minutes: f64,
     /// The average wait in that case (half of it), minutes.
     pub mean_wait_minutes: f64,
+    /// What usher's closed-loop gate admits by itself (no rate set): new
+    /// visitors per minute with the origin busy at `room.origin_target`.
+    pub gate_new_users_per_minute: u64,
+    /// Minutes until the whole crowd is in with the gate.
+    pub gate_crowd_minutes: f64,
 }
 
 /// Why a plan cannot be made.
@@ -87,7 +92,14 @@ pub fn plan(input: PlanInput) -> Result<Plan, PlanError> {
     // Little's law in the room: active = admission rate x session length.
     let rate = down(active / i.session_minutes);
     let crowd_minutes = i.crowd as f64 / rate;
+    // The closed-loop gate fills its own target, whatever the utilization
+    // asked for the fixed numbers: rate = throughput at target / requests.
+    let gate_throughput = i.origin_capacity as f64 * crate::admission::flow::DEFAULT_TARGET
+        / (i.origin_latency_ms / 1000.0);
+    let gate_rate = down(gate_throughput * 60.0 / i.requests_per_session);
     Ok(Plan {
+        gate_new_users_per_minute: gate_rate as u64,
+        gate_crowd_minutes: i.crowd as f64 / gate_rate,
         origin_requests_per_second: throughput,
         requests_per_visitor_second: per_visitor,
         max_active_users: active as u64,
@@ -112,7 +124,32 @@ fn minutes(m: f64) -> String {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.input;
-        writeln!(f, "Suggested settings")?;
+        writeln!(
+            f,
+            "With usher's closed-loop gate (the default: set no rate)"
+        )?;
+        writeln!(f, "  [origin]")?;
+        writeln!(f, "  max_in_flight        = {}", self.origin_max_in_flight)?;
+        writeln!(
+            f,
+            "  usher keeps about {:.0} of these busy while people wait: at {} ms that is",
+            self.origin_max_in_flight as f64 * crate::admission::flow::DEFAULT_TARGET,
+            i.origin_latency_ms
+        )?;
+        writeln!(
+            f,
+            "  about {}/min new visitors at {} requests each; a crowd of {} is in after {}.",
+            self.gate_new_users_per_minute,
+            i.requests_per_session,
+            i.crowd,
+            minutes(self.gate_crowd_minutes)
+        )?;
+        writeln!(
+            f,
+            "  It measures instead of assuming: a slower origin or busier visitors are followed."
+        )?;
+        writeln!(f)?;
+        writeln!(f, "Fixed numbers, if you must set them (gate = \"fixed\")")?;
         writeln!(f, "  [room]")?;
         writeln!(f, "  max_active_users     = {}", self.max_active_users)?;
         writeln!(f, "  new_users_per_minute = {}", self.new_users_per_minute)?;

@@ -7,7 +7,7 @@ use super::*;
 fn parses_and_scales() {
     let s = Scenario::parse(SMALL, "t").unwrap();
     assert_eq!(s.refresh_real(), Duration::from_secs(1));
-    assert_eq!(s.rate_real_per_minute(), 600);
+    assert_eq!(s.rate_real_per_minute(), Some(600));
     assert_eq!(s.origin_latency_real_ms(), 10);
     assert_eq!(s.real(60.0), Duration::from_secs(6));
     assert_eq!(s.sim(Duration::from_secs(2)), 20.0);
