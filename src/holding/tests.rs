@@ -426,6 +426,10 @@ fn renders_use_one_allocation() {
             opens_at: None,
             ..view(RoomState::Paused)
         },
+        StatusView {
+            challenge: Some((&worst, u32::MAX)),
+            ..view(RoomState::Queued)
+        },
     ];
     for v in &views {
         for lang in Lang::ALL {
@@ -472,4 +476,32 @@ fn error_pages_are_prerendered_friendly_and_small() {
     assert!(
         std::str::from_utf8(&error_page(503, Lang::En)).is_ok_and(|t| t.contains("retry shortly"))
     );
+}
+
+#[test]
+fn a_challenge_reaches_the_json_and_the_page_script() {
+    let token = "AQMCazEAAAAAAAAAAQ.c2lnbmF0dXJlLXRhZw";
+    let v = StatusView {
+        position: None,
+        challenge: Some((token, 16)),
+        ..view(RoomState::Queued)
+    };
+    let json: serde_json::Value = serde_json::from_slice(&status_json(&v)).expect("json");
+    assert_eq!(json["state"], "queued");
+    assert_eq!(json["challenge"], token);
+    assert_eq!(json["difficulty"], 16);
+    assert!(json["position"].is_null());
+    let page = html(&HoldingPages::default(), Lang::Ko, &v);
+    assert!(page.contains(&format!("data-pow=\"{token}\" data-bits=\"16\"")));
+    assert!(
+        page.contains("입장 순서를 준비하고 있습니다"),
+        "the script's text"
+    );
+    // Without one, the JSON keeps its usual shape and the page's attributes are empty.
+    let plain = view(RoomState::Queued);
+    let json: serde_json::Value = serde_json::from_slice(&status_json(&plain)).expect("json");
+    assert!(json.get("challenge").is_none() && json.get("difficulty").is_none());
+    let page = html(&HoldingPages::default(), Lang::En, &plain);
+    assert!(page.contains("data-pow=\"\" data-bits=\"\""));
+    assert!(page.contains("Preparing your place"));
 }
