@@ -254,7 +254,7 @@ pub(super) fn verdict(p: Option<&RunSummary>, u: Option<&RunSummary>) -> String 
         if p.errors_429 > 0 {
             let _ = write!(
                 out,
-                "<p>usher refused {} requests with 429 Too Many Requests (its per-address or per-pass limits); they count as errors above.</p>",
+                "<p>usher refused {} requests with 429 Too Many Requests (its per-pass limit, or the durable store unable to reserve tickets; the per-address limits hold or challenge instead); they count as errors above.</p>",
                 short(p.errors_429 as f64)
             );
         }

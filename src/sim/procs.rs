@@ -262,8 +262,8 @@ pub struct NodeStore<'a> {
 
 /// usher's config for a run: loopback listeners, the scenario's room in
 /// real time, per-address limits off (every simulated visitor shares
-/// 127.0.0.1) unless the scenario gives `[addresses]` (then usher's own
-/// defaults, untouched), a key file so the simulator can read ticket numbers; with
+/// 127.0.0.1) unless the scenario gives `[addresses]` (then usher's
+/// defaults in simulated time, see `limits_scaled`), a key file so the simulator can read ticket numbers; with
 /// `store`, the Redis backend and this node's id (and its share of the
 /// origin's in-flight cap).
 pub fn usher_config(

@@ -180,7 +180,8 @@ pub struct Live {
     pub site_answers: AtomicU64,
     /// 5xx answers on the site path.
     pub site_5xx: AtomicU64,
-    /// 429 answers (usher's per-address or per-pass limits).
+    /// 429 answers (usher's per-pass limit; the per-address limits hold
+    /// or challenge instead).
     pub rejected_429: AtomicU64,
     /// Requests with no answer in time.
     pub timeouts: AtomicU64,

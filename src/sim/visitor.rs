@@ -32,7 +32,8 @@ const MAX_BACKOFF: u32 = 8;
 /// refresh) for a visitor near the head and to answer as soon as they are
 /// admitted; an usher without long polls ignores the query.
 pub const STATUS_POLL: &str = "/__usher/status?wait=1";
-/// Too Many Requests: usher's answer past a per-address or per-pass limit.
+/// Too Many Requests: usher's answer past the per-pass limit (past the
+/// per-address limits it holds or challenges instead).
 const TOO_MANY_REQUESTS: u16 = 429;
 /// Requests one visitor makes at most while waiting: bounds a run even if
 /// every answer is an error and patience is huge.
@@ -242,7 +243,7 @@ impl Visitor<'_> {
         let r = self.ctx.net.send(live, &mut self.jar, self.from, ask).await;
         use std::sync::atomic::Ordering::Relaxed;
         match &r {
-            // usher's per-address or per-pass limits: an error, never hidden.
+            // usher's per-pass limit: an error, never hidden.
             Ok(a) if a.status == TOO_MANY_REQUESTS => {
                 live.rejected_429.fetch_add(1, Relaxed);
                 self.rec.errors += 1;
