@@ -546,3 +546,35 @@ async fn the_lottery_draws_among_the_live_once_each_and_hands_over_to_fifo() {
     assert!(fifo.windows(2).all(|w| w[0] < w[1]), "{fifo:?}");
     assert!(order.iter().all(|n| stays(*n)), "only the live");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_not_taken_within_the_handoff_gives_its_slot_back() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let a = node(&redis.url(), "handoff", "a");
+    a.set_handoff(1_000);
+    let t0 = 1_000_000u64;
+    for _ in 0..3 {
+        a.issue(t0).await.unwrap();
+    }
+    // room for one: ticket 1 is granted and sits untaken
+    let t = a.tick(t0, 1, gate(10)).await.unwrap();
+    assert_eq!((t.granted, t.pending), (1, 1), "{t:?}");
+    // within the hand-off window it holds the only slot
+    for n in [2, 3] {
+        a.observe(n, t0 + 500).await.unwrap();
+    }
+    let t = a.tick(t0 + 500, 1, gate(10)).await.unwrap();
+    assert_eq!(t.granted, 0, "the fresh grant holds the slot: {t:?}");
+    // past it (but well inside the 5 s claim window) the slot goes on
+    let t = a.tick(t0 + 1_500, 1, gate(10)).await.unwrap();
+    assert_eq!(t.granted, 1, "the stale grant gave its slot back: {t:?}");
+    assert_eq!(a.observe(2, t0 + 1_500).await.unwrap(), RedisPlace::Granted);
+    // and its owner may still take it until the claim window ends
+    assert!(a.take(1, 7, t0 + 60_000).await.unwrap());
+    // without a hand-off window, grants hold their slot for the whole claim window
+    a.set_handoff(0);
+    let t = a.tick(t0 + 2_000, 2, gate(10)).await.unwrap();
+    assert_eq!(t.granted, 0, "1 taken + 1 pending fill 2: {t:?}");
+}

@@ -146,6 +146,8 @@ pub struct Flow {
     busy: Option<f64>,
     /// Smoothed latency (µs).
     latency_us: Option<f64>,
+    /// The last interval's mean latency (µs).
+    last_latency_us: Option<f64>,
     /// The origin's unloaded latency (µs).
     baseline_us: Option<f64>,
     last: Option<Load>,
@@ -185,6 +187,7 @@ impl Flow {
             limit: capacity.max(1) as f64,
             busy: None,
             latency_us: None,
+            last_latency_us: None,
             baseline_us: None,
             last: None,
             refused: 0,
@@ -317,6 +320,7 @@ impl Flow {
             return;
         }
         let l = a.mean_latency_us as f64;
+        self.last_latency_us = Some(l);
         self.latency_us = Some(smooth(self.latency_us, l, dt, LATENCY_TAU));
         self.baseline_us = Some(match self.baseline_us {
             // The unloaded latency: the lowest seen at a light load.
@@ -327,14 +331,19 @@ impl Flow {
         });
     }
 
-    /// Latency far over the baseline while the origin is loaded, once
-    /// both are known. An origin slow at a light load is not slowed by the
-    /// visitors usher lets in (a cold start's first answers, connections
-    /// being opened): cutting admissions would not help it.
+    /// Latency far over the baseline while the origin is loaded, in the
+    /// smoothed figure and in the last interval alike, once both are known.
+    /// An origin slow at a light load is not slowed by the visitors usher
+    /// lets in, and the first answers of a cold start (connections being
+    /// opened) linger in the smoothed figure after the origin is fast again:
+    /// cutting admissions would help neither.
     fn slow(&self, busy: f64) -> bool {
-        match (self.latency_us, self.baseline_us) {
+        match (self.latency_us, self.last_latency_us, self.baseline_us) {
             // Below 5 ms differences are noise, not distress.
-            (Some(l), Some(b)) => busy > 0.5 && l > SLOW * b && l > 5_000.0,
+            (Some(l), Some(last), Some(b)) => {
+                let l = l.min(last);
+                busy > 0.5 && l > SLOW * b && l > 5_000.0
+            }
             _ => false,
         }
     }

@@ -580,6 +580,7 @@ impl Room {
         sh.line
             .set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
         sh.line.set_lottery(settings.mode == Mode::Random);
+        sh.line.set_handoff(Self::handoff_ms(cfg));
         match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);

@@ -536,11 +536,9 @@ impl Scenario {
     /// usher's real admission rate per minute (at least one), when the
     /// scenario fixes one (otherwise usher's closed-loop gate decides).
     pub fn rate_real_per_minute(&self) -> Option<u32> {
-        self.usher.new_users_per_minute.map(|r| {
-            (r * self.time_scale)
-                .round()
-                .clamp(1.0, u32::MAX as f64) as u32
-        })
+        self.usher
+            .new_users_per_minute
+            .map(|r| (r * self.time_scale).round().clamp(1.0, u32::MAX as f64) as u32)
     }
 
     /// The in-flight cap usher puts on the origin.

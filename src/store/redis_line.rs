@@ -155,6 +155,8 @@ pub struct RedisLine {
     opens_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// `mode = "random"`: the tick draws lots instead of moving a frontier.
     lottery: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Grants older than this (ms) no longer hold a slot (0: the claim window).
+    handoff_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Pre-queue tickets carried into rank order by one tick after the draw:
@@ -180,7 +182,16 @@ impl RedisLine {
             cfg,
             opens_at: Default::default(),
             lottery: Default::default(),
+            handoff_ms: Default::default(),
         }
+    }
+
+    /// Grants not taken within `ms` give their slot back to the pool at the
+    /// next tick (their owners may still take them within the claim
+    /// window); 0 keeps them holding it for the whole claim window.
+    pub fn set_handoff(&self, ms: u64) {
+        self.handoff_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Draw lots among the live waiting tickets (`mode = "random"`) or
@@ -414,6 +425,7 @@ impl RedisLine {
             .arg(self.lottery())
             .arg(rand::random::<u32>() & 0x7fff_ffff)
             .arg(CARRY_PER_TICK)
+            .arg(self.handoff_ms.load(std::sync::atomic::Ordering::Relaxed))
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));

@@ -9,7 +9,8 @@
 --       rate per minute (0: grant nothing), heartbeat ttl (ms), ticket
 --       grace (ms), burst, pre-queue (1: the event has one), open (1: its
 --       opening time has come), lottery (1: mode random), random seed,
---       tickets carried into rank order per tick after the draw
+--       tickets carried into rank order per tick after the draw, hand-off
+--       window (ms; 0: pending grants hold a slot for the whole claim window)
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
 -- waiting, draw, drawing}: holder 1 on the ticking node, 0 on the others
 -- (which grant nothing and see the figures of the last tick); draw P > 0
@@ -105,7 +106,34 @@ if pending < 0 then pending = 0 end
 redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now)
 local active = redis.call('ZCARD', KEYS[11])
 redis.call('BITOP', 'OR', KEYS[8], KEYS[6], KEYS[7])
-local free = tonumber(ARGV[5]) - active - pending
+-- grants older than the hand-off window (ARGV[15], ms; 0: the claim
+-- window) no longer hold a slot: count the fresh ones still untaken, from
+-- the newest back (the list is in grant order)
+local holding = pending
+local handoff = tonumber(ARGV[15] or '0')
+if handoff > 0 then
+  local fresh, from, done = 0, -256, false
+  while not done do
+    local chunk = redis.call('LRANGE', KEYS[9], from, from + 255)
+    if #chunk == 0 then break end
+    for i = #chunk, 1, -1 do
+      local e = chunk[i]
+      local sep = string.find(e, ':', 1, true)
+      if now - tonumber(string.sub(e, 1, sep - 1)) >= handoff then
+        done = true
+        break
+      end
+      local r = tonumber(string.sub(e, sep + 1))
+      if redis.call('GETBIT', KEYS[4], r) == 1 and redis.call('GETBIT', KEYS[5], r) == 0 then
+        fresh = fresh + 1
+      end
+    end
+    if #chunk < 256 then break end
+    from = from - 256
+  end
+  holding = math.min(pending, fresh)
+end
+local free = tonumber(ARGV[5]) - active - holding
 -- the shared gate (GCRA, theoretical arrival time in KEYS[17]): at most
 -- `burst` at once, then one per 60000 / rate ms; newcomers admitted
 -- directly by issue.lua draw from the same gate
