@@ -65,6 +65,17 @@ impl Fragile {
         })
     }
 
+    /// The origin never saw more than its slots and never answered 503.
+    fn assert_spared(&self) {
+        assert!(
+            self.max_seen() <= self.capacity,
+            "the origin saw {} at once, more than its {}",
+            self.max_seen(),
+            self.capacity
+        );
+        assert_eq!(self.overloaded(), 0, "the origin never answered 503");
+    }
+
     fn max_seen(&self) -> usize {
         self.max_seen.load(Ordering::SeqCst)
     }
@@ -502,12 +513,7 @@ async fn release_crowd_admits_at_the_configured_rate() {
             (0, 0, 0, 0),
             "visitors saw (5xx, 429, other statuses, broken connections)"
         );
-        assert!(
-            origin.max_seen() <= CAPACITY,
-            "the origin saw {} at once, more than its {CAPACITY}",
-            origin.max_seen()
-        );
-        assert_eq!(origin.overloaded(), 0, "the origin never answered 503");
+        origin.assert_spared();
         assert!(
             steady >= 0.9 * PER_SECOND,
             "{steady:.1} admissions a second from the 2nd to the 8th second, \
@@ -580,12 +586,7 @@ async fn release_crowd_closed_loop_keeps_the_origin_busy() {
             (0, 0, 0, 0),
             "visitors saw (5xx, 429, other statuses, broken connections)"
         );
-        assert!(
-            origin.max_seen() <= CAPACITY,
-            "the origin saw {} at once, more than its {CAPACITY}",
-            origin.max_seen()
-        );
-        assert_eq!(origin.overloaded(), 0, "the origin never answered 503");
+        origin.assert_spared();
         assert!(
             best >= 0.7 * ceiling,
             "at best {best:.0} admissions a second, below 70% of the {ceiling:.0} \
@@ -746,12 +747,7 @@ async fn gate_backs_off_when_the_origin_slows_down() {
             "the gate holds back while the origin stays slow: limit {limit_end}, \
              {limit_before} before"
         );
-        assert!(
-            origin.max_seen() <= CAPACITY,
-            "the origin saw {} at once, more than its {CAPACITY}",
-            origin.max_seen()
-        );
-        assert_eq!(origin.overloaded(), 0, "the origin never answered 503");
+        origin.assert_spared();
         assert_eq!(
             seen.held_again.load(Ordering::SeqCst),
             0,
