@@ -122,6 +122,9 @@ impl App {
         room.set_vouchers_left(vouchers.as_ref().map(|v| v.remaining()));
         let cfg_pass_rate = pass_rate(&cfg);
         let slots = Slots::new(cfg.origin.max_in_flight, metrics.clone());
+        // The closed-loop gate starts from the origin's slots, before the
+        // first tick has read its load.
+        room.set_origin_load(slots.load());
         metrics.config_last_reload_successful.set(1);
         metrics.config_last_reload_success_timestamp.set(unix_now());
         Ok(Arc::new(App {

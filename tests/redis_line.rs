@@ -567,6 +567,11 @@ async fn a_grant_not_taken_within_the_handoff_gives_its_slot_back() {
     }
     let t = a.tick(t0 + 500, 1, gate(10)).await.unwrap();
     assert_eq!(t.granted, 0, "the fresh grant holds the slot: {t:?}");
+    // a hard cap counts every pending grant, stale or not
+    a.set_hard_cap(1);
+    let t = a.tick(t0 + 1_200, 1, gate(10)).await.unwrap();
+    assert_eq!(t.granted, 0, "the cap holds: {t:?}");
+    a.set_hard_cap(0);
     // past it (but well inside the 5 s claim window) the slot goes on
     let t = a.tick(t0 + 1_500, 1, gate(10)).await.unwrap();
     assert_eq!(t.granted, 1, "the stale grant gave its slot back: {t:?}");

@@ -725,9 +725,9 @@ impl Room {
         let mut s = self.lock();
         let admits = matches!(settings.mode, Mode::Fifo | Mode::Random);
         if admits && s.line.is_open() && s.line.waiting() == 0 {
-            let used = s.active.len() + s.line.pending_recent(now, Self::handoff_ms(cfg));
+            let free = self.free_places(cfg, &settings, s.active.len(), &s.line, now);
             let rated = settings.new_users_per_minute > 0;
-            if used < settings.max_active_users && (!rated || s.gate.take(1) == 1) {
+            if free > 0 && (!rated || s.gate.take(1) == 1) {
                 let pass_id = s.rng.random();
                 s.rate.record(now, 1);
                 drop(s);
@@ -960,9 +960,7 @@ impl Room {
         }
         let admitting = matches!(settings.mode, Mode::Fifo | Mode::Random) && s.line.is_open();
         let budget = if admitting {
-            let free = settings
-                .max_active_users
-                .saturating_sub(active + s.line.pending_recent(now, handoff));
+            let free = self.free_places(cfg, &settings, active, &s.line, now);
             let want = free.min(s.line.waiting());
             if settings.new_users_per_minute == 0 {
                 want

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use super::Room;
+use super::{Room, Settings};
 use crate::admission::flow::{Answers, Flow};
+use crate::admission::line::Line;
 use crate::config::room::RoomConfig;
 use crate::proxy::slots::Load;
 
@@ -18,11 +19,60 @@ impl Room {
         *self.origin_load.lock().unwrap_or_else(|e| e.into_inner()) = Some(load);
     }
 
-    /// The closed-loop gate's limit, when it is on and has a reading.
+    /// The closed-loop gate's limit, when it is on (before its first step:
+    /// the origin's slot count, where it starts).
     pub(super) fn flow_limit(&self, cfg: &RoomConfig) -> Option<u64> {
         cfg.closed_loop?;
         let f = self.flow.lock().unwrap_or_else(|e| e.into_inner());
-        f.as_ref().map(Flow::limit)
+        Some(match f.as_ref() {
+            Some(f) => f.limit(),
+            None => self
+                .origin_load
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map_or(1, |l| l.capacity.max(1)),
+        })
+    }
+
+    /// The hard cap on visitors inside: the fixed gate's `max_active_users`,
+    /// or a ceiling over the closed loop (the operator's override or the
+    /// file's `max_active_users`), if any.
+    pub(super) fn hard_cap(&self, cfg: &RoomConfig, settings: &Settings) -> Option<u64> {
+        match cfg.closed_loop {
+            None => Some(settings.max_active_users),
+            Some(cl) => self
+                .overrides
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .max_active_users
+                .or(cl.max_active),
+        }
+    }
+
+    /// Places free for new visitors, with `active` inside and the line's
+    /// grants. Under the closed-loop gate's limit only fresh grants count
+    /// (older ones gave their slot back, see `Line::pending_recent`); under
+    /// a hard cap every pending grant counts, so the cap holds even when
+    /// the owner of an old grant comes back late and takes it.
+    pub(super) fn free_places(
+        &self,
+        cfg: &RoomConfig,
+        settings: &Settings,
+        active: u64,
+        line: &Line,
+        now: u64,
+    ) -> u64 {
+        let all = active + line.pending();
+        let capped = self
+            .hard_cap(cfg, settings)
+            .map_or(u64::MAX, |cap| cap.saturating_sub(all));
+        match self.flow_limit(cfg) {
+            Some(limit) => {
+                let fresh = active + line.pending_recent(now, Self::handoff_ms(cfg));
+                capped.min(limit.saturating_sub(fresh))
+            }
+            None => capped,
+        }
     }
 
     /// Places granted within the hand-off window still hold a slot; older

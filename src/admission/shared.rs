@@ -580,7 +580,16 @@ impl Room {
         sh.line
             .set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
         sh.line.set_lottery(settings.mode == Mode::Random);
-        sh.line.set_handoff(Self::handoff_ms(cfg));
+        // The hand-off window frees the closed-loop gate's limit only; a
+        // hard cap counts every pending grant.
+        let closed = cfg.closed_loop.is_some();
+        sh.line
+            .set_handoff(if closed { Self::handoff_ms(cfg) } else { 0 });
+        sh.line.set_hard_cap(if closed {
+            self.hard_cap(cfg, &settings).unwrap_or(0)
+        } else {
+            0
+        });
         match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);

@@ -157,6 +157,8 @@ pub struct RedisLine {
     lottery: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Grants older than this (ms) no longer hold a slot (0: the claim window).
     handoff_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A cap on active plus every pending grant, beside `max_active` (0: none).
+    hard_cap: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Pre-queue tickets carried into rank order by one tick after the draw:
@@ -183,7 +185,16 @@ impl RedisLine {
             opens_at: Default::default(),
             lottery: Default::default(),
             handoff_ms: Default::default(),
+            hard_cap: Default::default(),
         }
+    }
+
+    /// With a hand-off window, `max_active` counts only fresh grants; this
+    /// cap (0: none) still counts every pending grant, so an operator's
+    /// ceiling holds even when an old grant is taken late.
+    pub fn set_hard_cap(&self, cap: u64) {
+        self.hard_cap
+            .store(cap, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Grants not taken within `ms` give their slot back to the pool at the
@@ -426,6 +437,7 @@ impl RedisLine {
             .arg(rand::random::<u32>() & 0x7fff_ffff)
             .arg(CARRY_PER_TICK)
             .arg(self.handoff_ms.load(std::sync::atomic::Ordering::Relaxed))
+            .arg(self.hard_cap.load(std::sync::atomic::Ordering::Relaxed))
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));

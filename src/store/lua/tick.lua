@@ -10,7 +10,8 @@
 --       grace (ms), burst, pre-queue (1: the event has one), open (1: its
 --       opening time has come), lottery (1: mode random), random seed,
 --       tickets carried into rank order per tick after the draw, hand-off
---       window (ms; 0: pending grants hold a slot for the whole claim window)
+--       window (ms; 0: pending grants hold a slot for the whole claim
+--       window), hard cap on active plus all pending (0: none)
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
 -- waiting, draw, drawing}: holder 1 on the ticking node, 0 on the others
 -- (which grant nothing and see the figures of the last tick); draw P > 0
@@ -134,6 +135,9 @@ if handoff > 0 then
   holding = math.min(pending, fresh)
 end
 local free = tonumber(ARGV[5]) - active - holding
+-- a hard cap (ARGV[16], 0: none) counts every pending grant
+local cap = tonumber(ARGV[16] or '0')
+if cap > 0 then free = math.min(free, cap - active - pending) end
 -- the shared gate (GCRA, theoretical arrival time in KEYS[17]): at most
 -- `burst` at once, then one per 60000 / rate ms; newcomers admitted
 -- directly by issue.lua draw from the same gate
