@@ -240,6 +240,7 @@ async fn ticket_farming_is_limited_per_address() {
     let mut s = connect_from(loopback(5), usher.addr).await.unwrap();
     let mut held = 0;
     let mut challenged = 0;
+    let started = std::time::Instant::now();
     for i in 0..2_000 {
         // each request claims to come from somewhere else
         let head = format!(
@@ -262,13 +263,24 @@ async fn ticket_farming_is_limited_per_address() {
             other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert_eq!(held, 15, "the per-address burst of tickets");
+    // The burst of 15, plus one a second refilled while the loop ran (a
+    // slow debug build on a busy machine takes more than a second).
+    let refilled = started.elapsed().as_secs() + 1;
+    assert!(
+        (15..=15 + refilled).contains(&held),
+        "the per-address burst of tickets: {held} in {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         challenged,
-        2_000 - 15,
+        2_000 - held,
         "then a challenge each, never a ticket"
     );
-    assert_eq!(issued(&usher) - start, 15, "the line did not grow past it");
+    assert_eq!(
+        issued(&usher) - start,
+        held,
+        "the line did not grow past it"
+    );
 
     // From a trusted proxy, X-Forwarded-For names the visitor: each address
     // gets its own allowance.
