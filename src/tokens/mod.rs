@@ -218,15 +218,7 @@ impl Keyring {
         max_age: u64,
     ) -> Result<Ticket, Reject> {
         let [ev, number, issued_at, _] = self.open(token, Kind::Ticket)?;
-        if ev != event {
-            return Err(Reject::OtherEvent);
-        }
-        if issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-            return Err(Reject::FromFuture);
-        }
-        if now >= issued_at.saturating_add(max_age) {
-            return Err(Reject::Expired);
-        }
+        current(ev, event, issued_at, now, issued_at.saturating_add(max_age))?;
         Ok(Ticket {
             event: ev,
             number,
@@ -247,15 +239,7 @@ impl Keyring {
     /// [`Reject::FromFuture`].
     pub fn open_pass(&self, token: &str, event: u64, now: u64) -> Result<Pass, Reject> {
         let [ev, pass_id, admitted_at, expires_at] = self.open(token, Kind::Pass)?;
-        if ev != event {
-            return Err(Reject::OtherEvent);
-        }
-        if admitted_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-            return Err(Reject::FromFuture);
-        }
-        if now >= expires_at {
-            return Err(Reject::Expired);
-        }
+        current(ev, event, admitted_at, now, expires_at)?;
         Ok(Pass {
             event: ev,
             pass_id,
@@ -279,15 +263,7 @@ impl Keyring {
         max_age: u64,
     ) -> Result<Challenge, Reject> {
         let [ev, issued_at, id, _] = self.open(token, Kind::Challenge)?;
-        if ev != event {
-            return Err(Reject::OtherEvent);
-        }
-        if issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-            return Err(Reject::FromFuture);
-        }
-        if now >= issued_at.saturating_add(max_age) {
-            return Err(Reject::Expired);
-        }
+        current(ev, event, issued_at, now, issued_at.saturating_add(max_age))?;
         Ok(Challenge {
             event: ev,
             issued_at,
@@ -384,4 +360,20 @@ impl Keyring {
         }
         Ok(fields)
     }
+}
+
+/// What every token shares once its MAC is good: the event it is for, a
+/// start at most [`MAX_CLOCK_SKEW_SECS`] ahead of `now`, and `now` before
+/// its end.
+fn current(ev: u64, event: u64, start: u64, now: u64, end: u64) -> Result<(), Reject> {
+    if ev != event {
+        return Err(Reject::OtherEvent);
+    }
+    if start > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(Reject::FromFuture);
+    }
+    if now >= end {
+        return Err(Reject::Expired);
+    }
+    Ok(())
 }
