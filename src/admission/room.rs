@@ -221,6 +221,9 @@ pub struct Room {
     adaptive: Mutex<Option<(Aimd, u64)>>,
     /// The closed-loop gate, once the origin's load has been read.
     flow: Mutex<Option<super::flow::Flow>>,
+    /// Its limit as of the last tick (0: not stepped yet), read on the
+    /// request path without the lock.
+    flow_limit_now: AtomicU64,
     /// The origin's load as last read by the tick loop.
     origin_load: Mutex<Option<crate::proxy::slots::Load>>,
     /// Places granted so far, for long polls (see `room_gate`).
@@ -377,6 +380,7 @@ impl Room {
             health: OriginHealth::default(),
             adaptive: Mutex::new(None),
             flow: Mutex::new(None),
+            flow_limit_now: AtomicU64::new(0),
             origin_load: Mutex::new(None),
             handoff: tokio::sync::watch::Sender::new(0),
             used_after_tick: AtomicU64::new(0),

@@ -2,6 +2,7 @@
 //! fast hand-off: the origin's load in, the limit out, and visitors near
 //! the head of the line woken the moment their turn may have come.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Room, Settings};
@@ -23,14 +24,13 @@ impl Room {
     /// the origin's slot count, where it starts).
     pub(super) fn flow_limit(&self, cfg: &RoomConfig) -> Option<u64> {
         cfg.closed_loop?;
-        let f = self.flow.lock().unwrap_or_else(|e| e.into_inner());
-        Some(match f.as_ref() {
-            Some(f) => f.limit(),
-            None => self
+        Some(match self.flow_limit_now.load(Ordering::Relaxed) {
+            0 => self
                 .origin_load
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .map_or(1, |l| l.capacity.max(1)),
+            limit => limit,
         })
     }
 
@@ -92,6 +92,7 @@ impl Room {
         let m = &self.metrics.room;
         let Some(cl) = cfg.closed_loop else {
             *self.flow.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.flow_limit_now.store(0, Ordering::Relaxed);
             m.gate_limit.set(0);
             return;
         };
@@ -109,6 +110,7 @@ impl Room {
         let mv = flow.step(now, cl.target, load, answers, used, waiting);
         let (limit, busy) = (flow.limit(), flow.busy());
         drop(slot);
+        self.flow_limit_now.store(limit, Ordering::Relaxed);
         m.gate_limit.set(limit as i64);
         m.gate_origin_busy.set(busy.unwrap_or(0.0));
         if let Some(mv) = mv.filter(|m| m.is_cut()) {
