@@ -242,6 +242,9 @@ impl App {
             out.push("server.admin".to_string());
         }
         let current = self.config.load();
+        if new.server.admin_api.socket != current.server.admin_api.socket {
+            out.push("server.admin_socket".to_string());
+        }
         if new.vouchers != current.vouchers {
             // The ledger stays open for the whole event; swapping it live
             // could hand out a unit twice.

@@ -50,12 +50,26 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
-    /// Talk to a running usher's admin listener; prints its JSON answer,
-    /// exits 1 on a refusal (non-2xx) and 69 when it cannot be reached.
+    /// Talk to a running usher's admin API; prints its JSON answer, exits 1
+    /// on a refusal (non-2xx), 69 when it cannot be reached, 78 when the
+    /// config or token file is unusable.
+    ///
+    /// The token: --token-file, else $USHER_ADMIN_TOKEN, else the config's
+    /// server.admin_token_file, else the one usher made (admin.token in
+    /// its state directory, /var/lib/usher by default).
     Ctl {
-        /// The admin listener (`server.admin` in the config).
-        #[arg(long, default_value = "127.0.0.1:9090")]
-        admin: String,
+        /// The admin listener [default: the config's server.admin, else 127.0.0.1:9090].
+        #[arg(long)]
+        admin: Option<String>,
+        /// The admin Unix socket [default: the config's server.admin_socket].
+        #[arg(long, conflicts_with = "admin")]
+        socket: Option<PathBuf>,
+        /// The config of the running usher: where its admin API and token are.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// A file holding the admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: CtlCommand,
     },
@@ -235,21 +249,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Ctl { admin, command } => match usher::ctl::call(&admin, &command.action()) {
-            Ok(reply) => {
-                println!("{}", reply.pretty());
-                if reply.ok() {
-                    ExitCode::SUCCESS
-                } else {
-                    eprintln!("usher: the admin listener answered {}", reply.status);
-                    ExitCode::FAILURE
+        Command::Ctl {
+            admin,
+            socket,
+            config,
+            token_file,
+            command,
+        } => {
+            let config = match config.map(|c| Config::load(&c)).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EX_CONFIG);
                 }
-            }
-            Err(e) => {
-                eprintln!("usher: {e}");
-                ExitCode::from(EX_UNAVAILABLE)
-            }
-        },
+            };
+            let options = usher::ctl::Options {
+                admin,
+                socket,
+                config,
+                token_file,
+                env_token: std::env::var(usher::ctl::TOKEN_ENV).ok(),
+            };
+            ctl(options, command.action())
+        }
         Command::Voucher { command } => voucher(command),
         Command::Keygen { kid } => {
             let kid = kid.unwrap_or_else(|| usher::ctl::default_kid(usher::app::unix_now() as u64));
@@ -263,6 +285,37 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn ctl(options: usher::ctl::Options, action: Action) -> ExitCode {
+    let client = match options.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("usher: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match client.call(&action) {
+        Ok(reply) => {
+            println!("{}", reply.pretty());
+            if reply.ok() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("usher: the admin listener answered {}", reply.status);
+                if reply.status == 401 && client.token.is_none() {
+                    eprintln!(
+                        "usher: no token found: give -c CONFIG, --token-file or ${}",
+                        usher::ctl::TOKEN_ENV
+                    );
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("usher: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
         }
     }
 }

@@ -8,6 +8,10 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Admin listener: loopback, because it can pause the room and reload config.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+/// Admin paths answered without the bearer token: Prometheus and load
+/// balancer health checks often cannot send one, and these three only read
+/// numbers; everything under `/admin/` always needs the token.
+pub const DEFAULT_ADMIN_OPEN: &[&str] = &["/metrics", "/healthz", "/readyz"];
 /// Open client connections at most. Below the machine's open-file limit
 /// (20,000 here) with room left for origin connections and files.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
@@ -83,6 +87,15 @@ pub struct RawServer {
     pub listen: Vec<String>,
     /// Admin listener (metrics, health, reload); `""` turns it off.
     pub admin: String,
+    /// File holding the admin API's bearer token (e.g. a systemd
+    /// credential); unset, usher makes one at start (`admin.token` in the
+    /// state directory).
+    pub admin_token_file: Option<String>,
+    /// Unix socket for the admin API (`usher ctl`), mode 0600; `""` = none.
+    pub admin_socket: String,
+    /// Admin paths answered without the token (of `/metrics`, `/healthz`,
+    /// `/readyz`); `[]` = every path needs it.
+    pub admin_open: Vec<String>,
     /// Open client connections at most, over all listeners.
     pub max_connections: usize,
     /// Open connections per client address (IPv6: per /64); 0 = no cap.
@@ -114,6 +127,9 @@ impl Default for RawServer {
         RawServer {
             listen: vec![DEFAULT_LISTEN.into()],
             admin: DEFAULT_ADMIN.into(),
+            admin_token_file: None,
+            admin_socket: String::new(),
+            admin_open: DEFAULT_ADMIN_OPEN.iter().map(|p| p.to_string()).collect(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),

@@ -4,6 +4,7 @@
 //! Loading never stops at the first mistake: each section is read on its
 //! own and every value is checked, so ops see all problems in one pass.
 
+pub mod admin;
 pub mod file;
 pub mod locate;
 pub mod room;

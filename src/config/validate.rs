@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Admin listener, if any.
     pub admin: Option<SocketAddr>,
+    /// The admin API's token, Unix socket and open paths.
+    pub admin_api: super::admin::AdminApi,
     /// Open client connections at most.
     pub max_connections: usize,
     /// Open connections per client address (IPv6: per /64); 0 = no cap.
@@ -212,6 +214,7 @@ pub(super) fn server(raw: &RawServer, base: &std::path::Path, p: &mut Problems) 
     ServerConfig {
         listen,
         admin,
+        admin_api: super::admin::admin(raw, base, p),
         max_connections: p.positive("server.max_connections", raw.max_connections),
         max_connections_per_ip: raw.max_connections_per_ip,
         header_read_timeout: p.duration("server.header_read_timeout", &raw.header_read_timeout),

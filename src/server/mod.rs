@@ -24,8 +24,8 @@ use crate::app::{App, Bound};
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
 pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
+    /// The address (or the admin socket's path).
+    pub addr: String,
     /// Why.
     pub source: std::io::Error,
 }
@@ -36,6 +36,7 @@ pub struct Listeners {
     plain: Vec<TcpListener>,
     tls: Vec<TcpListener>,
     admin: Option<TcpListener>,
+    admin_socket: Option<crate::admin::SocketListener>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
@@ -44,14 +45,21 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     } else {
         tokio::net::TcpSocket::new_v6()
     }
-    .map_err(|source| BindError { addr, source })?;
+    .map_err(|source| BindError {
+        addr: addr.to_string(),
+        source,
+    })?;
     // A restart must not wait for TIME_WAIT sockets of the old process.
     let _ = sock.set_reuseaddr(true);
-    sock.bind(addr)
-        .map_err(|source| BindError { addr, source })?;
+    sock.bind(addr).map_err(|source| BindError {
+        addr: addr.to_string(),
+        source,
+    })?;
     // The kernel caps this at somaxconn; ask for plenty for a flash crowd.
-    sock.listen(4096)
-        .map_err(|source| BindError { addr, source })
+    sock.listen(4096).map_err(|source| BindError {
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 async fn adopt_or_bind(
@@ -59,7 +67,10 @@ async fn adopt_or_bind(
     inherited: Option<std::net::TcpListener>,
 ) -> Result<TcpListener, BindError> {
     match inherited {
-        Some(l) => TcpListener::from_std(l).map_err(|source| BindError { addr, source }),
+        Some(l) => TcpListener::from_std(l).map_err(|source| BindError {
+            addr: addr.to_string(),
+            source,
+        }),
         None => bind(addr).await,
     }
 }
@@ -81,6 +92,7 @@ impl Listeners {
             plain: Vec::new(),
             tls: Vec::new(),
             admin: None,
+            admin_socket: None,
         };
         for a in &cfg.server.listen {
             out.plain
@@ -94,6 +106,13 @@ impl Listeners {
         }
         if let Some(a) = cfg.server.admin {
             out.admin = Some(adopt_or_bind(a, inherited.admin.take()).await?);
+        }
+        if let Some(path) = &cfg.server.admin_api.socket {
+            let bound = crate::admin::SocketListener::bind(path);
+            out.admin_socket = Some(bound.map_err(|source| BindError {
+                addr: path.display().to_string(),
+                source,
+            })?);
         }
         Ok(out)
     }
@@ -189,9 +208,10 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
             });
         }
     }
-    if let Some(l) = listeners.admin {
+    if listeners.admin.is_some() || listeners.admin_socket.is_some() {
         tasks.push(tokio::spawn(crate::admin::serve(
-            l,
+            listeners.admin,
+            listeners.admin_socket,
             app.clone(),
             stopped.clone(),
         )));
