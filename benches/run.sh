@@ -8,6 +8,9 @@ BENCH=${BENCH:-../shared/bench}
 what=${1:-all}
 cargo build --release --bin usher >/dev/null
 USHER=$PWD/target/release/usher
+# The admin token of holding.toml (its /admin/status is read below).
+[[ -s benches/admin.token ]] || (umask 077 && openssl rand -hex 32 > benches/admin.token)
+ADMIN_AUTH="Authorization: Bearer $(cat benches/admin.token)"
 
 if [[ $what == forward || $what == all ]]; then
   EXTRA_START="$USHER run -c $PWD/benches/forward.toml" EXTRA_PORT=18100 \
@@ -33,13 +36,13 @@ LUA
   taskset -c 1 wrk -t2 -c64 -d120s -s "$lua" http://127.0.0.1:18102/ >/dev/null &
   wrkpid=$!
   while kill -0 $wrkpid 2>/dev/null; do
-    issued=$(curl -s http://127.0.0.1:18103/admin/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["room"]["issued"])')
+    issued=$(curl -s -H "$ADMIN_AUTH" http://127.0.0.1:18103/admin/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["room"]["issued"])')
     [ "$issued" -ge "$n" ] && { kill $wrkpid; break; }
     sleep 1
   done
   wait $wrkpid 2>/dev/null || true
   after=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
-  status=$(curl -s http://127.0.0.1:18103/admin/status)
+  status=$(curl -s -H "$ADMIN_AUTH" http://127.0.0.1:18103/admin/status)
   issued=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["room"]["issued"])' "$status")
   line=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["room"]["line_memory_bytes"])' "$status")
   echo "tickets_issued=$issued rss_before_kib=$before rss_after_kib=$after rss_growth_mib=$(( (after - before) / 1024 )) line_memory_bytes=$line"

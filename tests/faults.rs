@@ -311,10 +311,20 @@ async fn garbage_certificate_on_reload_keeps_the_old_one() {
 }
 
 /// The config text of a child usher in front of `origin`.
+/// The admin token of [`child_config`]'s usher.
+const ADMIN_TOKEN: &str = "faults-admin-token-0123456789abcdef-0123";
+
+/// A config for the real binary; its admin token file is written beside
+/// the test binary's temp files once.
 fn child_config(origin: SocketAddr, extra: &str) -> String {
+    let token =
+        std::env::temp_dir().join(format!("usher-faults-admin-{}.token", std::process::id()));
+    std::fs::write(&token, ADMIN_TOKEN).unwrap();
     format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{extra}\n\
-         [origin]\nurl = \"http://{origin}\"\n[log]\nformat = \"json\"\n"
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+         admin_token_file = \"{}\"\n{extra}\n\
+         [origin]\nurl = \"http://{origin}\"\n[log]\nformat = \"json\"\n",
+        token.display()
     )
 }
 
@@ -390,7 +400,11 @@ async fn sigterm_while_draining_finishes_in_flight_requests_and_exits_0() {
     // Drain mode first (the balancer is moving visitors away) ...
     let drained = exchange(
         admin,
-        b"POST /admin/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        format!(
+            "POST /admin/drain HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
         Duration::from_secs(2),
     )
     .await;

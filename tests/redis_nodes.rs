@@ -239,7 +239,7 @@ where
     let admin = |path: &'static str| {
         for &port in admins {
             assert_eq!(
-                procs::http_request(port, "POST", path).map(|r| r.0),
+                procs::admin_request(port, "POST", path).map(|r| r.0),
                 Some(200)
             );
         }
@@ -268,7 +268,7 @@ where
     }
     // and every node's status counts the shared line, not its own
     for &port in admins {
-        let (_, body) = procs::http_get(port, "/admin/status").unwrap();
+        let (_, body) = procs::admin_request(port, "GET", "/admin/status").unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["room"]["waiting"], count, "{}", v["room"]);
         assert_eq!(v["room"]["shared"]["nodes"], 3, "{}", v["room"]);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::clients::{connect, get, post};
+use common::clients::{admin_get, admin_post, connect, get};
 use common::inproc::metric;
 use common::proc::UsherProc;
 use common::{within, Origin, TempDir};
@@ -33,13 +33,13 @@ async fn metrics(p: &UsherProc) -> String {
 }
 
 async fn status(p: &UsherProc) -> serde_json::Value {
-    let r = get(p.admin, "/admin/status").await;
+    let r = admin_get(p.admin, "/admin/status").await;
     assert_eq!(r.status(), 200);
     serde_json::from_slice(&r.body).expect("status JSON")
 }
 
 async fn reload(p: &UsherProc) -> (u16, serde_json::Value) {
-    let r = post(p.admin, "/admin/reload").await;
+    let r = admin_post(p.admin, "/admin/reload", "").await;
     (
         r.status(),
         serde_json::from_slice(&r.body).expect("reload JSON"),

@@ -367,7 +367,7 @@ fn backoffs(metrics: &str) -> f64 {
 
 /// The room's part of `/admin/status`.
 async fn room_status(usher: &Usher) -> serde_json::Value {
-    let r = common::clients::get(usher.admin.expect("admin listener"), "/admin/status").await;
+    let r = common::clients::admin_get(usher.admin.expect("admin listener"), "/admin/status").await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("status JSON");
     v["room"].clone()
@@ -382,7 +382,7 @@ fn trace_gate(admin: SocketAddr) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<
         async move {
             let t = Instant::now();
             loop {
-                let r = common::clients::get(admin, "/admin/status").await;
+                let r = common::clients::admin_get(admin, "/admin/status").await;
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) {
                     let (room, g) = (&v["room"], &v["room"]["gate"]);
                     lines.lock().unwrap().push(format!(

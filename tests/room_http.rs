@@ -76,8 +76,9 @@ async fn start(room: &str) -> Usher {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("bypass.secret"), "a-long-enough-shared-secret\n").unwrap();
     std::fs::write(dir.join("test.keys"), TEST_KEYS).unwrap();
+    std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
     let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n[origin]\nurl = \"http://{origin}\"\n[room]\n{room}\n"
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nadmin_token_file = \"admin.token\"\n[origin]\nurl = \"http://{origin}\"\n[room]\n{room}\n"
     );
     let cfg = usher::config::Config::parse(&text, "test", &dir).unwrap_or_else(|e| panic!("{e}"));
     let app = usher::app::App::new(cfg, usher::logging::LogHandle::none()).unwrap();
@@ -144,7 +145,9 @@ impl Usher {
     }
 
     async fn admin(&self, path: &str, body: &str) -> serde_json::Value {
-        let r = Request::post(format!("http://{}{path}", self.admin));
+        let r = Request::post(format!("http://{}{path}", self.admin))
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json");
         let a = self.send(r, body).await;
         serde_json::from_str(&a.body).unwrap_or_else(|_| panic!("{path}: {} {}", a.status, a.body))
     }
@@ -164,6 +167,9 @@ fn jar(cookies: &[String]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// The admin API's token (`admin_token_file = "admin.token"`).
+const ADMIN_TOKEN: &str = "room-http-admin-token-0123456789abcdef";
 
 /// A keys file (`keys_file = "test.keys"`), so a test can seal tokens the
 /// room accepts (or, with another key, tokens it must refuse).
@@ -303,7 +309,11 @@ async fn modes_change_live_through_the_admin_api() {
 
     let status: serde_json::Value = {
         let a = u
-            .send(Request::get(format!("http://{}/admin/status", u.admin)), "")
+            .send(
+                Request::get(format!("http://{}/admin/status", u.admin))
+                    .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}")),
+                "",
+            )
             .await;
         serde_json::from_str(&a.body).unwrap()
     };

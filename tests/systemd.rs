@@ -29,12 +29,18 @@ fn unused_origin() -> String {
     format!("http://{}", l.local_addr().unwrap())
 }
 
+/// The admin token of [`write_config`]'s usher (`usher ctl` gets it from
+/// `$USHER_ADMIN_TOKEN`).
+const ADMIN_TOKEN: &str = "systemd-admin-token-0123456789abcdef-0123";
+
 fn write_config(dir: &Path, listen: &str, admin: &str) -> PathBuf {
     let path = dir.join("usher.toml");
+    std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = [\"{listen}\"]\nadmin = \"{admin}\"\nshutdown_grace = \"2s\"\n\n\
+            "[server]\nlisten = [\"{listen}\"]\nadmin = \"{admin}\"\nshutdown_grace = \"2s\"\n\
+             admin_token_file = \"admin.token\"\n\n\
              [origin]\nurl = \"{}\"\n",
             unused_origin()
         ),
@@ -120,6 +126,7 @@ fn ctl(admin: &str, args: &[&str]) -> Output {
     Command::new(USHER)
         .args(["ctl", "--admin", admin])
         .args(args)
+        .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .unwrap()
 }

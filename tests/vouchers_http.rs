@@ -38,9 +38,13 @@ fn write_common(dir: &Path, stock: usize) {
         usher::tokens::Keyring::generate_line("t1").unwrap() + "\n",
     )
     .unwrap();
+    std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
     let codes: Vec<String> = (0..stock).map(|i| format!("CINE-{i:05}")).collect();
     std::fs::write(dir.join("codes.txt"), codes.join("\n") + "\n").unwrap();
 }
+
+/// The admin token (`admin.token` beside the keys).
+const ADMIN_TOKEN: &str = "vouchers-admin-token-0123456789abcdef";
 
 fn config(dir: &Path, origin: &str, stock: usize, extra: &str) -> String {
     format!(
@@ -48,6 +52,7 @@ fn config(dir: &Path, origin: &str, stock: usize, extra: &str) -> String {
 [server]
 listen = ["127.0.0.1:0"]
 admin = "127.0.0.1:0"
+admin_token_file = "{token}"
 [origin]
 url = "{origin}"
 [room]
@@ -67,6 +72,7 @@ identity = "header:x-user"
 {extra}
 "#,
         keys = dir.join("keys").display(),
+        token = dir.join("admin.token").display(),
         codes = dir.join("codes.txt").display(),
         state = dir.join("state").display(),
     )
@@ -306,6 +312,7 @@ async fn start_binary(cfg: &Path) -> (Proc, String) {
         if let Ok(r) = c
             .request(
                 Request::get(format!("http://127.0.0.1:{admin_port}/admin/status"))
+                    .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
                     .body(Full::new(Bytes::new()))
                     .unwrap(),
             )

@@ -58,6 +58,35 @@ pub async fn post(addr: SocketAddr, path: &str) -> Response {
     .await
 }
 
+/// `GET path` on the admin listener, with the token.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> Response {
+    exchange(
+        addr,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Connection: close\r\n\r\n",
+            super::ADMIN_TOKEN
+        )
+        .as_bytes(),
+    )
+    .await
+}
+
+/// `POST path` on the admin listener with `json` as the body, with the token.
+pub async fn admin_post(addr: SocketAddr, path: &str, json: &str) -> Response {
+    exchange(
+        addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            super::ADMIN_TOKEN,
+            json.len()
+        )
+        .as_bytes(),
+    )
+    .await
+}
+
 /// A TLS connection to `addr` trusting only `cert_pem`, offering `alpn`.
 pub async fn tls_connect(addr: SocketAddr, cert_pem: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     try_tls_connect(addr, cert_pem, alpn)

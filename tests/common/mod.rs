@@ -25,13 +25,30 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F:
     }
 }
 
+/// The admin token of every usher these helpers configure
+/// (`server.admin_token_file` = [`admin_token_file`]).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef-0123456789";
+
+/// A file holding [`ADMIN_TOKEN`], written once per test process.
+pub fn admin_token_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("usher-test-admin-{}.token", std::process::id()));
+        std::fs::write(&p, format!("{ADMIN_TOKEN}\n")).expect("write the admin token file");
+        p
+    })
+}
+
 /// A config for usher in front of `origin`, listening on 127.0.0.1:0, with
 /// extra lines for `[server]` and `[origin]`; `tail` is appended as is.
+/// Its admin API takes [`ADMIN_TOKEN`].
 pub fn config(origin: SocketAddr, server: &str, origin_extra: &str, tail: &str) -> String {
     format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{server}\n\n\
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+         admin_token_file = \"{}\"\n{server}\n\n\
          [origin]\nurl = \"http://{origin}\"\n{origin_extra}\n\n\
-         [log]\nformat = \"json\"\nlevel = \"info\"\n\n{tail}\n"
+         [log]\nformat = \"json\"\nlevel = \"info\"\n\n{tail}\n",
+        admin_token_file().display()
     )
 }
 

@@ -35,6 +35,9 @@ pub fn keyed_temp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// The admin token of every usher [`Usher::start`] runs.
+pub const ADMIN_TOKEN: &str = "procs-admin-token-0123456789abcdef-0123456789";
+
 /// One usher process.
 pub struct Usher {
     child: Child,
@@ -49,10 +52,23 @@ pub struct Usher {
 impl Usher {
     /// Writes `config(port, admin_port)` to `dir/NAME.toml`, starts `usher
     /// run` on it and waits until its admin listener answers `/healthz`.
+    /// The config's `[server]` gets `admin_token_file` (holding
+    /// [`ADMIN_TOKEN`]) added, so tests need not write it.
     pub fn start(dir: &Path, name: &str, config: impl Fn(u16, u16) -> String) -> Usher {
         let (port, admin) = (free_port(), free_port());
         let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config(port, admin)).unwrap();
+        let token = dir.join("admin.token");
+        std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).unwrap();
+        let text = config(port, admin).replacen(
+            "[server]\n",
+            &format!("[server]\nadmin_token_file = \"{}\"\n", token.display()),
+            1,
+        );
+        assert!(
+            text.contains("admin_token_file"),
+            "the config needs a [server]"
+        );
+        std::fs::write(&path, text).unwrap();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_usher"))
             .args(["run", "-c"])
@@ -95,16 +111,16 @@ impl Usher {
         let _ = self.child.wait();
     }
 
-    /// `GET path` on the admin listener: (status, body).
+    /// `GET path` on the admin listener, with the token: (status, body).
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
         let port = self.admin.rsplit(':').next()?.parse().ok()?;
-        http_get(port, path)
+        admin_request(port, "GET", path)
     }
 
-    /// `POST path` (empty body) on the admin listener: the status.
+    /// `POST path` (empty JSON body) on the admin listener, with the token: the status.
     pub fn admin_post(&self, path: &str) -> Option<u16> {
         let port = self.admin.rsplit(':').next()?.parse().ok()?;
-        http_request(port, "POST", path).map(|(s, _)| s)
+        admin_request(port, "POST", path).map(|(s, _)| s)
     }
 
     /// A metric's value from `/metrics` (first series whose name and
@@ -131,12 +147,24 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// A plain HTTP/1.0 request without a body: (status, body).
 pub fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    raw_request(port, method, path, "")
+}
+
+/// A request without a body to the admin listener of an usher started by
+/// [`Usher::start`]: with its token, and as JSON. (status, body).
+pub fn admin_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let headers =
+        format!("Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n");
+    raw_request(port, method, path, &headers)
+}
+
+fn raw_request(port: u16, method: &str, path: &str, headers: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}Content-Length: 0\r\n\r\n"
     )
     .ok()?;
     let mut out = String::new();
