@@ -9,13 +9,14 @@
 //! - [`server`]: listeners, TLS, connection guards, graceful drain.
 //! - [`pipeline`]: the request path and the one place errors become answers.
 //! - [`proxy`]: forwarding to the origin (client pool, header rules, in-flight cap).
-//! - [`admin`]: metrics, health, status and reload over the admin listener.
+//! - [`admin`]: metrics, health, status and reload over the admin listener
+//!   and socket, behind its guard (no browser pages, a bearer token, JSON only).
 //! - [`metrics`]: every metric, in one struct.
 //! - [`logging`]: tracing setup and the access log.
 //! - [`holding`]: the holding page, status JSON and usher's own error pages.
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
 //! - [`notify`]: systemd readiness, reload and watchdog notifications.
-//! - [`ctl`]: the `usher ctl` admin client.
+//! - [`ctl`]: the `usher ctl` admin client (finds the API and token, speaks hyper).
 //! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
 //! - [`store`]: durable state: the voucher claim ledger and its audit log.
 //! - [`sim`]: `usher-sim`, the flash-crowd simulator and its report.
