@@ -121,7 +121,22 @@ async fn a_page_on_another_origin_cannot_change_the_room() {
             ),
         ),
         (
-            // The same form, even if the page somehow had the token.
+            // <form enctype=text/plain method=post action=.../admin/room>
+            //   <input name='{"mode":"closed","message":"' value='"}'>
+            "text/plain form spelling JSON",
+            from_page(
+                "POST",
+                "/admin/room",
+                admin,
+                "Cache-Control: max-age=0\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n\
+                 Upgrade-Insecure-Requests: 1\r\nAccept: text/html,*/*;q=0.8\r\n\
+                 Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-User: ?1\r\n\
+                 Sec-Fetch-Dest: document\r\n",
+                r#"{"mode":"closed","message":"="}"#,
+            ),
+        ),
+        (
+            // A page's fetch with the token and JSON, should it ever leak.
             "fetch POST with the token and JSON",
             from_page(
                 "POST",
