@@ -77,7 +77,7 @@ pub fn check(
     if let Some(o) = headers.get(header::ORIGIN) {
         return Err(Refusal::Browser(format!(
             "`Origin: {}`",
-            String::from_utf8_lossy(o.as_bytes())
+            shown(o.as_bytes())
         )));
     }
     if let Some(site) = headers
@@ -86,7 +86,7 @@ pub fn check(
     {
         return Err(Refusal::Browser(format!(
             "`Sec-Fetch-Site: {}`",
-            String::from_utf8_lossy(site.as_bytes())
+            shown(site.as_bytes())
         )));
     }
     if !api.is_open(path) && peer != Peer::TrustedSocket {
@@ -109,12 +109,22 @@ pub fn check(
                 .trim_ascii()
         });
         if !essence.is_some_and(|e| e.eq_ignore_ascii_case(b"application/json")) {
-            return Err(Refusal::NotJson(ct.map_or("none".into(), |v| {
-                format!("`{}`", String::from_utf8_lossy(v))
-            })));
+            return Err(Refusal::NotJson(
+                ct.map_or("none".into(), |v| format!("`{}`", shown(v))),
+            ));
         }
     }
     Ok(())
+}
+
+/// A client's header value for a message and the log: at most 100 bytes.
+fn shown(v: &[u8]) -> String {
+    let cut = &v[..v.len().min(100)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if cut.len() < v.len() {
+        s.push_str("...");
+    }
+    s
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.
@@ -297,6 +307,14 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn long_header_values_are_cut_in_the_reason() {
+        let long = format!("http://{}.example", "a".repeat(500));
+        let r = run(Method::GET, "/metrics", &[("origin", &long)], Peer::Tcp).unwrap_err();
+        assert!(r.to_string().len() < 300, "{r}");
+        assert!(r.to_string().contains("http://aaaa") && r.to_string().contains("..."));
     }
 
     #[test]
