@@ -3,6 +3,34 @@
 //!
 //! Hot-path counters are resolved to their label values once, at start, so
 //! counting a request is an atomic add, not a hash lookup.
+//!
+//! # One node or N nodes
+//! With `[store] backend = "redis"` several nodes share one line, and two
+//! kinds of figure come out of them:
+//! - **Line-wide** gauges: the shared line's figure, read from Redis by
+//!   every node's tick (people waiting, active, pending, the admission
+//!   rate, the wait estimate, the nodes, the voucher stock) or a setting
+//!   every node holds. N nodes report the same number, so a sum reads N
+//!   times too high: aggregate them with `max`. Their HELP text ends with
+//!   [`LINE_WIDE`] and `tests/monitoring.rs` holds the shipped dashboard
+//!   and alerts to it.
+//! - **Node-local** figures: everything else. Counters count what this
+//!   node did (the passes it gave, the tickets it issued, its requests,
+//!   its gate's back-offs), so the sum over nodes is the line's total;
+//!   gauges describe this process (its origin slots, its gate's limit).
+//!
+//! Without Redis each node is its own line and every figure is its own.
+
+/// The tail of a line-wide gauge's HELP text (a macro so that `concat!`
+/// can append it to a literal).
+macro_rules! line_wide {
+    () => {
+        " (line-wide: with Redis every node reports the shared line's figure; aggregate nodes with max, not sum)"
+    };
+}
+
+/// The tail of the HELP text of every line-wide gauge.
+pub const LINE_WIDE: &str = line_wide!();
 
 mod room;
 mod vouchers;

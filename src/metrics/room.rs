@@ -55,6 +55,8 @@ pub struct RoomMetrics {
     pub gate_origin_busy: Gauge,
     /// Back-offs of the closed-loop gate, by reason.
     pub gate_backoffs: IntCounterVec,
+    /// The busy share the closed-loop gate aims at (0 when it is off).
+    pub gate_origin_target: Gauge,
 }
 
 /// Room states for `usher_room_state{state}`.
@@ -132,7 +134,10 @@ impl RoomMetrics {
         }
         reg(Box::new(proof_of_work.clone()));
         let state = IntGaugeVec::new(
-            Opts::new("usher_room_state", "1 for the waiting room's current state"),
+            Opts::new(
+                "usher_room_state",
+                concat!("1 for the waiting room's current state", line_wide!()),
+            ),
             &["state"],
         )
         .expect("valid metric");
@@ -142,13 +147,19 @@ impl RoomMetrics {
         reg(Box::new(state.clone()));
         let admission_rate = Gauge::new(
             "usher_admission_rate",
-            "Visitors admitted per second, over the last minute",
+            concat!(
+                "Visitors admitted per second, over the last minute",
+                line_wide!()
+            ),
         )
         .expect("valid metric");
         reg(Box::new(admission_rate.clone()));
         let wait_estimate = Gauge::new(
             "usher_wait_estimate_seconds",
-            "Estimated wait for a visitor joining the back of the line now (0 when unknown)",
+            concat!(
+                "Estimated wait for a visitor joining the back of the line now (0 when unknown)",
+                line_wide!()
+            ),
         )
         .expect("valid metric");
         reg(Box::new(wait_estimate.clone()));
@@ -197,6 +208,12 @@ impl RoomMetrics {
         )
         .expect("valid metric");
         reg(Box::new(gate_origin_busy.clone()));
+        let gate_origin_target = Gauge::new(
+            "usher_gate_origin_target_ratio",
+            "The share of origin.max_in_flight the closed-loop gate aims to keep busy (room.origin_target; 0 when the gate is fixed)",
+        )
+        .expect("valid metric");
+        reg(Box::new(gate_origin_target.clone()));
         let store_up = gauge(
             "usher_store_up",
             "1 while the line's state store answers, 0 while it does not",
@@ -204,7 +221,10 @@ impl RoomMetrics {
         store_up.set(1);
         let store_nodes = gauge(
             "usher_store_nodes",
-            "Nodes sharing the line, by the last heartbeat in the store (1 without Redis)",
+            concat!(
+                "Nodes sharing the line, by the last heartbeat in the store (1 without Redis)",
+                line_wide!()
+            ),
         );
         store_nodes.set(1);
         RoomMetrics {
@@ -213,9 +233,10 @@ impl RoomMetrics {
             adaptive_changes,
             gate_backoffs,
             gate_origin_busy,
+            gate_origin_target,
             gate_limit: gauge(
                 "usher_gate_limit",
-                "Visitors the closed-loop gate lets inside now, active plus pending (0 when the gate is fixed)",
+                "Visitors this node's closed-loop gate lets inside now, active plus pending across the line (0 when the gate is fixed)",
             ),
             adaptive_rate: gauge(
                 "usher_adaptive_new_users_per_minute",
@@ -223,7 +244,7 @@ impl RoomMetrics {
             ),
             queue_length: gauge(
                 "usher_queue_length",
-                "Visitors waiting in line and still polling",
+                concat!("Visitors waiting in line and still polling", line_wide!()),
             ),
             tickets_issued: counter(
                 "usher_tickets_issued_total",
@@ -234,19 +255,28 @@ impl RoomMetrics {
             admitted_local_share: admitted.with_label_values(&["local_share"]),
             active_users: gauge(
                 "usher_active_users",
-                "Admitted visitors active within their session",
+                concat!(
+                    "Admitted visitors active within their session",
+                    line_wide!()
+                ),
             ),
             pending_admissions: gauge(
                 "usher_pending_admissions",
-                "Visitors whose turn came but who have not yet taken their pass",
+                concat!(
+                    "Visitors whose turn came but who have not yet taken their pass",
+                    line_wide!()
+                ),
             ),
             max_active_users: gauge(
                 "usher_room_max_active_users",
-                "Active visitors allowed (effective)",
+                concat!("Active visitors allowed (effective)", line_wide!()),
             ),
             new_users_per_minute: gauge(
                 "usher_room_new_users_per_minute",
-                "New visitors admitted per minute (effective target)",
+                concat!(
+                    "New visitors admitted per minute (effective target)",
+                    line_wide!()
+                ),
             ),
             admission_rate,
             wait_estimate,

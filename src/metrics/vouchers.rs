@@ -6,8 +6,10 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 pub struct VoucherMetrics {
     /// Vouchers issued (fresh codes).
     pub issued: IntCounter,
-    /// Units left.
+    /// Units left (line-wide with the Redis ledger).
     pub remaining: IntGauge,
+    /// The stock the ledger enforces (0 without `[vouchers]`).
+    pub stock: IntGauge,
     /// Claims by outcome.
     pub claims: IntCounterVec,
     /// Time the issuer plugin took.
@@ -24,9 +26,21 @@ impl VoucherMetrics {
         let issued = IntCounter::new("usher_vouchers_issued_total", "Voucher codes issued")
             .expect("valid metric");
         reg(Box::new(issued.clone()));
-        let remaining = IntGauge::new("usher_vouchers_remaining", "Vouchers left in stock")
-            .expect("valid metric");
+        let remaining = IntGauge::new(
+            "usher_vouchers_remaining",
+            concat!("Vouchers left in stock", line_wide!()),
+        )
+        .expect("valid metric");
         reg(Box::new(remaining.clone()));
+        let stock = IntGauge::new(
+            "usher_vouchers_stock",
+            concat!(
+                "Vouchers the ledger gives out in all (vouchers.stock, capped by the pool; 0 without vouchers)",
+                line_wide!()
+            ),
+        )
+        .expect("valid metric");
+        reg(Box::new(stock.clone()));
         let claims = IntCounterVec::new(
             Opts::new("usher_voucher_claims_total", "Voucher claims, by outcome"),
             &["outcome"],
@@ -63,6 +77,7 @@ impl VoucherMetrics {
         VoucherMetrics {
             issued,
             remaining,
+            stock,
             claims,
             plugin_duration,
             plugin_errors,
