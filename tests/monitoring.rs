@@ -52,9 +52,10 @@ async fn http(addr: std::net::SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Starts usher with a plain and a TLS listener and sends the traffic that
-/// creates the labelled series (a connection, a refused handshake, a
-/// smuggling attempt), then returns its `/metrics`.
+/// Starts usher with a plain and a TLS listener, a room (the closed-loop
+/// gate) and vouchers, sends the traffic that creates the labelled series
+/// (a connection, a refused handshake, a smuggling attempt), then returns
+/// its `/metrics` once the room has ticked.
 async fn scrape_running_usher() -> String {
     // Tests run at once: one directory each.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -67,7 +68,12 @@ async fn scrape_running_usher() -> String {
     let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
                 [server.tls]\nlisten = [\"127.0.0.1:0\"]\n\
                 [[server.tls.certificates]]\ncert = \"dev.crt\"\nkey = \"dev.key\"\n\
-                [origin]\nurl = \"http://127.0.0.1:9\"\n";
+                [origin]\nurl = \"http://127.0.0.1:9\"\n\
+                [room]\ntick = \"50ms\"\n\
+                [vouchers]\nplugin = \"pool\"\npool_file = \"codes.txt\"\nstock = 5\n\
+                state_dir = \"state\"\nidentity = \"header:x-user\"\n";
+    // three codes for a stock of five: the pool is the stock
+    std::fs::write(dir.join("codes.txt"), "A-1\nA-2\nA-3\n").unwrap();
     let cfg = Config::parse(text, "test", &dir).unwrap();
     let app = App::new(cfg, LogHandle::none()).unwrap();
     let listeners = Listeners::bind(&app).await.unwrap();
@@ -83,11 +89,23 @@ async fn scrape_running_usher() -> String {
     assert!(smuggle.starts_with("HTTP/1.1 400"), "{smuggle}");
     http(tls, b"this is not a TLS hello\r\n\r\n").await;
 
-    let metrics = http(
-        admin,
-        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    // The room's first ticks set the closed-loop gate's figures.
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let metrics = http(
+            admin,
+            b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if metrics.contains("\nusher_gate_origin_target_ratio 0.85\n") {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no gate target after 10 s:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     running.shutdown(std::time::Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&dir);
     metrics
@@ -107,6 +125,10 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported() {
     let metrics = scrape_running_usher().await;
     let have = exported(&metrics);
     assert!(have.contains("usher_build_info"), "{metrics}");
+    // the voucher stock the alerts compare with: the pool's three codes
+    for line in ["usher_vouchers_stock 3", "usher_vouchers_remaining 3"] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
 
     let missing: Vec<&String> = used.iter().filter(|n| !have.contains(*n)).collect();
     assert!(
