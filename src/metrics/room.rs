@@ -210,7 +210,10 @@ impl RoomMetrics {
         reg(Box::new(gate_origin_busy.clone()));
         let gate_origin_target = Gauge::new(
             "usher_gate_origin_target_ratio",
-            "The share of origin.max_in_flight the closed-loop gate aims to keep busy (room.origin_target; 0 when the gate is fixed)",
+            concat!(
+                "The share of origin.max_in_flight the closed-loop gate aims to keep busy (room.origin_target; 0 when the gate is fixed)",
+                line_wide!()
+            ),
         )
         .expect("valid metric");
         reg(Box::new(gate_origin_target.clone()));
