@@ -161,6 +161,12 @@ impl Refusal {
 
 /// Reads the header from `stream`, leaving every byte after it unread.
 /// Returns the visitor's address, or `None` to keep the socket peer.
+///
+/// A balancer writes the header in one piece, so one peek usually holds
+/// it all and one read takes it. Otherwise the bytes are read, never more
+/// than the header must still hold (what [`Frame::Incomplete`] asks for is
+/// a lower bound of its length), so nothing past it is taken, and a peer
+/// that leaves mid-header is seen at once.
 pub async fn read_header(
     stream: &mut TcpStream,
     timeout: Duration,
@@ -168,31 +174,38 @@ pub async fn read_header(
     let mut seen = 0usize;
     let read = async {
         // Enough for any v1 header and a v2 header with addresses and a
-        // few TLVs; grown once for a longer v2.
+        // few TLVs; grown for a longer v2.
         let mut buf = vec![0u8; 256];
-        loop {
-            let n = stream.peek(&mut buf).await.map_err(|_| Refusal::Invalid)?;
-            if n == 0 {
-                return Err(if seen == 0 {
-                    Refusal::Idle
-                } else {
-                    Refusal::Invalid
-                });
+        let n = stream.peek(&mut buf).await.map_err(|_| Refusal::Invalid)?;
+        if n == 0 {
+            return Err(Refusal::Idle);
+        }
+        seen = n;
+        let mut need = match parse(&buf[..n]) {
+            Frame::Header { len, source } => {
+                stream
+                    .read_exact(&mut buf[..len])
+                    .await
+                    .map_err(|_| Refusal::Invalid)?;
+                return Ok(source);
             }
-            seen = n;
-            match parse(&buf[..n]) {
-                Frame::Header { len, source } => {
-                    stream
-                        .read_exact(&mut buf[..len])
-                        .await
-                        .map_err(|_| Refusal::Invalid)?;
-                    return Ok(source);
-                }
-                Frame::Invalid => return Err(Refusal::Invalid),
-                Frame::Incomplete(need) if need > buf.len() => buf.resize(need, 0),
-                // A peek returns at once while bytes wait unread: pause
-                // instead of spinning until the rest arrives.
-                Frame::Incomplete(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Frame::Invalid => return Err(Refusal::Invalid),
+            Frame::Incomplete(need) => need,
+        };
+        let mut have = 0;
+        loop {
+            if need > buf.len() {
+                buf.resize(need, 0);
+            }
+            stream
+                .read_exact(&mut buf[have..need])
+                .await
+                .map_err(|_| Refusal::Invalid)?;
+            have = need;
+            match parse(&buf[..have]) {
+                Frame::Header { len, source } if len == have => return Ok(source),
+                Frame::Incomplete(n) if n > have => need = n,
+                _ => return Err(Refusal::Invalid),
             }
         }
     };

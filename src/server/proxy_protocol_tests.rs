@@ -183,18 +183,29 @@ async fn read_header_leaves_what_follows_in_the_socket() {
     assert_eq!(&rest, b"hello");
     drop(client.await.unwrap());
 
-    // Half a header, then nothing: a timeout; nothing at all: idle.
+    // Half a header, then nothing: a timeout; nothing at all: idle; half a
+    // header and the peer leaves: invalid at once, not at the timeout.
     let client = tokio::spawn(async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"PROXY TCP4 ").await.unwrap();
         let quiet = TcpStream::connect(addr).await.unwrap();
+        let mut gone = TcpStream::connect(addr).await.unwrap();
+        gone.write_all(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x01")
+            .await
+            .unwrap();
+        gone.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        (s, quiet)
+        (s, quiet, gone)
     });
     let (mut half, _) = listener.accept().await.unwrap();
     let (mut quiet, _) = listener.accept().await.unwrap();
+    let (mut gone, _) = listener.accept().await.unwrap();
     let wait = Duration::from_millis(200);
     assert_eq!(read_header(&mut half, wait).await, Err(Refusal::Timeout));
     assert_eq!(read_header(&mut quiet, wait).await, Err(Refusal::Idle));
+    let started = Instant::now();
+    let long = Duration::from_secs(5);
+    assert_eq!(read_header(&mut gone, long).await, Err(Refusal::Invalid));
+    assert!(started.elapsed() < Duration::from_secs(1));
     drop(client.await.unwrap());
 }
