@@ -461,3 +461,33 @@ async fn check_names_every_mistake_in_the_section() {
     assert!(text.contains("server.proxy_protocol.listen.1"), "{text}");
     assert!(text.contains("server.proxy_protocol.from.0"), "{text}");
 }
+
+#[tokio::test]
+async fn an_inherited_socket_takes_the_header_too() {
+    let origin = Origin::ok().await;
+    let o = origin.addr;
+    let u = common::activated::Activated::start(
+        move |listen| {
+            format!(
+                "[server]\nlisten = [\"{listen}\"]\nadmin = \"\"\n\
+                 [server.proxy_protocol]\nlisten = [\"{listen}\"]\nfrom = [\"127.0.0.1/32\"]\n\
+                 [origin]\nurl = \"http://{o}\"\n[log]\nformat = \"json\"\naccess = \"json\"\n"
+            )
+        },
+        &[],
+        None,
+    );
+    let r = get_via(u.addr, &v2_for("203.0.113.50".parse().unwrap()), "/sd")
+        .await
+        .expect("served on the inherited socket");
+    assert_eq!(r.status(), 200);
+    let got = origin.wait_for(1).await;
+    assert_eq!(got[0].head.get("x-forwarded-for"), Some("203.0.113.50"));
+    let mut c = Conn::new(connect_from("127.0.0.2", u.addr).await);
+    let _ = c
+        .send(b"PROXY TCP4 203.0.113.51 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    assert!(c.closed_within(Duration::from_secs(5)).await, "stranger");
+    u.wait_for_lines("\"reason\":\"proxy_untrusted\"", 1).await;
+    assert_eq!(origin.count(), 0);
+}
