@@ -491,3 +491,66 @@ async fn an_inherited_socket_takes_the_header_too() {
     u.wait_for_lines("\"reason\":\"proxy_untrusted\"", 1).await;
     assert_eq!(origin.count(), 0);
 }
+
+#[tokio::test]
+async fn a_reload_applies_from_at_once_and_asks_a_restart_for_listen() {
+    let origin = Origin::ok().await;
+    let e = start(origin.addr, "", "", false).await;
+    let reloaded = |n: usize| {
+        let u = &e.u;
+        within(10, "the reload", async move {
+            while u
+                .logs()
+                .iter()
+                .filter(|l| l.contains("\"config reloaded\""))
+                .count()
+                < n
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let text = std::fs::read_to_string(&e.u.config).unwrap();
+    // The balancer moves to 127.0.0.2.
+    let moved = text.replace("from = [\"127.0.0.1/32\"]", "from = [\"127.0.0.2/32\"]");
+    assert_ne!(moved, text);
+    e.u.dir.write("usher.toml", &moved);
+    e.u.signal(libc::SIGHUP);
+    reloaded(1).await;
+    let header = b"PROXY TCP4 203.0.113.60 127.0.0.1 40000 80\r\n";
+    assert!(
+        get_via(e.proxied, header, "/old").await.is_none(),
+        "old balancer refused"
+    );
+    let mut c = Conn::new(connect_from("127.0.0.2", e.proxied).await);
+    c.send(
+        &[
+            &header[..],
+            b"GET /new HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.read_response("GET").await.unwrap().status(), 200);
+    let got = origin.wait_for(1).await;
+    assert_eq!(got[0].head.get("x-forwarded-for"), Some("203.0.113.60"));
+
+    // Which listeners read the header is fixed at start.
+    let more = moved.replace(
+        "listen = [\"127.0.0.1:0\"]\nfrom",
+        "listen = [\"127.0.0.1:0\", \"127.0.0.3:0\"]\nfrom",
+    );
+    assert_ne!(more, moved);
+    e.u.dir.write("usher.toml", &more);
+    e.u.signal(libc::SIGHUP);
+    reloaded(2).await;
+    assert!(e
+        .u
+        .logs()
+        .iter()
+        .any(|l| l.contains("needs a restart") && l.contains("server.proxy_protocol.listen")));
+    let direct = e.direct.expect("the direct listener");
+    let r = common::clients::get(direct, "/direct").await;
+    assert_eq!(r.status(), 200, "the direct listener still takes no header");
+}
