@@ -142,12 +142,13 @@ async fn proxied(
     app: &App,
     per_ip: &Arc<PerIp>,
 ) -> Option<(TcpStream, SocketAddr, Option<PerIpSlot>)> {
-    let (from, timeout) = {
+    let (trusted, timeout) = {
         let cfg = app.config.load();
-        let from = cfg.server.proxy_protocol.as_ref().map(|p| p.from.clone());
-        (from.unwrap_or_default(), cfg.server.header_read_timeout)
+        let pp = cfg.server.proxy_protocol.as_ref();
+        let trusted = pp.is_some_and(|p| is_trusted(peer.ip(), &p.from));
+        (trusted, cfg.server.header_read_timeout)
     };
-    let read = if is_trusted(peer.ip(), &from) {
+    let read = if trusted {
         proxy_protocol::read_header(&mut stream, timeout).await
     } else {
         Err(Refusal::Untrusted)
