@@ -102,6 +102,7 @@ pub fn build(
             (Arc::new(hook), cfg.stock)
         }
     };
+    metrics.vouchers.stock.set(stock as i64);
     let ledger: ClaimLedger = match redis {
         Some(con) => {
             tracing::info!(
