@@ -21,7 +21,7 @@ secs="${FUZZ_SECONDS:-20}"
 # uninstrumented build is several times faster to build and to run.
 # FUZZ_SANITIZER=address brings ASan back.
 sanitizer="${FUZZ_SANITIZER:-none}"
-targets="${FUZZ_TARGETS:-tokens cookies config paths h1_guard request}"
+targets="${FUZZ_TARGETS:-tokens cookies config paths h1_guard request proxy_protocol}"
 # The fuzz crate keeps its own target dir (its build flags differ).
 unset CARGO_TARGET_DIR
 

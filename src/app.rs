@@ -245,6 +245,12 @@ impl App {
         if new.server.admin_api.socket != current.server.admin_api.socket {
             out.push("server.admin_socket".to_string());
         }
+        let pp = |c: &Config| c.server.proxy_protocol.as_ref().map(|p| sorted(&p.listen));
+        if pp(new) != pp(&current) {
+            // Which listeners read the header is fixed when they start;
+            // `from` applies live.
+            out.push("server.proxy_protocol.listen".to_string());
+        }
         if new.vouchers != current.vouchers {
             // The ledger stays open for the whole event; swapping it live
             // could hand out a unit twice.

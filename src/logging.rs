@@ -1,7 +1,13 @@
 //! Logs: tracing to stderr as text or JSON lines (the filter reloads live),
 //! and the access log, one line per request in combined or JSON format with
 //! credentials redacted.
+//!
+//! The access log is not a tracing event: each line is written whole to
+//! stderr by itself, so a JSON line is one object with the request's fields
+//! at the top level (not a string inside `message`), and `log.level` (the
+//! app log's filter) never silences it; `log.access` alone turns it on or off.
 
+use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
@@ -36,8 +42,14 @@ pub fn init(cfg: &LogConfig) -> LogHandle {
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.level.clone());
     let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
+    let colour = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("JOURNAL_STREAM").is_some(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(true);
     let result = if cfg.json {
         tracing_subscriber::registry()
@@ -51,6 +63,14 @@ pub fn init(cfg: &LogConfig) -> LogHandle {
             .try_init()
     };
     LogHandle(result.is_ok().then_some(handle))
+}
+
+/// Whether text logs get ANSI colours: only for a person at a terminal.
+/// Not when stderr is a pipe or a file, not under journald (which sets
+/// `JOURNAL_STREAM` and stores the escape codes as they are), and not with
+/// `NO_COLOR` set (no-color.org).
+pub fn colour(stderr_is_terminal: bool, journal: bool, no_color: bool) -> bool {
+    stderr_is_terminal && !journal && !no_color
 }
 
 /// The access log; its format changes on reload.
@@ -146,7 +166,8 @@ impl AccessLog {
         self.format() != Format::Off
     }
 
-    /// Writes one line for an answered request.
+    /// Writes one line for an answered request to stderr, in one write so
+    /// that lines from many requests never interleave.
     pub fn write<B>(
         &self,
         req: &RequestLine,
@@ -155,47 +176,61 @@ impl AccessLog {
         outcome: Outcome,
         took: Duration,
     ) {
+        let Some(line) = self.line(req, client, resp, outcome, took, SystemTime::now()) else {
+            return;
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    /// The line for an answered request, newline included; `None` when off.
+    pub fn line<B>(
+        &self,
+        req: &RequestLine,
+        client: IpAddr,
+        resp: &Response<B>,
+        outcome: Outcome,
+        took: Duration,
+        now: SystemTime,
+    ) -> Option<String> {
         let bytes = resp
             .headers()
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+            .and_then(|v| v.to_str().ok());
         let status = resp.status().as_u16();
         let version = match req.version {
             http::Version::HTTP_2 => "HTTP/2.0",
             http::Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         };
-        match self.format() {
-            Format::Off => {}
-            Format::Combined => {
-                let line = format!(
-                    "{client} - - [{}] \"{} {} {version}\" {status} {bytes} \"{}\" \"{}\"",
-                    clf_time(SystemTime::now()),
-                    req.method,
-                    escape(&req.target),
-                    escape(req.referer.as_deref().unwrap_or("-")),
-                    escape(req.user_agent.as_deref().unwrap_or("-")),
-                );
-                tracing::info!(target: "usher::access", "{line}");
-            }
-            Format::Json => {
-                let line = serde_json::json!({
-                    "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                    "client": client.to_string(),
-                    "method": req.method.as_str(),
-                    "target": req.target,
-                    "version": version,
-                    "status": status,
-                    "bytes": bytes,
-                    "outcome": format!("{outcome:?}").to_lowercase(),
-                    "duration_ms": took.as_secs_f64() * 1000.0,
-                    "referer": req.referer,
-                    "user_agent": req.user_agent,
-                });
-                tracing::info!(target: "usher::access", "{line}");
-            }
-        }
+        let mut line = match self.format() {
+            Format::Off => return None,
+            Format::Combined => format!(
+                "{client} - - [{}] \"{} {} {version}\" {status} {} \"{}\" \"{}\"",
+                clf_time(now),
+                req.method,
+                escape(&req.target),
+                bytes.unwrap_or("-"),
+                escape(req.referer.as_deref().unwrap_or("-")),
+                escape(req.user_agent.as_deref().unwrap_or("-")),
+            ),
+            Format::Json => serde_json::json!({
+                "time": humantime::format_rfc3339_millis(now).to_string(),
+                "type": "access",
+                "client": client.to_string(),
+                "method": req.method.as_str(),
+                "target": req.target,
+                "version": version,
+                "status": status,
+                "bytes": bytes.and_then(|b| b.parse::<u64>().ok()),
+                "outcome": format!("{outcome:?}").to_lowercase(),
+                "duration_ms": took.as_secs_f64() * 1000.0,
+                "referer": req.referer,
+                "user_agent": req.user_agent,
+            })
+            .to_string(),
+        };
+        line.push('\n');
+        Some(line)
     }
 }
 
@@ -270,6 +305,87 @@ mod tests {
             clf_time(SystemTime::UNIX_EPOCH),
             "01/Jan/1970:00:00:00 +0000"
         );
+    }
+
+    #[test]
+    fn colour_only_at_a_terminal_outside_journald() {
+        assert!(colour(true, false, false));
+        assert!(!colour(false, false, false), "piped or redirected");
+        assert!(!colour(true, true, false), "journald");
+        assert!(!colour(true, false, true), "NO_COLOR");
+    }
+
+    #[test]
+    fn a_json_line_is_one_object_with_the_fields_at_the_top() {
+        let log = AccessLog::new(Format::Json);
+        let req = Request::builder()
+            .method("POST")
+            .uri("/buy?seat=7&token=s3cret")
+            .header("user-agent", "ua \"quoted\"\tend")
+            .body(())
+            .unwrap();
+        let resp = Response::builder()
+            .status(201)
+            .header("content-length", "12")
+            .body(())
+            .unwrap();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_634_096);
+        let line = log
+            .line(
+                &RequestLine::of(&req),
+                client,
+                &resp,
+                Outcome::Forwarded,
+                Duration::from_millis(3),
+                t,
+            )
+            .unwrap();
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line:?}"
+        );
+        assert!(
+            !line.contains('\u{1b}'),
+            "control bytes are escaped: {line:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "access");
+        assert_eq!(v["client"], "203.0.113.7");
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["target"], "/buy?seat=7&token=REDACTED");
+        assert_eq!(v["status"], 201);
+        assert_eq!(v["bytes"], 12);
+        assert_eq!(v["outcome"], "forwarded");
+        assert_eq!(v["time"], "2026-11-25T19:14:56.000Z");
+        assert_eq!(v["user_agent"], "ua \"quoted\"\tend");
+
+        log.set(Format::Combined);
+        let line = log
+            .line(
+                &RequestLine::of(&req),
+                client,
+                &resp,
+                Outcome::Forwarded,
+                Duration::ZERO,
+                t,
+            )
+            .unwrap();
+        assert_eq!(
+            line,
+            "203.0.113.7 - - [25/Nov/2026:19:14:56 +0000] \"POST /buy?seat=7&token=REDACTED HTTP/1.1\" 201 12 \"-\" \"ua \\\"quoted\\\"\\x09end\"\n"
+        );
+        log.set(Format::Off);
+        assert!(log
+            .line(
+                &RequestLine::of(&req),
+                client,
+                &resp,
+                Outcome::Forwarded,
+                Duration::ZERO,
+                t
+            )
+            .is_none());
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct RawServer {
     pub http2: RawHttp2,
     /// TLS listeners and certificates.
     pub tls: Option<RawTls>,
+    /// Listeners whose connections start with a PROXY protocol header.
+    pub proxy_protocol: Option<RawProxyProtocol>,
 }
 
 impl Default for RawServer {
@@ -142,6 +144,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             http2: RawHttp2::default(),
             tls: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -191,6 +194,20 @@ pub struct RawCertificate {
     pub cert: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: String,
+}
+
+/// `[server.proxy_protocol]`: PROXY protocol (v1 or v2) from an L4 balancer.
+/// No default: a listener takes the header only when named here, and only
+/// from the peers named here (the section absent, no listener takes it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocol {
+    /// Listeners (addresses as written in `server.listen` or
+    /// `server.tls.listen`) where every connection must start with the header.
+    pub listen: Vec<String>,
+    /// Peers (CIDRs or addresses) allowed to send it: the balancer's. Any
+    /// other peer on those listeners is refused.
+    pub from: Vec<String>,
 }
 
 /// `[origin]`: the site usher protects.

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, ValueDeserializer};
 
-pub use validate::{AccessLog, LogConfig, OriginConfig, ServerConfig, TlsConfig};
+pub use validate::{
+    AccessLog, LogConfig, OriginConfig, ProxyProtocolConfig, ServerConfig, TlsConfig,
+};
 
 /// The embedded default: usher in front of the demo origin on loopback,
 /// with no Redis and no files needed (`usher run` without `-c`).

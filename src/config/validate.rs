@@ -90,6 +90,24 @@ pub struct ServerConfig {
     pub h2_max_resets: usize,
     /// TLS listeners and certificates.
     pub tls: Option<TlsConfig>,
+    /// PROXY protocol listeners and who may send the header.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+}
+
+/// `[server.proxy_protocol]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyProtocolConfig {
+    /// Listeners (as configured) that expect the header.
+    pub listen: Vec<SocketAddr>,
+    /// Peers allowed to send it.
+    pub from: Vec<IpNet>,
+}
+
+impl ProxyProtocolConfig {
+    /// Whether the listener configured as `addr` expects the header.
+    pub fn on(&self, addr: SocketAddr) -> bool {
+        self.listen.contains(&addr)
+    }
 }
 
 /// TLS listeners and certificate files.
@@ -207,6 +225,10 @@ pub(super) fn server(raw: &RawServer, base: &std::path::Path, p: &mut Problems) 
             }
         })
         .collect();
+    let proxy_protocol = raw.proxy_protocol.as_ref().map(|pp| {
+        let tls_listen: &[SocketAddr] = tls.as_ref().map_or(&[], |t| &t.listen);
+        proxy_protocol(pp, &listen, tls_listen, p)
+    });
     let max_header_bytes = p.bytes("server.max_header_bytes", &raw.max_header_bytes);
     if max_header_bytes != 0 && !(8192..=(1 << 20)).contains(&max_header_bytes) {
         p.push("server.max_header_bytes", "must be between 8KiB and 1MiB");
@@ -231,7 +253,55 @@ pub(super) fn server(raw: &RawServer, base: &std::path::Path, p: &mut Problems) 
         ) as u32,
         h2_max_resets: raw.http2.max_resets,
         tls,
+        proxy_protocol,
     }
+}
+
+fn proxy_protocol(
+    raw: &super::file::RawProxyProtocol,
+    plain: &[SocketAddr],
+    tls: &[SocketAddr],
+    p: &mut Problems,
+) -> ProxyProtocolConfig {
+    let mut listen = Vec::new();
+    for (i, a) in raw.listen.iter().enumerate() {
+        let key = format!("server.proxy_protocol.listen.{i}");
+        if let Some(addr) = p.addr(&key, a) {
+            if plain.contains(&addr) || tls.contains(&addr) {
+                listen.push(addr);
+            } else {
+                p.push(
+                    key,
+                    format!("`{a}` is not in server.listen or server.tls.listen"),
+                );
+            }
+        }
+    }
+    if raw.listen.is_empty() {
+        p.push(
+            "server.proxy_protocol.listen",
+            "name the listeners that take the PROXY header, e.g. [\"0.0.0.0:8080\"]",
+        );
+    }
+    let from = raw
+        .from
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match parse_cidr(c) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                p.push(format!("server.proxy_protocol.from.{i}"), e);
+                None
+            }
+        })
+        .collect();
+    if raw.from.is_empty() {
+        p.push(
+            "server.proxy_protocol.from",
+            "name the balancer's addresses (CIDRs); nobody else may send the header",
+        );
+    }
+    ProxyProtocolConfig { listen, from }
 }
 
 /// Parses `10.0.0.0/8` or a bare address (a /32 or /128).

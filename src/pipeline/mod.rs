@@ -27,7 +27,8 @@ use crate::Body;
 /// What usher knows about a client connection.
 #[derive(Debug)]
 pub struct ConnInfo {
-    /// The socket peer.
+    /// The socket peer, or on a PROXY protocol listener the visitor's
+    /// address from the header (`server::proxy_protocol`).
     pub peer: SocketAddr,
     /// Whether the client reached usher over TLS.
     pub tls: bool,

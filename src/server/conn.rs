@@ -1,7 +1,7 @@
 //! One client connection: accept under the connection cap, TLS handshake
 //! or protocol sniffing, then HTTP/1.1 or HTTP/2 with the guards from config.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,17 +15,26 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::h1_guard::{GuardLimits, H1Guard};
-use super::per_ip::PerIp;
+use super::per_ip::{PerIp, PerIpSlot};
+use super::proxy_protocol::{self, Refusal};
 use super::stall::SendTimeout;
 use crate::app::App;
 use crate::config::Config;
 use crate::pipeline::{self, ConnInfo};
 use crate::proxy::headers::is_trusted;
 
+/// What a listener puts in front of HTTP.
+pub struct Edge {
+    /// The TLS acceptor of a TLS listener.
+    pub tls: Option<TlsAcceptor>,
+    /// Whether each connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
+}
+
 /// Accepts connections until told to stop.
 pub async fn accept_loop(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    edge: Edge,
     app: Arc<App>,
     limit: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
@@ -37,7 +46,12 @@ pub async fn accept_loop(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let label: Arc<str> = Arc::from(local.as_str());
-    tracing::info!(listener = %label, tls = tls.is_some(), "listening");
+    tracing::info!(
+        listener = %label,
+        tls = edge.tls.is_some(),
+        proxy_protocol = edge.proxy_protocol,
+        "listening"
+    );
     loop {
         // Hold a slot before accepting: at the cap, new clients wait in the
         // kernel's backlog instead of being accepted and starved.
@@ -66,32 +80,95 @@ pub async fn accept_loop(
             .connections_total
             .with_label_values(&[&label])
             .inc();
-        let ip_slot = {
-            let cfg = app.config.load();
-            let s = &cfg.server;
-            // Behind a trusted balancer every connection shares its address.
-            if s.max_connections_per_ip == 0 || is_trusted(peer.ip(), &s.trusted_proxies) {
-                None
-            } else if let Some(slot) = per_ip.try_take(peer.ip(), s.max_connections_per_ip) {
-                Some(slot)
-            } else {
-                app.metrics
-                    .connections_refused
-                    .with_label_values(&["per_ip_limit"])
-                    .inc();
-                continue;
+        let ip_slot = if edge.proxy_protocol {
+            // Counted under the visitor's address once the header names it.
+            None
+        } else {
+            match ip_slot(&app, &per_ip, peer.ip()) {
+                Ok(slot) => slot,
+                Err(()) => continue,
             }
         };
         let app = app.clone();
         let label = label.clone();
-        let tls = tls.clone();
+        let tls = edge.tls.clone();
+        let proxy_protocol = edge.proxy_protocol;
+        let per_ip = per_ip.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            let (stream, peer, ip_slot) = if proxy_protocol {
+                match proxied(stream, peer, &app, &per_ip).await {
+                    Some(c) => c,
+                    None => return,
+                }
+            } else {
+                (stream, peer, ip_slot)
+            };
             connection(stream, peer, label, tls, app, permit, watcher).await;
             drop(ip_slot);
         });
     }
+}
+
+/// Counts a connection from `ip` under `server.max_connections_per_ip`;
+/// `Err` when the address is at its cap (counted and to be closed).
+fn ip_slot(app: &App, per_ip: &Arc<PerIp>, ip: IpAddr) -> Result<Option<PerIpSlot>, ()> {
+    let cfg = app.config.load();
+    let s = &cfg.server;
+    // Behind a trusted balancer every connection shares its address.
+    if s.max_connections_per_ip == 0 || is_trusted(ip, &s.trusted_proxies) {
+        return Ok(None);
+    }
+    match per_ip.try_take(ip, s.max_connections_per_ip) {
+        Some(slot) => Ok(Some(slot)),
+        None => {
+            app.metrics
+                .connections_refused
+                .with_label_values(&["per_ip_limit"])
+                .inc();
+            Err(())
+        }
+    }
+}
+
+/// On a PROXY protocol listener: refuses peers not allowed to send the
+/// header, reads it, and returns the connection with the visitor's address
+/// (the socket peer for a balancer's own `LOCAL` or `UNKNOWN` connection)
+/// and its per-address slot. `None`: refused, counted and logged.
+async fn proxied(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    app: &App,
+    per_ip: &Arc<PerIp>,
+) -> Option<(TcpStream, SocketAddr, Option<PerIpSlot>)> {
+    let (trusted, timeout) = {
+        let cfg = app.config.load();
+        let pp = cfg.server.proxy_protocol.as_ref();
+        let trusted = pp.is_some_and(|p| is_trusted(peer.ip(), &p.from));
+        (trusted, cfg.server.header_read_timeout)
+    };
+    let read = if trusted {
+        proxy_protocol::read_header(&mut stream, timeout).await
+    } else {
+        Err(Refusal::Untrusted)
+    };
+    let client = match read {
+        Ok(Some(client)) => client,
+        // The balancer speaking for itself is exempt from the per-address
+        // cap, as a trusted proxy is.
+        Ok(None) => return Some((stream, peer, None)),
+        Err(reason) => {
+            app.metrics
+                .connections_refused
+                .with_label_values(&[reason.label()])
+                .inc();
+            proxy_protocol::log_refusal(reason, peer);
+            return None;
+        }
+    };
+    let slot = ip_slot(app, per_ip, client.ip()).ok()?;
+    Some((stream, client, slot))
 }
 
 /// Which HTTP a connection speaks.

@@ -6,6 +6,7 @@ pub mod activation;
 mod conn;
 pub mod h1_guard;
 pub mod per_ip;
+pub mod proxy_protocol;
 pub mod stall;
 pub mod tls;
 
@@ -33,10 +34,17 @@ pub struct BindError {
 /// Listening sockets, bound before anything is served (so a port clash
 /// stops the start with a clear message).
 pub struct Listeners {
-    plain: Vec<TcpListener>,
-    tls: Vec<TcpListener>,
+    plain: Vec<Listener>,
+    tls: Vec<Listener>,
     admin: Option<TcpListener>,
     admin_socket: Option<crate::admin::SocketListener>,
+}
+
+/// A bound client listener and whether its connections start with a
+/// PROXY protocol header (fixed for the life of the process).
+struct Listener {
+    socket: TcpListener,
+    proxy_protocol: bool,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
@@ -94,14 +102,19 @@ impl Listeners {
             admin: None,
             admin_socket: None,
         };
+        let proxy = |a: SocketAddr| cfg.server.proxy_protocol.as_ref().is_some_and(|p| p.on(a));
         for a in &cfg.server.listen {
-            out.plain
-                .push(adopt_or_bind(*a, inherited.take_plain(*a)).await?);
+            out.plain.push(Listener {
+                socket: adopt_or_bind(*a, inherited.take_plain(*a)).await?,
+                proxy_protocol: proxy(*a),
+            });
         }
         if let Some(t) = &cfg.server.tls {
             for a in &t.listen {
-                out.tls
-                    .push(adopt_or_bind(*a, inherited.take_tls(*a)).await?);
+                out.tls.push(Listener {
+                    socket: adopt_or_bind(*a, inherited.take_tls(*a)).await?,
+                    proxy_protocol: proxy(*a),
+                });
             }
         }
         if let Some(a) = cfg.server.admin {
@@ -121,8 +134,8 @@ impl Listeners {
     pub fn addresses(&self) -> Bound {
         let addr = |l: &TcpListener| l.local_addr().ok();
         Bound {
-            plain: self.plain.iter().filter_map(addr).collect(),
-            tls: self.tls.iter().filter_map(addr).collect(),
+            plain: self.plain.iter().filter_map(|l| addr(&l.socket)).collect(),
+            tls: self.tls.iter().filter_map(|l| addr(&l.socket)).collect(),
             admin: self.admin.as_ref().and_then(addr),
         }
     }
@@ -166,21 +179,16 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
         .certs
         .as_ref()
         .map(|r| TlsAcceptor::from(Arc::new(tls::server_config(r.clone()))));
-    for l in listeners.plain {
+    let plain = listeners.plain.into_iter().map(|l| (l, None));
+    let tls = listeners.tls.into_iter().map(|l| (l, acceptor.clone()));
+    for (l, tls) in plain.chain(tls) {
+        let edge = conn::Edge {
+            tls,
+            proxy_protocol: l.proxy_protocol,
+        };
         tasks.push(tokio::spawn(conn::accept_loop(
-            l,
-            None,
-            app.clone(),
-            limit.clone(),
-            per_ip.clone(),
-            stopped.clone(),
-            graceful.clone(),
-        )));
-    }
-    for l in listeners.tls {
-        tasks.push(tokio::spawn(conn::accept_loop(
-            l,
-            acceptor.clone(),
+            l.socket,
+            edge,
             app.clone(),
             limit.clone(),
             per_ip.clone(),

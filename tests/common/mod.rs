@@ -3,6 +3,7 @@
 //! Everything listens on 127.0.0.1:0 and every wait is bounded.
 #![allow(dead_code, unused_imports)]
 
+pub mod activated;
 pub mod clients;
 pub mod h1;
 pub mod inproc;
