@@ -44,17 +44,21 @@ pub fn load(cfg: &Config, running: Option<&Room>) -> Result<Loaded, ConfigError>
             .iter()
             .enumerate()
             .filter_map(|(i, (cert, key))| {
+                let at = |which: &str| format!("server.tls.certificates.{i}.{which}");
                 tls::load(cert, key)
-                    .map_err(|e| {
-                        let which = match &e {
-                            CertError::File { path, .. } if path == key => "key",
-                            CertError::File { .. } => "cert",
-                            CertError::Key { .. } => "key",
-                        };
-                        problem(
-                            &format!("server.tls.certificates.{i}.{which}"),
-                            e.to_string(),
-                        );
+                    .map_err(|e| match &e {
+                        CertError::File { path, .. } if path == key => {
+                            problem(&at("key"), e.to_string());
+                        }
+                        CertError::File { .. } => {
+                            problem(&at("cert"), e.to_string());
+                            // The key is not reached when the certificate
+                            // fails; say now if it is unusable too.
+                            if let Err(k) = tls::read_key(key) {
+                                problem(&at("key"), k.to_string());
+                            }
+                        }
+                        CertError::Key { .. } => problem(&at("key"), e.to_string()),
                     })
                     .ok()
             })
