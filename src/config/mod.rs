@@ -9,6 +9,7 @@ pub mod file;
 mod lenient;
 pub mod locate;
 pub mod room;
+mod room_file;
 mod show;
 pub mod store;
 pub mod units;
