@@ -186,6 +186,13 @@ impl Config {
             }
             found.push(places.problem(&key, message));
         }
+        // What the parser recovered from a broken line (`level = info`
+        // read as a float) is the syntax error again in other words.
+        let broken: Vec<Option<usize>> = syntax
+            .iter()
+            .map(|e| e.span().map(|s| locate::line_of(text, s.start)))
+            .collect();
+        found.retain(|p| p.key.is_empty() || !broken.contains(&p.line));
         if found.is_empty() {
             Ok(cfg)
         } else {
