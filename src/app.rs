@@ -19,6 +19,7 @@ use crate::proxy::client::OriginClient;
 use crate::proxy::slots::Slots;
 use crate::server::tls::{CertResolver, LoadedCert};
 use crate::startup::{self, Loaded};
+use crate::store::line_files::LineFilesError;
 
 /// Why a start or a reload was refused (on reload the running config stays).
 ///
@@ -56,10 +57,19 @@ impl From<crate::vouchers::setup::SetupError> for ReloadError {
 }
 
 impl ReloadError {
-    /// Whether the config is at fault (a mistake in it, or a file it names):
-    /// retrying cannot help, so `usher run` exits 78 (EX_CONFIG).
+    /// Whether the config or the files it names are at fault, so that
+    /// retrying cannot help and `usher run` exits 78 (EX_CONFIG): all but
+    /// state that another usher process still holds (a restart after it
+    /// has exited works).
     pub fn is_config(&self) -> bool {
-        matches!(self, ReloadError::Config(_))
+        match self {
+            ReloadError::Config(_) => true,
+            ReloadError::Room(RoomError::Store(LineFilesError::Locked(_))) => false,
+            // a state directory usher cannot use, a damaged mark, a Redis
+            // URL or TLS file that cannot work
+            ReloadError::Room(_) => true,
+            ReloadError::Vouchers(e) => !e.transient,
+        }
     }
 }
 

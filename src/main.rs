@@ -231,9 +231,9 @@ fn main() -> ExitCode {
             match run(cfg, loaded) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    let text = one_line(&e);
-                    tracing::error!("{text}");
-                    eprintln!("usher: {text}");
+                    // Logging (to stderr, the journal under systemd) is on
+                    // by now: one line there, not the same line twice.
+                    tracing::error!("{}", one_line(&e));
                     let config = e
                         .downcast_ref::<usher::app::ReloadError>()
                         .is_some_and(usher::app::ReloadError::is_config);

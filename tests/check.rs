@@ -352,3 +352,44 @@ fn check_prints_every_section_and_no_secret() {
         "{shown}"
     );
 }
+
+#[test]
+fn run_exits_78_for_state_it_cannot_use_and_1_for_state_another_usher_holds() {
+    let dir = TempDir::new("run-state");
+    let not_a_dir = dir.write("not-a-dir", "x");
+    let config = run_config(
+        &dir,
+        &format!(
+            "[room]\n\n[store]\nstate_dir = \"{}\"\n",
+            not_a_dir.display()
+        ),
+    );
+    let out = bin().args(["run", "-c"]).arg(&config).output().unwrap();
+    let lines = err_lines(&out);
+    assert_eq!(out.status.code(), Some(78), "{lines:#?}");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains(&not_a_dir.display().to_string()),
+        "{lines:#?}"
+    );
+
+    // The same state directory while another usher runs on it: that is
+    // not the config's fault, and a retry once it has gone works.
+    let state = dir.path().join("state");
+    let tail = format!("[room]\n\n[store]\nstate_dir = \"{}\"\n", state.display());
+    let text = common::config("127.0.0.1:1".parse().unwrap(), "", "", &tail);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = rt.block_on(common::proc::UsherProc::spawn(
+        TempDir::new("run-state-first"),
+        &text,
+    ));
+    let second = dir.write("second.toml", &text);
+    let out = bin().args(["run", "-c"]).arg(&second).output().unwrap();
+    let lines = err_lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("locked by another usher")),
+        "{lines:#?}"
+    );
+    drop(first);
+}

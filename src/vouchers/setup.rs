@@ -23,6 +23,9 @@ pub struct SetupError {
     pub key: &'static str,
     /// What is wrong, one cause.
     pub reason: String,
+    /// Whether trying again later may work (another process holds the
+    /// ledger); otherwise the config or the files must change first.
+    pub transient: bool,
 }
 
 impl SetupError {
@@ -30,6 +33,7 @@ impl SetupError {
         SetupError {
             key,
             reason: reason.to_string(),
+            transient: false,
         }
     }
 }
@@ -170,8 +174,10 @@ pub fn build(
             std::fs::create_dir_all(dir).map_err(|e| {
                 SetupError::new("vouchers.state_dir", format!("{}: {e}", dir.display()))
             })?;
-            let ledger = Ledger::open(dir, event, stock)
-                .map_err(|e| SetupError::new("vouchers.state_dir", e))?;
+            let ledger = Ledger::open(dir, event, stock).map_err(|e| SetupError {
+                transient: matches!(e, StoreError::Locked { .. }),
+                ..SetupError::new("vouchers.state_dir", e)
+            })?;
             metrics.vouchers.remaining.set(ledger.remaining() as i64);
             tracing::info!(
                 event,
