@@ -95,6 +95,20 @@ pub fn load(cfg: &Config, running: Option<&Room>) -> Result<Loaded, ConfigError>
         .as_ref()
         .and_then(|v| setup::issuer(v).map_err(|e| problem(e.key, e.reason)).ok());
 
+    // The state directories are opened (and locked) by the running process
+    // only; what can be told without touching them is told here.
+    if let Some(dir) = cfg.store.as_ref().and_then(StoreConfig::state_dir) {
+        if let Err(e) = usable_dir(dir) {
+            problem("store.state_dir", e);
+        }
+    }
+    let shared_ledger = matches!(cfg.store, Some(StoreConfig::Redis(_)));
+    if let Some(v) = cfg.vouchers.as_ref().filter(|_| !shared_ledger) {
+        if let Err(e) = usable_dir(&v.state_dir) {
+            problem("vouchers.state_dir", e);
+        }
+    }
+
     if let Some(StoreConfig::Redis(r)) = &cfg.store {
         if let Some(f) = &r.password_file {
             if let Err(e) = crate::store::redis_conn::read_password(f) {
@@ -111,6 +125,17 @@ pub fn load(cfg: &Config, running: Option<&Room>) -> Result<Loaded, ConfigError>
             vouchers,
         }),
         _ => Err(ConfigError(sorted(found))),
+    }
+}
+
+/// A directory usher can create or use: one that exists, or a path whose
+/// missing parts can be made (not one that is, or runs through, a file).
+fn usable_dir(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{}: not a directory", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 

@@ -354,7 +354,7 @@ fn check_prints_every_section_and_no_secret() {
 }
 
 #[test]
-fn run_exits_78_for_state_it_cannot_use_and_1_for_state_another_usher_holds() {
+fn a_state_dir_that_cannot_work_is_78_and_one_another_usher_holds_is_1() {
     let dir = TempDir::new("run-state");
     let not_a_dir = dir.write("not-a-dir", "x");
     let config = run_config(
@@ -364,14 +364,18 @@ fn run_exits_78_for_state_it_cannot_use_and_1_for_state_another_usher_holds() {
             not_a_dir.display()
         ),
     );
-    let out = bin().args(["run", "-c"]).arg(&config).output().unwrap();
-    let lines = err_lines(&out);
-    assert_eq!(out.status.code(), Some(78), "{lines:#?}");
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert!(
-        lines[0].contains(&not_a_dir.display().to_string()),
-        "{lines:#?}"
-    );
+    // check tells without opening it; run refuses it the same way
+    for verb in ["check", "run"] {
+        let out = bin().args([verb, "-c"]).arg(&config).output().unwrap();
+        let lines = err_lines(&out);
+        assert_eq!(out.status.code(), Some(78), "{verb}: {lines:#?}");
+        assert_eq!(lines.len(), 1, "{verb}: {lines:#?}");
+        let named = not_a_dir.display().to_string();
+        assert!(
+            lines[0].contains("store.state_dir") && lines[0].contains(&named),
+            "{verb}: {lines:#?}"
+        );
+    }
 
     // The same state directory while another usher runs on it: that is
     // not the config's fault, and a retry once it has gone works.
