@@ -209,7 +209,8 @@ fn number(keys: &usher::tokens::Keyring, cookie: &str) -> u64 {
 struct Seen {
     /// (ticket number, when its admission answer arrived)
     admitted: Vec<(u64, Instant)>,
-    /// (ticket number, when a request answered "queued" was sent)
+    /// (ticket number, when a request answered "queued" with a position
+    /// was sent)
     queued: Vec<(u64, Instant)>,
     /// Visitors given a new ticket while they held one: a lost place.
     requeued: Vec<u64>,
@@ -319,7 +320,12 @@ where
                         r.cookie("usher_pass")
                     } else {
                         assert_eq!(r.state, "queued", "visitor {n}");
-                        s.queued.push((n, sent));
+                        // without a position the node could not read the
+                        // line (its store is down): it holds everyone, so
+                        // the answer says nothing about order
+                        if r.position.is_some() {
+                            s.queued.push((n, sent));
+                        }
                         None
                     }
                 };

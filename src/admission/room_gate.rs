@@ -94,6 +94,7 @@ impl Room {
             *self.flow.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.flow_limit_now.store(0, Ordering::Relaxed);
             m.gate_limit.set(0);
+            m.gate_origin_target.set(0.0);
             return;
         };
         let Some(load) = *self.origin_load.lock().unwrap_or_else(|e| e.into_inner()) else {
@@ -113,6 +114,7 @@ impl Room {
         self.flow_limit_now.store(limit, Ordering::Relaxed);
         m.gate_limit.set(limit as i64);
         m.gate_origin_busy.set(busy.unwrap_or(0.0));
+        m.gate_origin_target.set(cl.target);
         if let Some(mv) = mv.filter(|m| m.is_cut()) {
             m.gate_backoffs.with_label_values(&[mv.label()]).inc();
             tracing::info!(

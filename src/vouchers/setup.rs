@@ -159,6 +159,7 @@ pub fn build(
             "the code pool is smaller than the stock: the stock is the pool"
         );
     }
+    metrics.vouchers.stock.set(stock as i64);
     let ledger: ClaimLedger = match redis {
         Some(con) => {
             tracing::info!(
