@@ -86,8 +86,7 @@ fn drop_at(value: &mut Spanned<DeValue<'_>>, offset: usize, path: &str) -> Found
         DeValue::Table(t) => {
             let mut hit = None;
             for (k, v) in t.iter_mut() {
-                let inside = |s: std::ops::Range<usize>| s.start <= offset && offset < s.end;
-                if !inside(k.span()) && !inside(v.span()) && !contains(v, offset) {
+                if !k.span().contains(&offset) && !holds(v, offset) {
                     continue;
                 }
                 let p = join(path, k.get_ref());
@@ -110,7 +109,7 @@ fn drop_at(value: &mut Spanned<DeValue<'_>>, offset: usize, path: &str) -> Found
         }
         DeValue::Array(items) => {
             for i in 0..items.len() {
-                if !(items[i].span().contains(&offset) || contains(&items[i], offset)) {
+                if !holds(&items[i], offset) {
                     continue;
                 }
                 let p = format!("{path}.{i}");
@@ -141,16 +140,17 @@ fn drop_at(value: &mut Spanned<DeValue<'_>>, offset: usize, path: &str) -> Found
     }
 }
 
-/// Whether any key or value nested in `value` holds `offset` (a table's
-/// own span is only its header, so its entries are asked too).
-fn contains(value: &Spanned<DeValue<'_>>, offset: usize) -> bool {
+/// Whether `value` holds byte `offset`: its own span, or (a table's own
+/// span being only its header) any key or value nested in it.
+fn holds(value: &Spanned<DeValue<'_>>, offset: usize) -> bool {
+    if value.span().contains(&offset) {
+        return true;
+    }
     match value.get_ref() {
-        DeValue::Table(t) => t.iter().any(|(k, v)| {
-            k.span().contains(&offset) || v.span().contains(&offset) || contains(v, offset)
-        }),
-        DeValue::Array(items) => items
+        DeValue::Table(t) => t
             .iter()
-            .any(|v| v.span().contains(&offset) || contains(v, offset)),
+            .any(|(k, v)| k.span().contains(&offset) || holds(v, offset)),
+        DeValue::Array(items) => items.iter().any(|v| holds(v, offset)),
         _ => false,
     }
 }
@@ -211,6 +211,36 @@ mod tests {
                 inner: Some(Inner { x: 1 })
             }
         );
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct WithItems {
+        items: Vec<Inner>,
+    }
+
+    #[test]
+    fn a_bad_item_of_an_array_of_tables_is_left_out_alone() {
+        let text = "[[s.items]]\nx = 1\n[[s.items]]\nx = 2\nz = 3\n[[s.items]]\ny = 4\n";
+        let doc = DeTable::parse(text).unwrap();
+        let (_, v) = doc.get_ref().iter().next().unwrap();
+        let r: Read<WithItems> = read(v.clone(), "s", text, "f.toml");
+        let mut got: Vec<(Option<usize>, String)> =
+            r.problems.iter().map(|p| (p.line, p.key.clone())).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (Some(5), "s.items.1.z".to_string()),
+                // the item's header: `x` is missing from it
+                (Some(6), "s.items.2".to_string()),
+                (Some(7), "s.items.2.y".to_string()),
+            ],
+            "{:?}",
+            r.problems
+        );
+        // the third item, without its required `x`, goes as a whole
+        assert_eq!(r.value.items, [Inner { x: 1 }, Inner { x: 2 }]);
     }
 
     #[test]
