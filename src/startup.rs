@@ -124,8 +124,34 @@ pub fn load(cfg: &Config, running: Option<&Room>) -> Result<Loaded, ConfigError>
             room: Prepared::new(keys, pages),
             vouchers,
         }),
-        _ => Err(ConfigError(sorted(found))),
+        _ => Err(ConfigError(sorted(credential_hints(found)))),
     }
+}
+
+/// Under systemd (`$CREDENTIALS_DIRECTORY` set), a file missing from the
+/// credentials directory is a credential the unit did not pass: say which,
+/// so ops look at the unit and the credential store, not at the config.
+fn credential_hints(mut found: Vec<Problem>) -> Vec<Problem> {
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return found;
+    };
+    let dir = Path::new(&dir);
+    let prefix = format!("{}/", dir.display());
+    for p in &mut found {
+        let Some(at) = p.message.find(&prefix) else {
+            continue;
+        };
+        let name: String = p.message[at + prefix.len()..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != ':')
+            .collect();
+        if !name.is_empty() && !dir.join(&name).exists() {
+            p.message.push_str(&format!(
+                " (systemd passed no credential `{name}`: see LoadCredential= in the unit)"
+            ));
+        }
+    }
+    found
 }
 
 /// A directory usher can create or use: one that exists, or a path whose

@@ -246,6 +246,44 @@ fn unknown_key_bad_duration_and_bad_url_in_one_section_are_all_reported() {
     assert!(err.starts_with("4 problems"), "{err}");
 }
 
+#[test]
+fn under_systemd_a_missing_credential_is_named_as_one() {
+    let dir = TempDir::new("check-credential");
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    let config = dir.write(
+        "usher.toml",
+        &format!(
+            "[origin]\nurl = \"http://127.0.0.1:1\"\n\n[room]\nkeys_file = \"{}/keys\"\n",
+            creds.display()
+        ),
+    );
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    let lines = err_lines(&out);
+    assert_eq!(out.status.code(), Some(78), "{lines:#?}");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("room.keys_file") && lines[0].contains("no credential `keys`"),
+        "{lines:#?}"
+    );
+    // there but broken: the file's own problem, no word about credentials
+    std::fs::write(creds.join("keys"), "not a key line\n").unwrap();
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    let lines = err_lines(&out);
+    assert_eq!(out.status.code(), Some(78), "{lines:#?}");
+    assert!(!lines[0].contains("credential `"), "{lines:#?}");
+}
+
 /// A config for `usher run` that listens on 127.0.0.1:0 with `room` added.
 fn run_config(dir: &TempDir, tail: &str) -> PathBuf {
     dir.write(
