@@ -40,7 +40,8 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and print the effective config; exit 78 listing every mistake.
+    /// Check a config file and every file it names (all `run` would refuse,
+    /// without listening); print the effective config, or exit 78 listing every mistake.
     Check {
         /// Config file.
         #[arg(short, long)]
