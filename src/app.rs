@@ -15,28 +15,62 @@ use crate::admission::room::{Room, RoomError};
 use crate::config::{Config, ConfigError};
 use crate::logging::{AccessLog, LogHandle};
 use crate::metrics::Metrics;
-use crate::proxy::client::{ClientError, OriginClient};
+use crate::proxy::client::OriginClient;
 use crate::proxy::slots::Slots;
-use crate::server::tls::{self, CertError, CertResolver, LoadedCert};
+use crate::server::tls::{CertResolver, LoadedCert};
+use crate::startup::{self, Loaded};
+use crate::store::line_files::LineFilesError;
 
-/// Why a reload was refused (the running config stays).
+/// Why a start or a reload was refused (on reload the running config stays).
+///
+/// Each variant's message is its cause's message: none is also a
+/// `source()`, so a chain printed cause by cause says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// The file has mistakes.
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    /// A certificate could not be loaded.
-    #[error("certificate: {0}")]
-    Cert(#[from] CertError),
-    /// The origin client could not be built.
-    #[error("{0}")]
-    Origin(#[from] ClientError),
-    /// The room's keys or template could not be loaded.
-    #[error("{0}")]
-    Room(#[from] RoomError),
-    /// The voucher plugin or ledger could not be opened.
-    #[error("{0}")]
-    Vouchers(#[from] crate::vouchers::setup::SetupError),
+    /// The file has mistakes, or a file it names cannot be used.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// The room's state (line files, Redis) could not be opened.
+    #[error(transparent)]
+    Room(RoomError),
+    /// The voucher ledger could not be opened.
+    #[error(transparent)]
+    Vouchers(crate::vouchers::setup::SetupError),
+}
+
+impl From<ConfigError> for ReloadError {
+    fn from(e: ConfigError) -> Self {
+        ReloadError::Config(e)
+    }
+}
+
+impl From<RoomError> for ReloadError {
+    fn from(e: RoomError) -> Self {
+        ReloadError::Room(e)
+    }
+}
+
+impl From<crate::vouchers::setup::SetupError> for ReloadError {
+    fn from(e: crate::vouchers::setup::SetupError) -> Self {
+        ReloadError::Vouchers(e)
+    }
+}
+
+impl ReloadError {
+    /// Whether the config or the files it names are at fault, so that
+    /// retrying cannot help and `usher run` exits 78 (EX_CONFIG): all but
+    /// state that another usher process still holds (a restart after it
+    /// has exited works).
+    pub fn is_config(&self) -> bool {
+        match self {
+            ReloadError::Config(_) => true,
+            ReloadError::Room(RoomError::Store(LineFilesError::Locked(_))) => false,
+            // a state directory usher cannot use, a damaged mark, a Redis
+            // URL or TLS file that cannot work
+            ReloadError::Room(_) => true,
+            ReloadError::Vouchers(e) => !e.transient,
+        }
+    }
 }
 
 /// What a successful reload changed that it could not apply.
@@ -89,35 +123,46 @@ pub struct Bound {
 }
 
 impl App {
-    /// Builds the shared state for `cfg` (loads certificates, builds the client).
+    /// Builds the shared state for `cfg`: reads every file it names
+    /// ([`startup::load`]), then [`App::start`].
     pub fn new(cfg: Config, log: LogHandle) -> Result<Arc<App>, ReloadError> {
+        let loaded = startup::load(&cfg, None)?;
+        App::start(cfg, loaded, log)
+    }
+
+    /// Builds the shared state for `cfg` from its files, already read:
+    /// opens the state (line files, Redis, voucher ledger).
+    pub fn start(cfg: Config, loaded: Loaded, log: LogHandle) -> Result<Arc<App>, ReloadError> {
         let metrics = Arc::new(Metrics::new());
-        let certs = match &cfg.server.tls {
-            Some(t) => Some(Arc::new(CertResolver::new(load_certs(
-                &t.certificates,
-                &metrics,
-            )?))),
-            None => None,
-        };
-        let origin = OriginClient::new(&cfg.origin)?;
+        let Loaded {
+            certs,
+            origin,
+            room: prepared,
+            vouchers: issuer,
+        } = loaded;
+        let certs = certs.map(|c| {
+            record_expiry(&c, &metrics);
+            Arc::new(CertResolver::new(c))
+        });
         let room = Room::with_store(
             cfg.room.as_ref(),
-            Room::prepare(cfg.room.as_ref(), None)?,
+            prepared,
             metrics.clone(),
             cfg.store.as_ref(),
         )?;
-        let vouchers = match &cfg.vouchers {
-            Some(v) => {
+        let vouchers = match (&cfg.vouchers, issuer) {
+            (Some(v), Some(issuer)) => {
                 let event = cfg.room.as_ref().map_or("default", |r| r.event.as_str());
                 // With Redis, the room's connection: one per process.
                 Some(Arc::new(crate::vouchers::setup::build(
                     v,
+                    issuer,
                     event,
                     metrics.clone(),
                     room.redis_connection(),
                 )?))
             }
-            None => None,
+            _ => None,
         };
         room.set_vouchers_left(vouchers.as_ref().map(|v| v.remaining()));
         let cfg_pass_rate = pass_rate(&cfg);
@@ -186,18 +231,22 @@ impl App {
             Some(path) => Config::load(path)?,
             None => Config::embedded(),
         };
-        // Build everything that can fail before swapping anything.
-        let certs = match (&new.server.tls, &self.certs) {
-            (Some(t), Some(_)) => Some(load_certs(&t.certificates, &self.metrics)?),
+        // Build everything that can fail before swapping anything: the
+        // same stage as at start, so a reload refuses what a start would.
+        let loaded = startup::load(&new, Some(&self.room))?;
+        let certs = match (loaded.certs, &self.certs) {
+            (Some(c), Some(_)) => {
+                record_expiry(&c, &self.metrics);
+                Some(c)
+            }
             _ => None,
         };
-        let origin = self.origin.load();
-        let client = if origin.needs_rebuild(&new.origin) {
-            Some(OriginClient::new(&new.origin)?)
-        } else {
-            None
-        };
-        let room = Room::prepare(new.room.as_ref(), Some(&self.room))?;
+        let client = self
+            .origin
+            .load()
+            .needs_rebuild(&new.origin)
+            .then_some(loaded.origin);
+        let room = loaded.room;
         let report = ReloadReport {
             restart_required: self.restart_required(&new),
         };
@@ -302,16 +351,10 @@ fn sorted(v: &[SocketAddr]) -> Vec<SocketAddr> {
     v
 }
 
-fn load_certs(
-    files: &[(PathBuf, PathBuf)],
-    metrics: &Metrics,
-) -> Result<Vec<LoadedCert>, CertError> {
-    let certs = files
-        .iter()
-        .map(|(c, k)| tls::load(c, k))
-        .collect::<Result<Vec<_>, _>>()?;
+/// Exports each certificate's expiry and warns about one that ends soon.
+fn record_expiry(certs: &[LoadedCert], metrics: &Metrics) {
     let now = unix_now() as i64;
-    for c in &certs {
+    for c in certs {
         let label = c.path.display().to_string();
         if let Some(t) = c.not_after {
             metrics
@@ -324,7 +367,6 @@ fn load_certs(
             }
         }
     }
-    Ok(certs)
 }
 
 /// Seconds since the Unix epoch.

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`admission`]: the waiting line (tickets, frontier, liveness) and the gate.
 //! - [`config`]: the TOML file, its validation, and where mistakes stand.
+//! - [`startup`]: every file the config names, opened and parsed (run, check, reload).
 //! - [`app`]: shared state of the running process and live reload.
 //! - [`server`]: listeners, TLS, connection guards, graceful drain.
 //! - [`pipeline`]: the request path and the one place errors become answers.
@@ -34,6 +35,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod server;
 pub mod sim;
+pub mod startup;
 pub mod store;
 pub mod tokens;
 pub mod vouchers;

@@ -14,6 +14,7 @@ use usher::config::Config;
 use usher::ctl::Action;
 use usher::notify::Notifier;
 use usher::server::{self, activation, Listeners};
+use usher::startup::Loaded;
 
 /// sysexits.h EX_CONFIG: what systemd and ops scripts expect for a bad config.
 const EX_CONFIG: u8 = 78;
@@ -39,7 +40,8 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and print the effective config; exit 78 listing every mistake.
+    /// Check a config file and every file it names (all `run` would refuse,
+    /// without listening); print the effective config, or exit 78 listing every mistake.
     Check {
         /// Config file.
         #[arg(short, long)]
@@ -189,18 +191,39 @@ enum CertCommand {
     },
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Config, usher::config::ConfigError> {
-    match path {
-        Some(p) => Config::load(p),
-        None => Ok(Config::embedded()),
+/// The config and every file it names, read and checked: what `usher run`
+/// needs before it binds anything, and all `usher check` does.
+fn load(path: Option<&PathBuf>) -> Result<(Config, Loaded), usher::config::ConfigError> {
+    let cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded(),
+    };
+    let loaded = usher::startup::load(&cfg, None)?;
+    Ok((cfg, loaded))
+}
+
+/// An error and its causes on one line, each cause said once: a cause
+/// whose text the message already holds is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(text.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text.trim());
     }
+    out
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match load(config.as_ref()) {
-            Ok(cfg) => {
+            Ok((cfg, _)) => {
                 print!("{}", cfg.render());
                 ExitCode::SUCCESS
             }
@@ -210,19 +233,30 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let cfg = match load(config.as_ref()) {
+            // Every file is read before anything else happens: a mistake
+            // in the config or a file it names exits 78, which systemd does
+            // not retry (RestartPreventExitStatus=78).
+            let (cfg, loaded) = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprint!("{e}");
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            match run(cfg) {
+            match run(cfg, loaded) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("usher: {e:#}");
-                    ExitCode::FAILURE
+                    // Logging (to stderr, the journal under systemd) is on
+                    // by now: one line there, not the same line twice.
+                    tracing::error!("{}", one_line(&e));
+                    let config = e
+                        .downcast_ref::<usher::app::ReloadError>()
+                        .is_some_and(usher::app::ReloadError::is_config);
+                    if config {
+                        ExitCode::from(EX_CONFIG)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }
@@ -481,7 +515,7 @@ fn raise_nofile() {
     }
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
+fn run(cfg: Config, loaded: Loaded) -> anyhow::Result<()> {
     let log = usher::logging::init(&cfg.log);
     raise_nofile();
     let notifier = Arc::new(Notifier::from_env());
@@ -492,7 +526,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let app = App::new(cfg, log)?;
+        let app = App::start(cfg, loaded, log)?;
         let inherited = match passed {
             Some(p) => {
                 tracing::info!(

@@ -1,8 +1,9 @@
 //! usher under a service manager, played by the test: the notify protocol
 //! (READY, RELOADING with MONOTONIC_USEC, READY, STOPPING, WATCHDOG) over a
 //! real datagram socket, socket activation with inherited fds across a
-//! restart, `usher ctl` and `usher keygen`, and `systemd-analyze verify` on
-//! the shipped units when the tool exists.
+//! restart, `usher ctl` and `usher keygen`, `systemd-analyze verify` on
+//! the shipped units when the tool exists, and the unit, the example
+//! configs and the operations guide agreeing on credential names.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -355,6 +356,95 @@ fn shipped_units_pass_systemd_analyze_verify() {
         .collect();
     assert!(out.status.success() && ours.is_empty(), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The values of `Key=` lines in a unit file.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn unit_credentials_and_example_configs_agree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("systemd/usher.service")).unwrap();
+    let mut loaded = std::collections::BTreeSet::new();
+    for v in unit_values(&unit, "LoadCredential") {
+        let (id, source) = v.split_once(':').unwrap_or((&v, &v));
+        // A name, searched in the credential store, is skipped when
+        // missing; an absolute path that is missing fails the start
+        // (243/CREDENTIALS) even where the config does not need it.
+        assert!(
+            !source.contains('/'),
+            "LoadCredential={v}: name the source, not a path"
+        );
+        loaded.insert(id.to_string());
+    }
+    assert!(!loaded.is_empty(), "the unit loads no credential");
+
+    const DIR: &str = "/run/credentials/usher.service/";
+    let mut used = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (at, _) in text.match_indices(DIR) {
+            let name: String = text[at + DIR.len()..]
+                .chars()
+                .take_while(|c| *c != '"')
+                .collect();
+            assert!(
+                loaded.contains(&name),
+                "{} names credential `{name}`, which the unit does not load ({loaded:?})",
+                path.display()
+            );
+            used.insert(name);
+        }
+        // no other absolute secret path: everything else is relative to
+        // the config's folder or under the state directory
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            if let Some((key, value)) = line.split_once('=') {
+                let value = value.trim();
+                if key.trim().ends_with("_file") || key.trim() == "key" {
+                    assert!(
+                        value.starts_with(&format!("\"{DIR}")) || !value.starts_with("\"/"),
+                        "{}: {line}: a file by absolute path outside the credentials",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        used, loaded,
+        "credentials the unit loads but no example uses"
+    );
+
+    let ops = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
+    for name in &loaded {
+        assert!(
+            ops.contains(&format!("| `{name}` | `/etc/credstore/usher.{name}` |")),
+            "docs/OPERATIONS.md does not list credential {name}"
+        );
+        assert!(
+            unit.contains(&format!("LoadCredential={name}:usher.{name}\n")),
+            "the unit loads {name} from another source than the guide says"
+        );
+    }
+
+    // 78 is not retried: usher run checks itself (RestartPreventExitStatus
+    // covers the main process only, never ExecStartPre=).
+    assert!(unit_values(&unit, "ExecStartPre").is_empty(), "{unit}");
+    assert!(unit_values(&unit, "ExecStart")
+        .iter()
+        .any(|v| v.contains("usher run")));
+    assert!(unit_values(&unit, "RestartPreventExitStatus")
+        .iter()
+        .any(|v| v.split_whitespace().any(|s| s == "78")));
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

@@ -53,7 +53,7 @@ pub const LANG_COOKIE: &str = "usher_lang";
 pub enum RoomError {
     /// The keys file.
     #[error("room.keys_file: {0}")]
-    Keys(#[from] KeyError),
+    Keys(KeyError),
     /// The template file could not be read.
     #[error("room.template {path}: {reason}")]
     TemplateFile {
@@ -64,13 +64,33 @@ pub enum RoomError {
     },
     /// The template is broken.
     #[error("room.template: {0}")]
-    Template(#[from] TemplateError),
+    Template(TemplateError),
     /// The line's files under `[store] state_dir`.
     #[error("store: {0}")]
-    Store(#[from] LineFilesError),
+    Store(LineFilesError),
     /// The Redis store could not be set up.
     #[error("{0}")]
     Shared(String),
+}
+
+// The wrapped errors are part of each message, so none is also a
+// `source()`: a chain printed cause by cause would say everything twice.
+impl From<KeyError> for RoomError {
+    fn from(e: KeyError) -> Self {
+        RoomError::Keys(e)
+    }
+}
+
+impl From<TemplateError> for RoomError {
+    fn from(e: TemplateError) -> Self {
+        RoomError::Template(e)
+    }
+}
+
+impl From<LineFilesError> for RoomError {
+    fn from(e: LineFilesError) -> Self {
+        RoomError::Store(e)
+    }
 }
 
 /// Live changes from the admin API; they outlast config reloads until reset.
@@ -242,6 +262,20 @@ pub struct Room {
 pub struct Prepared {
     keys: Keyring,
     pages: HoldingPages,
+}
+
+impl Prepared {
+    /// The room's keys and pages, read by the start-up stage
+    /// ([`crate::startup`]).
+    pub fn new(keys: Keyring, pages: HoldingPages) -> Prepared {
+        Prepared { keys, pages }
+    }
+
+    /// The running room's keys: what a config without `room.keys_file`
+    /// keeps across a reload (its random key).
+    pub fn running_keys(room: &Room) -> Keyring {
+        Keyring::clone(&room.keys.load())
+    }
 }
 
 fn wall_ms() -> u64 {

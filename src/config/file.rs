@@ -1,7 +1,7 @@
 //! The config file as written: raw serde structs, every field optional with a
 //! documented default. Nothing here is validated; see `validate.rs`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Plain listener used when the file names none: loopback, so a fresh
 /// install exposes nothing until ops choose an address.
@@ -80,7 +80,7 @@ pub const DEFAULT_MAX_IDLE: usize = 512;
 pub const SECTIONS: &[&str] = &["server", "origin", "log", "room", "vouchers", "store"];
 
 /// `[server]`: listeners and connection guards.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     /// Plain HTTP listeners (HTTP/1.1 and h2c by prior knowledge).
@@ -119,6 +119,7 @@ pub struct RawServer {
     /// HTTP/2 limits.
     pub http2: RawHttp2,
     /// TLS listeners and certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawTls>,
     /// Listeners whose connections start with a PROXY protocol header.
     pub proxy_protocol: Option<RawProxyProtocol>,
@@ -150,7 +151,7 @@ impl Default for RawServer {
 }
 
 /// `[server.http2]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHttp2 {
     /// Concurrent streams per connection.
@@ -169,7 +170,7 @@ impl Default for RawHttp2 {
 }
 
 /// `[server.tls]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// TLS listeners (ALPN `h2` and `http/1.1`).
@@ -187,7 +188,7 @@ fn default_handshake_timeout() -> String {
 }
 
 /// `[[server.tls.certificates]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCertificate {
     /// PEM certificate chain, leaf first.
@@ -211,7 +212,7 @@ pub struct RawProxyProtocol {
 }
 
 /// `[origin]`: the site usher protects.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOrigin {
     /// `http://host:port` or `https://host:port`; no path.
@@ -235,6 +236,7 @@ pub struct RawOrigin {
     /// Speak HTTP/2 to the origin (ALPN on https, prior knowledge on http).
     pub http2: bool,
     /// Extra CA bundle (PEM) trusted for an https origin, beside the system roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
 }
 
@@ -257,7 +259,7 @@ impl Default for RawOrigin {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     /// `"text"` or `"json"`.

@@ -1,13 +1,16 @@
-//! Configuration: the TOML file (`file.rs`), its validation into typed
-//! values (`validate.rs`), and where each mistake stands (`locate.rs`).
+//! Configuration: the TOML file (`file.rs`), read leniently (`lenient.rs`),
+//! its validation into typed values (`validate.rs`), where each mistake
+//! stands (`locate.rs`), and the effective config printed (`show.rs`).
 //!
 //! Loading never stops at the first mistake: each section is read on its
 //! own and every value is checked, so ops see all problems in one pass.
 
 pub mod admin;
 pub mod file;
+mod lenient;
 pub mod locate;
 pub mod room;
+mod room_file;
 mod show;
 pub mod store;
 pub mod units;
@@ -18,7 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use toml::de::{DeTable, ValueDeserializer};
+use toml::de::DeTable;
 
 pub use validate::{
     AccessLog, LogConfig, OriginConfig, ProxyProtocolConfig, ServerConfig, TlsConfig,
@@ -46,6 +49,9 @@ pub struct Config {
     pub vouchers: Option<vouchers::VouchersConfig>,
     /// `[store]`: absent, the line lives in memory only.
     pub store: Option<store::StoreConfig>,
+    /// Where each key stands in the file, for the mistakes found when the
+    /// files the config names are opened ([`crate::startup`]).
+    pub places: locate::Places,
 }
 
 /// One mistake in a config file.
@@ -79,13 +85,14 @@ impl fmt::Display for Problem {
 pub struct ConfigError(pub Vec<Problem>);
 
 impl fmt::Display for ConfigError {
+    /// One mistake is one line (`file:line: key: what`); several get a
+    /// count first and one indented line each.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [one] = self.0.as_slice() {
+            return writeln!(f, "{one}");
+        }
         let n = self.0.len();
-        writeln!(
-            f,
-            "{n} problem{} in the configuration:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{n} problems in the configuration:")?;
         for p in &self.0 {
             writeln!(f, "  {p}")?;
         }
@@ -118,7 +125,9 @@ impl Config {
     }
 
     /// Parses and validates config text; relative file paths in it are
-    /// taken from `base` (the config file's folder).
+    /// taken from `base` (the config file's folder). Every mistake is
+    /// reported, syntax and validation alike: a key that cannot be read
+    /// is left out (its default stands in) and the rest is still checked.
     pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
         let problem = |line, key: &str, message: String| Problem {
             file: name.to_string(),
@@ -126,15 +135,14 @@ impl Config {
             key: key.to_string(),
             message,
         };
-        let doc = DeTable::parse(text).map_err(|e| {
-            let line = e.span().map(|s| locate::line_of(text, s.start));
-            ConfigError(vec![problem(
-                line,
-                "",
-                format!("not valid TOML: {}", e.message()),
-            )])
-        })?;
-        let mut found = Vec::new();
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        let mut found: Vec<Problem> = syntax
+            .iter()
+            .map(|e| {
+                let line = e.span().map(|s| locate::line_of(text, s.start));
+                problem(line, "", format!("not valid TOML: {}", e.message()))
+            })
+            .collect();
         for (key, _) in doc.get_ref().iter() {
             let k = key.get_ref().as_ref();
             if !file::SECTIONS.contains(&k) {
@@ -145,50 +153,49 @@ impl Config {
                 ));
             }
         }
-        let section = |key: &str| -> Option<toml::Spanned<toml::de::DeValue<'_>>> {
-            doc.get_ref()
-                .iter()
-                .find(|(k, _)| k.get_ref().as_ref() == key)
-                .map(|(_, v)| v.clone())
+        let places = locate::Places::new(name, doc.get_ref(), text);
+        let mut skipped = Vec::new();
+        let mut read = Reader {
+            doc: doc.get_ref(),
+            text,
+            name,
+            found: &mut found,
+            skipped: &mut skipped,
         };
-        let before = found.len();
-        let server: file::RawServer =
-            read_section(section("server"), "server", text, name, &mut found);
-        let origin: file::RawOrigin =
-            read_section(section("origin"), "origin", text, name, &mut found);
-        let log: file::RawLog = read_section(section("log"), "log", text, name, &mut found);
-        let raw_room = section("room");
-        let has_room = raw_room.is_some();
-        let room_raw: room::RawRoom = read_section(raw_room, "room", text, name, &mut found);
-        let raw_vouchers = section("vouchers");
-        let has_vouchers = raw_vouchers.is_some();
-        let vouchers_raw: vouchers::RawVouchers =
-            read_section(raw_vouchers, "vouchers", text, name, &mut found);
-        let raw_store = section("store");
-        let has_store = raw_store.is_some();
-        let store_raw: store::RawStore = read_section(raw_store, "store", text, name, &mut found);
-        // A section that could not be read falls back to its defaults; what
-        // validation then says about it would be noise, so it is dropped.
-        let unreadable: Vec<String> = found[before..].iter().map(|p| p.key.clone()).collect();
+        let server: file::RawServer = read.section("server").unwrap_or_default();
+        let origin: file::RawOrigin = read.section("origin").unwrap_or_default();
+        let log: file::RawLog = read.section("log").unwrap_or_default();
+        let room_raw: Option<room::RawRoom> = read.section("room");
+        let vouchers_raw: Option<vouchers::RawVouchers> = read.section("vouchers");
+        let store_raw: Option<store::RawStore> = read.section("store");
 
         let mut p = validate::Problems::default();
         let cfg = Config {
             source: None,
+            places: places.clone(),
             server: validate::server(&server, base, &mut p),
             origin: validate::origin(&origin, base, &mut p),
             log: validate::log(&log, &mut p),
-            room: has_room.then(|| room::room(&room_raw, base, &mut p)),
-            vouchers: has_vouchers.then(|| vouchers::vouchers(&vouchers_raw, base, &mut p)),
-            store: has_store.then(|| store::store(&store_raw, base, &mut p)),
+            room: room_raw.map(|r| room::room(&r, base, &mut p)),
+            vouchers: vouchers_raw.map(|v| vouchers::vouchers(&v, base, &mut p)),
+            store: store_raw.map(|s| store::store(&s, base, &mut p)),
         };
         for (key, message) in p.0 {
-            let section = key.split('.').next().unwrap_or_default();
-            if unreadable.iter().any(|u| u == section) {
+            // A key left out falls back to its default; what validation
+            // then says about it (or about what lies under it) is noise.
+            let under = |s: &String| key == *s || key.starts_with(&format!("{s}."));
+            if skipped.iter().any(under) {
                 continue;
             }
-            let line = locate::offset_of(&doc, &key).map(|o| locate::line_of(text, o));
-            found.push(problem(line, &key, message));
+            found.push(places.problem(&key, message));
         }
+        // What the parser recovered from a broken line (`level = info`
+        // read as a float) is the syntax error again in other words.
+        let broken: Vec<Option<usize>> = syntax
+            .iter()
+            .map(|e| e.span().map(|s| locate::line_of(text, s.start)))
+            .collect();
+        found.retain(|p| p.key.is_empty() || !broken.contains(&p.line));
         if found.is_empty() {
             Ok(cfg)
         } else {
@@ -198,30 +205,22 @@ impl Config {
     }
 }
 
-/// Deserializes one section; on a mistake records it (with its line) and
-/// falls back to the section's defaults so later checks still run.
-fn read_section<T: DeserializeOwned + Default>(
-    value: Option<toml::Spanned<toml::de::DeValue<'_>>>,
-    key: &str,
-    text: &str,
-    name: &str,
-    found: &mut Vec<Problem>,
-) -> T {
-    let Some(value) = value else {
-        return T::default();
-    };
-    let start = value.span().start;
-    match T::deserialize(ValueDeserializer::from(value)) {
-        Ok(v) => v,
-        Err(e) => {
-            let at = e.span().map_or(start, |s| s.start);
-            found.push(Problem {
-                file: name.to_string(),
-                line: Some(locate::line_of(text, at)),
-                key: key.to_string(),
-                message: e.message().to_string(),
-            });
-            T::default()
-        }
+/// Reads the sections of one parsed file, collecting every mistake.
+struct Reader<'a, 'i> {
+    doc: &'a DeTable<'i>,
+    text: &'a str,
+    name: &'a str,
+    found: &'a mut Vec<Problem>,
+    skipped: &'a mut Vec<String>,
+}
+
+impl Reader<'_, '_> {
+    /// The section `key` (`None` when the file has none), read leniently.
+    fn section<T: DeserializeOwned + Default>(&mut self, key: &str) -> Option<T> {
+        let (_, value) = self.doc.iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
+        let read = lenient::read::<T>(value.clone(), key, self.text, self.name);
+        self.found.extend(read.problems);
+        self.skipped.extend(read.skipped);
+        Some(read.value)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validate::Problems;
 
@@ -19,7 +19,7 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_REDIS_TIMEOUT: &str = "500ms";
 
 /// Raw `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     /// `local` (one node, files under `state_dir`) or `redis` (shared).
@@ -29,19 +29,24 @@ pub struct RawStore {
     /// `redis`: `redis[s]://[user:password@]host:port[/db]`.
     pub url: String,
     /// `redis`: a file holding the password (kept out of the config).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<String>,
     /// `redis`: TLS even with a `redis://` URL (`rediss://` is TLS anyway).
     pub tls: bool,
     /// `redis` over TLS: PEM CA bundle trusted instead of the system roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
     /// `redis` over TLS: PEM client certificate (chain) for mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_file: Option<String>,
     /// `redis` over TLS: PEM key of `client_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key_file: Option<String>,
     /// `redis`: what new visitors get while Redis is unreachable: `hold`
     /// or `local_share`.
     pub on_failure: String,
     /// `redis`: this node's name in the tick lease (default host-pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
     /// `redis`: time limit of one Redis command.
     pub timeout: String,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validate::Problems;
 
@@ -13,7 +13,7 @@ use super::validate::Problems;
 pub const DEFAULT_RECOVER_AFTER: &str = "30s";
 
 /// Raw `[vouchers]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawVouchers {
     /// `pool`, `signed` or `webhook`.
@@ -26,14 +26,18 @@ pub struct RawVouchers {
     /// or `header:NAME` (the site's own user id).
     pub identity: String,
     /// The origin's own claim route to intercept, e.g. `POST /voucher/claim`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub intercept: Option<String>,
     /// `pool`: the code file, one code per line.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_file: Option<String>,
     /// `signed`: code prefix.
     pub signed_prefix: String,
     /// `signed` and `webhook`: the key file (base64 secret, 32 bytes or more).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
     /// `webhook`: the issuer's URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// `webhook`: time limit of one attempt.
     pub webhook_timeout: String,

@@ -58,8 +58,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, CertError> {
     if chain.is_empty() {
         return Err(file_err(cert, "no CERTIFICATE block found".into()));
     }
-    let der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| file_err(key, format!("no private key found ({e})")))?;
+    let der = read_key(key)?;
     let key_err = |reason: String| CertError::Key {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
@@ -82,6 +81,14 @@ pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, CertError> {
         path: cert.to_path_buf(),
         key: Arc::new(certified),
         not_after,
+    })
+}
+
+/// Reads the PEM private key in `key` (PKCS#8, PKCS#1 or SEC1).
+pub fn read_key(key: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    PrivateKeyDer::from_pem_file(key).map_err(|e| CertError::File {
+        path: key.to_path_buf(),
+        reason: format!("no private key found ({e})"),
     })
 }
 
@@ -147,67 +154,17 @@ pub fn server_config(resolver: Arc<CertResolver>) -> rustls::ServerConfig {
     cfg
 }
 
-/// Reads the leaf certificate's notAfter (unix seconds) from its DER.
-///
-/// A dozen lines of DER walking instead of a full X.509 parser crate: we
-/// need one field, and the walk refuses anything it does not expect.
+/// Reads the leaf certificate's notAfter (unix seconds) from its DER, with
+/// RustCrypto's X.509 decoder; `None` for anything it cannot decode.
 pub fn not_after(der: &[u8]) -> Option<i64> {
-    let (_, cert, _) = tlv(der)?; // Certificate SEQUENCE
-    let (_, mut tbs, _) = tlv(cert)?; // TBSCertificate SEQUENCE
-    let (tag, _, rest) = tlv(tbs)?;
-    if tag == 0xa0 {
-        tbs = rest; // [0] version
-    }
-    for _ in 0..3 {
-        let (_, _, rest) = tlv(tbs)?; // serial, signature algorithm, issuer
-        tbs = rest;
-    }
-    let (_, validity, _) = tlv(tbs)?;
-    let (_, _, rest) = tlv(validity)?; // notBefore
-    let (tag, time, _) = tlv(rest)?;
-    let text = std::str::from_utf8(time).ok()?;
-    let (year, rest) = match tag {
-        0x17 => {
-            let yy: i64 = text.get(0..2)?.parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
-        }
-        0x18 => (text.get(0..4)?.parse().ok()?, text.get(4..)?),
-        _ => return None,
-    };
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { rest.get(r)?.parse().ok() };
-    let (mo, d, h, mi, s) = (num(0..2)?, num(2..4)?, num(4..6)?, num(6..8)?, num(8..10)?);
-    Some(days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
-}
-
-/// Splits one DER TLV: (tag, contents, rest).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *b.first()?;
-    let first = *b.get(1)? as usize;
-    let (len, start) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *b.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let end = start.checked_add(len)?;
-    Some((tag, b.get(start..end)?, b.get(end..)?))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let at = cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_unix_duration();
+    i64::try_from(at.as_secs()).ok()
 }
 
 /// Makes a self-signed development certificate for `names` (`usher cert dev`).
@@ -228,13 +185,6 @@ pub fn dev_certificate(names: &[String], days: u32) -> Result<(String, String), 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 25), 20_782);
-    }
 
     #[test]
     fn dev_certificate_loads_with_expiry_and_sni() {

@@ -29,12 +29,12 @@ const LOCK_FILE: &str = "line.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum LineFilesError {
     /// A file or the directory could not be opened, read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// Another process holds the directory.
     #[error("{0} is locked by another usher process")]
@@ -45,9 +45,9 @@ pub enum LineFilesError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LineFilesError + '_ {
-    move |source| LineFilesError::Io {
+    move |cause| LineFilesError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -85,7 +85,7 @@ impl LineFiles {
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 return Err(LineFilesError::Locked(path));
             }
-            return Err(LineFilesError::Io { path, source: e });
+            return Err(LineFilesError::Io { path, cause: e });
         }
         Ok(LineFiles {
             dir: dir.to_path_buf(),

@@ -27,8 +27,7 @@ use crate::config::store::{RedisStore, RedisTls};
 pub fn connect(store: &RedisStore) -> Result<ConnectionManager, String> {
     let mut url = store.url.clone();
     if let Some(f) = &store.password_file {
-        let pw = std::fs::read_to_string(f)
-            .map_err(|e| format!("store.password_file {}: {e}", f.display()))?;
+        let pw = read_password(f).map_err(|e| format!("store.password_file {e}"))?;
         let pw: String =
             percent_encoding::utf8_percent_encode(pw.trim(), percent_encoding::NON_ALPHANUMERIC)
                 .to_string();
@@ -39,6 +38,13 @@ pub fn connect(store: &RedisStore) -> Result<ConnectionManager, String> {
         None => redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?,
     };
     manager(client, store.timeout).map_err(|e| format!("store.url: {e}"))
+}
+
+/// The password in `path` (trimmed); errors start with the path. Read at
+/// start (and by `usher check`), and again when connecting.
+pub fn read_password(path: &Path) -> Result<String, String> {
+    let pw = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(pw.trim().to_string())
 }
 
 /// A client for a `rediss://` URL with the CA and client certificate of

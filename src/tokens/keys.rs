@@ -39,12 +39,12 @@ const GENERATED_SECRET_LEN: usize = 32;
 #[derive(thiserror::Error, Debug)]
 pub enum KeyError {
     /// The key file could not be read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line is neither blank, a comment, nor `KID:SECRET`.
     #[error("key file line {line}: expected KID:BASE64SECRET")]
@@ -156,9 +156,9 @@ impl Keyring {
 
     /// Reads and parses a key file (e.g. from systemd `LoadCredential=`).
     pub fn load(path: &Path) -> Result<Keyring, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| KeyError::Io {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Keyring::parse(&text)
     }

@@ -21,12 +21,12 @@ pub const MIN_SECRET_LEN: usize = 32;
 #[derive(thiserror::Error, Debug)]
 pub enum KeyError {
     /// The key file could not be read.
-    #[error("cannot read voucher key file {path}: {source}")]
+    #[error("cannot read voucher key file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// No line with a secret.
     #[error("voucher key: no secret found")]
@@ -86,9 +86,9 @@ impl VoucherKey {
 
     /// A key from a key file.
     pub fn load(path: &Path) -> Result<VoucherKey, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| KeyError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         VoucherKey::parse(&text)
     }

@@ -22,12 +22,12 @@ pub const MAX_POOL_CODES: usize = 10_000_000;
 #[derive(thiserror::Error, Debug)]
 pub enum PoolError {
     /// The file could not be read.
-    #[error("cannot read voucher pool {path}: {source}")]
+    #[error("cannot read voucher pool {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A code is longer than the ledger accepts or has characters other than
     /// printable ASCII without spaces.
@@ -89,9 +89,9 @@ impl PoolIssuer {
 
     /// Reads and parses a pool file.
     pub fn load(path: &Path) -> Result<PoolIssuer, PoolError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PoolError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| PoolError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         PoolIssuer::parse(&text)
     }

@@ -17,8 +17,87 @@ use super::{WebhookConfig, WebhookIssuer};
 /// Why the vouchers could not be set up (usher does not start without them:
 /// an event that promised vouchers must not run without its ledger).
 #[derive(Debug, thiserror::Error)]
-#[error("vouchers: {0}")]
-pub struct SetupError(String);
+#[error("{key}: {reason}")]
+pub struct SetupError {
+    /// The config key at fault (`vouchers.pool_file`, `vouchers.state_dir`).
+    pub key: &'static str,
+    /// What is wrong, one cause.
+    pub reason: String,
+    /// Whether trying again later may work (another process holds the
+    /// ledger); otherwise the config or the files must change first.
+    pub transient: bool,
+}
+
+impl SetupError {
+    fn new(key: &'static str, reason: impl std::fmt::Display) -> SetupError {
+        SetupError {
+            key,
+            reason: reason.to_string(),
+            transient: false,
+        }
+    }
+}
+
+/// The issuer plugin with its files read, and the stock the ledger enforces.
+pub struct Issuer {
+    /// The plugin.
+    pub plugin: Arc<dyn VoucherIssuer>,
+    /// `vouchers.stock`, capped by the pool's size for the `pool` plugin.
+    pub stock: u64,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("plugin", &self.plugin.name())
+            .field("stock", &self.stock)
+            .finish()
+    }
+}
+
+/// Reads the plugin's files (the code pool, the key) and builds the plugin:
+/// part of the start-up stage that `usher check` runs too.
+pub fn issuer(cfg: &VouchersConfig) -> Result<Issuer, SetupError> {
+    Ok(match &cfg.plugin {
+        Plugin::Pool(path) => {
+            let pool =
+                PoolIssuer::load(path).map_err(|e| SetupError::new("vouchers.pool_file", e))?;
+            let n = pool.len() as u64;
+            Issuer {
+                plugin: Arc::new(pool),
+                stock: cfg.stock.min(n),
+            }
+        }
+        Plugin::Signed { prefix, key_file } => {
+            let key =
+                VoucherKey::load(key_file).map_err(|e| SetupError::new("vouchers.key_file", e))?;
+            let signed = SignedIssuer::new(prefix, key)
+                .map_err(|e| SetupError::new("vouchers.signed_prefix", e))?;
+            Issuer {
+                plugin: Arc::new(signed),
+                stock: cfg.stock,
+            }
+        }
+        Plugin::Webhook {
+            url,
+            key_file,
+            timeout,
+            attempts,
+        } => {
+            let key =
+                VoucherKey::load(key_file).map_err(|e| SetupError::new("vouchers.key_file", e))?;
+            let mut w = WebhookConfig::new(url.clone());
+            w.attempt_timeout = *timeout;
+            w.max_attempts = *attempts;
+            let hook = WebhookIssuer::new(w, key)
+                .map_err(|e| SetupError::new("vouchers.webhook_url", e))?;
+            Issuer {
+                plugin: Arc::new(hook),
+                stock: cfg.stock,
+            }
+        }
+    })
+}
 
 /// Counts claims in the metrics.
 struct Observer(Arc<Metrics>);
@@ -46,62 +125,40 @@ impl ClaimObserver for Observer {
 }
 
 /// The stock the ledger enforces: `vouchers.stock`, capped by the pool's
-/// size for the `pool` plugin (as [`build`] does).
+/// size for the `pool` plugin (as [`issuer`] does).
 pub fn effective_stock(cfg: &VouchersConfig) -> Result<u64, SetupError> {
     match &cfg.plugin {
         Plugin::Pool(path) => {
-            let pool = PoolIssuer::load(path)
-                .map_err(|e| SetupError(format!("vouchers.pool_file: {e}")))?;
+            let pool =
+                PoolIssuer::load(path).map_err(|e| SetupError::new("vouchers.pool_file", e))?;
             Ok(cfg.stock.min(pool.len() as u64))
         }
         _ => Ok(cfg.stock),
     }
 }
 
-/// Opens the ledger and the plugin for `event`: the local journal
+/// Opens the ledger for `event` behind `issuer`: the local journal
 /// (replayed now), or with `redis` (the process's one Redis connection) the
 /// ledger shared by the nodes, whose counters the caller refreshes once the
 /// runtime runs (no I/O here).
 pub fn build(
     cfg: &VouchersConfig,
+    issuer: Issuer,
     event: &str,
     metrics: Arc<Metrics>,
     redis: Option<redis::aio::ConnectionManager>,
 ) -> Result<Vouchers, SetupError> {
-    let err = |what: &str, e: &dyn std::fmt::Display| SetupError(format!("{what}: {e}"));
-    let (issuer, stock): (Arc<dyn VoucherIssuer>, u64) = match &cfg.plugin {
-        Plugin::Pool(path) => {
-            let pool = PoolIssuer::load(path).map_err(|e| err("vouchers.pool_file", &e))?;
-            let n = pool.len() as u64;
-            if n < cfg.stock {
-                tracing::warn!(
-                    stock = cfg.stock,
-                    codes = n,
-                    "the code pool is smaller than the stock: the stock is the pool"
-                );
-            }
-            (Arc::new(pool), cfg.stock.min(n))
-        }
-        Plugin::Signed { prefix, key_file } => {
-            let key = VoucherKey::load(key_file).map_err(|e| err("vouchers.key_file", &e))?;
-            let signed =
-                SignedIssuer::new(prefix, key).map_err(|e| err("vouchers.signed_prefix", &e))?;
-            (Arc::new(signed), cfg.stock)
-        }
-        Plugin::Webhook {
-            url,
-            key_file,
-            timeout,
-            attempts,
-        } => {
-            let key = VoucherKey::load(key_file).map_err(|e| err("vouchers.key_file", &e))?;
-            let mut w = WebhookConfig::new(url.clone());
-            w.attempt_timeout = *timeout;
-            w.max_attempts = *attempts;
-            let hook = WebhookIssuer::new(w, key).map_err(|e| err("vouchers.webhook_url", &e))?;
-            (Arc::new(hook), cfg.stock)
-        }
-    };
+    let Issuer {
+        plugin: issuer,
+        stock,
+    } = issuer;
+    if stock < cfg.stock {
+        tracing::warn!(
+            stock = cfg.stock,
+            codes = stock,
+            "the code pool is smaller than the stock: the stock is the pool"
+        );
+    }
     metrics.vouchers.stock.set(stock as i64);
     let ledger: ClaimLedger = match redis {
         Some(con) => {
@@ -114,10 +171,14 @@ pub fn build(
             RedisLedger::new(con, event, stock).into()
         }
         None => {
-            std::fs::create_dir_all(&cfg.state_dir)
-                .map_err(|e| err(&format!("state_dir {}", cfg.state_dir.display()), &e))?;
-            let ledger =
-                Ledger::open(&cfg.state_dir, event, stock).map_err(|e| err("ledger", &e))?;
+            let dir = &cfg.state_dir;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SetupError::new("vouchers.state_dir", format!("{}: {e}", dir.display()))
+            })?;
+            let ledger = Ledger::open(dir, event, stock).map_err(|e| SetupError {
+                transient: matches!(e, StoreError::Locked { .. }),
+                ..SetupError::new("vouchers.state_dir", e)
+            })?;
             metrics.vouchers.remaining.set(ledger.remaining() as i64);
             tracing::info!(
                 event,
