@@ -125,6 +125,7 @@ fn make_file(config: &Path, key: &str, scratch: &Path) -> Vec<PathBuf> {
             write(&path, &codes);
         }
         "store.password_file" => write(&path, "a-redis-password\n"),
+        "server.admin_token_file" => write(&path, &format!("{}\n", "t".repeat(40))),
         other => panic!("{}: unexpected problem at {other}", config.display()),
     }
     vec![path]
@@ -347,10 +348,13 @@ fn check_prints_every_section_and_no_secret() {
     let bypass = "bypass-secret-value-0123456789";
     dir.write("bypass.secret", bypass);
     let redis_password = "hunter2-in-the-url";
+    let admin_token = "admin-token-value-0123456789abcdef0123";
+    let token_file = dir.write("admin.token", admin_token);
     let config = dir.write(
         "usher.toml",
         &format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n\
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_token_file = \"admin.token\"\n\
+             [server.proxy_protocol]\nlisten = [\"127.0.0.1:0\"]\nfrom = [\"10.0.0.0/8\"]\n\n\
              [origin]\nurl = \"http://127.0.0.1:1\"\n\n\
              [log]\nformat = \"json\"\n\n\
              [room]\nevent = \"e\"\nkeys_file = \"keys\"\n\
@@ -366,6 +370,7 @@ fn check_prints_every_section_and_no_secret() {
     for section in [
         "[server]",
         "[server.http2]",
+        "[server.proxy_protocol]",
         "[origin]",
         "[log]",
         "[room]",
@@ -380,11 +385,18 @@ fn check_prints_every_section_and_no_secret() {
     }
     let key_secrets = [&std::fs::read_to_string(&keys).unwrap(), &voucher_key]
         .map(|line| line.trim().split_once(':').unwrap().1.to_string());
-    for secret in [bypass, redis_password, &key_secrets[0], &key_secrets[1]] {
+    for secret in [
+        bypass,
+        redis_password,
+        admin_token,
+        &key_secrets[0],
+        &key_secrets[1],
+    ] {
         assert!(!shown.contains(secret), "a secret is shown:\n{shown}");
     }
     // where the secrets are is shown
     assert!(shown.contains(&keys.display().to_string()), "{shown}");
+    assert!(shown.contains(&token_file.display().to_string()), "{shown}");
     assert!(
         shown.contains("redis://usher:REDACTED@127.0.0.1:1/0"),
         "{shown}"

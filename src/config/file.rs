@@ -122,6 +122,7 @@ pub struct RawServer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawTls>,
     /// Listeners whose connections start with a PROXY protocol header.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<RawProxyProtocol>,
 }
 
@@ -200,7 +201,7 @@ pub struct RawCertificate {
 /// `[server.proxy_protocol]`: PROXY protocol (v1 or v2) from an L4 balancer.
 /// No default: a listener takes the header only when named here, and only
 /// from the peers named here (the section absent, no listener takes it).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxyProtocol {
     /// Listeners (addresses as written in `server.listen` or

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::file::{RawCertificate, RawHttp2, RawLog, RawOrigin, RawServer, RawTls};
+use super::file::{
+    RawCertificate, RawHttp2, RawLog, RawOrigin, RawProxyProtocol, RawServer, RawTls,
+};
 use super::room::{Mode, RawAdaptive, RawLimits, RawRoom, RoomConfig};
 use super::store::{OnFailure, RawStore, StoreConfig};
 use super::units::{format_bytes, format_duration};
@@ -111,6 +113,10 @@ fn server(cfg: &Config) -> RawServer {
     RawServer {
         listen: strings(&s.listen),
         admin: s.admin.map(|a| a.to_string()).unwrap_or_default(),
+        // the token's file, never the token
+        admin_token_file: s.admin_api.token.as_ref().map(|t| path(&t.path)),
+        admin_socket: s.admin_api.socket.as_deref().map(path).unwrap_or_default(),
+        admin_open: s.admin_api.open.clone(),
         max_connections: s.max_connections,
         max_connections_per_ip: s.max_connections_per_ip,
         header_read_timeout: dur(s.header_read_timeout),
@@ -138,6 +144,10 @@ fn server(cfg: &Config) -> RawServer {
                 })
                 .collect(),
             handshake_timeout: dur(t.handshake_timeout),
+        }),
+        proxy_protocol: s.proxy_protocol.as_ref().map(|p| RawProxyProtocol {
+            listen: strings(&p.listen),
+            from: strings(&p.from),
         }),
     }
 }
