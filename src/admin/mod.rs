@@ -89,7 +89,7 @@ impl Admin {
     fn generated(&self) -> &Result<String, String> {
         self.generated.get_or_init(|| {
             let path = token::generated_path(&self.app.config.load());
-            match token::load_or_create(&path) {
+            match token::prepare_dir(&path).and_then(|()| token::load_or_create(&path)) {
                 Ok(t) => {
                     tracing::info!(file = %path.display(), "admin API: no server.admin_token_file, so the token is the one in this file (usher ctl reads it)");
                     Ok(t)

@@ -11,7 +11,7 @@
 //! two processes starting at once end up with the same token.
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,14 +26,48 @@ use crate::config::Config;
 pub const FILE_NAME: &str = "admin.token";
 
 /// Where usher keeps its generated token for `cfg`: the local store's
-/// `state_dir`, else the default state directory (systemd's
-/// `StateDirectory=usher`).
+/// `state_dir`; else the default state directory (systemd's
+/// `StateDirectory=usher`) when it exists; else, for usher run by hand
+/// (the README's demo), the user's own state directory
+/// (`$XDG_STATE_HOME/usher` or `~/.local/state/usher`), where `usher ctl`
+/// run by the same user looks too.
 pub fn generated_path(cfg: &Config) -> PathBuf {
-    cfg.store
-        .as_ref()
-        .and_then(|s| s.state_dir())
-        .unwrap_or(Path::new(DEFAULT_STATE_DIR))
+    if let Some(dir) = cfg.store.as_ref().and_then(|s| s.state_dir()) {
+        return dir.join(FILE_NAME);
+    }
+    let system = Path::new(DEFAULT_STATE_DIR);
+    if system.is_dir() {
+        return system.join(FILE_NAME);
+    }
+    user_state_dir()
+        .unwrap_or_else(|| system.to_path_buf())
         .join(FILE_NAME)
+}
+
+/// `$XDG_STATE_HOME/usher`, else `$HOME/.local/state/usher`.
+fn user_state_dir() -> Option<PathBuf> {
+    let set = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    set("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("usher"))
+}
+
+/// Makes the user's state directory (0700) when `path` lies in it; any
+/// other directory must exist already (the state directory is the
+/// operator's, or systemd's).
+pub fn prepare_dir(path: &Path) -> Result<(), String> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    if dir.is_dir() || user_state_dir().as_deref() != Some(dir) {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))
 }
 
 /// Reads the generated token at `path` if it is usable, else makes a new
@@ -181,9 +215,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(generated_path(&c), Path::new("/srv/u/admin.token"));
-        assert_eq!(
-            generated_path(&Config::embedded()),
-            Path::new("/var/lib/usher/admin.token")
-        );
+        let embedded = generated_path(&Config::embedded());
+        if Path::new(DEFAULT_STATE_DIR).is_dir() {
+            assert_eq!(embedded, Path::new("/var/lib/usher/admin.token"));
+        } else {
+            // by hand, without systemd's state directory: the user's own
+            assert_eq!(
+                Some(embedded.parent().unwrap()),
+                user_state_dir().as_deref()
+            );
+        }
     }
 }
