@@ -11,20 +11,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::proc::bin;
+use common::proc::{bin, check, text};
 use common::TempDir;
-
-fn check(path: &Path) -> Output {
-    bin()
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .expect("run usher check")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Non-empty lines of `out`'s stderr.
 fn err_lines(out: &Output) -> Vec<String> {

@@ -4,25 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::clients::{connect, get};
-use common::proc::{bin, UsherProc};
+use common::proc::{bin, check, text, UsherProc};
 use common::{within, Origin, Reply, TempDir};
-
-fn check(path: &Path) -> Output {
-    bin()
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .expect("run usher check")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 const THREE_MISTAKES: &str = r#"# three mistakes, in three sections
 [server]

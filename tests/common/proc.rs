@@ -16,6 +16,20 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_usher"))
 }
 
+/// `usher check -c path`, run to the end.
+pub fn check(path: &std::path::Path) -> std::process::Output {
+    bin()
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run usher check")
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// A running usher process.
 pub struct UsherProc {
     child: Child,
