@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod claims;
+pub mod clock;
 mod crc;
 mod journal;
 pub mod line_files;
