@@ -11,7 +11,8 @@
 //! working. New admissions follow `store.on_failure`:
 //! - `hold`: nobody new is admitted; waiting visitors keep their ticket;
 //! - `local_share`: this node admits its share of the configured rate and
-//!   capacity, `1/N` with `N` the nodes alive at the last heartbeat.
+//!   capacity, `1/N` with `N` the nodes that beat in the three ticks
+//!   before the last heartbeat (one that died just before is not counted).
 //!   Waiting visitors (a valid ticket) go first: a newcomer is admitted
 //!   only when no ticket holder has polled this node for two refresh
 //!   intervals. The capacity share holds because every active visitor's
@@ -70,7 +71,8 @@ pub(super) struct Shared {
     last: Mutex<Option<RedisTick>>,
     gauge: prometheus::IntGauge,
     on_failure: OnFailure,
-    /// Nodes alive at the last heartbeat; 0 until the first one.
+    /// Live nodes at the last heartbeat (beat in the last three ticks);
+    /// 0 until the first one.
     nodes: AtomicU64,
     /// This node's share of the gate while Redis is unreachable
     /// (`local_share`), made at the first admission of an outage.
@@ -106,6 +108,9 @@ impl Shared {
             heartbeat_ms: (cfg.tick.as_millis() as u64 * 5).max(2_000),
         };
         let line = RedisLine::new(con, event, &store.node_id, line_cfg);
+        // The local share's N: nodes that beat in the last three ticks (1 s
+        // at least), so one that died just before an outage is not counted.
+        line.set_live_window((cfg.tick.as_millis() as u64 * 3).max(1_000));
         line.set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
         line.set_lottery(cfg.mode == Mode::Random);
         Ok(Shared {
@@ -442,6 +447,7 @@ impl Room {
         let limit = clock::limit_ms(cfg.ticket_grace.as_millis() as u64);
         let m = &self.metrics.room;
         m.clock_skew.set(s.skew_ms as f64 / 1000.0);
+        sh.line.set_clock_offset(s.skew_ms);
         match sh.clock.record(s, limit) {
             Some(true) => {
                 m.clock_skew_exceeded.set(1);
@@ -580,7 +586,7 @@ impl Room {
                 if t.draw > 0 {
                     self.draw_shared(sh, cfg, t.draw).await;
                 }
-                sh.nodes.store(t.nodes.max(1), Ordering::Relaxed);
+                sh.nodes.store(t.live_nodes.max(1), Ordering::Relaxed);
                 let prev = sh.last.lock().unwrap_or_else(|e| e.into_inner()).replace(t);
                 self.announce_grants(t.admitted);
                 // A Redis restarted empty counts from zero again: no jump.
@@ -593,7 +599,7 @@ impl Room {
                 m.active_users.set(t.active as i64);
                 m.pending_admissions.set(t.pending as i64);
                 m.queue_length.set(t.waiting as i64);
-                m.store_nodes.set(t.nodes as i64);
+                m.store_nodes.set(t.live_nodes as i64);
                 m.admission_rate.set(rate.unwrap_or(0.0));
                 m.wait_estimate.set(match rate {
                     Some(r) if r > 0.0 => (t.waiting as f64 / r).ceil(),

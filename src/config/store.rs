@@ -102,7 +102,7 @@ pub enum OnFailure {
     /// Nobody new is admitted until Redis is back.
     Hold,
     /// This node admits its share of the rate and of the capacity (1/N,
-    /// N = nodes alive at the last heartbeat), waiting visitors first.
+    /// N = nodes that beat in the last three ticks), waiting visitors first.
     LocalShare,
 }
 

@@ -83,6 +83,10 @@ pub struct RedisTick {
     pub pending: u64,
     /// Nodes whose heartbeat is fresh, this one included.
     pub nodes: u64,
+    /// Of those, the nodes that beat within the live window
+    /// ([`RedisLine::set_live_window`]; all of them without one): the `N`
+    /// of the local share, which a node that just died no longer inflates.
+    pub live_nodes: u64,
     /// Places granted since the event began, by every node: each node
     /// measures the admission rate (and so the wait estimate) from it.
     pub admitted: u64,
@@ -159,6 +163,10 @@ pub struct RedisLine {
     handoff_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// A cap on active plus every pending grant, beside `max_active` (0: none).
     hard_cap: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A node that beat within this (ms) is live (0: the heartbeat ttl).
+    live_window_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This node's clock minus Redis's (ms), taken off its heartbeat stamps.
+    clock_offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Pre-queue tickets carried into rank order by one tick after the draw:
@@ -186,7 +194,24 @@ impl RedisLine {
             lottery: Default::default(),
             handoff_ms: Default::default(),
             hard_cap: Default::default(),
+            live_window_ms: Default::default(),
+            clock_offset_ms: Default::default(),
         }
+    }
+
+    /// Nodes count as live ([`RedisTick::live_nodes`]) while they beat
+    /// within `ms` (a few ticks); 0 counts every heartbeat not yet expired.
+    pub fn set_live_window(&self, ms: u64) {
+        self.live_window_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This node's measured clock skew from Redis (ms, positive: ahead):
+    /// its heartbeat stamps are corrected by it, so a node whose clock is
+    /// behind is not read as silent by the others.
+    pub fn set_clock_offset(&self, ms: i64) {
+        self.clock_offset_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// With a hand-off window, `max_active` counts only fresh grants; this
@@ -438,6 +463,16 @@ impl RedisLine {
             .arg(CARRY_PER_TICK)
             .arg(self.handoff_ms.load(std::sync::atomic::Ordering::Relaxed))
             .arg(self.hard_cap.load(std::sync::atomic::Ordering::Relaxed))
+            .arg(
+                self.live_window_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .arg({
+                let off = self
+                    .clock_offset_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                (now as i64).saturating_sub(off).max(0)
+            })
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));
@@ -452,6 +487,7 @@ impl RedisLine {
             waiting: n(7),
             draw: n(8),
             drawing: n(9) == 1,
+            live_nodes: n(10),
         })
     }
 

@@ -11,17 +11,27 @@
 --       opening time has come), lottery (1: mode random), random seed,
 --       tickets carried into rank order per tick after the draw, hand-off
 --       window (ms; 0: pending grants hold a slot for the whole claim
---       window), hard cap on active plus all pending (0: none)
+--       window), hard cap on active plus all pending (0: none), live
+--       window (ms: a node that beat within it counts as live; 0: the
+--       heartbeat ttl), this node's heartbeat stamp (ms: now corrected by
+--       its measured skew from Redis's clock, so every stamp is on one clock)
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
--- waiting, draw, drawing}: holder 1 on the ticking node, 0 on the others
+-- waiting, draw, drawing, live}: holder 1 on the ticking node, 0 on the others
 -- (which grant nothing and see the figures of the last tick); draw P > 0
 -- when the holder must now draw the ranks of the P pre-queue tickets
 -- (draw.lua); drawing 1 from the opening until the draw is done (nobody
--- is admitted meanwhile, on any node).
+-- is admitted meanwhile, on any node); live: the nodes that beat within
+-- the live window (the N of the local share: a node that died just before
+-- an outage is not one of them).
 local now = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[12], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[7]))
+local stamp = tonumber(ARGV[18])
+redis.call('ZADD', KEYS[12], stamp, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', stamp - tonumber(ARGV[7]))
 local nodes = redis.call('ZCARD', KEYS[12])
+local live = nodes
+if tonumber(ARGV[17]) > 0 then
+  live = redis.call('ZCOUNT', KEYS[12], stamp - tonumber(ARGV[17]), '+inf')
+end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
   return {0, 0, 0,
@@ -31,7 +41,8 @@ if holder and holder ~= ARGV[1] then
     tonumber(redis.call('GET', KEYS[13]) or '0'),
     tonumber(redis.call('GET', KEYS[14]) or '0'),
     0,
-    (redis.call('GET', KEYS[18]) and not redis.call('GET', KEYS[19])) and 1 or 0}
+    (redis.call('GET', KEYS[18]) and not redis.call('GET', KEYS[19])) and 1 or 0,
+    live}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 -- After a gap in ticking longer than half a grace (Redis unreachable or
@@ -248,4 +259,4 @@ if not frozen and pqfront < p then
 end
 redis.call('SET', KEYS[14], waiting)
 return {1, granted, skipped, active, pending, nodes, admitted, waiting, draw,
-  (opened and frozen) and 1 or 0}
+  (opened and frozen) and 1 or 0, live}
