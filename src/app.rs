@@ -114,7 +114,7 @@ impl App {
                     v,
                     event,
                     metrics.clone(),
-                    room.redis_connection(),
+                    room.redis_claims(),
                 )?))
             }
             None => None,

@@ -45,6 +45,7 @@ use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
 use crate::holding::RoomState;
 use crate::store::clock::{self, ClockWatch, Skew};
+use crate::store::redis_durable::ClaimsConnection;
 use crate::store::redis_line::{
     Direct, Entry, RedisLine, RedisLineConfig, RedisPlace, RedisTick, SharedGate,
 };
@@ -88,6 +89,8 @@ pub(super) struct Shared {
     clock_sampled: AtomicU64,
     /// The ACL user may not run `TIME` (warned once).
     clock_denied: AtomicBool,
+    /// The voucher ledger's connection (its own with `min_replicas_acked`).
+    claims: ClaimsConnection,
 }
 
 impl Shared {
@@ -107,6 +110,7 @@ impl Shared {
             // least) it no longer counts in the share.
             heartbeat_ms: (cfg.tick.as_millis() as u64 * 5).max(2_000),
         };
+        let claims = ClaimsConnection::for_store(store, &con)?;
         let line = RedisLine::new(con, event, &store.node_id, line_cfg);
         // The local share's N: nodes that beat in the last three ticks (1 s
         // at least), so one that died just before an outage is not counted.
@@ -127,6 +131,7 @@ impl Shared {
             clock: ClockWatch::default(),
             clock_sampled: AtomicU64::new(0),
             clock_denied: AtomicBool::new(false),
+            claims,
         })
     }
 
@@ -477,6 +482,12 @@ impl Room {
     /// ledger: one connection per process.
     pub fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
         self.shared.as_ref().map(|sh| sh.line.connection().clone())
+    }
+
+    /// The voucher ledger's Redis connection and the replicas a claim
+    /// waits for (`None` without Redis).
+    pub fn redis_claims(&self) -> Option<ClaimsConnection> {
+        self.shared.as_ref().map(|sh| sh.claims.clone())
     }
 
     /// Redis reachable at the last command (`None` without Redis).
