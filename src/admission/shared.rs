@@ -91,6 +91,8 @@ pub(super) struct Shared {
     clock_denied: AtomicBool,
     /// The voucher ledger's connection (its own with `min_replicas_acked`).
     claims: ClaimsConnection,
+    /// Line repairs already logged and counted.
+    repairs: AtomicU64,
 }
 
 impl Shared {
@@ -132,6 +134,7 @@ impl Shared {
             clock_sampled: AtomicU64::new(0),
             clock_denied: AtomicBool::new(false),
             claims,
+            repairs: AtomicU64::new(0),
         })
     }
 
@@ -593,6 +596,15 @@ impl Room {
             Ok(t) => {
                 sh.mark(true, "tick", None);
                 self.check_clock(sh, cfg).await;
+                let repairs = sh.line.repairs();
+                let new = repairs.saturating_sub(sh.repairs.swap(repairs, Ordering::Relaxed));
+                if new > 0 {
+                    m.store_line_repairs.inc_by(new);
+                    tracing::error!(
+                        repaired = new,
+                        "the line in Redis had gone back below what this node saw (a failover to a replica that missed the last writes?): numbering resumed above every ticket handed out, positions count from the frontier seen"
+                    );
+                }
                 sh.in_draw.store(t.drawing, Ordering::Relaxed);
                 if t.draw > 0 {
                     self.draw_shared(sh, cfg, t.draw).await;
