@@ -483,7 +483,7 @@ impl Room {
 
     /// The line's Redis connection (`None` without Redis), for the voucher
     /// ledger: one connection per process.
-    pub fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
+    pub fn redis_connection(&self) -> Option<crate::store::redis_conn::StoreCon> {
         self.shared.as_ref().map(|sh| sh.line.connection().clone())
     }
 

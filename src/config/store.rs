@@ -61,6 +61,11 @@ pub struct RawStore {
     /// `redis`: how long a claim waits for those replicas before the
     /// visitor is told to try again.
     pub replica_ack_timeout: String,
+    /// `redis`: Redis Sentinels (`host:port`) that name the primary; the
+    /// URL's host is then only where to start, its user, db and TLS apply.
+    pub sentinels: Vec<String>,
+    /// `redis` with `sentinels`: the name of the primary they watch.
+    pub sentinel_master: Option<String>,
 }
 
 impl Default for RawStore {
@@ -79,6 +84,8 @@ impl Default for RawStore {
             timeout: DEFAULT_REDIS_TIMEOUT.into(),
             min_replicas_acked: 0,
             replica_ack_timeout: DEFAULT_REPLICA_ACK_TIMEOUT.into(),
+            sentinels: Vec::new(),
+            sentinel_master: None,
         }
     }
 }
@@ -116,6 +123,17 @@ pub struct RedisStore {
     pub min_replicas_acked: u32,
     /// How long a claim waits for them.
     pub replica_ack_timeout: std::time::Duration,
+    /// The primary found through Redis Sentinel (followed across failovers).
+    pub sentinel: Option<Box<SentinelConfig>>,
+}
+
+/// `store.sentinels` and `store.sentinel_master`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `host:port` of each Sentinel, asked in order.
+    pub addrs: Vec<String>,
+    /// The name of the primary the Sentinels watch.
+    pub master: String,
 }
 
 /// `store.on_failure`: admissions while Redis is unreachable (passes keep
@@ -209,6 +227,7 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
         // WAIT 0 would wait for ever
         p.push("store.replica_ack_timeout", "must be more than 0");
     }
+    let sentinel = sentinel(raw, p);
     let node_id = raw.node_id.clone().unwrap_or_else(default_node_id);
     if node_id.is_empty() || node_id.len() > 128 {
         p.push("store.node_id", "1 to 128 characters");
@@ -222,6 +241,42 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
         on_failure,
         min_replicas_acked: raw.min_replicas_acked,
         replica_ack_timeout,
+        sentinel,
+    }
+}
+
+/// `sentinels` with `sentinel_master`, each `host:port`.
+fn sentinel(raw: &RawStore, p: &mut Problems) -> Option<Box<SentinelConfig>> {
+    match (&raw.sentinels[..], &raw.sentinel_master) {
+        ([], None) => None,
+        ([], Some(_)) => {
+            p.push(
+                "store.sentinels",
+                "missing: sentinel_master needs the Sentinels",
+            );
+            None
+        }
+        (_, None) => {
+            p.push(
+                "store.sentinel_master",
+                "missing: the name of the primary the Sentinels watch",
+            );
+            None
+        }
+        (addrs, Some(master)) => {
+            for a in addrs {
+                let ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+                if !ok {
+                    p.push("store.sentinels", format!("`{a}`: use host:port"));
+                }
+            }
+            Some(Box::new(SentinelConfig {
+                addrs: addrs.to_vec(),
+                master: master.clone(),
+            }))
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use redis::aio::ConnectionManager;
+use super::redis_conn::StoreCon;
 use redis::RedisError;
 
 /// One comparison of this node's clock with Redis's.
@@ -54,7 +54,7 @@ pub fn limit_ms(grace_ms: u64) -> u64 {
 }
 
 /// Redis's clock (`TIME`), in Unix ms.
-pub async fn redis_time(con: &ConnectionManager) -> Result<u64, RedisError> {
+pub async fn redis_time(con: &StoreCon) -> Result<u64, RedisError> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut con.clone()).await?;
     Ok(secs * 1000 + micros / 1000)
 }

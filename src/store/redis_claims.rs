@@ -33,7 +33,7 @@
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use super::redis_conn::StoreCon;
 use redis::{RedisError, Script};
 
 use super::redis_durable::{confirm_cmd, eval, with_wait, Durability};
@@ -97,7 +97,7 @@ impl Persistence {
 
 /// One node's handle on the shared claim ledger of one event.
 pub struct RedisLedger {
-    con: ConnectionManager,
+    con: StoreCon,
     event: String,
     prefix: String,
     stock: u64,
@@ -157,9 +157,9 @@ impl RedisLedger {
     /// The ledger of `event` with `stock` units over `con` (the process's
     /// one connection, see [`super::redis_conn`]). No I/O here: call
     /// [`Self::refresh`] before trusting [`Self::remaining`].
-    pub fn new(con: ConnectionManager, event: &str, stock: u64) -> RedisLedger {
+    pub fn new(con: impl Into<StoreCon>, event: &str, stock: u64) -> RedisLedger {
         RedisLedger {
-            con,
+            con: con.into(),
             event: event.to_owned(),
             prefix: format!("{{usher:{event}}}:v"),
             stock,

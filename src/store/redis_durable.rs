@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use super::redis_conn::StoreCon;
 use redis::{Cmd, FromRedisValue, RedisError};
 
 use crate::config::store::RedisStore;
@@ -41,7 +41,7 @@ pub struct Durability {
 pub struct ClaimsConnection {
     /// The line's connection without durability; with it, one of the
     /// ledger's own (`WAIT` blocks its connection).
-    pub con: ConnectionManager,
+    pub con: StoreCon,
     /// `None`: a code is shown when the primary answers.
     pub durability: Option<Durability>,
 }
@@ -50,7 +50,7 @@ impl ClaimsConnection {
     /// The ledger's connection for `store`: `line` itself unless claims
     /// wait for replicas, then a new lazy connection whose command time
     /// limit leaves room for the wait.
-    pub fn for_store(store: &RedisStore, line: &ConnectionManager) -> Result<Self, String> {
+    pub fn for_store(store: &RedisStore, line: &StoreCon) -> Result<Self, String> {
         if store.min_replicas_acked == 0 {
             return Ok(ClaimsConnection {
                 con: line.clone(),
@@ -94,7 +94,7 @@ const CONFIRM: &str = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
 /// Runs `step` then `WAIT` in one pipeline on `con`: the step's answer and
 /// the number of replicas that acknowledged it.
 pub(super) async fn with_wait<T: FromRedisValue>(
-    con: &ConnectionManager,
+    con: &StoreCon,
     step: Cmd,
     d: Durability,
 ) -> Result<(T, u32), RedisError> {

@@ -44,7 +44,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use super::redis_conn::StoreCon;
 use redis::{RedisError, Script};
 
 /// Where a ticket stands in the shared line.
@@ -158,7 +158,7 @@ pub struct RedisLineConfig {
 /// One node's handle on the shared line of one event.
 #[derive(Clone)]
 pub struct RedisLine {
-    con: ConnectionManager,
+    con: StoreCon,
     prefix: String,
     node: String,
     cfg: RedisLineConfig,
@@ -220,9 +220,14 @@ static DRAW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/d
 impl RedisLine {
     /// The line of `event` over `con` (see [`super::redis_conn`]); `node`
     /// names this node in the tick lease.
-    pub fn new(con: ConnectionManager, event: &str, node: &str, cfg: RedisLineConfig) -> RedisLine {
+    pub fn new(
+        con: impl Into<StoreCon>,
+        event: &str,
+        node: &str,
+        cfg: RedisLineConfig,
+    ) -> RedisLine {
         RedisLine {
-            con,
+            con: con.into(),
             prefix: format!("{{usher:{event}}}"),
             node: node.to_string(),
             cfg,
@@ -295,7 +300,7 @@ impl RedisLine {
     }
 
     /// The connection, shared with the voucher ledger.
-    pub fn connection(&self) -> &ConnectionManager {
+    pub fn connection(&self) -> &StoreCon {
         &self.con
     }
 
