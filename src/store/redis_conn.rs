@@ -15,8 +15,11 @@
 //! (`SENTINEL GET-MASTER-ADDR-BY-NAME`, the Sentinels asked in order) and
 //! is followed across failovers: [`StoreCon`] asks again after a command
 //! fails the way a lost or demoted primary fails (connection refused or
-//! dropped, timeout, `READONLY`), at most every 200 ms, and moves to the
-//! new primary when the Sentinels name another. The command that failed
+//! dropped, timeout, `READONLY`), at most every 200 ms, then every 200 ms
+//! for 10 s in the background (a dead primary restarted at its old address
+//! answers again before Sentinel demotes it: it must not be taken back),
+//! and every 5 s otherwise; it moves to the new primary when the Sentinels
+//! name another. The command that failed
 //! still fails (never retried: a write may have happened); the next one
 //! goes to the new primary. The URL's user, password, db and TLS apply to
 //! the primary; the Sentinels are reached in the clear or, with TLS, with
@@ -62,6 +65,8 @@ pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
             master: sentinel.master.clone(),
             primary: tokio::sync::Mutex::new(None),
             asked: Mutex::new(None),
+            doubt_until: Mutex::new(None),
+            checking: std::sync::atomic::AtomicBool::new(false),
         })),
     })
 }
@@ -96,7 +101,18 @@ struct Follow {
     primary: tokio::sync::Mutex<Option<String>>,
     /// When the Sentinels were last asked.
     asked: Mutex<Option<Instant>>,
+    /// Until when the primary is in doubt (after a failure like a lost one).
+    doubt_until: Mutex<Option<Instant>>,
+    /// A background check is running.
+    checking: std::sync::atomic::AtomicBool,
 }
+
+/// How often the Sentinels are asked while the primary is in doubt, and
+/// otherwise.
+const ASK_IN_DOUBT: Duration = Duration::from_millis(200);
+const ASK_STEADY: Duration = Duration::from_secs(5);
+/// How long a failure keeps the primary in doubt.
+const DOUBT: Duration = Duration::from_secs(10);
 
 impl From<ConnectionManager> for StoreCon {
     fn from(con: ConnectionManager) -> StoreCon {
@@ -139,7 +155,7 @@ impl StoreCon {
         }
         {
             let mut asked = f.asked.lock().unwrap_or_else(|e| e.into_inner());
-            if !first && asked.is_some_and(|at| at.elapsed() < Duration::from_millis(200)) {
+            if !first && asked.is_some_and(|at| at.elapsed() < ASK_IN_DOUBT) {
                 return;
             }
             *asked = Some(Instant::now());
@@ -177,8 +193,37 @@ impl StoreCon {
     }
 
     async fn after(&self, failed: Option<&RedisError>) {
+        let Some(f) = &self.follow else { return };
         if failed.is_some_and(primary_lost) {
+            *f.doubt_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOUBT);
             self.find_primary(false).await;
+        }
+    }
+
+    /// Asks the Sentinels again in the background when it is time (in
+    /// doubt every 200 ms, else every 5 s); one check at a time.
+    fn recheck(&self) {
+        let Some(f) = &self.follow else { return };
+        let in_doubt = f
+            .doubt_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t);
+        let every = if in_doubt { ASK_IN_DOUBT } else { ASK_STEADY };
+        let due = f
+            .asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() >= every);
+        if due && !f.checking.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.find_primary(false).await;
+                if let Some(f) = &me.follow {
+                    f.checking
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+            });
         }
     }
 }
@@ -219,6 +264,7 @@ impl ConnectionLike for StoreCon {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             self.find_primary(true).await;
+            self.recheck();
             let mut con = (**self.current.load()).clone();
             let r = con.req_packed_command(cmd).await;
             self.after(r.as_ref().err()).await;
@@ -234,6 +280,7 @@ impl ConnectionLike for StoreCon {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             self.find_primary(true).await;
+            self.recheck();
             let mut con = (**self.current.load()).clone();
             let r = con.req_packed_commands(pipeline, offset, count).await;
             self.after(r.as_ref().err()).await;
