@@ -67,6 +67,7 @@ pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
             asked: Mutex::new(None),
             doubt_until: Mutex::new(None),
             checking: std::sync::atomic::AtomicBool::new(false),
+            found: std::sync::atomic::AtomicBool::new(false),
         })),
     })
 }
@@ -105,6 +106,8 @@ struct Follow {
     doubt_until: Mutex<Option<Instant>>,
     /// A background check is running.
     checking: std::sync::atomic::AtomicBool,
+    /// The Sentinels named a primary at least once.
+    found: std::sync::atomic::AtomicBool,
 }
 
 /// How often the Sentinels are asked while the primary is in doubt, and
@@ -144,9 +147,14 @@ impl StoreCon {
     /// when it changed.
     async fn find_primary(&self, first: bool) {
         let Some(f) = &self.follow else { return };
+        // once found, commands never wait for an ask (a slow Sentinel must
+        // not stall the line): the checks run after failures or aside
+        if first && f.found.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let mut primary = match f.primary.try_lock() {
             Ok(p) => p,
-            // another command is asking: the first one waits for its answer
+            // before the first answer, commands wait for the one asking
             Err(_) if first => f.primary.lock().await,
             Err(_) => return,
         };
@@ -155,7 +163,7 @@ impl StoreCon {
         }
         {
             let mut asked = f.asked.lock().unwrap_or_else(|e| e.into_inner());
-            if !first && asked.is_some_and(|at| at.elapsed() < ASK_IN_DOUBT) {
+            if asked.is_some_and(|at| at.elapsed() < ASK_IN_DOUBT) {
                 return;
             }
             *asked = Some(Instant::now());
@@ -177,6 +185,7 @@ impl StoreCon {
         {
             Ok(con) => {
                 self.current.store(Arc::new(con));
+                f.found.store(true, std::sync::atomic::Ordering::Release);
                 match primary.replace(found.clone()) {
                     None => {
                         tracing::info!(primary = %found, master = %f.master, "Redis primary found through Sentinel")
