@@ -6,6 +6,8 @@
 //! the replica's copy keep their place, and the grants the failover lost
 //! are granted again.
 
+#[path = "support/procs.rs"]
+mod procs;
 #[path = "support/redis.rs"]
 mod redis;
 #[path = "support/relay.rs"]
@@ -157,4 +159,99 @@ async fn a_failover_that_lost_writes_repairs_the_line() {
     let p = observe(&nodes[1], 11, now + 300).await;
     assert_eq!(p, RedisPlace::Waiting { position: 0 }, "next in line");
     assert!(nodes[0].repairs() + nodes[1].repairs() >= 10);
+}
+
+/// The holding page's answer for a visitor with `cookie` (a ticket).
+fn status(u: &procs::Usher, cookie: Option<&str>) -> (serde_json::Value, Option<String>) {
+    use std::io::{Read, Write};
+    let port: u16 = u.base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    write!(
+        s,
+        "GET /__usher/status HTTP/1.0\r\nHost: x\r\nAccept: application/json\r\n{cookie}\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let ticket = out
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: usher_ticket="))
+        .and_then(|c| c.split(';').next())
+        .map(|v| format!("usher_ticket={v}"));
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (serde_json::from_str(body).unwrap_or_default(), ticket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_logs_and_counts_the_repair_and_its_visitors_keep_their_place() {
+    let Some(mut primary) = RedisServer::start(None) else {
+        return;
+    };
+    let replica = RedisServer::start_with(RedisOptions {
+        args: vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ],
+        ..RedisOptions::default()
+    })
+    .unwrap();
+    let relay = Relay::start(primary.port).await;
+    let dir = procs::keyed_temp_dir("redis-line-failover");
+    let url = relay.url();
+    let node = procs::Usher::start(&dir, "n1", |port, admin| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\n\
+             [origin]\nurl = \"http://127.0.0.1:9\"\n\
+             [room]\nkeys_file = \"{keys}\"\nmax_active_users = 100\nnew_users_per_minute = 600\ntick = \"100ms\"\n\
+             [room.limits]\ntickets_per_minute_per_ip = 10000000\nrequests_per_second_per_ip = 0\n\
+             [store]\nbackend = \"redis\"\nurl = \"{url}\"\nnode_id = \"n1\"\ntimeout = \"300ms\"\n",
+            keys = dir.join("keys").display()
+        )
+    });
+    // paused: newcomers take tickets, nobody is admitted
+    assert_eq!(node.admin_post("/admin/pause"), Some(200));
+    let mut tickets = Vec::new();
+    for _ in 0..5 {
+        tickets.push(status(&node, None).1.expect("a ticket"));
+    }
+    // a few ticks count them into the line (positions read the tick's union)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = cmd(&primary.url(), &["SET", "sync", "1"]).await;
+    assert_eq!(
+        cmd(&primary.url(), &["WAIT", "1", "2000"]).await,
+        ::redis::Value::Int(1)
+    );
+    signal(&replica, "-STOP");
+    let _ = cmd(&primary.url(), &["CLIENT", "KILL", "TYPE", "replica"]).await;
+    for _ in 0..5 {
+        tickets.push(status(&node, None).1.expect("a ticket"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (last, _) = status(&node, Some(&tickets[9]));
+    assert_eq!(last["position"], 9, "{last}");
+    primary.stop();
+    signal(&replica, "-CONT");
+    let _ = cmd(&replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
+    relay.switch(replica.port);
+
+    // the node repairs the counter (tickets 6..10 were lost) by itself
+    let started = Instant::now();
+    while node.metric("usher_store_line_repairs_total").unwrap_or(0.0) < 5.0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no repair");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cmd(&replica.url(), &["GET", "{usher:default}:issued"]).await,
+        ::redis::Value::BulkString(b"10".to_vec())
+    );
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("the line in Redis had gone back"), "{log}");
+    // the last visitor keeps a place, no further back than before
+    let (now, fresh) = status(&node, Some(&tickets[9]));
+    assert!(fresh.is_none(), "a new ticket: the place was lost ({now})");
+    assert!(now["position"].as_u64().is_some_and(|p| p <= 9), "{now}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
