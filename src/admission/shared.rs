@@ -44,7 +44,7 @@ use crate::admission::line::{seed_hash, shuffled_ranks};
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
 use crate::holding::RoomState;
-use crate::store::clock::{self, ClockWatch, Skew};
+use crate::store::clock::ClockWatch;
 use crate::store::redis_durable::ClaimsConnection;
 use crate::store::redis_line::{
     Direct, Entry, RedisLine, RedisLineConfig, RedisPlace, RedisTick, SharedGate,
@@ -66,7 +66,7 @@ struct Batch {
 
 /// One node's share of the Redis line.
 pub(super) struct Shared {
-    line: RedisLine,
+    pub(super) line: RedisLine,
     up: AtomicBool,
     batch: Mutex<Batch>,
     last: Mutex<Option<RedisTick>>,
@@ -84,15 +84,15 @@ pub(super) struct Shared {
     /// last tick, on every node).
     pub(super) in_draw: AtomicBool,
     /// This node's clock against Redis's (`/readyz`, metrics).
-    clock: ClockWatch,
+    pub(super) clock: ClockWatch,
     /// Room time (ms) of the last clock sample.
-    clock_sampled: AtomicU64,
+    pub(super) clock_sampled: AtomicU64,
     /// The ACL user may not run `TIME` (warned once).
-    clock_denied: AtomicBool,
+    pub(super) clock_denied: AtomicBool,
     /// The voucher ledger's connection (its own with `min_replicas_acked`).
     claims: ClaimsConnection,
     /// Line repairs already logged and counted.
-    repairs: AtomicU64,
+    pub(super) repairs: AtomicU64,
 }
 
 impl Shared {
@@ -138,7 +138,7 @@ impl Shared {
         })
     }
 
-    fn mark(&self, ok: bool, what: &str, err: Option<&redis::RedisError>) {
+    pub(super) fn mark(&self, ok: bool, what: &str, err: Option<&redis::RedisError>) {
         let was = self.up.swap(ok, Ordering::Relaxed);
         if was != ok {
             self.gauge.set(i64::from(ok));
@@ -423,59 +423,6 @@ impl Room {
         })
     }
 
-    /// Why this node should not take visitors because of its clock (its
-    /// skew against Redis's `TIME` beyond a quarter of `ticket_grace`), if so.
-    pub fn clock_problem(&self) -> Option<String> {
-        self.shared.as_ref().and_then(|sh| sh.clock.problem())
-    }
-
-    /// Compares this node's clock (the room's Unix time, the one it writes
-    /// into the line) with Redis's, at most once a second.
-    async fn check_clock(&self, sh: &Shared, cfg: &RoomConfig) {
-        let now = self.now_ms();
-        let last = sh.clock_sampled.load(Ordering::Relaxed);
-        if last > 0 && now.saturating_sub(last) < 1_000 {
-            return;
-        }
-        sh.clock_sampled.store(now.max(1), Ordering::Relaxed);
-        let sent = self.unix_ms();
-        let redis = match clock::redis_time(sh.line.connection()).await {
-            Ok(t) => t,
-            Err(e) if e.code() == Some("NOPERM") => {
-                if !sh.clock_denied.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "clock skew not checked: the Redis user may not run TIME (grant +time)"
-                    );
-                }
-                return;
-            }
-            Err(e) => return sh.mark(false, "TIME", Some(&e)),
-        };
-        let s = Skew::sample(sent, self.unix_ms(), redis);
-        let limit = clock::limit_ms(cfg.ticket_grace.as_millis() as u64);
-        let m = &self.metrics.room;
-        m.clock_skew.set(s.skew_ms as f64 / 1000.0);
-        sh.line.set_clock_offset(s.skew_ms);
-        match sh.clock.record(s, limit) {
-            Some(true) => {
-                m.clock_skew_exceeded.set(1);
-                tracing::error!(
-                    skew_seconds = s.skew_ms as f64 / 1000.0,
-                    limit_seconds = limit as f64 / 1000.0,
-                    "clock skew: this node's clock is off from Redis's TIME by more than a quarter of ticket_grace; /readyz fails until NTP fixes it (positions and liveness windows would disagree between nodes)"
-                );
-            }
-            Some(false) => {
-                m.clock_skew_exceeded.set(0);
-                tracing::info!(
-                    skew_seconds = s.skew_ms as f64 / 1000.0,
-                    "clock skew back within a quarter of ticket_grace: /readyz succeeds again"
-                );
-            }
-            None => {}
-        }
-    }
-
     /// Whether the line is shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
@@ -596,15 +543,7 @@ impl Room {
             Ok(t) => {
                 sh.mark(true, "tick", None);
                 self.check_clock(sh, cfg).await;
-                let repairs = sh.line.repairs();
-                let new = repairs.saturating_sub(sh.repairs.swap(repairs, Ordering::Relaxed));
-                if new > 0 {
-                    m.store_line_repairs.inc_by(new);
-                    tracing::error!(
-                        repaired = new,
-                        "the line in Redis had gone back below what this node saw (a failover to a replica that missed the last writes?): numbering resumed above every ticket handed out, positions count from the frontier seen"
-                    );
-                }
+                self.note_repairs(sh);
                 sh.in_draw.store(t.drawing, Ordering::Relaxed);
                 if t.draw > 0 {
                     self.draw_shared(sh, cfg, t.draw).await;
