@@ -7,6 +7,8 @@
 //! `redis-pool` runs the pool plugin on the ledger shared through a local
 //! redis-server (`appendonly yes`, `appendfsync always`, as vouchers need),
 //! three connections as three nodes would (skipped without redis-server).
+//! `redis-pool-wait` is the same with a replica and `min_replicas_acked =
+//! 1`: each code shown only once its claim is on the replica (`WAIT`).
 //! Prints one line per plugin; numbers go to docs/BENCHMARKS.md.
 
 #[path = "../tests/support/redis.rs"]
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use usher::store::redis_conn::connect_url;
+use usher::store::redis_durable::Durability;
 use usher::store::{Ledger, RedisLedger};
 use usher::vouchers::{
     ClaimContext, PoolIssuer, SignedIssuer, VoucherIssuer, VoucherKey, Vouchers, WebhookConfig,
@@ -54,6 +57,12 @@ async fn run(name: &str, issuer: Arc<dyn VoucherIssuer>) {
 
 /// The pool plugin on the shared ledger, claims spread over three handles.
 async fn run_redis(issuer: Arc<dyn VoucherIssuer>) {
+    run_redis_with(issuer, false).await;
+}
+
+/// [`run_redis`], or with `wait` a replica of the ledger's Redis and every
+/// claim waiting for it (`min_replicas_acked = 1`).
+async fn run_redis_with(issuer: Arc<dyn VoucherIssuer>, wait: bool) {
     let d = dir("redis");
     let persist = redis::RedisOptions {
         aof_dir: Some(d.clone()),
@@ -62,18 +71,51 @@ async fn run_redis(issuer: Arc<dyn VoucherIssuer>) {
     let Some(server) = redis::RedisServer::start_with(persist) else {
         return;
     };
+    let replica = wait.then(|| {
+        redis::RedisServer::start_with(redis::RedisOptions {
+            args: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                server.port.to_string(),
+            ],
+            ..redis::RedisOptions::default()
+        })
+        .unwrap()
+    });
+    if replica.is_some() {
+        in_sync(&server).await;
+    }
+    let durable = wait.then_some(Durability {
+        replicas: 1,
+        timeout: Duration::from_secs(1),
+    });
     let n = claims();
     let nodes: Vec<Arc<Vouchers>> = (0..3)
         .map(|_| {
             let con = connect_url(&server.url(), Duration::from_secs(5)).unwrap();
             Arc::new(Vouchers::new(
-                RedisLedger::new(con, "bench", n as u64),
+                RedisLedger::new(con, "bench", n as u64).with_durability(durable),
                 issuer.clone(),
             ))
         })
         .collect();
     let before = used_memory(&server).await;
-    crowd("redis-pool", &nodes, n).await;
+    crowd(
+        if wait {
+            "redis-pool-wait"
+        } else {
+            "redis-pool"
+        },
+        &nodes,
+        n,
+    )
+    .await;
+    if wait {
+        drop(replica);
+        drop(server);
+        let _ = std::fs::remove_dir_all(&d);
+        return;
+    }
     let after = used_memory(&server).await;
     println!(
         "plugin=redis-pool redis_bytes_per_claim={:.0}",
@@ -81,6 +123,24 @@ async fn run_redis(issuer: Arc<dyn VoucherIssuer>) {
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Waits until `server` has a replica in sync.
+async fn in_sync(server: &redis::RedisServer) {
+    let con = connect_url(&server.url(), Duration::from_secs(5)).unwrap();
+    let started = Instant::now();
+    loop {
+        let info: String = ::redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut con.clone())
+            .await
+            .unwrap();
+        if info.contains("state=online") {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn used_memory(server: &redis::RedisServer) -> i64 {
@@ -162,6 +222,7 @@ fn main() {
         let codes: String = (0..claims()).map(|i| format!("POOL-{i:06}\n")).collect();
         run("pool", Arc::new(PoolIssuer::parse(&codes).unwrap())).await;
         run_redis(Arc::new(PoolIssuer::parse(&codes).unwrap())).await;
+        run_redis_with(Arc::new(PoolIssuer::parse(&codes).unwrap()), true).await;
         let key = VoucherKey::from_secret(&[7u8; 32]).unwrap();
         run(
             "signed",

@@ -159,7 +159,7 @@ impl App {
                     issuer,
                     event,
                     metrics.clone(),
-                    room.redis_connection(),
+                    room.redis_claims(),
                 )?))
             }
             _ => None,

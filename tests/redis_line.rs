@@ -178,7 +178,14 @@ async fn redis_stopped_fails_fast_and_recovers_by_itself() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(ok, Some(1), "reconnected (the new server starts from zero)");
+    // the new server starts from zero, but number 1 was handed out: the
+    // node's floor resumes numbering above it (never a number twice)
+    assert_eq!(
+        ok,
+        Some(2),
+        "reconnected, numbering above what was handed out"
+    );
+    assert_eq!(a.repairs(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,6 +256,7 @@ async fn an_acl_user_with_its_password_file_and_a_wrong_password() {
             "+@write",
             "+@scripting",
             "+@connection",
+            "+time",
         ]
         .into_iter()
         .chain(["--user", "default", "off"])

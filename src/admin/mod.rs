@@ -263,6 +263,11 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/readyz") if app.room.draining() => {
             respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
         }
+        (&Method::GET, "/readyz") if app.room.clock_problem().is_some() => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{}\n", app.room.clock_problem().unwrap_or_default()),
+        ),
         (&Method::GET, "/readyz") if app.room.local_share_of().is_some() => respond(
             StatusCode::OK,
             "text/plain",

@@ -34,6 +34,10 @@ mod room_limits;
 pub use room_limits::{CHALLENGE_TTL_SECS, POW_COOKIE, POW_HEADER};
 #[path = "shared.rs"]
 mod shared;
+#[path = "shared_health.rs"]
+mod shared_health;
+#[path = "shared_outage.rs"]
+mod shared_outage;
 use crate::config::room::{Mode, RoomConfig};
 use crate::holding::{HoldingPages, RoomState, TemplateError};
 use crate::metrics::Metrics;

@@ -11,7 +11,8 @@
 //! working. New admissions follow `store.on_failure`:
 //! - `hold`: nobody new is admitted; waiting visitors keep their ticket;
 //! - `local_share`: this node admits its share of the configured rate and
-//!   capacity, `1/N` with `N` the nodes alive at the last heartbeat.
+//!   capacity, `1/N` with `N` the nodes that beat in the three ticks
+//!   before the last heartbeat (one that died just before is not counted).
 //!   Waiting visitors (a valid ticket) go first: a newcomer is admitted
 //!   only when no ticket holder has polled this node for two refresh
 //!   intervals. The capacity share holds because every active visitor's
@@ -43,6 +44,8 @@ use crate::admission::line::{seed_hash, shuffled_ranks};
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
 use crate::holding::RoomState;
+use crate::store::clock::ClockWatch;
+use crate::store::redis_durable::ClaimsConnection;
 use crate::store::redis_line::{
     Direct, Entry, RedisLine, RedisLineConfig, RedisPlace, RedisTick, SharedGate,
 };
@@ -63,22 +66,33 @@ struct Batch {
 
 /// One node's share of the Redis line.
 pub(super) struct Shared {
-    line: RedisLine,
+    pub(super) line: RedisLine,
     up: AtomicBool,
     batch: Mutex<Batch>,
     last: Mutex<Option<RedisTick>>,
     gauge: prometheus::IntGauge,
     on_failure: OnFailure,
-    /// Nodes alive at the last heartbeat; 0 until the first one.
+    /// Live nodes at the last heartbeat (beat in the last three ticks);
+    /// 0 until the first one.
     nodes: AtomicU64,
     /// This node's share of the gate while Redis is unreachable
     /// (`local_share`), made at the first admission of an outage.
-    fallback: Mutex<Option<Gate<TokioClock>>>,
+    pub(super) fallback: Mutex<Option<Gate<TokioClock>>>,
     /// Room time of the last poll by a ticket holder during the outage.
-    waiting_seen: AtomicU64,
+    pub(super) waiting_seen: AtomicU64,
     /// The event opened but its pre-queue draw is not done yet (as of the
     /// last tick, on every node).
-    in_draw: AtomicBool,
+    pub(super) in_draw: AtomicBool,
+    /// This node's clock against Redis's (`/readyz`, metrics).
+    pub(super) clock: ClockWatch,
+    /// Room time (ms) of the last clock sample.
+    pub(super) clock_sampled: AtomicU64,
+    /// The ACL user may not run `TIME` (warned once).
+    pub(super) clock_denied: AtomicBool,
+    /// The voucher ledger's connection (its own with `min_replicas_acked`).
+    claims: ClaimsConnection,
+    /// Line repairs already logged and counted.
+    pub(super) repairs: AtomicU64,
 }
 
 impl Shared {
@@ -98,7 +112,11 @@ impl Shared {
             // least) it no longer counts in the share.
             heartbeat_ms: (cfg.tick.as_millis() as u64 * 5).max(2_000),
         };
+        let claims = ClaimsConnection::for_store(store, &con)?;
         let line = RedisLine::new(con, event, &store.node_id, line_cfg);
+        // The local share's N: nodes that beat in the last three ticks (1 s
+        // at least), so one that died just before an outage is not counted.
+        line.set_live_window((cfg.tick.as_millis() as u64 * 3).max(1_000));
         line.set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
         line.set_lottery(cfg.mode == Mode::Random);
         Ok(Shared {
@@ -112,10 +130,15 @@ impl Shared {
             fallback: Mutex::new(None),
             waiting_seen: AtomicU64::new(0),
             in_draw: AtomicBool::new(false),
+            clock: ClockWatch::default(),
+            clock_sampled: AtomicU64::new(0),
+            clock_denied: AtomicBool::new(false),
+            claims,
+            repairs: AtomicU64::new(0),
         })
     }
 
-    fn mark(&self, ok: bool, what: &str, err: Option<&redis::RedisError>) {
+    pub(super) fn mark(&self, ok: bool, what: &str, err: Option<&redis::RedisError>) {
         let was = self.up.swap(ok, Ordering::Relaxed);
         if was != ok {
             self.gauge.set(i64::from(ok));
@@ -208,24 +231,6 @@ impl Shared {
         release.truncate(MAX_TOUCHES);
         *now = Batch { touch, release };
         Err(e)
-    }
-
-    /// This node's gate while Redis is unreachable: `1/N` of the rate and
-    /// of the burst (at least one each).
-    fn fallback_take(&self, settings: &Settings, burst: u32, clock: TokioClock) -> bool {
-        let n = u32::try_from(self.nodes().max(1)).unwrap_or(u32::MAX);
-        if settings.new_users_per_minute == 0 {
-            // No fixed rate: the closed-loop gate's limit (counted by the
-            // caller against this node's share) is the only bound.
-            return true;
-        }
-        let per_minute = (settings.new_users_per_minute / n).max(1);
-        let burst = (burst / n).max(1);
-        let mut g = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
-        if !g.as_ref().is_some_and(|g| g.same(per_minute, burst)) {
-            *g = Some(Gate::new(per_minute, burst, clock));
-        }
-        g.as_mut().is_some_and(|g| g.take(1) == 1)
     }
 }
 
@@ -364,7 +369,7 @@ impl Room {
     }
 
     /// A waiting visitor's turn: the pass, and the ticket cleared.
-    fn ticket_to_pass(
+    pub(super) fn ticket_to_pass(
         &self,
         cfg: &RoomConfig,
         keys: &Keyring,
@@ -383,7 +388,7 @@ impl Room {
 
     /// The holding page with the shared line: the position when known,
     /// and a wait estimate from the admission rate every node measures.
-    fn shared_hold(
+    pub(super) fn shared_hold(
         &self,
         sh: &Shared,
         cfg: &RoomConfig,
@@ -418,68 +423,6 @@ impl Room {
         })
     }
 
-    /// A request without a pass while Redis is unreachable: the holding
-    /// page, or with `local_share` this node's share of admissions,
-    /// waiting visitors first (see the module docs).
-    #[allow(clippy::too_many_arguments)]
-    fn decide_outage(
-        &self,
-        sh: &Shared,
-        cfg: &RoomConfig,
-        settings: &Settings,
-        keys: &Keyring,
-        ticket: Option<Ticket>,
-        headers: &HeaderMap,
-        ip: std::net::IpAddr,
-        secure: bool,
-    ) -> Verdict {
-        let hold = || self.shared_hold(sh, cfg, settings, None);
-        let before_opening = cfg
-            .opens_at
-            .as_ref()
-            .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
-        // until the pre-queue's draw is done nobody is admitted, shared or not
-        let drawing = before_opening || sh.in_draw.load(Ordering::Relaxed);
-        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) || drawing {
-            return hold();
-        }
-        let now = self.now_ms();
-        if ticket.is_some() {
-            sh.waiting_seen.store(now.max(1), Ordering::Relaxed);
-        } else {
-            let seen = sh.waiting_seen.load(Ordering::Relaxed);
-            let window = 2 * cfg.refresh.as_millis() as u64;
-            if seen > 0 && now.saturating_sub(seen) < window {
-                return hold();
-            }
-            if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
-                return limited;
-            }
-        }
-        let share = settings.max_active_users / sh.nodes().max(1);
-        let session = cfg.session_duration.as_secs();
-        let until = now + (session + (session / 10).max(5)) * 1000;
-        let mut s = self.lock();
-        if s.active.len() >= share
-            || !sh.fallback_take(settings, cfg.burst, TokioClock::new(self.epoch))
-        {
-            drop(s); // the holding page reads the rate under the same lock
-            return hold();
-        }
-        let pass_id: u64 = s.rng.random();
-        // Counted before the lock is let go: concurrent requests see it.
-        s.active.touch(pass_id, until);
-        drop(s);
-        self.metrics.room.admitted_local_share.inc();
-        match ticket {
-            Some(t) => self.ticket_to_pass(cfg, keys, &t, pass_id, secure),
-            None => {
-                let now_unix = self.unix_ms() / 1000;
-                self.new_pass(cfg, keys, pass_id, now_unix, now_unix, secure, Vec::new())
-            }
-        }
-    }
-
     /// Whether the line is shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
@@ -487,8 +430,14 @@ impl Room {
 
     /// The line's Redis connection (`None` without Redis), for the voucher
     /// ledger: one connection per process.
-    pub fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
+    pub fn redis_connection(&self) -> Option<crate::store::redis_conn::StoreCon> {
         self.shared.as_ref().map(|sh| sh.line.connection().clone())
+    }
+
+    /// The voucher ledger's Redis connection and the replicas a claim
+    /// waits for (`None` without Redis).
+    pub fn redis_claims(&self) -> Option<ClaimsConnection> {
+        self.shared.as_ref().map(|sh| sh.claims.clone())
     }
 
     /// Redis reachable at the last command (`None` without Redis).
@@ -593,11 +542,13 @@ impl Room {
         match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);
+                self.check_clock(sh, cfg).await;
+                self.note_repairs(sh);
                 sh.in_draw.store(t.drawing, Ordering::Relaxed);
                 if t.draw > 0 {
                     self.draw_shared(sh, cfg, t.draw).await;
                 }
-                sh.nodes.store(t.nodes.max(1), Ordering::Relaxed);
+                sh.nodes.store(t.live_nodes.max(1), Ordering::Relaxed);
                 let prev = sh.last.lock().unwrap_or_else(|e| e.into_inner()).replace(t);
                 self.announce_grants(t.admitted);
                 // A Redis restarted empty counts from zero again: no jump.
@@ -610,7 +561,7 @@ impl Room {
                 m.active_users.set(t.active as i64);
                 m.pending_admissions.set(t.pending as i64);
                 m.queue_length.set(t.waiting as i64);
-                m.store_nodes.set(t.nodes as i64);
+                m.store_nodes.set(t.live_nodes as i64);
                 m.admission_rate.set(rate.unwrap_or(0.0));
                 m.wait_estimate.set(match rate {
                     Some(r) if r > 0.0 => (t.waiting as f64 / r).ceil(),

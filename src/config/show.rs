@@ -311,6 +311,10 @@ fn store(s: &StoreConfig) -> RawStore {
             .into(),
             node_id: Some(r.node_id.clone()),
             timeout: dur(r.timeout),
+            min_replicas_acked: r.min_replicas_acked,
+            replica_ack_timeout: dur(r.replica_ack_timeout),
+            sentinels: r.sentinel.as_ref().map_or(Vec::new(), |s| s.addrs.clone()),
+            sentinel_master: r.sentinel.as_ref().map(|s| s.master.clone()),
             ..RawStore::default()
         },
     }

@@ -17,6 +17,15 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// One Redis command's time limit: a poll waits at most this long for a
 /// paused or lost Redis before the visitor gets the holding page.
 pub const DEFAULT_REDIS_TIMEOUT: &str = "500ms";
+/// How long a voucher claim waits for its replicas (`min_replicas_acked`):
+/// a replica on the same network acknowledges within a millisecond, so
+/// this only bounds a lagging or lost replica, and a visitor waits at most
+/// this long before "try again". The command timeout's default, for one
+/// bound on every Redis wait a visitor sees.
+pub const DEFAULT_REPLICA_ACK_TIMEOUT: &str = "500ms";
+/// More replicas than anyone runs: a typo (`10` for `1`) fails `usher check`
+/// instead of every claim.
+pub const MAX_REPLICAS_ACKED: u32 = 16;
 
 /// Raw `[store]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -50,6 +59,18 @@ pub struct RawStore {
     pub node_id: Option<String>,
     /// `redis`: time limit of one Redis command.
     pub timeout: String,
+    /// `redis`: a voucher code is shown only once its claim is on this
+    /// many replicas (`WAIT`); 0 (the default) shows it when the primary
+    /// answers.
+    pub min_replicas_acked: u32,
+    /// `redis`: how long a claim waits for those replicas before the
+    /// visitor is told to try again.
+    pub replica_ack_timeout: String,
+    /// `redis`: Redis Sentinels (`host:port`) that name the primary; the
+    /// URL's host is then only where to start, its user, db and TLS apply.
+    pub sentinels: Vec<String>,
+    /// `redis` with `sentinels`: the name of the primary they watch.
+    pub sentinel_master: Option<String>,
 }
 
 impl Default for RawStore {
@@ -66,6 +87,10 @@ impl Default for RawStore {
             on_failure: "hold".into(),
             node_id: None,
             timeout: DEFAULT_REDIS_TIMEOUT.into(),
+            min_replicas_acked: 0,
+            replica_ack_timeout: DEFAULT_REPLICA_ACK_TIMEOUT.into(),
+            sentinels: Vec::new(),
+            sentinel_master: None,
         }
     }
 }
@@ -98,6 +123,22 @@ pub struct RedisStore {
     pub timeout: std::time::Duration,
     /// What new visitors get while Redis is unreachable.
     pub on_failure: OnFailure,
+    /// Replicas that must hold a voucher claim before its code is shown
+    /// (0: none; the primary's answer is enough).
+    pub min_replicas_acked: u32,
+    /// How long a claim waits for them.
+    pub replica_ack_timeout: std::time::Duration,
+    /// The primary found through Redis Sentinel (followed across failovers).
+    pub sentinel: Option<Box<SentinelConfig>>,
+}
+
+/// `store.sentinels` and `store.sentinel_master`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `host:port` of each Sentinel, asked in order.
+    pub addrs: Vec<String>,
+    /// The name of the primary the Sentinels watch.
+    pub master: String,
 }
 
 /// `store.on_failure`: admissions while Redis is unreachable (passes keep
@@ -107,7 +148,7 @@ pub enum OnFailure {
     /// Nobody new is admitted until Redis is back.
     Hold,
     /// This node admits its share of the rate and of the capacity (1/N,
-    /// N = nodes alive at the last heartbeat), waiting visitors first.
+    /// N = nodes that beat in the last three ticks), waiting visitors first.
     LocalShare,
 }
 
@@ -176,6 +217,22 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
     if timeout.is_zero() {
         p.push("store.timeout", "must be more than 0");
     }
+    if raw.min_replicas_acked > MAX_REPLICAS_ACKED {
+        p.push(
+            "store.min_replicas_acked",
+            format!("at most {MAX_REPLICAS_ACKED} (the replicas a claim waits for)"),
+        );
+    }
+    let replica_ack_timeout = super::units::parse_duration(&raw.replica_ack_timeout)
+        .unwrap_or_else(|e| {
+            p.push("store.replica_ack_timeout", e);
+            std::time::Duration::from_millis(500)
+        });
+    if replica_ack_timeout.is_zero() {
+        // WAIT 0 would wait for ever
+        p.push("store.replica_ack_timeout", "must be more than 0");
+    }
+    let sentinel = sentinel(raw, p);
     let node_id = raw.node_id.clone().unwrap_or_else(default_node_id);
     if node_id.is_empty() || node_id.len() > 128 {
         p.push("store.node_id", "1 to 128 characters");
@@ -187,6 +244,44 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
         node_id,
         timeout,
         on_failure,
+        min_replicas_acked: raw.min_replicas_acked,
+        replica_ack_timeout,
+        sentinel,
+    }
+}
+
+/// `sentinels` with `sentinel_master`, each `host:port`.
+fn sentinel(raw: &RawStore, p: &mut Problems) -> Option<Box<SentinelConfig>> {
+    match (&raw.sentinels[..], &raw.sentinel_master) {
+        ([], None) => None,
+        ([], Some(_)) => {
+            p.push(
+                "store.sentinels",
+                "missing: sentinel_master needs the Sentinels",
+            );
+            None
+        }
+        (_, None) => {
+            p.push(
+                "store.sentinel_master",
+                "missing: the name of the primary the Sentinels watch",
+            );
+            None
+        }
+        (addrs, Some(master)) => {
+            for a in addrs {
+                let ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+                if !ok {
+                    p.push("store.sentinels", format!("`{a}`: use host:port"));
+                }
+            }
+            Some(Box::new(SentinelConfig {
+                addrs: addrs.to_vec(),
+                master: master.clone(),
+            }))
+        }
     }
 }
 
@@ -350,6 +445,21 @@ mod tests {
             Some(super::StoreConfig::Redis(r)) => Ok(r),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn claims_wait_for_replicas_only_when_asked() {
+        let r = redis("").unwrap();
+        assert_eq!(r.min_replicas_acked, 0);
+        assert_eq!(r.replica_ack_timeout, std::time::Duration::from_millis(500));
+        let r = redis("min_replicas_acked = 2\nreplica_ack_timeout = \"50ms\"\n").unwrap();
+        assert_eq!(r.min_replicas_acked, 2);
+        assert_eq!(r.replica_ack_timeout, std::time::Duration::from_millis(50));
+        let e = redis("min_replicas_acked = 40\nreplica_ack_timeout = \"0s\"\n").unwrap_err();
+        assert!(
+            e.contains("store.min_replicas_acked") && e.contains("store.replica_ack_timeout"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub struct RoomMetrics {
     pub store_up: IntGauge,
     /// Nodes sharing the line, as counted by the last heartbeat (1 without Redis).
     pub store_nodes: IntGauge,
+    /// This node's clock minus Redis's `TIME` at the last check (0 without Redis).
+    pub clock_skew: Gauge,
+    /// 1 while that skew is beyond a quarter of `ticket_grace` (`/readyz` fails).
+    pub clock_skew_exceeded: IntGauge,
+    /// Ticket numbers and frontier places the shared line had gone back by
+    /// and this node repaired (a failover that lost the last writes).
+    pub store_line_repairs: IntCounter,
     /// Adaptive gate changes by reason.
     pub adaptive_changes: IntCounterVec,
     /// The closed-loop gate's limit on visitors inside (0 when it is off).
@@ -230,7 +237,23 @@ impl RoomMetrics {
             ),
         );
         store_nodes.set(1);
+        let clock_skew = Gauge::new(
+            "usher_clock_skew_seconds",
+            "This node's clock minus Redis's TIME at the last check, once a second (0 without Redis)",
+        )
+        .expect("valid metric");
+        reg(Box::new(clock_skew.clone()));
+        let clock_skew_exceeded = gauge(
+            "usher_clock_skew_exceeded",
+            "1 while this node's clock is off from Redis's TIME by more than a quarter of room.ticket_grace (/readyz fails), else 0",
+        );
         RoomMetrics {
+            store_line_repairs: counter(
+                "usher_store_line_repairs_total",
+                "Ticket numbers and frontier places the shared line in Redis had gone back by (a failover to a replica that missed the last writes) and this node repaired",
+            ),
+            clock_skew,
+            clock_skew_exceeded,
             store_up,
             store_nodes,
             adaptive_changes,

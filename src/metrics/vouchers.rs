@@ -70,7 +70,12 @@ impl VoucherMetrics {
             &["kind"],
         )
         .expect("valid metric");
-        for k in ["retry_later", "store", "store_unreachable"] {
+        for k in [
+            "retry_later",
+            "store",
+            "store_unreachable",
+            "store_not_durable",
+        ] {
             plugin_errors.with_label_values(&[k]);
         }
         reg(Box::new(plugin_errors.clone()));

@@ -14,12 +14,14 @@
 
 pub mod audit;
 pub mod claims;
+pub mod clock;
 mod crc;
 mod journal;
 pub mod line_files;
 pub mod local;
 pub mod redis_claims;
 pub mod redis_conn;
+pub mod redis_durable;
 pub mod redis_line;
 mod state;
 #[cfg(test)]
@@ -124,6 +126,17 @@ pub enum StoreError {
     /// recorded.
     #[error("the voucher ledger in Redis is unreachable: {0}")]
     Unreachable(String),
+    /// The claim was recorded on the Redis primary but fewer replicas than
+    /// `store.min_replicas_acked` acknowledged it in time: it may or may not
+    /// survive a failover, so its code is not shown; the same identity
+    /// asking again gets the same code once it is on enough replicas.
+    #[error("the claim is on {acked} of {wanted} replicas: not shown, try again")]
+    NotDurable {
+        /// Replicas that acknowledged it.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }
 
 impl StoreError {
@@ -151,6 +164,7 @@ impl StoreError {
             StoreError::Poisoned => "poisoned",
             StoreError::Closed => "closed",
             StoreError::Unreachable(_) => "unreachable",
+            StoreError::NotDurable { .. } => "not_durable",
         }
     }
 }

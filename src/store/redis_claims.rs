@@ -25,22 +25,26 @@
 //! Durability is Redis's: with `appendonly yes` + `appendfsync always` a
 //! recorded claim survives a Redis crash; without, a restart can forget
 //! reservations and hand a sequence number (the pool plugin's code) again.
-//! [`RedisLedger::check_persistence`] says so at start.
+//! [`RedisLedger::check_persistence`] says so at start. With
+//! [`Durability`] (`[store] min_replicas_acked`) a code is shown only once
+//! its record is on that many replicas (`super::redis_durable`), so a
+//! failover to a replica never forgets a code that was handed out.
 
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use super::redis_conn::StoreCon;
 use redis::{RedisError, Script};
 
+use super::redis_durable::{confirm_cmd, eval, with_wait, Durability};
 use super::{
     audit, clip_reason, idempotency_key, valid_code, valid_identity, IssuedClaim, PendingClaim,
     Reservation, StoreError,
 };
 
 /// The scripts, hashed once.
-static VOUCHER_COMPLETE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/voucher_complete.lua")));
+const COMPLETE_SRC: &str = include_str!("lua/voucher_complete.lua");
+static VOUCHER_COMPLETE: LazyLock<Script> = LazyLock::new(|| Script::new(COMPLETE_SRC));
 static VOUCHER_PENDING: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/voucher_pending.lua")));
 static VOUCHER_RELEASE: LazyLock<Script> =
@@ -93,13 +97,16 @@ impl Persistence {
 
 /// One node's handle on the shared claim ledger of one event.
 pub struct RedisLedger {
-    con: ConnectionManager,
+    con: StoreCon,
     event: String,
     prefix: String,
     stock: u64,
     /// The counters of the latest answer, for the sync readers (holding
     /// page, metrics); refreshed by every script and by [`Self::refresh`].
     cache: Mutex<Counters>,
+    /// Replicas a claim must be on before its code is shown (`None`: the
+    /// primary's answer is enough).
+    durable: Option<Durability>,
 }
 
 impl std::fmt::Debug for RedisLedger {
@@ -150,13 +157,34 @@ impl RedisLedger {
     /// The ledger of `event` with `stock` units over `con` (the process's
     /// one connection, see [`super::redis_conn`]). No I/O here: call
     /// [`Self::refresh`] before trusting [`Self::remaining`].
-    pub fn new(con: ConnectionManager, event: &str, stock: u64) -> RedisLedger {
+    pub fn new(con: impl Into<StoreCon>, event: &str, stock: u64) -> RedisLedger {
         RedisLedger {
-            con,
+            con: con.into(),
             event: event.to_owned(),
             prefix: format!("{{usher:{event}}}:v"),
             stock,
             cache: Mutex::new(Counters::default()),
+            durable: None,
+        }
+    }
+
+    /// Shows a code only once its claim is on `d.replicas` replicas (see
+    /// `store::redis_durable`); `None` keeps the primary's answer enough.
+    /// The connection given to [`Self::new`] must then be the ledger's own
+    /// ([`super::redis_durable::ClaimsConnection`]): `WAIT` blocks it.
+    pub fn with_durability(mut self, d: Option<Durability>) -> RedisLedger {
+        self.durable = d;
+        self
+    }
+
+    /// `acked` replicas of the `wanted`: enough, or "try again".
+    fn enough(&self, acked: u32) -> Result<(), StoreError> {
+        match self.durable {
+            Some(d) if acked < d.replicas => Err(StoreError::NotDurable {
+                acked,
+                wanted: d.replicas,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -203,11 +231,28 @@ impl RedisLedger {
                 identity: identity.to_owned(),
                 idempotency_key: key(),
             }),
-            2 => Reservation::Issued(IssuedClaim {
-                seq,
-                code: text,
-                idempotency_key: key(),
-            }),
+            2 => {
+                if let Some(d) = self.durable {
+                    // a repeat claim: maybe after a WAIT that timed out, so
+                    // the code is shown only once its record is on replicas
+                    let record = format!("i|{seq}|{text}");
+                    let cmd = confirm_cmd(&self.key("claims"), identity, &record);
+                    let (same, acked): (u8, u32) =
+                        with_wait(&self.con, cmd, d).await.map_err(unreachable)?;
+                    if same != 1 {
+                        return Err(StoreError::NotDurable {
+                            acked: 0,
+                            wanted: d.replicas,
+                        });
+                    }
+                    self.enough(acked)?;
+                }
+                Reservation::Issued(IssuedClaim {
+                    seq,
+                    code: text,
+                    idempotency_key: key(),
+                })
+            }
             _ => Reservation::Refused(text),
         })
     }
@@ -225,22 +270,28 @@ impl RedisLedger {
             return Err(StoreError::BadCode);
         }
         let (head, tail) = audit::line_around_seq(&self.event, unix_ms(), identity, code, plugin);
-        let status = self
-            .step(
-                VOUCHER_COMPLETE
-                    .key(self.key("claims"))
-                    .key(self.key("n"))
-                    .key(self.key("pending"))
-                    .key(self.key("codes"))
-                    .key(self.key("audit"))
-                    .arg(identity)
-                    .arg(code)
-                    .arg(head)
-                    .arg(tail),
-            )
-            .await?;
+        let keys = ["claims", "n", "pending", "codes", "audit"].map(|k| self.key(k));
+        let (status, acked) = match self.durable {
+            None => {
+                let mut inv = VOUCHER_COMPLETE.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                inv.arg(identity).arg(code).arg(&head).arg(&tail);
+                (self.step(&mut inv).await?, 0)
+            }
+            Some(d) => {
+                let mut cmd = eval(COMPLETE_SRC, &keys);
+                cmd.arg(identity).arg(code).arg(&head).arg(&tail);
+                type Reply = ((i8, u64, u64, u8, u64), u32);
+                let ((status, taken, issued, exhausted, ver), acked): Reply =
+                    with_wait(&self.con, cmd, d).await.map_err(unreachable)?;
+                self.note(Counters::from_script(taken, issued, exhausted, ver));
+                (status, acked)
+            }
+        };
         match status {
-            0 | 1 => Ok(()),
+            0 | 1 => self.enough(acked),
             -2 => Err(StoreError::Conflict),
             -3 => Err(StoreError::DuplicateCode),
             _ => Err(StoreError::NotPending),
@@ -522,38 +573,5 @@ impl RedisLedger {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claim_records_decode() {
-        let r = decode("e", "a", "i|7|X|Y").unwrap();
-        assert!(matches!(r, Reservation::Issued(c) if c.seq == 7 && c.code == "X|Y"));
-        let r = decode("e", "a", "p|3|").unwrap();
-        assert!(
-            matches!(r, Reservation::Pending(p) if p.seq == 3 && p.idempotency_key == idempotency_key("e", "a"))
-        );
-        assert_eq!(
-            decode("e", "a", "r||no").unwrap(),
-            Reservation::Refused("no".into())
-        );
-        for bad in ["", "p", "p|x|", "z|1|"] {
-            assert!(decode("e", "a", bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn persistence_is_safe_only_with_aof_fsync_always() {
-        let p = |aof, f: Option<&str>| Persistence {
-            aof,
-            fsync: f.map(str::to_owned),
-        };
-        assert!(p(true, Some("always")).is_safe());
-        assert!(
-            p(true, None).is_safe(),
-            "CONFIG refused: AOF is what we know"
-        );
-        assert!(!p(true, Some("everysec")).is_safe());
-        assert!(!p(false, Some("always")).is_safe());
-    }
-}
+#[path = "redis_claims_tests.rs"]
+mod tests;

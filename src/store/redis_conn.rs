@@ -10,21 +10,38 @@
 //! `client_key_file` answer a server that asks for a client certificate.
 //! An ACL user is named in the URL (`redis://usher@host`), its password
 //! comes from `password_file`.
+//!
+//! With `sentinels` the primary's address comes from Redis Sentinel
+//! (`SENTINEL GET-MASTER-ADDR-BY-NAME`, the Sentinels asked in order) and
+//! is followed across failovers: [`StoreCon`] asks again after a command
+//! fails the way a lost or demoted primary fails (connection refused or
+//! dropped, timeout, `READONLY`), at most every 200 ms, then every 200 ms
+//! for 10 s in the background (a dead primary restarted at its old address
+//! answers again before Sentinel demotes it: it must not be taken back),
+//! and every 5 s otherwise; it moves to the new primary when the Sentinels
+//! name another. The command that failed
+//! still fails (never retried: a write may have happened); the next one
+//! goes to the new primary. The URL's user, password, db and TLS apply to
+//! the primary; the Sentinels are reached in the clear or, with TLS, with
+//! the same CA and client certificate (without a password).
 
 use std::path::Path;
-use std::sync::Once;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ClientTlsConfig, RedisError, TlsCertificates};
+use arc_swap::ArcSwap;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{ClientTlsConfig, Cmd, Pipeline, RedisError, RedisFuture, TlsCertificates, Value};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::config::store::{RedisStore, RedisTls};
 
 /// Opens the connection `store` describes; the password of
-/// `password_file` (if any) and the TLS files are read now.
-pub fn connect(store: &RedisStore) -> Result<ConnectionManager, String> {
+/// `password_file` (if any) and the TLS files are read now. No I/O: the
+/// connection (and with Sentinels, the primary's address) is made by the
+/// first command.
+pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
     let mut url = store.url.clone();
     if let Some(f) = &store.password_file {
         let pw = read_password(f).map_err(|e| format!("store.password_file {e}"))?;
@@ -33,11 +50,273 @@ pub fn connect(store: &RedisStore) -> Result<ConnectionManager, String> {
                 .to_string();
         url = with_password(&url, &pw);
     }
-    let client = match &store.tls {
-        Some(tls) => tls_client(&url, tls)?,
-        None => redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?,
+    let client = client_for(&url, store)?;
+    let con = manager(client, store.timeout).map_err(|e| format!("store.url: {e}"))?;
+    let Some(sentinel) = &store.sentinel else {
+        return Ok(StoreCon::from(con));
     };
-    manager(client, store.timeout).map_err(|e| format!("store.url: {e}"))
+    Ok(StoreCon {
+        current: Arc::new(ArcSwap::from_pointee(con)),
+        follow: Some(Arc::new(Follow {
+            url,
+            store: store.clone(),
+            sentinels: sentinel.addrs.clone(),
+            master: sentinel.master.clone(),
+            primary: tokio::sync::Mutex::new(None),
+            asked: Mutex::new(None),
+            doubt_until: Mutex::new(None),
+            checking: std::sync::atomic::AtomicBool::new(false),
+            found: std::sync::atomic::AtomicBool::new(false),
+        })),
+    })
+}
+
+/// A client for `url` with `store`'s TLS files, if any.
+fn client_for(url: &str, store: &RedisStore) -> Result<redis::Client, String> {
+    match &store.tls {
+        Some(tls) => tls_client(url, tls),
+        None => redis::Client::open(url).map_err(|e| format!("store.url: {e}")),
+    }
+}
+
+/// The connection to Redis every store step goes through: a
+/// [`ConnectionManager`] (reconnecting by itself), which with Sentinels is
+/// replaced when they name another primary. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct StoreCon {
+    current: Arc<ArcSwap<ConnectionManager>>,
+    follow: Option<Arc<Follow>>,
+}
+
+/// How to find the primary again.
+struct Follow {
+    /// The store URL (with the password): its host is replaced by the
+    /// primary's.
+    url: String,
+    store: RedisStore,
+    sentinels: Vec<String>,
+    master: String,
+    /// The primary in use (`None` until the Sentinels were first asked);
+    /// the lock also keeps two askers from asking at once.
+    primary: tokio::sync::Mutex<Option<String>>,
+    /// When the Sentinels were last asked.
+    asked: Mutex<Option<Instant>>,
+    /// Until when the primary is in doubt (after a failure like a lost one).
+    doubt_until: Mutex<Option<Instant>>,
+    /// A background check is running.
+    checking: std::sync::atomic::AtomicBool,
+    /// The Sentinels named a primary at least once.
+    found: std::sync::atomic::AtomicBool,
+}
+
+/// How often the Sentinels are asked while the primary is in doubt, and
+/// otherwise.
+const ASK_IN_DOUBT: Duration = Duration::from_millis(200);
+const ASK_STEADY: Duration = Duration::from_secs(5);
+/// How long a failure keeps the primary in doubt.
+const DOUBT: Duration = Duration::from_secs(10);
+
+impl From<ConnectionManager> for StoreCon {
+    fn from(con: ConnectionManager) -> StoreCon {
+        StoreCon {
+            current: Arc::new(ArcSwap::from_pointee(con)),
+            follow: None,
+        }
+    }
+}
+
+/// How a lost, unreachable or demoted primary fails a command.
+fn primary_lost(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.to_string().contains("READONLY")
+}
+
+impl StoreCon {
+    /// The primary in use through Sentinels (`None` without them, or
+    /// before they were first asked).
+    pub async fn primary(&self) -> Option<String> {
+        self.follow.as_ref()?.primary.lock().await.clone()
+    }
+
+    /// Asks the Sentinels for the primary (first use, or after a failure
+    /// that looks like a lost primary, at most every 200 ms) and moves to it
+    /// when it changed.
+    async fn find_primary(&self, first: bool) {
+        let Some(f) = &self.follow else { return };
+        // once found, commands never wait for an ask (a slow Sentinel must
+        // not stall the line): the checks run after failures or aside
+        if first && f.found.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut primary = match f.primary.try_lock() {
+            Ok(p) => p,
+            // before the first answer, commands wait for the one asking
+            Err(_) if first => f.primary.lock().await,
+            Err(_) => return,
+        };
+        if first && primary.is_some() {
+            return;
+        }
+        {
+            let mut asked = f.asked.lock().unwrap_or_else(|e| e.into_inner());
+            if asked.is_some_and(|at| at.elapsed() < ASK_IN_DOUBT) {
+                return;
+            }
+            *asked = Some(Instant::now());
+        }
+        let found = match ask_sentinels(f).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("Redis Sentinel: {e}");
+                return;
+            }
+        };
+        if primary.as_deref() == Some(found.as_str()) {
+            return;
+        }
+        let (host, port) = found.rsplit_once(':').unwrap_or((found.as_str(), "6379"));
+        let url = with_host(&f.url, host, port);
+        match client_for(&url, &f.store)
+            .and_then(|c| manager(c, f.store.timeout).map_err(|e| e.to_string()))
+        {
+            Ok(con) => {
+                self.current.store(Arc::new(con));
+                f.found.store(true, std::sync::atomic::Ordering::Release);
+                match primary.replace(found.clone()) {
+                    None => {
+                        tracing::info!(primary = %found, master = %f.master, "Redis primary found through Sentinel")
+                    }
+                    Some(was) => {
+                        tracing::warn!(primary = %found, was = %was, master = %f.master, "Redis primary changed (Sentinel failover): following it")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(primary = %found, "Redis primary from Sentinel unusable: {e}")
+            }
+        }
+    }
+
+    async fn after(&self, failed: Option<&RedisError>) {
+        let Some(f) = &self.follow else { return };
+        if failed.is_some_and(primary_lost) {
+            *f.doubt_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOUBT);
+            self.find_primary(false).await;
+        }
+    }
+
+    /// Asks the Sentinels again in the background when it is time (in
+    /// doubt every 200 ms, else every 5 s); one check at a time.
+    fn recheck(&self) {
+        let Some(f) = &self.follow else { return };
+        let in_doubt = f
+            .doubt_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t);
+        let every = if in_doubt { ASK_IN_DOUBT } else { ASK_STEADY };
+        let due = f
+            .asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() >= every);
+        if due && !f.checking.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.find_primary(false).await;
+                if let Some(f) = &me.follow {
+                    f.checking
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+            });
+        }
+    }
+}
+
+/// The primary's `host:port` from the first Sentinel that names it.
+async fn ask_sentinels(f: &Follow) -> Result<String, String> {
+    let scheme = if f.store.tls.is_some() {
+        "rediss"
+    } else {
+        "redis"
+    };
+    let mut last = String::from("no Sentinel configured");
+    for s in &f.sentinels {
+        let ask = async {
+            let client = client_for(&format!("{scheme}://{s}/"), &f.store)?;
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&f.master)
+                .query_async::<Option<(String, u16)>>(&mut c)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(f.store.timeout, ask).await {
+            Ok(Ok(Some((host, port)))) => return Ok(format!("{host}:{port}")),
+            Ok(Ok(None)) => last = format!("{s} does not know the primary {:?}", f.master),
+            Ok(Err(e)) => last = format!("{s}: {e}"),
+            Err(_) => last = format!("{s}: no answer within {:?}", f.store.timeout),
+        }
+    }
+    Err(last)
+}
+
+impl ConnectionLike for StoreCon {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            self.find_primary(true).await;
+            self.recheck();
+            let mut con = (**self.current.load()).clone();
+            let r = con.req_packed_command(cmd).await;
+            self.after(r.as_ref().err()).await;
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            self.find_primary(true).await;
+            self.recheck();
+            let mut con = (**self.current.load()).clone();
+            let r = con.req_packed_commands(pipeline, offset, count).await;
+            self.after(r.as_ref().err()).await;
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.current.load().get_db()
+    }
+}
+
+/// `url` with its host and port replaced (user, password, db kept).
+fn with_host(url: &str, host: &str, port: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    match authority.rsplit_once('@') {
+        Some((user, _)) => format!("{scheme}://{user}@{host}:{port}{path}"),
+        None => format!("{scheme}://{host}:{port}{path}"),
+    }
 }
 
 /// The password in `path` (trimmed); errors start with the path. Read at
@@ -133,6 +412,20 @@ fn with_password(url: &str, pw: &str) -> String {
         }
         None => format!("{scheme}://:{pw}@{rest}"),
     }
+}
+
+#[cfg(test)]
+#[test]
+fn the_primary_replaces_the_host_only() {
+    assert_eq!(
+        with_host("redis://u:p%40@h:6379/2", "10.0.0.5", "6380"),
+        "redis://u:p%40@10.0.0.5:6380/2"
+    );
+    assert_eq!(
+        with_host("rediss://h", "::1", "7000"),
+        "rediss://[::1]:7000"
+    );
+    assert_eq!(with_host("redis://:x@h:1", "a", "2"), "redis://:x@a:2");
 }
 
 #[cfg(test)]

@@ -37,11 +37,14 @@
 //!   frontier waits for places not seen since a gap in ticking (an
 //!   outage) instead of skipping them.
 //!
+//! - `P:gap` after a repair (the line went back below what a node saw: a
+//!   failover lost the last writes), for a grace: see `lua/tick.lua`.
+//!
 //! Times are milliseconds on a clock shared by the nodes (Unix time).
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use super::redis_conn::StoreCon;
 use redis::{RedisError, Script};
 
 /// Where a ticket stands in the shared line.
@@ -83,6 +86,14 @@ pub struct RedisTick {
     pub pending: u64,
     /// Nodes whose heartbeat is fresh, this one included.
     pub nodes: u64,
+    /// Of those, the nodes that beat within the live window
+    /// ([`RedisLine::set_live_window`]; all of them without one): the `N`
+    /// of the local share, which a node that just died no longer inflates.
+    pub live_nodes: u64,
+    /// Numbers and frontier places the line had gone back by and this tick
+    /// repaired (a failover to a replica that missed the last writes); 0
+    /// normally.
+    pub repaired: u64,
     /// Places granted since the event began, by every node: each node
     /// measures the admission rate (and so the wait estimate) from it.
     pub admitted: u64,
@@ -147,7 +158,7 @@ pub struct RedisLineConfig {
 /// One node's handle on the shared line of one event.
 #[derive(Clone)]
 pub struct RedisLine {
-    con: ConnectionManager,
+    con: StoreCon,
     prefix: String,
     node: String,
     cfg: RedisLineConfig,
@@ -159,6 +170,39 @@ pub struct RedisLine {
     handoff_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// A cap on active plus every pending grant, beside `max_active` (0: none).
     hard_cap: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A node that beat within this (ms) is live (0: the heartbeat ttl).
+    live_window_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This node's clock minus Redis's (ms), taken off its heartbeat stamps.
+    clock_offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The highest ticket number and frontier this node has seen: the
+    /// floors a line that went back (failover) is repaired to.
+    seen: std::sync::Arc<Seen>,
+}
+
+/// What a node has seen of the line, and the repairs it made.
+#[derive(Debug, Default)]
+struct Seen {
+    issued: std::sync::atomic::AtomicU64,
+    frontier: std::sync::atomic::AtomicU64,
+    repairs: std::sync::atomic::AtomicU64,
+}
+
+impl Seen {
+    fn issued(&self) -> u64 {
+        self.issued.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_issued(&self, n: u64) {
+        self.issued
+            .fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn repaired(&self, n: u64) {
+        if n > 0 {
+            self.repairs
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Pre-queue tickets carried into rank order by one tick after the draw:
@@ -176,9 +220,14 @@ static DRAW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/d
 impl RedisLine {
     /// The line of `event` over `con` (see [`super::redis_conn`]); `node`
     /// names this node in the tick lease.
-    pub fn new(con: ConnectionManager, event: &str, node: &str, cfg: RedisLineConfig) -> RedisLine {
+    pub fn new(
+        con: impl Into<StoreCon>,
+        event: &str,
+        node: &str,
+        cfg: RedisLineConfig,
+    ) -> RedisLine {
         RedisLine {
-            con,
+            con: con.into(),
             prefix: format!("{{usher:{event}}}"),
             node: node.to_string(),
             cfg,
@@ -186,7 +235,31 @@ impl RedisLine {
             lottery: Default::default(),
             handoff_ms: Default::default(),
             hard_cap: Default::default(),
+            live_window_ms: Default::default(),
+            clock_offset_ms: Default::default(),
+            seen: Default::default(),
         }
+    }
+
+    /// Repairs made so far by this node's steps (a number or frontier place
+    /// the line had gone back by, after a failover), for the metrics.
+    pub fn repairs(&self) -> u64 {
+        self.seen.repairs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Nodes count as live ([`RedisTick::live_nodes`]) while they beat
+    /// within `ms` (a few ticks); 0 counts every heartbeat not yet expired.
+    pub fn set_live_window(&self, ms: u64) {
+        self.live_window_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This node's measured clock skew from Redis (ms, positive: ahead):
+    /// its heartbeat stamps are corrected by it, so a node whose clock is
+    /// behind is not read as silent by the others.
+    pub fn set_clock_offset(&self, ms: i64) {
+        self.clock_offset_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// With a hand-off window, `max_active` counts only fresh grants; this
@@ -227,7 +300,7 @@ impl RedisLine {
     }
 
     /// The connection, shared with the voucher ledger.
-    pub fn connection(&self) -> &ConnectionManager {
+    pub fn connection(&self) -> &StoreCon {
         &self.con
     }
 
@@ -265,7 +338,7 @@ impl RedisLine {
     /// `direct`) the next ticket number, marked live.
     pub async fn enter(&self, now: u64, direct: Option<Direct>) -> Result<Entry, RedisError> {
         let d = direct.unwrap_or_default();
-        let (kind, number): (u8, u64) = ISSUE
+        let (kind, number, repaired): (u8, u64, u64) = ISSUE
             .key(self.key("issued"))
             .key(self.live(self.window(now)))
             .key(self.key("frontier"))
@@ -287,18 +360,21 @@ impl RedisLine {
             .arg(d.until)
             .arg(self.prequeue())
             .arg(self.lottery())
+            .arg(self.seen.issued())
             .invoke_async(&mut self.con.clone())
             .await?;
+        self.seen.repaired(repaired);
         Ok(if kind == 0 {
             Entry::Admitted
         } else {
+            self.seen.note_issued(number);
             Entry::Ticket(number)
         })
     }
 
     /// A poll from ticket `number`: marks it live and says where it stands.
     pub async fn observe(&self, number: u64, now: u64) -> Result<RedisPlace, RedisError> {
-        let (kind, position): (u8, u64) = OBSERVE
+        let (kind, position, repaired): (u8, u64, u64) = OBSERVE
             .key(self.key("issued"))
             .key(self.key("frontier"))
             .key(self.key("granted"))
@@ -311,12 +387,24 @@ impl RedisLine {
             .key(self.key("pqfront"))
             .key(self.pq_live(self.window(now)))
             .key(self.key("pqwait"))
+            .key(self.key("gap"))
             .arg(number)
             .arg(self.live_ttl())
             .arg(self.prequeue())
             .arg(self.lottery())
+            .arg(now)
+            .arg(self.seen.issued())
+            .arg(
+                self.seen
+                    .frontier
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
             .invoke_async(&mut self.con.clone())
             .await?;
+        self.seen.repaired(repaired);
+        if kind != 0 {
+            self.seen.note_issued(number);
+        }
         Ok(match kind {
             1 => RedisPlace::Waiting { position },
             2 => RedisPlace::Granted,
@@ -419,6 +507,7 @@ impl RedisLine {
             .key(self.key("undecided"))
             .key(self.key("rank"))
             .key(self.key("carried"))
+            .key(self.key("gap"))
             .arg(&self.node)
             .arg(self.cfg.lease_ms)
             .arg(now)
@@ -438,9 +527,30 @@ impl RedisLine {
             .arg(CARRY_PER_TICK)
             .arg(self.handoff_ms.load(std::sync::atomic::Ordering::Relaxed))
             .arg(self.hard_cap.load(std::sync::atomic::Ordering::Relaxed))
+            .arg(
+                self.live_window_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .arg({
+                let off = self
+                    .clock_offset_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                (now as i64).saturating_sub(off).max(0)
+            })
+            .arg(self.seen.issued())
+            .arg(
+                self.seen
+                    .frontier
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
             .invoke_async(&mut self.con.clone())
             .await?;
         let n = |i: usize| out.get(i).map_or(0, |v| u64::try_from(*v).unwrap_or(0));
+        self.seen.note_issued(n(11));
+        self.seen
+            .frontier
+            .fetch_max(n(12), std::sync::atomic::Ordering::Relaxed);
+        self.seen.repaired(n(13));
         Ok(RedisTick {
             holder: n(0) == 1,
             granted: n(1),
@@ -452,6 +562,8 @@ impl RedisLine {
             waiting: n(7),
             draw: n(8),
             drawing: n(9) == 1,
+            live_nodes: n(10),
+            repaired: n(13),
         })
     }
 

@@ -260,7 +260,10 @@ impl Vouchers {
             IssueOutcome::RetryLater(reason) => Ok(ClaimResult::RetryLater(reason)),
         };
         written.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "voucher ledger could not record the issuer's answer; claim stays pending");
+            match &e {
+                StoreError::NotDurable { .. } => tracing::warn!(error = %e, "voucher recorded on the Redis primary but not on enough replicas in time; the code is not shown, the visitor is told to try again"),
+                _ => tracing::error!(error = %e, "voucher ledger could not record the issuer's answer; claim stays pending"),
+            }
             ClaimResult::Unavailable(e)
         })
     }

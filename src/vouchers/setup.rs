@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::vouchers::{Plugin, VouchersConfig};
 use crate::metrics::Metrics;
+use crate::store::redis_durable::ClaimsConnection;
 use crate::store::{ClaimLedger, Ledger, RedisLedger, StoreError};
 
 use super::{
@@ -117,6 +118,11 @@ impl ClaimObserver for Observer {
                 .plugin_errors
                 .with_label_values(&["store_unreachable"])
                 .inc(),
+            // Recorded, but not on enough replicas in time: not shown.
+            ClaimResult::Unavailable(StoreError::NotDurable { .. }) => m
+                .plugin_errors
+                .with_label_values(&["store_not_durable"])
+                .inc(),
             ClaimResult::Unavailable(_) => m.plugin_errors.with_label_values(&["store"]).inc(),
             _ => {}
         }
@@ -138,7 +144,8 @@ pub fn effective_stock(cfg: &VouchersConfig) -> Result<u64, SetupError> {
 }
 
 /// Opens the ledger for `event` behind `issuer`: the local journal
-/// (replayed now), or with `redis` (the process's one Redis connection) the
+/// (replayed now), or with `redis` (the ledger's Redis connection: the
+/// line's, or its own when claims wait for replicas) the
 /// ledger shared by the nodes, whose counters the caller refreshes once the
 /// runtime runs (no I/O here).
 pub fn build(
@@ -146,7 +153,7 @@ pub fn build(
     issuer: Issuer,
     event: &str,
     metrics: Arc<Metrics>,
-    redis: Option<redis::aio::ConnectionManager>,
+    redis: Option<ClaimsConnection>,
 ) -> Result<Vouchers, SetupError> {
     let Issuer {
         plugin: issuer,
@@ -161,14 +168,17 @@ pub fn build(
     }
     metrics.vouchers.stock.set(stock as i64);
     let ledger: ClaimLedger = match redis {
-        Some(con) => {
+        Some(c) => {
             tracing::info!(
                 event,
                 plugin = issuer.name(),
                 stock,
+                min_replicas_acked = c.durability.map_or(0, |d| d.replicas),
                 "voucher ledger shared through Redis"
             );
-            RedisLedger::new(con, event, stock).into()
+            RedisLedger::new(c.con, event, stock)
+                .with_durability(c.durability)
+                .into()
         }
         None => {
             let dir = &cfg.state_dir;

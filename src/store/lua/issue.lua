@@ -7,9 +7,19 @@
 --       max active, rate per minute, burst, pass id, session end (ms),
 --       pre-queue (1: the event has one: nobody enters before the draw's
 --       tickets are all past), lottery (1: mode random: the frontier does
---       not move, "nobody waits" is the last tick's count)
--- Returns {0, 0} admitted, or {1, number}.
+--       not move, "nobody waits" is the last tick's count), the highest
+--       number this node has seen handed out
+-- Returns {0, 0, 0} admitted, or {1, number, repaired}: repaired > 0 when
+-- the counter had gone back below that number (a failover lost the last
+-- writes) and was raised first, so no number is handed twice.
 local now = tonumber(ARGV[2])
+local repaired = 0
+local seen = tonumber(ARGV[11] or '0')
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seen > cur then
+  redis.call('SET', KEYS[1], seen)
+  repaired = seen - cur
+end
 local open = true
 if ARGV[9] == '1' then
   local p = redis.call('GET', KEYS[8])
@@ -38,7 +48,7 @@ if ARGV[3] == '1' and open then
         redis.call('SET', KEYS[6], string.format('%.3f', tat + t))
         redis.call('ZADD', KEYS[5], ARGV[8], ARGV[7])
         redis.call('INCRBY', KEYS[7], 1)
-        return {0, 0}
+        return {0, 0, 0}
       end
     end
   end
@@ -46,4 +56,4 @@ end
 local n = redis.call('INCR', KEYS[1])
 redis.call('SETBIT', KEYS[2], n, 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return {1, n}
+return {1, n, repaired}

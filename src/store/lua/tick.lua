@@ -4,26 +4,60 @@
 -- KEYS: lease, issued, frontier, granted, taken, live, live_prev, wait,
 --       grants, pending, active, nodes, admitted, waiting, ticked, careful,
 --       gate, opened, drawn, pqfront, pqlive, pqlive_prev, pqwait, order,
---       undecided, rank, carried
+--       undecided, rank, carried, gap
 -- ARGV: node, lease ttl (ms), now (ms), claim window (ms), max active,
 --       rate per minute (0: grant nothing), heartbeat ttl (ms), ticket
 --       grace (ms), burst, pre-queue (1: the event has one), open (1: its
 --       opening time has come), lottery (1: mode random), random seed,
 --       tickets carried into rank order per tick after the draw, hand-off
 --       window (ms; 0: pending grants hold a slot for the whole claim
---       window), hard cap on active plus all pending (0: none)
+--       window), hard cap on active plus all pending (0: none), live
+--       window (ms: a node that beat within it counts as live; 0: the
+--       heartbeat ttl), this node's heartbeat stamp (ms: now corrected by
+--       its measured skew from Redis's clock, so every stamp is on one clock),
+--       the highest ticket number and frontier this node has seen (the
+--       floors a line that went back is repaired to)
 -- Returns {holder, granted, skipped, active, pending, nodes, admitted,
--- waiting, draw, drawing}: holder 1 on the ticking node, 0 on the others
+-- waiting, draw, drawing, live, issued, frontier, repaired}: holder 1 on the ticking node, 0 on the others
 -- (which grant nothing and see the figures of the last tick); draw P > 0
 -- when the holder must now draw the ranks of the P pre-queue tickets
 -- (draw.lua); drawing 1 from the opening until the draw is done (nobody
--- is admitted meanwhile, on any node).
+-- is admitted meanwhile, on any node); live: the nodes that beat within
+-- the live window (the N of the local share: a node that died just before
+-- an outage is not one of them).
 local now = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[12], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[7]))
+local stamp = tonumber(ARGV[18])
+redis.call('ZADD', KEYS[12], stamp, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', stamp - tonumber(ARGV[7]))
 local nodes = redis.call('ZCARD', KEYS[12])
+local live = nodes
+if tonumber(ARGV[17]) > 0 then
+  live = redis.call('ZCOUNT', KEYS[12], stamp - tonumber(ARGV[17]), '+inf')
+end
+-- The line went back below what this node saw (a failover to a replica
+-- that missed the last writes, a restore): numbering resumes above every
+-- number handed out; the gap is kept for a grace (KEYS[28]: "frontier
+-- then, frontier seen, issued then, issued seen, until") so polls count
+-- positions from the frontier seen (nobody's jumps back) and the places
+-- issued after the replica's copy as live until their owners poll again
+-- (their liveness was lost with it); the frontier walks the places it
+-- lost again, granting the live ones through the gate.
+local repaired = 0
+local ci = tonumber(redis.call('GET', KEYS[2]) or '0')
+local cf = tonumber(redis.call('GET', KEYS[3]) or '0')
+local fi, ff = tonumber(ARGV[19] or '0'), tonumber(ARGV[20] or '0')
+if fi > ci or ff > cf then
+  if fi > ci then redis.call('SET', KEYS[2], fi) end
+  local g = {cf, math.max(ff, cf), ci, math.max(fi, ci), now + tonumber(ARGV[8])}
+  redis.call('SET', KEYS[28], table.concat(g, ' '), 'PX', 2 * tonumber(ARGV[8]))
+  repaired = math.max(fi - ci, 0) + math.max(ff - cf, 0)
+end
+local function figures()
+  return tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(redis.call('GET', KEYS[3]) or '0')
+end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
+  local i, f = figures()
   return {0, 0, 0,
     redis.call('ZCOUNT', KEYS[11], '(' .. now, '+inf'),
     tonumber(redis.call('GET', KEYS[10]) or '0'),
@@ -31,7 +65,8 @@ if holder and holder ~= ARGV[1] then
     tonumber(redis.call('GET', KEYS[13]) or '0'),
     tonumber(redis.call('GET', KEYS[14]) or '0'),
     0,
-    (redis.call('GET', KEYS[18]) and not redis.call('GET', KEYS[19])) and 1 or 0}
+    (redis.call('GET', KEYS[18]) and not redis.call('GET', KEYS[19])) and 1 or 0,
+    live, i, f, repaired}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 -- After a gap in ticking longer than half a grace (Redis unreachable or
@@ -47,6 +82,19 @@ if last > 0 and now - last > grace / 2 then
 end
 redis.call('SET', KEYS[15], now)
 local careful = now < careful_until
+-- after a repair the places issued after the replica's copy (their
+-- liveness lost) are waited for a grace; the lost frontier's places are
+-- walked normally
+local careful_from = 0
+local gap = redis.call('GET', KEYS[28])
+if gap then
+  local g = {}
+  for x in string.gmatch(gap, '%d+') do g[#g + 1] = tonumber(x) end
+  if now < g[5] and g[4] > g[3] then
+    if not careful then careful_from = g[3] end
+    careful = true
+  end
+end
 -- the pre-queue: at the opening the tickets issued so far (P) are fixed
 -- for the draw; nothing is granted until it is done
 local pq = ARGV[10] == '1'
@@ -216,7 +264,7 @@ if not frozen and pqfront < p then
 end
 while granted < budget and pqfront >= p and f < issued do
   local p = redis.call('BITPOS', KEYS[8], 1, f + 1, issued, 'BIT')
-  if careful and p ~= f + 1 then break end
+  if careful and p ~= f + 1 and f + 1 > careful_from then break end
   if p < 0 then
     skipped = skipped + (issued - f)
     f = issued
@@ -247,5 +295,6 @@ if not frozen and pqfront < p then
   waiting = waiting + redis.call('BITCOUNT', KEYS[23], pqfront + 1, p, 'BIT')
 end
 redis.call('SET', KEYS[14], waiting)
+local ni, nf = figures()
 return {1, granted, skipped, active, pending, nodes, admitted, waiting, draw,
-  (opened and frozen) and 1 or 0}
+  (opened and frozen) and 1 or 0, live, ni, nf, repaired}

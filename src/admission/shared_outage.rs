@@ -1,0 +1,97 @@
+//! The room while Redis is unreachable (`admission/shared.rs`'s outage
+//! path): the holding page, or with `on_failure = "local_share"` this
+//! node's share of the rate and the capacity, waiting visitors first.
+
+use std::sync::atomic::Ordering;
+
+use http::HeaderMap;
+use rand::Rng;
+
+use super::shared::Shared;
+use super::{unix_ms, Gate, Room, Settings, TokioClock, Verdict};
+use crate::config::room::{Mode, RoomConfig};
+use crate::tokens::{Keyring, Ticket};
+
+impl Shared {
+    /// This node's gate while Redis is unreachable: `1/N` of the rate and
+    /// of the burst (at least one each).
+    fn fallback_take(&self, settings: &Settings, burst: u32, clock: TokioClock) -> bool {
+        let n = u32::try_from(self.nodes().max(1)).unwrap_or(u32::MAX);
+        if settings.new_users_per_minute == 0 {
+            // No fixed rate: the closed-loop gate's limit (counted by the
+            // caller against this node's share) is the only bound.
+            return true;
+        }
+        let per_minute = (settings.new_users_per_minute / n).max(1);
+        let burst = (burst / n).max(1);
+        let mut g = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.as_ref().is_some_and(|g| g.same(per_minute, burst)) {
+            *g = Some(Gate::new(per_minute, burst, clock));
+        }
+        g.as_mut().is_some_and(|g| g.take(1) == 1)
+    }
+}
+
+impl Room {
+    /// A request without a pass while Redis is unreachable: the holding
+    /// page, or with `local_share` this node's share of admissions,
+    /// waiting visitors first (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decide_outage(
+        &self,
+        sh: &Shared,
+        cfg: &RoomConfig,
+        settings: &Settings,
+        keys: &Keyring,
+        ticket: Option<Ticket>,
+        headers: &HeaderMap,
+        ip: std::net::IpAddr,
+        secure: bool,
+    ) -> Verdict {
+        let hold = || self.shared_hold(sh, cfg, settings, None);
+        let before_opening = cfg
+            .opens_at
+            .as_ref()
+            .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
+        // until the pre-queue's draw is done nobody is admitted, shared or not
+        let drawing = before_opening || sh.in_draw.load(Ordering::Relaxed);
+        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) || drawing {
+            return hold();
+        }
+        let now = self.now_ms();
+        if ticket.is_some() {
+            sh.waiting_seen.store(now.max(1), Ordering::Relaxed);
+        } else {
+            let seen = sh.waiting_seen.load(Ordering::Relaxed);
+            let window = 2 * cfg.refresh.as_millis() as u64;
+            if seen > 0 && now.saturating_sub(seen) < window {
+                return hold();
+            }
+            if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
+                return limited;
+            }
+        }
+        let share = settings.max_active_users / sh.nodes().max(1);
+        let session = cfg.session_duration.as_secs();
+        let until = now + (session + (session / 10).max(5)) * 1000;
+        let mut s = self.lock();
+        if s.active.len() >= share
+            || !sh.fallback_take(settings, cfg.burst, TokioClock::new(self.epoch))
+        {
+            drop(s); // the holding page reads the rate under the same lock
+            return hold();
+        }
+        let pass_id: u64 = s.rng.random();
+        // Counted before the lock is let go: concurrent requests see it.
+        s.active.touch(pass_id, until);
+        drop(s);
+        self.metrics.room.admitted_local_share.inc();
+        match ticket {
+            Some(t) => self.ticket_to_pass(cfg, keys, &t, pass_id, secure),
+            None => {
+                let now_unix = self.unix_ms() / 1000;
+                self.new_pass(cfg, keys, pass_id, now_unix, now_unix, secure, Vec::new())
+            }
+        }
+    }
+}
