@@ -9,7 +9,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{header, Request, Response};
@@ -274,6 +274,68 @@ fn clf_time(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// A warning at most once per [`QUIET`], with the number kept quiet since:
+/// a misconfigured balancer, a scan or a dead Sentinel asked every 200 ms
+/// must not flood the log (metrics count every one).
+pub struct Throttle {
+    next: AtomicU64,
+    quiet: AtomicU64,
+}
+
+/// Shortest gap between two warnings of one kind.
+pub const QUIET: Duration = Duration::from_secs(10);
+
+impl Throttle {
+    /// A throttle that lets the first warning through.
+    pub const fn new() -> Throttle {
+        Throttle {
+            next: AtomicU64::new(0),
+            quiet: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(kept quiet since the last one)` when a warning may be written
+    /// at `now_ms` (milliseconds on any monotonic clock), else `None`.
+    pub fn admit(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next.load(Ordering::Relaxed);
+        let quiet_ms = QUIET.as_millis() as u64;
+        if now_ms >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now_ms + quiet_ms,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.quiet.swap(0, Ordering::Relaxed));
+        }
+        self.quiet.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl Throttle {
+    /// [`Throttle::admit`] now, on the process's monotonic clock.
+    pub fn admit_now(&self) -> Option<u64> {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        self.admit(
+            START
+                .get_or_init(std::time::Instant::now)
+                .elapsed()
+                .as_millis() as u64,
+        )
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
 }
 
 #[cfg(test)]

@@ -13,14 +13,13 @@
 //! Listeners without PROXY protocol never come here.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proxy_header::{ParseConfig, Protocol, ProxyHeader};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::logging::Throttle;
 use crate::proxy::headers::canonical;
 
 /// Longest v1 header, CRLF included (the specification's own bound).
@@ -216,68 +215,17 @@ pub async fn read_header(
     }
 }
 
-/// A warning at most once per [`QUIET`] for each refusal reason, with the
-/// number kept quiet since: a misconfigured balancer or a scan must not
-/// flood the log (the metric counts every one).
-pub struct Throttle {
-    next: AtomicU64,
-    quiet: AtomicU64,
-}
-
-/// Shortest gap between two warnings of one reason.
-pub const QUIET: Duration = Duration::from_secs(10);
-
-impl Throttle {
-    /// A throttle that lets the first warning through.
-    pub const fn new() -> Throttle {
-        Throttle {
-            next: AtomicU64::new(0),
-            quiet: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(kept quiet since the last one)` when a warning may be written
-    /// at `now_ms` (milliseconds on any monotonic clock), else `None`.
-    pub fn admit(&self, now_ms: u64) -> Option<u64> {
-        let next = self.next.load(Ordering::Relaxed);
-        let quiet_ms = QUIET.as_millis() as u64;
-        if now_ms >= next
-            && self
-                .next
-                .compare_exchange(
-                    next,
-                    now_ms + quiet_ms,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            return Some(self.quiet.swap(0, Ordering::Relaxed));
-        }
-        self.quiet.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
-impl Default for Throttle {
-    fn default() -> Self {
-        Throttle::new()
-    }
-}
-
 /// Logs a refused connection, throttled per reason. Idle connections are
 /// ordinary (as on any listener) and only counted.
 pub fn log_refusal(reason: Refusal, peer: SocketAddr) {
     static THROTTLES: [Throttle; 3] = [Throttle::new(), Throttle::new(), Throttle::new()];
-    static START: OnceLock<Instant> = OnceLock::new();
     let i = match reason {
         Refusal::Untrusted => 0,
         Refusal::Invalid => 1,
         Refusal::Timeout => 2,
         Refusal::Idle => return,
     };
-    let now_ms = START.get_or_init(Instant::now).elapsed().as_millis() as u64;
-    if let Some(quiet) = THROTTLES[i].admit(now_ms) {
+    if let Some(quiet) = THROTTLES[i].admit_now() {
         let why = match reason {
             Refusal::Untrusted => "peer not in server.proxy_protocol.from",
             Refusal::Timeout => "PROXY header incomplete within header_read_timeout",

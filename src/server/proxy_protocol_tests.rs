@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Instant;
 
 /// A v2 header: version/command byte, family/transport byte, address
 /// block and TLV bytes.

@@ -36,6 +36,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::config::store::{RedisStore, RedisTls};
+use crate::logging::Throttle;
 
 /// Opens the connection `store` describes; the password of
 /// `password_file` (if any) and the TLS files are read now. No I/O: the
@@ -170,7 +171,12 @@ impl StoreCon {
         let found = match ask_sentinels(f).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!("Redis Sentinel: {e}");
+                // asked every 200 ms while the primary is in doubt: one
+                // warning per 10 s, with how many were kept quiet
+                static ASK_FAILED: Throttle = Throttle::new();
+                if let Some(suppressed) = ASK_FAILED.admit_now() {
+                    tracing::warn!(suppressed, "Redis Sentinel: {e}");
+                }
                 return;
             }
         };
