@@ -13,6 +13,10 @@ pub struct RedisServer {
     pub port: u16,
     /// `rediss://` in [`RedisServer::url`] (the server listens for TLS only).
     pub tls: bool,
+    /// The server's own working directory (no AOF asked for), removed on
+    /// drop: a replica's full sync writes `dump.rdb` there, never into the
+    /// crate being tested.
+    scratch: Option<PathBuf>,
 }
 
 /// How to start the server; `Default` is a plain server on a free port.
@@ -55,6 +59,8 @@ impl RedisServer {
                 .unwrap()
                 .port()
         });
+        let scratch =
+            std::env::temp_dir().join(format!("usher-redis-{port}-{}", std::process::id()));
         let mut cmd = Command::new("redis-server");
         match &opts.tls {
             None => cmd.args(["--port", &port.to_string()]),
@@ -68,12 +74,19 @@ impl RedisServer {
                 .arg(&t.ca)
                 .args(["--tls-auth-clients", t.auth_clients]),
         };
-        cmd.args(["--bind", "127.0.0.1"]).args(["--save", ""]);
+        // a replica's first sync starts at once (the default waits 5 s for
+        // more replicas to share one transfer)
+        cmd.args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--repl-diskless-sync-delay", "0"]);
         match &opts.aof_dir {
             Some(dir) => cmd
                 .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
                 .arg(dir),
-            None => cmd.args(["--appendonly", "no"]),
+            None => {
+                std::fs::create_dir_all(&scratch).unwrap();
+                cmd.args(["--appendonly", "no", "--dir"]).arg(&scratch)
+            }
         };
         let child = cmd
             .args(&opts.args)
@@ -104,6 +117,7 @@ impl RedisServer {
             child,
             port,
             tls: opts.tls.is_some(),
+            scratch: opts.aof_dir.is_none().then_some(scratch),
         })
     }
 
@@ -121,5 +135,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
