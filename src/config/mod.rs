@@ -9,6 +9,7 @@ pub mod admin;
 pub mod file;
 mod lenient;
 pub mod locate;
+pub mod messages;
 pub mod room;
 mod room_file;
 mod show;

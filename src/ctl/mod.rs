@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod cli;
 mod resolve;
 
 pub use resolve::{Options, SetupError, TOKEN_ENV};
@@ -59,6 +60,16 @@ pub enum Action {
     /// `POST /admin/room {"mode": MODE}` (`fifo`, `random`, `passthrough`,
     /// `closed`, `paused`).
     SetMode(String),
+    /// `POST /admin/message {"ko": …, "en": …}`: a language left out keeps
+    /// its text.
+    Announce {
+        /// Korean text.
+        ko: Option<String>,
+        /// English text.
+        en: Option<String>,
+    },
+    /// `GET /admin/feedback`: visitors' feedback, newest first.
+    Feedback,
 }
 
 impl Action {
@@ -85,6 +96,17 @@ impl Action {
             ),
             Action::SetMessage(m) => ("POST", "/admin/room", Some(json!({ "message": m }))),
             Action::SetMode(m) => ("POST", "/admin/room", Some(json!({ "mode": m }))),
+            Action::Announce { ko, en } => {
+                let mut body = serde_json::Map::new();
+                if let Some(t) = ko {
+                    body.insert("ko".into(), json!(t));
+                }
+                if let Some(t) = en {
+                    body.insert("en".into(), json!(t));
+                }
+                ("POST", "/admin/message", Some(body.into()))
+            }
+            Action::Feedback => ("GET", "/admin/feedback", None),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod error;
 mod room;
+mod talk;
 mod vouchers;
 
 use std::convert::Infallible;
@@ -149,6 +150,10 @@ async fn route(
         room::Route::Status if req.uri().path() == "/__usher/status" => {
             room::govern(ctx, room, req, true).await
         }
+        room::Route::Status if req.uri().path() == talk::FEEDBACK_PATH => {
+            talk::feedback(ctx, room, req).await
+        }
+        room::Route::Status if req.uri().path() == talk::EVENT_PATH => talk::event(ctx, room, &req),
         room::Route::Status => Err(HttpError::NotFound),
         room::Route::Protected => room::govern(ctx, room, req, false).await,
     }
