@@ -174,7 +174,13 @@ impl App {
         room.set_origin_load(slots.load());
         metrics.config_last_reload_successful.set(1);
         metrics.config_last_reload_success_timestamp.set(unix_now());
-        let talk = crate::talk::Talk::new(cfg.store.as_ref().and_then(|s| s.state_dir()));
+        let talk = crate::talk::Talk::new(
+            cfg.store.as_ref().and_then(|s| s.state_dir()),
+            room.redis_connection().map(|con| {
+                let event = cfg.room.as_ref().map_or("default", |r| r.event.as_str());
+                crate::store::redis_talk::RedisTalk::new(con, event)
+            }),
+        );
         if let Some(r) = &cfg.room {
             talk.board
                 .from_config(&r.messages, crate::talk::unix_secs());

@@ -295,7 +295,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             match body {
                 Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
                 Ok(value) if value.get("reset").and_then(|v| v.as_bool()) == Some(true) => {
-                    talk::from_room_change(app, None, true);
+                    talk::from_room_change(app, None, true).await;
                     room_change(app, |room, cfg| Ok(room.clear_overrides(cfg, true)))
                 }
                 Ok(value) => match serde_json::from_value::<Overrides>(value) {
@@ -303,7 +303,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
                         let message = o.message.clone();
                         let resp = room_change(app, |room, cfg| room.set_overrides(cfg, o));
                         if resp.status() == StatusCode::OK {
-                            talk::from_room_change(app, message.as_deref(), false);
+                            talk::from_room_change(app, message.as_deref(), false).await;
                         }
                         resp
                     }
@@ -329,7 +329,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/admin/status") => json(StatusCode::OK, &status(app).await),
         (&Method::POST, "/admin/message") => talk::announce(app, req).await,
         (&Method::GET, "/admin/message") => json(StatusCode::OK, &talk::message_status(app, false)),
-        (&Method::GET, "/admin/feedback") => talk::feedback(app, &req),
+        (&Method::GET, "/admin/feedback") => talk::feedback(app, &req).await,
         (&Method::POST, "/admin/reload") => match app.reload().await {
             Ok(report) => json(
                 StatusCode::OK,

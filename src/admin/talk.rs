@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{json, read_json};
 use crate::app::App;
 use crate::config::messages::Messages;
-use crate::talk::Source;
+use crate::talk::{Record, Source};
 use crate::Body;
 
 /// Records `GET /admin/feedback` gives without `?limit=`.
@@ -47,11 +47,15 @@ pub(super) async fn announce(app: &App, req: Request<Incoming>) -> http::Respons
     };
     match board.announce(&texts, crate::talk::unix_secs(), Source::Admin) {
         Ok(changed) => {
+            let mut status = message_status(app, changed);
             if changed {
                 app.metrics.talk.announcements.inc();
                 tracing::warn!(ko = %texts.ko, en = %texts.en, "announcement changed through the admin API");
+                if let Err(e) = app.talk.publish().await {
+                    status["shared_error"] = serde_json::json!(e);
+                }
             }
-            json(StatusCode::OK, &message_status(app, changed))
+            json(StatusCode::OK, &status)
         }
         Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
     }
@@ -59,7 +63,7 @@ pub(super) async fn announce(app: &App, req: Request<Incoming>) -> http::Respons
 
 /// A one-text message from `POST /admin/room {"message"}` (both languages),
 /// or a reset back to the config's texts.
-pub(super) fn from_room_change(app: &App, message: Option<&str>, reset: bool) {
+pub(super) async fn from_room_change(app: &App, message: Option<&str>, reset: bool) {
     let board = &app.talk.board;
     let now = crate::talk::unix_secs();
     let changed = match message {
@@ -71,6 +75,8 @@ pub(super) fn from_room_change(app: &App, message: Option<&str>, reset: bool) {
     };
     if changed {
         app.metrics.talk.announcements.inc();
+        // Logged on failure; `/admin/room` answers with the room settings.
+        let _ = app.talk.publish().await;
     }
 }
 
@@ -81,24 +87,43 @@ pub(super) fn message_status(app: &App, changed: bool) -> serde_json::Value {
         "changed": changed,
         "current": *board.current(),
         "history": board.history(),
-        "shared": false,
+        "shared": app.talk.shared.is_some(),
     })
 }
 
-/// `GET /admin/feedback[?limit=N]`: newest first.
-pub(super) fn feedback(app: &App, req: &Request<Incoming>) -> http::Response<Body> {
+/// `GET /admin/feedback[?limit=N]`: newest first; with Redis, every
+/// node's (this node's alone if Redis cannot be read, said in `source`).
+pub(super) async fn feedback(app: &App, req: &Request<Incoming>) -> http::Response<Body> {
     let limit = req
         .uri()
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
         .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_FEEDBACK_LIMIT);
+        .unwrap_or(DEFAULT_FEEDBACK_LIMIT)
+        .min(crate::talk::feedback::MAX_KEPT);
     let f = &app.talk.feedback;
+    let (records, source) = match &app.talk.shared {
+        Some(sh) => match sh.redis.feedback(limit).await {
+            Ok(lines) => (
+                lines
+                    .iter()
+                    .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+                    .collect(),
+                "redis",
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "feedback not read from Redis; this node's only");
+                (f.newest(limit), "this node (Redis unreachable)")
+            }
+        },
+        None => (f.newest(limit), "this node"),
+    };
     json(
         StatusCode::OK,
         &serde_json::json!({
+            "source": source,
             "file": f.file().map(|p| p.display().to_string()),
-            "feedback": f.newest(limit),
+            "feedback": records,
         }),
     )
 }

@@ -104,6 +104,14 @@ pub async fn feedback(
                 .with_label_values(&[&record.category])
                 .inc();
             tracing::info!(id = record.id, category = %record.category, visitor = %record.visitor, "visitor feedback received");
+            if let Some(sh) = &talk.shared {
+                let line = serde_json::to_string(&record).unwrap_or_default();
+                let keep = crate::talk::feedback::MAX_KEPT;
+                if let Err(e) = sh.redis.push_feedback(&line, keep).await {
+                    // Kept on this node (memory) all the same.
+                    tracing::warn!(error = %e, id = record.id, "feedback not shared through Redis");
+                }
+            }
             let mut resp = if json_out {
                 let body = serde_json::json!({ "received": true, "id": record.id });
                 answer(

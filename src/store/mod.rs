@@ -21,6 +21,7 @@ pub mod local;
 pub mod redis_claims;
 pub mod redis_conn;
 pub mod redis_line;
+pub mod redis_talk;
 mod state;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -7,11 +7,15 @@
 //! # Layout
 //! - `board`: the announcement per language, its time, a short history.
 //! - `feedback`: visitors' reports, limited, stored append-only, bounded.
+//! - `shared`: with Redis, one announcement and one feedback list for all nodes.
 
 pub mod board;
 pub mod feedback;
+pub mod shared;
 
 use std::path::Path;
+
+use crate::store::redis_talk::RedisTalk;
 
 pub use board::{Board, Current, Entry, Source};
 pub use feedback::{Feedback, Limits, Post, Record, Refused, CATEGORIES};
@@ -21,14 +25,18 @@ pub use feedback::{Feedback, Limits, Post, Record, Refused, CATEGORIES};
 pub struct Talk {
     /// Announcements.
     pub board: Board,
-    /// Visitors' feedback.
+    /// Visitors' feedback (this node's).
     pub feedback: Feedback,
+    /// With `[store] backend = "redis"`: the announcement and feedback
+    /// shared by every node.
+    pub shared: Option<shared::Shared>,
 }
 
 impl Talk {
     /// Feedback under `state_dir` when there is one (in memory otherwise,
-    /// or when the directory cannot be used, which is logged).
-    pub fn new(state_dir: Option<&Path>) -> Talk {
+    /// or when the directory cannot be used, which is logged); with
+    /// `redis`, also shared with the other nodes.
+    pub fn new(state_dir: Option<&Path>, redis: Option<RedisTalk>) -> Talk {
         let limits = Limits::default();
         let feedback = match state_dir {
             Some(dir) => Feedback::open(dir, limits).unwrap_or_else(|e| {
@@ -40,6 +48,7 @@ impl Talk {
         Talk {
             board: Board::new(),
             feedback,
+            shared: redis.map(shared::Shared::new),
         }
     }
 }
