@@ -327,3 +327,38 @@ async fn ten_thousand_posts_from_one_address_are_capped_in_count_disk_and_memory
         .iter()
         .all(|r| !r.target().contains("feedback")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_announces_a_changed_file_and_leaves_a_live_text_alone_otherwise() {
+    let (u, _origin) = start("talk-reload").await;
+    let ticket = waiting_visitor(u.addr).await;
+    let en = format!("Cookie: {ticket}\r\nAccept-Language: en\r\n");
+    let reload = || async {
+        let r = admin_post(u.admin, "/admin/reload", "{}").await;
+        assert_eq!(r.status(), 200, "{}", r.text());
+    };
+
+    // A live text outlasts a reload of an unchanged file.
+    ctl(&u, &["message", "--en", "Live word"]);
+    reload().await;
+    assert_eq!(status(u.addr, &en).await["message"], "Live word");
+
+    // A changed file is announced by the reload.
+    let text = std::fs::read_to_string(&u.config).unwrap();
+    let changed = text.replace("Doors open at ten", "Doors open at eleven");
+    assert_ne!(text, changed);
+    std::fs::write(&u.config, changed).unwrap();
+    reload().await;
+    let s = status(u.addr, &en).await;
+    assert_eq!(s["message"], "Doors open at eleven");
+    assert_eq!(s["messages"]["ko"], "both");
+
+    // A text over the limit in the file is refused; the last good stays.
+    let text = std::fs::read_to_string(&u.config).unwrap();
+    let long = "x".repeat(1001);
+    std::fs::write(&u.config, text.replace("Doors open at eleven", &long)).unwrap();
+    let r = admin_post(u.admin, "/admin/reload", "{}").await;
+    assert_eq!(r.status(), 422, "{}", r.text());
+    assert!(r.text().contains("room.messages.en"), "{}", r.text());
+    assert_eq!(status(u.addr, &en).await["message"], "Doors open at eleven");
+}

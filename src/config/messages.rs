@@ -97,8 +97,23 @@ pub(super) fn messages(message: &str, raw: Option<&RawMessages>, p: &mut Problem
         en: pick(raw.and_then(|r| r.en.as_ref())),
     }
     .cleaned();
-    if let Err(e) = m.check() {
-        p.push("room.messages", e);
+    for (lang, text, given) in [
+        ("ko", &m.ko, raw.and_then(|r| r.ko.as_ref()).is_some()),
+        ("en", &m.en, raw.and_then(|r| r.en.as_ref()).is_some()),
+    ] {
+        let n = text.chars().count();
+        if n > MAX_MESSAGE_CHARS {
+            // Named where it was written, so the problem points at its line.
+            let key = if given {
+                format!("room.messages.{lang}")
+            } else {
+                "room.message".to_string()
+            };
+            p.push(
+                key,
+                format!("{n} characters; at most {MAX_MESSAGE_CHARS} are shown"),
+            );
+        }
     }
     m
 }
@@ -127,6 +142,15 @@ mod tests {
         let m = messages("a\u{1b}[31mb\nc\u{0}", None, &mut p);
         assert_eq!(m.ko, "a[31mb c");
         messages(&"x".repeat(MAX_MESSAGE_CHARS + 1), None, &mut p);
-        assert!(!p.0.is_empty());
+        assert_eq!(p.0.len(), 2, "both languages come from room.message");
+        assert!(p.0.iter().all(|(k, _)| k == "room.message"));
+        let raw = RawMessages {
+            ko: None,
+            en: Some("y".repeat(MAX_MESSAGE_CHARS + 1)),
+        };
+        let mut p = Problems::default();
+        messages("short", Some(&raw), &mut p);
+        assert_eq!(p.0.len(), 1);
+        assert_eq!(p.0[0].0, "room.messages.en");
     }
 }
