@@ -16,10 +16,12 @@
 //! - `json`: the status JSON.
 //! - `error`: usher's own error pages.
 //! - `event`: the public event notice and the feedback receipt page.
+//! - `feedback_form`: the report-a-problem form (holding and error pages).
 //! - `assets/`: the default template, its CSS and the polling script.
 
 mod error;
 mod event;
+mod feedback_form;
 mod fmt;
 mod i18n;
 mod i18n_talk;
@@ -28,7 +30,7 @@ mod page;
 #[cfg(test)]
 mod tests;
 
-pub use error::error_page;
+pub use error::{error_page, error_page_for};
 pub use event::{event_json, event_page, feedback_page, EventView};
 pub use i18n::{negotiate, Lang};
 pub use json::status_json;

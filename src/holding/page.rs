@@ -176,6 +176,10 @@ const TABLE: &[(&str, Placeholder)] = &[
     ("t_fb_text", Placeholder::Text(|s| s.talk.t_fb_text)),
     ("t_fb_send", Placeholder::Text(|s| s.talk.t_fb_send)),
     ("t_event", Placeholder::Text(|s| s.talk.t_event)),
+    (
+        "feedback_form",
+        Placeholder::Text(super::feedback_form::feedback_form),
+    ),
     ("lang_switch", Placeholder::LangSwitch),
     ("style", Placeholder::Style),
     ("script", Placeholder::Script),

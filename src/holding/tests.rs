@@ -520,3 +520,32 @@ fn a_challenge_reaches_the_json_and_the_page_script() {
     assert!(page.contains("data-pow=\"\" data-bits=\"\""));
     assert!(page.contains("Preparing your place"));
 }
+
+#[test]
+fn origin_failure_pages_carry_the_report_form_when_a_room_takes_feedback() {
+    for lang in Lang::ALL {
+        for status in [502, 503, 504] {
+            let with = String::from_utf8(error_page_for(status, lang, true).to_vec()).unwrap();
+            assert!(with.contains("action=\"/__usher/feedback\""), "{status}");
+            assert!(with.contains(lang.strings().talk.t_fb_page_error));
+            assert!(with.contains(&format!("name=\"lang\" value=\"{}\"", lang.as_str())));
+            assert!(with.len() < PAGE_BUDGET);
+            // Rendered once, then shared.
+            assert_eq!(
+                error_page_for(status, lang, true).as_ptr(),
+                error_page_for(status, lang, true).as_ptr()
+            );
+            assert_eq!(
+                error_page_for(status, lang, false),
+                error_page(status, lang)
+            );
+        }
+        // A malformed request or a limit: no form.
+        for status in [400, 413, 429, 431, 404] {
+            assert_eq!(error_page_for(status, lang, true), error_page(status, lang));
+        }
+        // The holding page brings the same form.
+        let page = html(&HoldingPages::default(), lang, &view(RoomState::Queued));
+        assert!(page.contains(super::feedback_form::feedback_form(lang.strings())));
+    }
+}

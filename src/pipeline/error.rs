@@ -107,8 +107,15 @@ impl HttpError {
 
     /// The response for this error.
     pub fn into_response(self, lang: Lang) -> Response<Body> {
+        self.into_response_for(lang, false)
+    }
+
+    /// The response for this error; with `feedback` (the room takes
+    /// feedback), the pages for origin failures carry the report form.
+    pub fn into_response_for(self, lang: Lang, feedback: bool) -> Response<Body> {
         let status = self.status();
-        let mut resp = Response::new(full_body(crate::holding::error_page(status.as_u16(), lang)));
+        let page = crate::holding::error_page_for(status.as_u16(), lang, feedback);
+        let mut resp = Response::new(full_body(page));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(

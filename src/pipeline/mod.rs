@@ -97,7 +97,7 @@ pub async fn handle(
                 None,
                 holding::Lang::Ko,
             );
-            (e.into_response(lang), outcome)
+            (e.into_response_for(lang, ctx.cfg.room.is_some()), outcome)
         }
     };
     let mut resp = resp;
@@ -141,6 +141,10 @@ async fn route(
         return vouchers::endpoint(ctx, req).await;
     }
     let Some(room) = &ctx.cfg.room else {
+        if matches!(req.uri().path(), talk::FEEDBACK_PATH | talk::EVENT_PATH) {
+            // No room, no feedback or notice; and never the origin's.
+            return Err(HttpError::NotFound);
+        }
         return forward(ctx, req).await;
     };
     match room::classify(ctx, room, &req) {
