@@ -132,6 +132,10 @@ async fn a_waiting_visitor_sees_the_announcement_change_on_the_next_poll_in_thei
     assert_eq!(after["messages"]["ko"], "10분 늦게 시작합니다");
     assert!(after["message_updated_at"].as_str() >= before["message_updated_at"].as_str());
     assert_eq!(status(u.addr, &ko).await["message"], "10분 늦게 시작합니다");
+    let st = common::clients::admin_get(u.admin, "/admin/status").await;
+    let st: serde_json::Value = serde_json::from_slice(&st.body).unwrap();
+    assert_eq!(st["announcement"]["ko"], "10분 늦게 시작합니다", "{st}");
+    assert!(st["announcement"]["updated_at"].is_u64());
 
     // The page shows it escaped, in its own live region, with its time.
     let page = get_with(u.addr, "/", &en).await.text();

@@ -421,5 +421,6 @@ async fn status(app: &App) -> serde_json::Value {
         },
         "certificates": certs,
         "room": cfg.room.as_ref().map(|r| app.room.status(r)),
+        "announcement": cfg.room.as_ref().map(|_| (*app.talk.board.current()).clone()),
     })
 }
