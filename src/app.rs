@@ -185,6 +185,8 @@ impl App {
             talk.board
                 .from_config(&r.messages, crate::talk::unix_secs());
         }
+        talk.webhook
+            .set_url(cfg.room.as_ref().and_then(|r| r.feedback_webhook.clone()));
         Ok(Arc::new(App {
             talk,
             access_log: AccessLog::new(cfg.log.access),
@@ -278,6 +280,9 @@ impl App {
                 .board
                 .from_config(&r.messages, crate::talk::unix_secs());
         }
+        self.talk
+            .webhook
+            .set_url(new.room.as_ref().and_then(|r| r.feedback_webhook.clone()));
         if self.pass_limit.load().per_second() != pass_rate(&new) {
             self.pass_limit
                 .store(Arc::new(pass_limit(&pass_rate(&new))));

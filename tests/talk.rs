@@ -16,9 +16,9 @@ use common::{Response, TempDir};
 
 /// One place at a time, so the second visitor waits in line; tickets
 /// are not rate limited per address (every visitor here is 127.0.0.1).
-fn room(state: &std::path::Path) -> String {
+fn room(state: &std::path::Path, extra: &str) -> String {
     format!(
-        "[room]\nevent = \"voucher-rush\"\nmode = \"fifo\"\nmax_active_users = 1\n\
+        "[room]\n{extra}\nevent = \"voucher-rush\"\nmode = \"fifo\"\nmax_active_users = 1\n\
          new_users_per_minute = 1\nsession_duration = \"10m\"\nrefresh = \"2s\"\n\
          message = \"both\"\nmessages = {{ en = \"Doors open at ten\" }}\n\
          [room.limits]\ntickets_per_minute_per_ip = 100000\nrequests_per_second_per_ip = 0\n\n\
@@ -30,10 +30,16 @@ fn room(state: &std::path::Path) -> String {
 /// usher in front of an origin that answers 200 to everything; feedback
 /// never reaches it (checked by the tests that post).
 async fn start(tag: &str) -> (UsherProc, Origin) {
+    start_with(tag, "").await
+}
+
+/// [`start`] with more `[room]` keys.
+async fn start_with(tag: &str, extra: &str) -> (UsherProc, Origin) {
     let origin = Origin::ok().await;
     let dir = TempDir::new(tag);
     let state = dir.path().join("state");
-    let u = UsherProc::spawn(dir, &common::config(origin.addr, "", "", &room(&state))).await;
+    let config = common::config(origin.addr, "", "", &room(&state, extra));
+    let u = UsherProc::spawn(dir, &config).await;
     (u, origin)
 }
 
@@ -365,4 +371,58 @@ async fn a_reload_announces_a_changed_file_and_leaves_a_live_text_alone_otherwis
     assert_eq!(r.status(), 422, "{}", r.text());
     assert!(r.text().contains("room.messages.en"), "{}", r.text());
     assert_eq!(status(u.addr, &en).await["message"], "Doors open at eleven");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_is_forwarded_to_the_webhook_and_only_there() {
+    let hook = Origin::ok().await;
+    let (u, origin) = start_with(
+        "talk-webhook",
+        &format!("feedback_webhook = \"http://{}/hooks/usher\"", hook.addr),
+    )
+    .await;
+    let ticket = waiting_visitor(u.addr).await;
+    let r = exchange(
+        u.addr,
+        &form_post(
+            "/__usher/feedback",
+            &format!("Cookie: {ticket}\r\n"),
+            "category=voucher&text=code+not+working",
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let started = std::time::Instant::now();
+    while hook.count() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the webhook was never called: {:#?}",
+            u.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let got = hook.take();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].target(), "/hooks/usher");
+    let v: serde_json::Value = serde_json::from_slice(&got[0].body).expect("JSON body");
+    assert_eq!(v["text"], "code not working");
+    assert_eq!(v["category"], "voucher");
+    assert!(v["position"].is_u64(), "{v}");
+    assert!(origin
+        .take()
+        .iter()
+        .all(|r| !r.target().contains("feedback")));
+    // Counted once it is answered.
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = common::clients::admin_get(u.admin, "/metrics").await.text();
+        if metrics.contains("usher_feedback_webhook_total{result=\"sent\"} 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

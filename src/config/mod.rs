@@ -14,6 +14,7 @@ pub mod room;
 mod room_file;
 mod show;
 pub mod store;
+mod talk;
 pub mod units;
 pub mod validate;
 pub mod vouchers;

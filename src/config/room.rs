@@ -118,6 +118,8 @@ pub struct RoomConfig {
     pub message: String,
     /// The announcement per language (`room.messages` over `room.message`).
     pub messages: super::messages::Messages,
+    /// Where feedback is also sent (`room.feedback_webhook`).
+    pub feedback_webhook: Option<http::Uri>,
     /// Template override file.
     pub template: Option<PathBuf>,
     /// Default page language is English.
@@ -358,6 +360,7 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         cookie_domain: raw.cookie_domain.clone().filter(|d| !d.is_empty()),
         message: raw.message.clone(),
         messages: super::messages::messages(&raw.message, raw.messages.as_ref(), p),
+        feedback_webhook: super::talk::feedback_webhook(raw.feedback_webhook.as_deref(), p),
         template: raw.template.as_ref().map(|f| base.join(f)),
         default_english,
         tickets_per_minute_per_ip: raw.limits.tickets_per_minute_per_ip,

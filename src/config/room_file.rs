@@ -105,6 +105,9 @@ pub struct RawRoom {
     /// given here wins over `message`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<super::messages::RawMessages>,
+    /// Where visitors' feedback is also POSTed as JSON (http or https).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_webhook: Option<String>,
     /// Holding page template override.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
@@ -208,6 +211,7 @@ impl Default for RawRoom {
             cookie_domain: None,
             message: String::new(),
             messages: None,
+            feedback_webhook: None,
             template: None,
             default_lang: "ko".into(),
             limits: RawLimits::default(),

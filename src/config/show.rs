@@ -225,6 +225,7 @@ fn room(r: &RoomConfig) -> RawRoom {
                 en: Some(r.messages.en.clone()),
             }
         }),
+        feedback_webhook: r.feedback_webhook.as_ref().map(|u| u.to_string()),
         template: r.template.as_deref().map(path),
         default_lang: if r.default_english { "en" } else { "ko" }.into(),
         limits: RawLimits {

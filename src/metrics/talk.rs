@@ -1,5 +1,5 @@
 //! The figures of talking with the line: feedback by category and refused
-//! posts by reason, announcements made.
+//! posts by reason, announcements made, webhook forwards.
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
@@ -11,6 +11,8 @@ pub struct TalkMetrics {
     pub feedback_refused: IntCounterVec,
     /// Announcements that changed the text shown.
     pub announcements: IntCounter,
+    /// Feedback forwarded to the webhook, by result.
+    pub webhook: IntCounterVec,
 }
 
 impl TalkMetrics {
@@ -49,7 +51,20 @@ impl TalkMetrics {
         )
         .expect("valid metric");
         reg(Box::new(announcements.clone()));
+        let webhook = IntCounterVec::new(
+            Opts::new(
+                "usher_feedback_webhook_total",
+                "Feedback records for room.feedback_webhook, by result (sent, failed, dropped: the queue was full)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["sent", "failed", "dropped"] {
+            webhook.with_label_values(&[r]);
+        }
+        reg(Box::new(webhook.clone()));
         TalkMetrics {
+            webhook,
             feedback,
             feedback_refused,
             announcements,

@@ -104,6 +104,10 @@ pub async fn feedback(
                 .with_label_values(&[&record.category])
                 .inc();
             tracing::info!(id = record.id, category = %record.category, visitor = %record.visitor, "visitor feedback received");
+            if talk.webhook.offer(&record) == crate::talk::webhook::Offer::Dropped {
+                let m = &ctx.app.metrics.talk.webhook;
+                m.with_label_values(&["dropped"]).inc();
+            }
             if let Some(sh) = &talk.shared {
                 let line = serde_json::to_string(&record).unwrap_or_default();
                 let keep = crate::talk::feedback::MAX_KEPT;

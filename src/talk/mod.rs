@@ -8,10 +8,12 @@
 //! - `board`: the announcement per language, its time, a short history.
 //! - `feedback`: visitors' reports, limited, stored append-only, bounded.
 //! - `shared`: with Redis, one announcement and one feedback list for all nodes.
+//! - `webhook`: feedback forwarded to the operator's URL, in the background.
 
 pub mod board;
 pub mod feedback;
 pub mod shared;
+pub mod webhook;
 
 use std::path::Path;
 
@@ -30,6 +32,8 @@ pub struct Talk {
     /// With `[store] backend = "redis"`: the announcement and feedback
     /// shared by every node.
     pub shared: Option<shared::Shared>,
+    /// `room.feedback_webhook`, when set.
+    pub webhook: webhook::Webhook,
 }
 
 impl Talk {
@@ -49,6 +53,7 @@ impl Talk {
             board: Board::new(),
             feedback,
             shared: redis.map(shared::Shared::new),
+            webhook: webhook::Webhook::default(),
         }
     }
 }
