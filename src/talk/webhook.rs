@@ -76,7 +76,9 @@ pub async fn run(hook: &Webhook, metrics: &TalkMetrics, mut stop: watch::Receive
     let Some(mut rx) = hook.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
-    let client = crate::proxy::outbound::client(true, TIMEOUT);
+    // Made on the first record: loading the system's roots costs CPU that
+    // a process without a webhook (or before its first report) need not spend.
+    let mut client = None;
     loop {
         let record = tokio::select! {
             r = rx.recv() => match r {
@@ -96,6 +98,7 @@ pub async fn run(hook: &Webhook, metrics: &TalkMetrics, mut stop: watch::Receive
             .header(http::header::USER_AGENT, "usher")
             .body(Full::new(body));
         let Ok(req) = req else { continue };
+        let client = client.get_or_insert_with(|| crate::proxy::outbound::client(true, TIMEOUT));
         let result = match tokio::time::timeout(TIMEOUT, client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => "sent",
             Ok(Ok(resp)) => {
