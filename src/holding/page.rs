@@ -10,8 +10,9 @@
 //! The script updates elements by id when they exist, so an operator's
 //! template keeps live updates by reusing them: `u-pos` (position), `u-eta`
 //! (wait), `u-bar` (a `<progress>`), `u-v`/`u-vn` (stock block/number),
-//! `u-msg` (message; give it its own `aria-live` region: it changes only
-//! when the operator's text does), `u-msgw`/`u-msgt` (when the message
+//! `u-msg` (message), `u-say` (an always-present, visually hidden
+//! `aria-live` element the script fills once per new message, so a screen
+//! reader reads it once, not on every poll), `u-msgw`/`u-msgt` (when the message
 //! changed), `u-upd` and `u-at` (`<time datetime>` elements made local),
 //! `u-cdv` (countdown), `u-fbf`/`u-fbr` (the feedback form and its
 //! result line). `{{script}}` brings its own data element.

@@ -145,6 +145,9 @@ fn unknown_wait_is_said_not_invented() {
     assert!(en.contains("value=\"0\""));
     assert!(tag_with_id(&en, "u-v").contains("hidden"));
     assert!(tag_with_id(&en, "u-msgb").contains("hidden"));
+    // The live region for new announcements is never hidden, and starts
+    // empty (the page's text is read with the page, not announced).
+    assert!(en.contains("<p class=\"sr\" id=\"u-say\" aria-live=\"polite\"></p>"));
     assert!(tag_with_id(&en, "u-msgw").contains("hidden"));
     assert!(en.contains("<p class=\"note\" hidden>"));
     let ko = html(&pages, Lang::Ko, &v);
