@@ -26,6 +26,12 @@ struct Announce {
 
 /// `POST /admin/message`.
 pub(super) async fn announce(app: &App, req: Request<Incoming>) -> http::Response<Body> {
+    if app.config.load().room.is_none() {
+        return json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "error": "no [room] in the config: nobody waits to hear it" }),
+        );
+    }
     let a = match read_json(req)
         .await
         .and_then(|v| serde_json::from_value::<Announce>(v).map_err(|e| e.to_string()))
