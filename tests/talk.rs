@@ -248,6 +248,9 @@ async fn feedback_from_a_waiting_visitor_reaches_ctl_with_their_place_and_stays_
     assert!(first["visitor"].as_str().unwrap().starts_with("ticket:"));
     // Controls gone; markup kept as text (JSON carries it inert).
     assert_eq!(first["text"], "<script>alert(1)</script>[2Jok");
+    let newest = ctl(&u, &["feedback", "--limit", "1"]);
+    assert_eq!(newest["feedback"].as_array().map(Vec::len), Some(1));
+    assert_eq!(newest["feedback"][0]["text"], "second");
 
     // On disk: one JSON line each, no raw control byte, markup as text.
     let file = out["file"].as_str().expect("a file").to_string();

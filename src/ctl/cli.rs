@@ -40,7 +40,11 @@ pub enum CtlCommand {
         en: Option<String>,
     },
     /// Show visitors' feedback, newest first, with their place in line then.
-    Feedback,
+    Feedback {
+        /// At most this many (default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 /// `usher ctl set` settings.
@@ -81,7 +85,7 @@ impl CtlCommand {
             CtlCommand::Undrain => Action::Undrain,
             CtlCommand::Reset => Action::Reset,
             CtlCommand::Message { ko, en } => Action::Announce { ko, en },
-            CtlCommand::Feedback => Action::Feedback,
+            CtlCommand::Feedback { limit } => Action::Feedback(limit),
             CtlCommand::Set { setting } => match setting {
                 SetCommand::Rate { per_minute } => Action::SetRate(per_minute),
                 SetCommand::Capacity { users } => Action::SetCapacity(users),

@@ -8,6 +8,7 @@
 //! Unix socket), reads a bounded answer and hands back the status and body;
 //! the CLI prints the body and exits non-zero on anything but 2xx.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,13 +69,21 @@ pub enum Action {
         /// English text.
         en: Option<String>,
     },
-    /// `GET /admin/feedback`: visitors' feedback, newest first.
-    Feedback,
+    /// `GET /admin/feedback[?limit=N]`: visitors' feedback, newest first.
+    Feedback(Option<usize>),
 }
 
 impl Action {
     /// Method, path and JSON body of the request for this action.
-    pub fn request(&self) -> (&'static str, &'static str, Option<serde_json::Value>) {
+    pub fn request(&self) -> (&'static str, Cow<'static, str>, Option<serde_json::Value>) {
+        let (method, path, body) = self.parts();
+        match self {
+            Action::Feedback(Some(n)) => (method, format!("{path}?limit={n}").into(), body),
+            _ => (method, path.into(), body),
+        }
+    }
+
+    fn parts(&self) -> (&'static str, &'static str, Option<serde_json::Value>) {
         use serde_json::json;
         match self {
             Action::Status => ("GET", "/admin/status", None),
@@ -106,7 +115,7 @@ impl Action {
                 }
                 ("POST", "/admin/message", Some(body.into()))
             }
-            Action::Feedback => ("GET", "/admin/feedback", None),
+            Action::Feedback(_) => ("GET", "/admin/feedback", None),
         }
     }
 }
@@ -278,7 +287,7 @@ pub fn request(
     let (method, path, body) = action.request();
     let mut b = Request::builder()
         .method(method)
-        .uri(path)
+        .uri(path.as_ref())
         .header(header::HOST, host)
         .header(
             header::USER_AGENT,
