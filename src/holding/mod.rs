@@ -29,6 +29,8 @@ mod json;
 mod page;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_talk;
 
 pub use error::{error_page, error_page_for};
 pub use event::{event_json, event_page, feedback_page, EventView};
