@@ -107,6 +107,8 @@ pub struct App {
     pub pass_limit: ArcSwap<PassLimit>,
     /// The voucher claim service, when the event has vouchers.
     pub vouchers: Option<Arc<crate::vouchers::Vouchers>>,
+    /// Announcements and visitors' feedback.
+    pub talk: crate::talk::Talk,
     /// Serializes reloads (SIGHUP and the admin API may race).
     reload_lock: tokio::sync::Mutex<ReloadReport>,
 }
@@ -172,7 +174,21 @@ impl App {
         room.set_origin_load(slots.load());
         metrics.config_last_reload_successful.set(1);
         metrics.config_last_reload_success_timestamp.set(unix_now());
+        let talk = crate::talk::Talk::new(
+            cfg.store.as_ref().and_then(|s| s.state_dir()),
+            room.redis_connection().map(|con| {
+                let event = cfg.room.as_ref().map_or("default", |r| r.event.as_str());
+                crate::store::redis_talk::RedisTalk::new(con, event)
+            }),
+        );
+        if let Some(r) = &cfg.room {
+            talk.board
+                .from_config(&r.messages, crate::talk::unix_secs());
+        }
+        talk.webhook
+            .set_url(cfg.room.as_ref().and_then(|r| r.feedback_webhook.clone()));
         Ok(Arc::new(App {
+            talk,
             access_log: AccessLog::new(cfg.log.access),
             config: ArcSwap::from_pointee(cfg),
             origin: ArcSwap::from_pointee(origin),
@@ -259,6 +275,14 @@ impl App {
         }
         self.slots.resize(new.origin.max_in_flight);
         self.room.apply(new.room.as_ref(), room);
+        if let Some(r) = &new.room {
+            self.talk
+                .board
+                .from_config(&r.messages, crate::talk::unix_secs());
+        }
+        self.talk
+            .webhook
+            .set_url(new.room.as_ref().and_then(|r| r.feedback_webhook.clone()));
         if self.pass_limit.load().per_second() != pass_rate(&new) {
             self.pass_limit
                 .store(Arc::new(pass_limit(&pass_rate(&new))));

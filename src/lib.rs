@@ -16,6 +16,7 @@
 //! - [`logging`]: tracing setup and the access log.
 //! - [`holding`]: the holding page, status JSON and usher's own error pages.
 //! - [`tokens`]: signed tickets and passes, keys, cookies.
+//! - [`talk`]: announcements to waiting visitors, their feedback back.
 //! - [`notify`]: systemd readiness, reload and watchdog notifications.
 //! - [`ctl`]: the `usher ctl` admin client (finds the API and token, speaks hyper).
 //! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
@@ -37,6 +38,7 @@ pub mod server;
 pub mod sim;
 pub mod startup;
 pub mod store;
+pub mod talk;
 pub mod tokens;
 pub mod vouchers;
 

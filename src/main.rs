@@ -73,7 +73,7 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[command(subcommand)]
-        command: CtlCommand,
+        command: usher::ctl::cli::CtlCommand,
     },
     /// Print a new token key line (`KID:SECRET`) for the key file.
     Keygen {
@@ -112,64 +112,6 @@ enum VoucherCommand {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-}
-
-#[derive(Subcommand)]
-enum CtlCommand {
-    /// Show the running config source, listeners, origin and room.
-    Status,
-    /// Re-read the config file (like SIGHUP, but answers with the result).
-    Reload,
-    /// Admit nobody new; people in line keep their place.
-    Pause,
-    /// Admit again after a pause.
-    Resume,
-    /// Take this node out of the load balancer (/readyz fails) before a restart.
-    Drain,
-    /// Put a drained node back (/readyz succeeds).
-    Undrain,
-    /// Drop every live change (pause, set ...): the config file's values apply again.
-    Reset,
-    /// Change a room setting live; it outlasts reloads until `reset`.
-    Set {
-        #[command(subcommand)]
-        setting: SetCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum SetCommand {
-    /// New users admitted per minute.
-    Rate { per_minute: u64 },
-    /// Most active users at once.
-    Capacity { users: u64 },
-    /// Mode: fifo, random, passthrough, closed or paused.
-    Mode { mode: String },
-    /// The operator's message on the holding page (empty to clear).
-    Message {
-        #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
-        text: Vec<String>,
-    },
-}
-
-impl CtlCommand {
-    fn action(self) -> Action {
-        match self {
-            CtlCommand::Status => Action::Status,
-            CtlCommand::Reload => Action::Reload,
-            CtlCommand::Pause => Action::Pause,
-            CtlCommand::Resume => Action::Resume,
-            CtlCommand::Drain => Action::Drain,
-            CtlCommand::Undrain => Action::Undrain,
-            CtlCommand::Reset => Action::Reset,
-            CtlCommand::Set { setting } => match setting {
-                SetCommand::Rate { per_minute } => Action::SetRate(per_minute),
-                SetCommand::Capacity { users } => Action::SetCapacity(users),
-                SetCommand::Mode { mode } => Action::SetMode(mode),
-                SetCommand::Message { text } => Action::SetMessage(text.join(" ")),
-            },
-        }
-    }
 }
 
 #[derive(Subcommand)]

@@ -9,9 +9,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::browser;
 use common::clients::admin_get;
 use common::origin::{Origin, Reply};
 use common::proc::UsherProc;
@@ -46,54 +45,9 @@ async function attempt(name, url, init) {{
     )
 }
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-}
-
-/// Runs headless Chromium on `url` and returns the DOM it ends with.
-fn browse(browser: &str, url: &str, profile: &std::path::Path) -> String {
-    let mut child = Command::new(browser)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--host-resolver-rules=MAP evil.example 127.0.0.1",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromium");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait for chromium").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("chromium output");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_in_a_real_browser_cannot_change_the_room() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = browser::chromium() else {
         eprintln!("skipped: no chromium (apt-get install chromium) for the real-browser test");
         return;
     };
@@ -111,7 +65,17 @@ async fn a_page_in_a_real_browser_cannot_change_the_room() {
     let url = format!("http://evil.example:{}/", evil.addr.port());
     let dom = tokio::task::spawn_blocking({
         let browser = browser.to_string();
-        move || browse(&browser, &url, &profile)
+        move || {
+            browser::dump_dom(
+                &browser,
+                &url,
+                &profile,
+                &[
+                    "--host-resolver-rules=MAP evil.example 127.0.0.1",
+                    "--virtual-time-budget=10000",
+                ],
+            )
+        }
     })
     .await
     .unwrap();

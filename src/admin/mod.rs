@@ -8,6 +8,7 @@
 //! one usher makes for itself ([`token`]).
 
 pub mod guard;
+mod talk;
 pub mod token;
 
 use std::convert::Infallible;
@@ -299,10 +300,18 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             match body {
                 Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
                 Ok(value) if value.get("reset").and_then(|v| v.as_bool()) == Some(true) => {
+                    talk::from_room_change(app, None, true).await;
                     room_change(app, |room, cfg| Ok(room.clear_overrides(cfg, true)))
                 }
                 Ok(value) => match serde_json::from_value::<Overrides>(value) {
-                    Ok(o) => room_change(app, |room, cfg| room.set_overrides(cfg, o)),
+                    Ok(o) => {
+                        let message = o.message.clone();
+                        let resp = room_change(app, |room, cfg| room.set_overrides(cfg, o));
+                        if resp.status() == StatusCode::OK {
+                            talk::from_room_change(app, message.as_deref(), false).await;
+                        }
+                        resp
+                    }
                     Err(e) => json(
                         StatusCode::BAD_REQUEST,
                         &serde_json::json!({ "error": e.to_string() }),
@@ -323,6 +332,9 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             json(StatusCode::OK, &serde_json::json!({ "draining": false }))
         }
         (&Method::GET, "/admin/status") => json(StatusCode::OK, &status(app).await),
+        (&Method::POST, "/admin/message") => talk::announce(app, req).await,
+        (&Method::GET, "/admin/message") => json(StatusCode::OK, &talk::message_status(app, false)),
+        (&Method::GET, "/admin/feedback") => talk::feedback(app, &req).await,
         (&Method::POST, "/admin/reload") => match app.reload().await {
             Ok(report) => json(
                 StatusCode::OK,
@@ -336,7 +348,8 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         (
             _,
             "/metrics" | "/healthz" | "/readyz" | "/admin/status" | "/admin/reload"
-            | "/admin/pause" | "/admin/resume" | "/admin/room" | "/admin/drain" | "/admin/undrain",
+            | "/admin/pause" | "/admin/resume" | "/admin/room" | "/admin/drain" | "/admin/undrain"
+            | "/admin/message" | "/admin/feedback",
         ) => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -413,5 +426,6 @@ async fn status(app: &App) -> serde_json::Value {
         },
         "certificates": certs,
         "room": cfg.room.as_ref().map(|r| app.room.status(r)),
+        "announcement": cfg.room.as_ref().map(|_| (*app.talk.board.current()).clone()),
     })
 }

@@ -32,6 +32,8 @@ pub use room_gate::LONG_POLL_MAX;
 #[path = "room_limits.rs"]
 mod room_limits;
 pub use room_limits::{CHALLENGE_TTL_SECS, POW_COOKIE, POW_HEADER};
+#[path = "room_visitor.rs"]
+mod room_visitor;
 #[path = "shared.rs"]
 mod shared;
 #[path = "shared_health.rs"]
@@ -44,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::store::line_files::{LineFiles, LineFilesError};
 use crate::tokens::cookie::{get_cookie, SetCookie};
 use crate::tokens::{event_id, KeyError, Keyring, Pass, Ticket};
+pub use room_visitor::Visitor;
 
 /// Cookie holding the place in line.
 pub const TICKET_COOKIE: &str = "usher_ticket";

@@ -114,8 +114,12 @@ pub struct RoomConfig {
     pub keys_file: Option<PathBuf>,
     /// Cookie domain.
     pub cookie_domain: Option<String>,
-    /// Operator's message.
+    /// Operator's message (`room.message` as written).
     pub message: String,
+    /// The announcement per language (`room.messages` over `room.message`).
+    pub messages: super::messages::Messages,
+    /// Where feedback is also sent (`room.feedback_webhook`).
+    pub feedback_webhook: Option<http::Uri>,
     /// Template override file.
     pub template: Option<PathBuf>,
     /// Default page language is English.
@@ -355,6 +359,8 @@ pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
         keys_file: raw.keys_file.as_ref().map(|f| base.join(f)),
         cookie_domain: raw.cookie_domain.clone().filter(|d| !d.is_empty()),
         message: raw.message.clone(),
+        messages: super::messages::messages(&raw.message, raw.messages.as_ref(), p),
+        feedback_webhook: super::talk::feedback_webhook(raw.feedback_webhook.as_deref(), p),
         template: raw.template.as_ref().map(|f| base.join(f)),
         default_english,
         tickets_per_minute_per_ip: raw.limits.tickets_per_minute_per_ip,

@@ -99,8 +99,15 @@ pub struct RawRoom {
     /// Cookie `Domain` attribute (default: host-only cookies).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_domain: Option<String>,
-    /// Operator's message on the holding page.
+    /// Operator's message on the holding page (both languages).
     pub message: String,
+    /// The message per language (`{ ko = "…", en = "…" }`); a language
+    /// given here wins over `message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<super::messages::RawMessages>,
+    /// Where visitors' feedback is also POSTed as JSON (http or https).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_webhook: Option<String>,
     /// Holding page template override.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
@@ -203,6 +210,8 @@ impl Default for RawRoom {
             keys_file: None,
             cookie_domain: None,
             message: String::new(),
+            messages: None,
+            feedback_webhook: None,
             template: None,
             default_lang: "ko".into(),
             limits: RawLimits::default(),

@@ -219,6 +219,13 @@ fn room(r: &RoomConfig) -> RawRoom {
         keys_file: r.keys_file.as_deref().map(path),
         cookie_domain: r.cookie_domain.clone(),
         message: r.message.clone(),
+        messages: (r.messages != crate::config::messages::Messages::both(&r.message)).then(|| {
+            crate::config::messages::RawMessages {
+                ko: Some(r.messages.ko.clone()),
+                en: Some(r.messages.en.clone()),
+            }
+        }),
+        feedback_webhook: r.feedback_webhook.as_ref().map(|u| u.to_string()),
         template: r.template.as_deref().map(path),
         default_lang: if r.default_english { "en" } else { "ko" }.into(),
         limits: RawLimits {

@@ -8,6 +8,7 @@
 //! Unix socket), reads a bounded answer and hands back the status and body;
 //! the CLI prints the body and exits non-zero on anything but 2xx.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod cli;
 mod resolve;
 
 pub use resolve::{Options, SetupError, TOKEN_ENV};
@@ -59,11 +61,29 @@ pub enum Action {
     /// `POST /admin/room {"mode": MODE}` (`fifo`, `random`, `passthrough`,
     /// `closed`, `paused`).
     SetMode(String),
+    /// `POST /admin/message {"ko": …, "en": …}`: a language left out keeps
+    /// its text.
+    Announce {
+        /// Korean text.
+        ko: Option<String>,
+        /// English text.
+        en: Option<String>,
+    },
+    /// `GET /admin/feedback[?limit=N]`: visitors' feedback, newest first.
+    Feedback(Option<usize>),
 }
 
 impl Action {
     /// Method, path and JSON body of the request for this action.
-    pub fn request(&self) -> (&'static str, &'static str, Option<serde_json::Value>) {
+    pub fn request(&self) -> (&'static str, Cow<'static, str>, Option<serde_json::Value>) {
+        let (method, path, body) = self.parts();
+        match self {
+            Action::Feedback(Some(n)) => (method, format!("{path}?limit={n}").into(), body),
+            _ => (method, path.into(), body),
+        }
+    }
+
+    fn parts(&self) -> (&'static str, &'static str, Option<serde_json::Value>) {
         use serde_json::json;
         match self {
             Action::Status => ("GET", "/admin/status", None),
@@ -85,6 +105,17 @@ impl Action {
             ),
             Action::SetMessage(m) => ("POST", "/admin/room", Some(json!({ "message": m }))),
             Action::SetMode(m) => ("POST", "/admin/room", Some(json!({ "mode": m }))),
+            Action::Announce { ko, en } => {
+                let mut body = serde_json::Map::new();
+                if let Some(t) = ko {
+                    body.insert("ko".into(), json!(t));
+                }
+                if let Some(t) = en {
+                    body.insert("en".into(), json!(t));
+                }
+                ("POST", "/admin/message", Some(body.into()))
+            }
+            Action::Feedback(_) => ("GET", "/admin/feedback", None),
         }
     }
 }
@@ -256,7 +287,7 @@ pub fn request(
     let (method, path, body) = action.request();
     let mut b = Request::builder()
         .method(method)
-        .uri(path)
+        .uri(path.as_ref())
         .header(header::HOST, host)
         .header(
             header::USER_AGENT,

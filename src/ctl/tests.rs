@@ -41,8 +41,25 @@ fn room_settings_are_json_posts_with_the_token() {
     );
     assert_eq!(Action::Undrain.request().1, "/admin/undrain");
     let (m, p, body) = Action::SetCapacity(5000).request();
-    assert_eq!((m, p), ("POST", "/admin/room"));
+    assert_eq!((m, p.as_ref()), ("POST", "/admin/room"));
     assert_eq!(body.unwrap(), serde_json::json!({"max_active_users": 5000}));
+    let (m, p, body) = Action::Announce {
+        ko: None,
+        en: Some("Late".into()),
+    }
+    .request();
+    assert_eq!((m, p.as_ref()), ("POST", "/admin/message"));
+    assert_eq!(
+        body.unwrap(),
+        serde_json::json!({"en": "Late"}),
+        "ko left out keeps its text"
+    );
+    assert_eq!(Action::Feedback(None).request().1, "/admin/feedback");
+    let (m, p, body) = Action::Feedback(Some(5)).request();
+    assert_eq!(
+        (m, p.as_ref(), body),
+        ("GET", "/admin/feedback?limit=5", None)
+    );
 }
 
 /// A one-shot raw HTTP/1.1 server: reads one request head (and body up

@@ -220,6 +220,9 @@ pub(crate) struct Strings {
     /// Indexed by `RoomState as usize`.
     #[serde(skip)]
     pub states: [StateText; 6],
+    /// Announcement, feedback and event page texts.
+    #[serde(flatten)]
+    pub talk: &'static super::i18n_talk::TalkStrings,
 }
 
 impl Strings {
@@ -247,6 +250,7 @@ pub(crate) static KO: Strings = Strings {
     hr: "약 #시간 %분",
     day: "일",
     prep: "입장 순서를 준비하고 있습니다…",
+    talk: &super::i18n_talk::KO,
     states: [
         StateText {
             title: "대기 중입니다",
@@ -296,6 +300,7 @@ pub(crate) static EN: Strings = Strings {
     hr: "about # h % min",
     day: "d",
     prep: "Preparing your place…",
+    talk: &super::i18n_talk::EN,
     states: [
         StateText {
             title: "You are in line",

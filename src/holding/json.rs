@@ -7,13 +7,14 @@
 
 use bytes::Bytes;
 
-use super::fmt::{json_string, json_string_len, write_u64, MAX_NUMBER_LEN};
+use super::fmt::{json_string, json_string_len, write_rfc3339, write_u64, MAX_NUMBER_LEN};
 use super::{sanitize_return_to, RoomState, StatusView};
 
 /// The body for `GET /__usher/status`.
 ///
 /// While waiting: `{"state","position","eta_seconds","eta_known",
-/// "refresh_seconds","message","opens_at","vouchers_left"}` with `null` for
+/// "refresh_seconds","message","messages","message_updated_at","opens_at",
+/// "vouchers_left"}` with `null` for
 /// what is unknown, plus `"challenge","difficulty"` when the visitor must
 /// solve a proof of work before getting a ticket (see `tokens::proof`). Once admitted: `{"state":"admitted","return_to":…}`,
 /// `return_to` limited to a same-origin path.
@@ -41,6 +42,22 @@ pub fn status_json(view: &StatusView) -> Bytes {
     write_u64(&mut out, u64::from(view.refresh_seconds.max(1)));
     out.extend_from_slice(b",\"message\":");
     json_string(&mut out, view.message);
+    if let Some((ko, en)) = view.messages {
+        out.extend_from_slice(b",\"messages\":{\"ko\":");
+        json_string(&mut out, ko);
+        out.extend_from_slice(b",\"en\":");
+        json_string(&mut out, en);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b",\"message_updated_at\":");
+    match view.message_updated_at {
+        Some(at) => {
+            out.push(b'"');
+            write_rfc3339(&mut out, at);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"opens_at\":");
     match view.opens_at {
         Some(at) => json_string(&mut out, at),
@@ -64,9 +81,14 @@ pub(crate) fn capacity(view: &StatusView) -> usize {
         return 34 + json_string_len(sanitize_return_to(view.return_to));
     }
     // Field names, punctuation and the state name come to under 160 bytes.
-    // The challenge's two field names come to 27 bytes.
-    160 + 5 * MAX_NUMBER_LEN
+    // The challenge's two field names come to 27 bytes; the messages'
+    // names and the update time (RFC 3339, quoted) 80.
+    160 + 80
+        + 5 * MAX_NUMBER_LEN
         + json_string_len(view.message)
+        + view
+            .messages
+            .map_or(0, |(ko, en)| json_string_len(ko) + json_string_len(en))
         + view.opens_at.map_or(0, json_string_len)
         + view.challenge.map_or(0, |(c, _)| 27 + json_string_len(c))
 }

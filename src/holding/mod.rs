@@ -9,22 +9,31 @@
 //! the status endpoint.
 //!
 //! # Layout
-//! - `i18n`: Korean and English texts, `Accept-Language` negotiation.
+//! - `i18n`: Korean and English texts, `Accept-Language` negotiation
+//!   (`i18n_talk`: the announcement, feedback and event page texts).
 //! - `page`: template compile and render.
 //! - `fmt`: escaping and number/time writers shared by page and JSON.
 //! - `json`: the status JSON.
 //! - `error`: usher's own error pages.
+//! - `event`: the public event notice and the feedback receipt page.
+//! - `feedback_form`: the report-a-problem form (holding and error pages).
 //! - `assets/`: the default template, its CSS and the polling script.
 
 mod error;
+mod event;
+mod feedback_form;
 mod fmt;
 mod i18n;
+mod i18n_talk;
 mod json;
 mod page;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_talk;
 
-pub use error::error_page;
+pub use error::{error_page, error_page_for};
+pub use event::{event_json, event_page, feedback_page, EventView};
 pub use i18n::{negotiate, Lang};
 pub use json::status_json;
 pub use page::{HoldingPages, TemplateError, MAX_TEMPLATE_BYTES, PLACEHOLDERS};
@@ -91,8 +100,14 @@ pub struct StatusView<'a> {
     pub eta_seconds: Option<u64>,
     /// How often the script should poll, before its ±20% jitter.
     pub refresh_seconds: u32,
-    /// The operator's message, plain text (escaped here).
+    /// The operator's message in the page's language, plain text
+    /// (escaped here).
     pub message: &'a str,
+    /// The message in both languages (`ko`, `en`) for the status JSON,
+    /// so a page can switch language without asking again.
+    pub messages: Option<(&'a str, &'a str)>,
+    /// When the message last changed (unix seconds), shown with it.
+    pub message_updated_at: Option<u64>,
     /// The scheduled start (RFC 3339), shown in the pre-queue.
     pub opens_at: Option<&'a str>,
     /// Seconds until `opens_at` by the server's clock, for the countdown

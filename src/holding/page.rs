@@ -10,8 +10,12 @@
 //! The script updates elements by id when they exist, so an operator's
 //! template keeps live updates by reusing them: `u-pos` (position), `u-eta`
 //! (wait), `u-bar` (a `<progress>`), `u-v`/`u-vn` (stock block/number),
-//! `u-msg` (message), `u-upd` and `u-at` (`<time datetime>` elements made
-//! local), `u-cdv` (countdown). `{{script}}` brings its own data element.
+//! `u-msg` (message), `u-say` (an always-present, visually hidden
+//! `aria-live` element the script fills once per new message, so a screen
+//! reader reads it once, not on every poll), `u-msgw`/`u-msgt` (when the message
+//! changed), `u-upd` and `u-at` (`<time datetime>` elements made local),
+//! `u-cdv` (countdown), `u-fbf`/`u-fbr` (the feedback form and its
+//! result line). `{{script}}` brings its own data element.
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -94,6 +98,9 @@ enum Slot {
     MessageHidden,
     Challenge,
     Difficulty,
+    MessageUpdated,
+    MessageUpdatedIso,
+    MessageTimeHidden,
 }
 
 /// What a placeholder name stands for.
@@ -136,6 +143,15 @@ const TABLE: &[(&str, Placeholder)] = &[
     ("message_hidden", Placeholder::Slot(Slot::MessageHidden)),
     ("challenge", Placeholder::Slot(Slot::Challenge)),
     ("difficulty", Placeholder::Slot(Slot::Difficulty)),
+    ("message_updated", Placeholder::Slot(Slot::MessageUpdated)),
+    (
+        "message_updated_iso",
+        Placeholder::Slot(Slot::MessageUpdatedIso),
+    ),
+    (
+        "message_time_hidden",
+        Placeholder::Slot(Slot::MessageTimeHidden),
+    ),
     ("lang", Placeholder::Text(|s| s.lang)),
     ("t_position", Placeholder::Text(|s| s.t_position)),
     ("t_eta", Placeholder::Text(|s| s.t_eta)),
@@ -145,6 +161,26 @@ const TABLE: &[(&str, Placeholder)] = &[
     ("t_updated", Placeholder::Text(|s| s.t_updated)),
     ("t_opens_at", Placeholder::Text(|s| s.t_opens_at)),
     ("t_refresh", Placeholder::Text(|s| s.t_refresh)),
+    ("t_announced", Placeholder::Text(|s| s.talk.t_announced)),
+    ("t_feedback", Placeholder::Text(|s| s.talk.t_feedback)),
+    ("t_fb_category", Placeholder::Text(|s| s.talk.t_fb_category)),
+    (
+        "t_fb_cant_get_in",
+        Placeholder::Text(|s| s.talk.t_fb_cant_get_in),
+    ),
+    (
+        "t_fb_page_error",
+        Placeholder::Text(|s| s.talk.t_fb_page_error),
+    ),
+    ("t_fb_voucher", Placeholder::Text(|s| s.talk.t_fb_voucher)),
+    ("t_fb_other", Placeholder::Text(|s| s.talk.t_fb_other)),
+    ("t_fb_text", Placeholder::Text(|s| s.talk.t_fb_text)),
+    ("t_fb_send", Placeholder::Text(|s| s.talk.t_fb_send)),
+    ("t_event", Placeholder::Text(|s| s.talk.t_event)),
+    (
+        "feedback_form",
+        Placeholder::Text(super::feedback_form::feedback_form),
+    ),
     ("lang_switch", Placeholder::LangSwitch),
     ("style", Placeholder::Style),
     ("script", Placeholder::Script),
@@ -475,6 +511,20 @@ impl<'a> Values<'a> {
                     fmt::write_u64(out, u64::from(bits));
                 }
             }
+            Slot::MessageUpdated => {
+                if let Some(at) = v.message_updated_at {
+                    fmt::write_time_utc(out, at);
+                }
+            }
+            Slot::MessageUpdatedIso => {
+                if let Some(at) = v.message_updated_at {
+                    fmt::write_rfc3339(out, at);
+                }
+            }
+            Slot::MessageTimeHidden => hidden(
+                out,
+                v.message_updated_at.is_none() || v.message.trim().is_empty(),
+            ),
         }
     }
 }

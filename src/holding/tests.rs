@@ -4,9 +4,10 @@ use super::fmt;
 use super::page::MAX_TEMPLATE_BYTES;
 use super::*;
 
-const PAGE_BUDGET: usize = 8 * 1024;
+// 10 KB: the page, its CSS and script, and the feedback form (about 1.5 KB).
+pub(super) const PAGE_BUDGET: usize = 10 * 1024;
 
-fn view(state: RoomState) -> StatusView<'static> {
+pub(super) fn view(state: RoomState) -> StatusView<'static> {
     StatusView {
         state,
         position: Some(12_345),
@@ -14,6 +15,11 @@ fn view(state: RoomState) -> StatusView<'static> {
         eta_seconds: Some(1_500),
         refresh_seconds: 5,
         message: "Vouchers are limited to one per person. 1인당 1매로 제한됩니다.",
+        messages: Some((
+            "1인당 1매로 제한됩니다.",
+            "Vouchers are limited to one per person.",
+        )),
+        message_updated_at: Some(1_746_097_000),
         opens_at: Some("2025-05-01T20:00:00+09:00"),
         opens_in_seconds: Some(3_725),
         vouchers_left: Some(4_200),
@@ -24,7 +30,7 @@ fn view(state: RoomState) -> StatusView<'static> {
     }
 }
 
-fn html(pages: &HoldingPages, lang: Lang, v: &StatusView) -> String {
+pub(super) fn html(pages: &HoldingPages, lang: Lang, v: &StatusView) -> String {
     let bytes = pages.render(lang, v);
     String::from_utf8(bytes.to_vec()).expect("page is UTF-8")
 }
@@ -138,7 +144,11 @@ fn unknown_wait_is_said_not_invented() {
     assert!(en.contains("<dd id=\"u-pos\">—</dd>"));
     assert!(en.contains("value=\"0\""));
     assert!(tag_with_id(&en, "u-v").contains("hidden"));
-    assert!(tag_with_id(&en, "u-msg").contains("hidden"));
+    assert!(tag_with_id(&en, "u-msgb").contains("hidden"));
+    // The live region for new announcements is never hidden, and starts
+    // empty (the page's text is read with the page, not announced).
+    assert!(en.contains("<p class=\"sr\" id=\"u-say\" aria-live=\"polite\"></p>"));
+    assert!(tag_with_id(&en, "u-msgw").contains("hidden"));
     assert!(en.contains("<p class=\"note\" hidden>"));
     let ko = html(&pages, Lang::Ko, &v);
     assert!(ko.contains("<dd id=\"u-eta\">아직 알 수 없음</dd>"));
@@ -345,6 +355,8 @@ fn status_json_has_exactly_the_specified_shape() {
             "eta_known",
             "eta_seconds",
             "message",
+            "message_updated_at",
+            "messages",
             "opens_at",
             "position",
             "refresh_seconds",
@@ -360,6 +372,12 @@ fn status_json_has_exactly_the_specified_shape() {
     assert_eq!(json["message"], v.message);
     assert_eq!(json["opens_at"], "2025-05-01T20:00:00+09:00");
     assert_eq!(json["vouchers_left"], 4_200);
+    assert_eq!(json["messages"]["ko"], "1인당 1매로 제한됩니다.");
+    assert_eq!(
+        json["messages"]["en"],
+        "Vouchers are limited to one per person."
+    );
+    assert_eq!(json["message_updated_at"], "2025-05-01T10:56:40Z");
     assert!(
         !body.windows(3).any(|w| w == b"<b>"),
         "angle brackets escaped"
@@ -380,7 +398,7 @@ fn status_json_has_exactly_the_specified_shape() {
         assert!(json[key].is_null(), "{key}");
     }
     assert_eq!(json["refresh_seconds"], 1, "never ask for a zero interval");
-    assert_eq!(json.as_object().map(|o| o.len()), Some(8));
+    assert_eq!(json.as_object().map(|o| o.len()), Some(10));
 
     for state in RoomState::ALL {
         let json: serde_json::Value =

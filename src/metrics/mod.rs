@@ -33,9 +33,11 @@ macro_rules! line_wide {
 pub const LINE_WIDE: &str = line_wide!();
 
 mod room;
+mod talk;
 mod vouchers;
 
 pub use room::{RoomMetrics, ROOM_STATES};
+pub use talk::TalkMetrics;
 pub use vouchers::VoucherMetrics;
 
 use prometheus::{
@@ -128,6 +130,8 @@ pub struct Metrics {
     pub room: RoomMetrics,
     /// Voucher figures.
     pub vouchers: VoucherMetrics,
+    /// Announcements and visitors' feedback.
+    pub talk: TalkMetrics,
 }
 
 impl Metrics {
@@ -275,9 +279,11 @@ impl Metrics {
 
         let room = RoomMetrics::new(&registry);
         let vouchers = VoucherMetrics::new(&registry);
+        let talk = TalkMetrics::new(&registry);
 
         Metrics {
             vouchers,
+            talk,
             room,
             registry,
             requests,

@@ -42,6 +42,15 @@ pub enum HttpError {
     /// usher's own path that does not exist.
     #[error("no such usher endpoint")]
     NotFound,
+    /// usher's own endpoint asked with a method it does not take.
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    /// Needs a valid ticket or pass (feedback), and none came.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Well-framed but unusable input (a feedback post's fields).
+    #[error("unprocessable: {0}")]
+    Unprocessable(String),
     /// The origin sent no response headers within `origin.response_timeout`.
     #[error("origin sent no response within {0:?}")]
     OriginTimeout(Duration),
@@ -58,6 +67,9 @@ impl HttpError {
             HttpError::OriginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::OriginFailed { .. } => StatusCode::BAD_GATEWAY,
             HttpError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -71,7 +83,10 @@ impl HttpError {
             | HttpError::PayloadTooLarge(_)
             | HttpError::RequestTimeout(_)
             | HttpError::TooManyRequests(_)
-            | HttpError::NotFound => Outcome::Rejected,
+            | HttpError::NotFound
+            | HttpError::MethodNotAllowed
+            | HttpError::Forbidden(_)
+            | HttpError::Unprocessable(_) => Outcome::Rejected,
             HttpError::OriginBusy(_)
             | HttpError::OriginFailed { .. }
             | HttpError::OriginTimeout(_) => Outcome::OriginError,
@@ -92,8 +107,15 @@ impl HttpError {
 
     /// The response for this error.
     pub fn into_response(self, lang: Lang) -> Response<Body> {
+        self.into_response_for(lang, false)
+    }
+
+    /// The response for this error; with `feedback` (the room takes
+    /// feedback), the pages for origin failures carry the report form.
+    pub fn into_response_for(self, lang: Lang, feedback: bool) -> Response<Body> {
         let status = self.status();
-        let mut resp = Response::new(full_body(crate::holding::error_page(status.as_u16(), lang)));
+        let page = crate::holding::error_page_for(status.as_u16(), lang, feedback);
+        let mut resp = Response::new(full_body(page));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(

@@ -4,6 +4,7 @@
 
 mod error;
 mod room;
+mod talk;
 mod vouchers;
 
 use std::convert::Infallible;
@@ -96,7 +97,7 @@ pub async fn handle(
                 None,
                 holding::Lang::Ko,
             );
-            (e.into_response(lang), outcome)
+            (e.into_response_for(lang, ctx.cfg.room.is_some()), outcome)
         }
     };
     let mut resp = resp;
@@ -140,6 +141,10 @@ async fn route(
         return vouchers::endpoint(ctx, req).await;
     }
     let Some(room) = &ctx.cfg.room else {
+        if matches!(req.uri().path(), talk::FEEDBACK_PATH | talk::EVENT_PATH) {
+            // No room, no feedback or notice; and never the origin's.
+            return Err(HttpError::NotFound);
+        }
         return forward(ctx, req).await;
     };
     match room::classify(ctx, room, &req) {
@@ -149,6 +154,10 @@ async fn route(
         room::Route::Status if req.uri().path() == "/__usher/status" => {
             room::govern(ctx, room, req, true).await
         }
+        room::Route::Status if req.uri().path() == talk::FEEDBACK_PATH => {
+            talk::feedback(ctx, room, req).await
+        }
+        room::Route::Status if req.uri().path() == talk::EVENT_PATH => talk::event(ctx, room, &req),
         room::Route::Status => Err(HttpError::NotFound),
         room::Route::Protected => room::govern(ctx, room, req, false).await,
     }

@@ -62,7 +62,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The page language: `?usher_lang=`, then the `usher_lang` cookie, then
 /// `Accept-Language`, then the room's default.
-fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Option<Lang>) {
+pub(super) fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Option<Lang>) {
     let asked = req
         .uri()
         .query()
@@ -84,7 +84,7 @@ fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Option<Lang>) 
     )
 }
 
-fn wants_json(req: &Request<Incoming>) -> bool {
+pub(super) fn wants_json(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -243,6 +243,8 @@ fn view<'a>(
         eta_seconds: hold.and_then(|h| h.eta_seconds),
         refresh_seconds: room.refresh.as_secs().max(1) as u32,
         message,
+        messages: None,
+        message_updated_at: None,
         opens_at: room.opens_at.as_ref().map(|(t, _)| t.as_str()),
         opens_in_seconds: hold.and_then(|h| h.opens_in_seconds),
         vouchers_left: None,
@@ -277,19 +279,24 @@ fn hold_answer(
     status_only: bool,
     near: bool,
 ) -> Response<Body> {
-    let settings = ctx.app.room.settings(room);
     let return_to = if status_only {
         "/"
     } else {
         req.uri().path_and_query().map_or("/", |p| p.as_str())
     };
+    let (lang, asked) = language(room, req);
+    // The announcement in the visitor's language, both texts for the
+    // script, and when it changed (one atomic load, no lock).
+    let board = ctx.app.talk.board.current();
     let mut v = view(
         room,
-        &settings.message,
+        board.messages.text(lang == Lang::En),
         hold.state,
         Some(&hold),
         holding::sanitize_return_to(return_to),
     );
+    v.messages = Some((&board.messages.ko, &board.messages.en));
+    v.message_updated_at = board.updated_at;
     v.vouchers_left = ctx.app.room.vouchers_left();
     if near {
         // Near the head: poll again soon (a long poll is answered at once
@@ -312,7 +319,6 @@ fn hold_answer(
         // Honest: when far more people wait ahead than vouchers remain, say so.
         v.low_chance = ahead as f64 > ratio * left as f64;
     }
-    let (lang, asked) = language(room, req);
     let mut resp = if status_only || wants_json(req) {
         answer(holding::status_json(&v), "application/json", hold.state)
     } else {

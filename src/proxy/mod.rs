@@ -6,6 +6,7 @@
 pub mod body;
 pub mod client;
 pub mod headers;
+pub mod outbound;
 pub mod slots;
 mod upgrade;
 

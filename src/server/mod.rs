@@ -197,6 +197,18 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
         )));
     }
     tasks.push(tokio::spawn(admission_ticks(app.clone(), stopped.clone())));
+    {
+        let (app, stop) = (app.clone(), stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            crate::talk::webhook::run(&app.talk.webhook, &app.metrics.talk, stop).await
+        }));
+    }
+    if app.talk.shared.is_some() {
+        let (app, stop) = (app.clone(), stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            crate::talk::shared::follow(&app.talk, stop).await
+        }));
+    }
     if let Some(v) = app.vouchers.clone() {
         if v.ledger().is_shared() {
             tasks.push(tokio::spawn(crate::vouchers::upkeep::shared(

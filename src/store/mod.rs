@@ -23,6 +23,7 @@ pub mod redis_claims;
 pub mod redis_conn;
 pub mod redis_durable;
 pub mod redis_line;
+pub mod redis_talk;
 mod state;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -18,10 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng as _;
 
 use super::key::VoucherKey;
@@ -73,7 +69,7 @@ pub enum WebhookError {
 pub struct WebhookIssuer {
     cfg: WebhookConfig,
     key: VoucherKey,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: crate::proxy::outbound::OutboundClient,
 }
 
 impl std::fmt::Debug for WebhookIssuer {
@@ -102,34 +98,10 @@ impl WebhookIssuer {
         if cfg.url.authority().is_none() {
             return Err(WebhookError::BadUrl);
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.attempt_timeout));
-        let mut roots = rustls::RootCertStore::empty();
-        if https {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let mut b = Client::builder(TokioExecutor::new());
-        b.timer(TokioTimer::new()).pool_timer(TokioTimer::new());
         Ok(WebhookIssuer {
+            client: crate::proxy::outbound::client(https, cfg.attempt_timeout),
             cfg,
             key,
-            client: b.build(connector),
         })
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod activated;
+pub mod browser;
 pub mod clients;
 pub mod h1;
 pub mod inproc;

@@ -38,10 +38,22 @@ if(p!=null){set("u-pos",grp(p));var f=first||p,v=f>0?Math.min(100,Math.max(0,Mat
 if(b&&b.value!==v){b.value=v;b.textContent=v+"%"}}
 if(p!=null||j.eta_known)set("u-eta",eta(j.eta_known?j.eta_seconds:null));
 show("u-v",n!=null);if(n!=null)set("u-vn",grp(n));
-set("u-msg",m);show("u-msg",!!m.trim());
+// A new announcement goes to the always-present, visually hidden live
+// region u-say once, when the text changes (not on every poll, not at
+// load): a region shown or made at the moment it changes may go unread.
+if(m!==said){said=m;set("u-say",m)}
+set("u-msg",m);if($("u-msgb"))show("u-msgb",!!m.trim());else show("u-msg",!!m.trim());
+var mt=$("u-msgt"),ma=j.message_updated_at;if(mt&&ma&&mt.getAttribute("datetime")!==ma){mt.setAttribute("datetime",ma);local(mt)}
+show("u-msgw",!!(ma&&m.trim()));
 if(u){u.setAttribute("datetime",new Date().toISOString());local(u)}}
 function poll(){if(busy||stop||solving)return;busy=1;
 fetch("/__usher/status?wait=1",{headers:{Accept:"application/json"},credentials:"same-origin",cache:"no-store"})
 .then(function(r){if(!r.ok)throw r.status;return r.json()}).then(apply)
 .catch(function(){errs++}).then(function(){busy=0;sched()})}
+local($("u-msgt"));var said=$("u-msg")?$("u-msg").textContent:"";
+// Feedback without leaving the page (the form also posts without script).
+var fb=$("u-fbf");if(fb&&window.fetch&&window.URLSearchParams)fb.addEventListener("submit",function(ev){ev.preventDefault();
+fetch(fb.action,{method:"POST",body:new URLSearchParams(new FormData(fb)),headers:{Accept:"application/json"},credentials:"same-origin"})
+.then(function(r){set("u-fbr",r.ok?L.fb_ok:r.status===429?L.fb_limited:L.fb_failed);if(r.ok)fb.reset()})
+.catch(function(){set("u-fbr",L.fb_failed)})});
 D.pow?pow(D.pow,+D.bits):sched()})();

@@ -1,0 +1,65 @@
+//! Who is talking: the visitor a request's ticket or pass names, with
+//! their state and place, for feedback. Nothing is issued or taken here
+//! (a poll's liveness mark at most), unlike a decision.
+
+use std::sync::atomic::Ordering;
+
+use http::HeaderMap;
+
+use super::{Room, TICKET_COOKIE};
+use crate::admission::line::Place;
+use crate::config::room::RoomConfig;
+use crate::tokens::cookie::get_cookie;
+
+/// A visitor with a valid ticket or pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visitor {
+    /// `ticket:N` or `pass:HEX`.
+    pub id: String,
+    /// `admitted`, `waiting`, `in_draw`, `granted` or `left_line`.
+    pub state: &'static str,
+    /// Place in line (1 = next) when known; with the Redis line, `None`
+    /// (the shared line is asked only by the admission path).
+    pub position: Option<u64>,
+}
+
+impl Room {
+    /// The visitor whose valid pass or ticket `headers` carry, if any.
+    pub fn visitor(&self, cfg: &RoomConfig, headers: &HeaderMap) -> Option<Visitor> {
+        if let Some(pass) = self.check_pass(headers) {
+            return Some(Visitor {
+                id: format!("pass:{:016x}", pass.pass_id),
+                state: "admitted",
+                position: None,
+            });
+        }
+        let token = get_cookie(headers, TICKET_COOKIE)?;
+        let event = self.event_id.load(Ordering::Relaxed);
+        let ticket = self
+            .keys
+            .load()
+            .open_ticket(
+                token,
+                event,
+                self.unix_ms() / 1000,
+                cfg.ticket_max_age.as_secs(),
+            )
+            .ok()?;
+        let (state, position) = if self.is_shared() {
+            ("waiting", None)
+        } else {
+            let now = self.now_ms();
+            match self.lock().line.observe(ticket.number, now) {
+                Place::Waiting { position } => ("waiting", Some(position)),
+                Place::InDraw { .. } => ("in_draw", None),
+                Place::Granted => ("granted", None),
+                _ => ("left_line", None),
+            }
+        };
+        Some(Visitor {
+            id: format!("ticket:{}", ticket.number),
+            state,
+            position,
+        })
+    }
+}
