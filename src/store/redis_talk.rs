@@ -10,7 +10,7 @@
 //!   trimmed to a fixed length with every push (LPUSH + LTRIM in one
 //!   MULTI), so Redis holds a bounded amount.
 
-use redis::aio::ConnectionManager;
+use crate::store::redis_conn::StoreCon;
 use redis::RedisError;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,7 @@ pub struct SharedAnnouncement {
 /// The event's talk keys over the process's one connection.
 #[derive(Clone)]
 pub struct RedisTalk {
-    con: ConnectionManager,
+    con: StoreCon,
     prefix: String,
 }
 
@@ -44,9 +44,9 @@ impl std::fmt::Debug for RedisTalk {
 
 impl RedisTalk {
     /// The keys of `event`. No I/O here.
-    pub fn new(con: ConnectionManager, event: &str) -> RedisTalk {
+    pub fn new(con: impl Into<StoreCon>, event: &str) -> RedisTalk {
         RedisTalk {
-            con,
+            con: con.into(),
             prefix: format!("{{usher:{event}}}"),
         }
     }
