@@ -17,8 +17,13 @@ use common::{Response, TempDir};
 use redis::RedisServer;
 
 async fn node(name: &str, origin: SocketAddr, redis: &str) -> UsherProc {
+    node_with(name, origin, redis, "").await
+}
+
+/// [`node`] with more `[room]` lines.
+async fn node_with(name: &str, origin: SocketAddr, redis: &str, more: &str) -> UsherProc {
     let tail = format!(
-        "[room]\nevent = \"talk-nodes\"\nmax_active_users = 1\nnew_users_per_minute = 1\n\
+        "[room]\nevent = \"talk-nodes\"\nmax_active_users = 1\nnew_users_per_minute = 1\n{more}\
          session_duration = \"10m\"\nrefresh = \"1s\"\nmessage = \"start\"\n\
          [room.limits]\ntickets_per_minute_per_ip = 100000\nrequests_per_second_per_ip = 0\n\n\
          [store]\nbackend = \"redis\"\nurl = \"{redis}\"\nnode_id = \"{name}\"\n"
@@ -121,4 +126,67 @@ async fn an_announcement_on_one_node_reaches_visitors_on_the_other() {
     assert_eq!(v["source"], "redis", "{v}");
     assert_eq!(v["feedback"][0]["text"], "stuck at the same place");
     assert_eq!(v["feedback"][0]["category"], "cant_get_in");
+}
+
+/// Before the opening every node tells the same time to go, from the
+/// line's clock (Redis's `TIME`, each node correcting its own by the skew it
+/// measured), so a visitor switching nodes never sees the countdown jump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_notice_gives_every_node_the_same_time_to_the_opening() {
+    let Some(redis) = RedisServer::start(None) else {
+        eprintln!("redis-server not installed: skipped");
+        return;
+    };
+    let origin = Origin::ok().await;
+    let unix =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let opens = unix(std::time::SystemTime::now()) + 3_600;
+    let more = format!(
+        "opens_at = \"{}\"\n",
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(opens))
+    );
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(node_with(name, origin.addr, &redis.url(), &more).await);
+    }
+    // a node answers from the line's clock once it has measured its skew
+    // (its first tick); then all three, asked within a few milliseconds
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let started = Instant::now();
+    loop {
+        let before = unix_ms();
+        let mut seen = Vec::new();
+        for n in &nodes {
+            let r = get_with(n.addr, "/__usher/event?format=json", "").await;
+            assert_eq!(r.status(), 200, "{}", r.text());
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["prequeue_draw"], true, "{v}");
+            seen.push(v["opens_in_seconds"].as_u64().expect("opens_in_seconds"));
+        }
+        let after = unix_ms();
+        // the test's own clock brackets every answer ...
+        let (early, late) = (opens - after / 1000 - 1, opens - before / 1000 + 1);
+        for s in &seen {
+            assert!(
+                (early..=late).contains(s),
+                "{seen:?} not in {early}..={late}"
+            );
+        }
+        // ... and the nodes agree to the second; exactly, when all three
+        // were asked well inside one second (a node's skew is measured to
+        // a few milliseconds)
+        let spread = seen.iter().max().unwrap() - seen.iter().min().unwrap();
+        assert!(spread <= 1, "nodes disagree: {seen:?}");
+        if before / 1000 == after / 1000 && before % 1000 >= 100 && after % 1000 <= 900 {
+            assert_eq!(spread, 0, "nodes disagree: {seen:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
 }

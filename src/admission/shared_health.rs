@@ -17,6 +17,18 @@ impl Room {
         self.shared.as_ref().and_then(|sh| sh.clock.problem())
     }
 
+    /// Unix time (ms) on the line's clock: with Redis, this node's clock
+    /// corrected by its last measured skew against Redis's `TIME`, so every
+    /// node tells a visitor the same time to the opening even when their
+    /// clocks drift apart; otherwise this node's own.
+    pub fn line_unix_ms(&self) -> u64 {
+        let own = self.unix_ms();
+        match &self.shared {
+            Some(sh) => own.saturating_add_signed(-sh.clock.skew_ms()),
+            None => own,
+        }
+    }
+
     /// Compares this node's clock (the room's Unix time, the one it writes
     /// into the line) with Redis's, at most once a second.
     pub(super) async fn check_clock(&self, sh: &Shared, cfg: &RoomConfig) {

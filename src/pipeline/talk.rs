@@ -180,7 +180,8 @@ pub fn event(
     let current = talk.board.current();
     let history = talk.board.history();
     let settings = ctx.app.room.settings(room);
-    let now_ms = ctx.app.room.unix_ms();
+    // the line's clock: the same answer from every node
+    let now_ms = ctx.app.room.line_unix_ms();
     let opens_in = room.opens_at.as_ref().and_then(|(_, at)| {
         let at = at
             .duration_since(std::time::UNIX_EPOCH)
