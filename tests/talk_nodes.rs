@@ -126,6 +126,10 @@ async fn an_announcement_on_one_node_reaches_visitors_on_the_other() {
     assert_eq!(v["source"], "redis", "{v}");
     assert_eq!(v["feedback"][0]["text"], "stuck at the same place");
     assert_eq!(v["feedback"][0]["category"], "cant_get_in");
+    // with the visitor's place in the shared line when they wrote
+    assert_eq!(v["feedback"][0]["state"], "waiting", "{v}");
+    assert_eq!(v["feedback"][0]["position"], poll().await["position"], "{v}");
+    assert!(v["feedback"][0]["position"].is_u64(), "{v}");
 }
 
 /// Before the opening every node tells the same time to go, from the

@@ -18,14 +18,14 @@ pub struct Visitor {
     pub id: String,
     /// `admitted`, `waiting`, `in_draw`, `granted` or `left_line`.
     pub state: &'static str,
-    /// Place in line (1 = next) when known; with the Redis line, `None`
-    /// (the shared line is asked only by the admission path).
+    /// Place in line when known (the line's, Redis's with several nodes;
+    /// `None` when the shared line cannot be read just now).
     pub position: Option<u64>,
 }
 
 impl Room {
     /// The visitor whose valid pass or ticket `headers` carry, if any.
-    pub fn visitor(&self, cfg: &RoomConfig, headers: &HeaderMap) -> Option<Visitor> {
+    pub async fn visitor(&self, cfg: &RoomConfig, headers: &HeaderMap) -> Option<Visitor> {
         if let Some(pass) = self.check_pass(headers) {
             return Some(Visitor {
                 id: format!("pass:{:016x}", pass.pass_id),
@@ -45,8 +45,17 @@ impl Room {
                 cfg.ticket_max_age.as_secs(),
             )
             .ok()?;
-        let (state, position) = if self.is_shared() {
-            ("waiting", None)
+        let (state, position) = if let Some(sh) = &self.shared {
+            use crate::store::redis_line::RedisPlace;
+            // a read only: like a poll, it marks the ticket live
+            match sh.line.observe(ticket.number, self.unix_ms()).await {
+                Ok(RedisPlace::Waiting { position }) => ("waiting", Some(position)),
+                Ok(RedisPlace::InDraw | RedisPlace::Prequeue) => ("in_draw", None),
+                Ok(RedisPlace::Granted) => ("granted", None),
+                Ok(_) => ("left_line", None),
+                // Redis unreachable: the feedback still counts
+                Err(_) => ("waiting", None),
+            }
         } else {
             let now = self.now_ms();
             match self.lock().line.observe(ticket.number, now) {

@@ -47,7 +47,7 @@ pub async fn feedback(
     let refused = &ctx.app.metrics.talk.feedback_refused;
     // Who, before reading a byte of the body: a post without a valid
     // ticket or pass costs one HMAC.
-    let Some(visitor) = ctx.app.room.visitor(room, req.headers()) else {
+    let Some(visitor) = ctx.app.room.visitor(room, req.headers()).await else {
         refused.with_label_values(&["no_visitor"]).inc();
         return Err(HttpError::Forbidden("feedback needs a ticket or pass"));
     };
