@@ -315,6 +315,7 @@ fn store(s: &StoreConfig) -> RawStore {
             replica_ack_timeout: dur(r.replica_ack_timeout),
             sentinels: r.sentinel.as_ref().map_or(Vec::new(), |s| s.addrs.clone()),
             sentinel_master: r.sentinel.as_ref().map(|s| s.master.clone()),
+            cluster: r.cluster,
             ..RawStore::default()
         },
     }

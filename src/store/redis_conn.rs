@@ -24,6 +24,15 @@
 //! goes to the new primary. The URL's user, password, db and TLS apply to
 //! the primary; the Sentinels are reached in the clear or, with TLS, with
 //! the same CA and client certificate (without a password).
+//!
+//! With `cluster` the primary is the Redis Cluster node that owns the
+//! event's slot ([`super::redis_cluster`]), found by `CLUSTER SLOTS` and
+//! followed the same way: a `MOVED` answer (the slot went elsewhere) or
+//! `CLUSTERDOWN` counts as a failure like a lost primary. The command that
+//! got it still fails (a `MOVED` script did not run, but it is answered as
+//! any store failure, one rule for every failed command); the next goes
+//! to the new owner. `ASK` (the slot in the middle of a migration) is not
+//! followed: those commands fail until the migration ends.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, Once};
@@ -37,11 +46,17 @@ use rustls_pki_types::CertificateDer;
 
 use crate::config::store::{RedisStore, RedisTls};
 
-/// Opens the connection `store` describes; the password of
-/// `password_file` (if any) and the TLS files are read now. No I/O: the
-/// connection (and with Sentinels, the primary's address) is made by the
-/// first command.
-pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
+/// Opens the connection `store` describes for the event `event` (with
+/// `cluster`, the node of its slot); the password of `password_file` (if
+/// any) and the TLS files are read now. No I/O: the connection (and with
+/// Sentinels or a Cluster, the primary's address) is made by the first
+/// command.
+pub fn connect(store: &RedisStore, event: &str) -> Result<StoreCon, String> {
+    connect_slot(store, super::redis_cluster::event_slot(event))
+}
+
+/// [`connect`] for the Cluster slot `slot` (unused without `cluster`).
+fn connect_slot(store: &RedisStore, slot: u16) -> Result<StoreCon, String> {
     let mut url = store.url.clone();
     if let Some(f) = &store.password_file {
         let pw = read_password(f).map_err(|e| format!("store.password_file {e}"))?;
@@ -52,16 +67,23 @@ pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
     }
     let client = client_for(&url, store)?;
     let con = manager(client, store.timeout).map_err(|e| format!("store.url: {e}"))?;
-    let Some(sentinel) = &store.sentinel else {
-        return Ok(StoreCon::from(con));
+    let source = match (&store.sentinel, store.cluster) {
+        (Some(s), _) => Source::Sentinel {
+            addrs: s.addrs.clone(),
+            master: s.master.clone(),
+        },
+        (None, true) => Source::Cluster {
+            slot,
+            known: Mutex::new(Vec::new()),
+        },
+        (None, false) => return Ok(StoreCon::from(con)),
     };
     Ok(StoreCon {
         current: Arc::new(ArcSwap::from_pointee(con)),
         follow: Some(Arc::new(Follow {
             url,
             store: store.clone(),
-            sentinels: sentinel.addrs.clone(),
-            master: sentinel.master.clone(),
+            source,
             primary: tokio::sync::Mutex::new(None),
             asked: Mutex::new(None),
             doubt_until: Mutex::new(None),
@@ -94,8 +116,8 @@ struct Follow {
     /// primary's.
     url: String,
     store: RedisStore,
-    sentinels: Vec<String>,
-    master: String,
+    /// Who names the primary.
+    source: Source,
     /// The primary in use (`None` until the Sentinels were first asked);
     /// the lock also keeps two askers from asking at once.
     primary: tokio::sync::Mutex<Option<String>>,
@@ -107,6 +129,29 @@ struct Follow {
     checking: std::sync::atomic::AtomicBool,
     /// The Sentinels named a primary at least once.
     found: std::sync::atomic::AtomicBool,
+}
+
+/// Who names the primary.
+enum Source {
+    /// Redis Sentinels (`host:port`, asked in order) watching `master`.
+    Sentinel { addrs: Vec<String>, master: String },
+    /// The Redis Cluster's nodes: the owner of `slot`.
+    Cluster {
+        slot: u16,
+        /// Every node the last `CLUSTER SLOTS` answer named (asked after
+        /// the URL's node).
+        known: Mutex<Vec<String>>,
+    },
+}
+
+impl Source {
+    /// What the logs call it.
+    fn name(&self) -> String {
+        match self {
+            Source::Sentinel { master, .. } => format!("Sentinel master {master}"),
+            Source::Cluster { slot, .. } => format!("Cluster slot {slot}"),
+        }
+    }
 }
 
 /// How often the Sentinels are asked while the primary is in doubt, and
@@ -125,20 +170,32 @@ impl From<ConnectionManager> for StoreCon {
     }
 }
 
-/// How a lost, unreachable or demoted primary fails a command.
+/// How a lost, unreachable or demoted primary fails a command (and, in a
+/// Cluster, one that no longer owns the slot).
 fn primary_lost(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_refusal()
         || e.is_connection_dropped()
         || e.is_timeout()
         || e.to_string().contains("READONLY")
+        || matches!(e.code(), Some("MOVED" | "CLUSTERDOWN"))
 }
 
 impl StoreCon {
-    /// The primary in use through Sentinels (`None` without them, or
-    /// before they were first asked).
+    /// The primary in use through Sentinels or in a Cluster (`None`
+    /// without them, or before they were first asked).
     pub async fn primary(&self) -> Option<String> {
         self.follow.as_ref()?.primary.lock().await.clone()
+    }
+
+    /// Another connection like this one (same event slot) for `store`,
+    /// e.g. with a longer time limit.
+    pub fn another(&self, store: &RedisStore) -> Result<StoreCon, String> {
+        let slot = match self.follow.as_deref().map(|f| &f.source) {
+            Some(Source::Cluster { slot, .. }) => *slot,
+            _ => 0,
+        };
+        connect_slot(store, slot)
     }
 
     /// Asks the Sentinels for the primary (first use, or after a failure
@@ -167,10 +224,14 @@ impl StoreCon {
             }
             *asked = Some(Instant::now());
         }
-        let found = match ask_sentinels(f).await {
+        let asked = match &f.source {
+            Source::Sentinel { .. } => ask_sentinels(f).await,
+            Source::Cluster { .. } => ask_cluster(f).await,
+        };
+        let found = match asked {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!("Redis Sentinel: {e}");
+                tracing::warn!("Redis {}: {e}", f.source.name());
                 return;
             }
         };
@@ -185,12 +246,19 @@ impl StoreCon {
             Ok(con) => {
                 self.current.store(Arc::new(con));
                 f.found.store(true, std::sync::atomic::Ordering::Release);
-                match primary.replace(found.clone()) {
-                    None => {
-                        tracing::info!(primary = %found, master = %f.master, "Redis primary found through Sentinel")
+                let by = f.source.name();
+                match (primary.replace(found.clone()), &f.source) {
+                    (None, Source::Sentinel { .. }) => {
+                        tracing::info!(primary = %found, %by, "Redis primary found through Sentinel")
                     }
-                    Some(was) => {
-                        tracing::warn!(primary = %found, was = %was, master = %f.master, "Redis primary changed (Sentinel failover): following it")
+                    (Some(was), Source::Sentinel { .. }) => {
+                        tracing::warn!(primary = %found, %was, %by, "Redis primary changed (Sentinel failover): following it")
+                    }
+                    (None, Source::Cluster { .. }) => {
+                        tracing::info!(primary = %found, %by, "Redis Cluster: the event's slot found")
+                    }
+                    (Some(was), Source::Cluster { .. }) => {
+                        tracing::warn!(primary = %found, %was, %by, "Redis Cluster: the event's slot moved (failover or resharding): following it")
                     }
                 }
             }
@@ -238,13 +306,16 @@ impl StoreCon {
 
 /// The primary's `host:port` from the first Sentinel that names it.
 async fn ask_sentinels(f: &Follow) -> Result<String, String> {
+    let Source::Sentinel { addrs, master } = &f.source else {
+        return Err("not a Sentinel setup".into());
+    };
     let scheme = if f.store.tls.is_some() {
         "rediss"
     } else {
         "redis"
     };
     let mut last = String::from("no Sentinel configured");
-    for s in &f.sentinels {
+    for s in addrs {
         let ask = async {
             let client = client_for(&format!("{scheme}://{s}/"), &f.store)?;
             let mut c = client
@@ -253,19 +324,80 @@ async fn ask_sentinels(f: &Follow) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&f.master)
+                .arg(master)
                 .query_async::<Option<(String, u16)>>(&mut c)
                 .await
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(f.store.timeout, ask).await {
             Ok(Ok(Some((host, port)))) => return Ok(format!("{host}:{port}")),
-            Ok(Ok(None)) => last = format!("{s} does not know the primary {:?}", f.master),
+            Ok(Ok(None)) => last = format!("{s} does not know the primary {master:?}"),
             Ok(Err(e)) => last = format!("{s}: {e}"),
             Err(_) => last = format!("{s}: no answer within {:?}", f.store.timeout),
         }
     }
     Err(last)
+}
+
+/// The `host:port` of the primary that owns the slot, from the first
+/// Cluster node (the URL's, then those last named) whose `CLUSTER SLOTS`
+/// names one. Asked with the URL's user, password and TLS.
+async fn ask_cluster(f: &Follow) -> Result<String, String> {
+    let Source::Cluster { slot, known } = &f.source else {
+        return Err("not a Cluster setup".into());
+    };
+    let mut seeds = vec![url_addr(&f.url)];
+    for k in known.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if !seeds.contains(k) {
+            seeds.push(k.clone());
+        }
+    }
+    let mut last = String::from("no node to ask");
+    for s in seeds {
+        let (host, port) = s.rsplit_once(':').unwrap_or((s.as_str(), "6379"));
+        let ask = async {
+            let client = client_for(
+                &with_host(&f.url, host.trim_matches(['[', ']']), port),
+                &f.store,
+            )?;
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Vec<Value>>(&mut c)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(f.store.timeout, ask).await {
+            Ok(Ok(reply)) => {
+                let (owner, nodes) =
+                    super::redis_cluster::owner_in(&reply, *slot, host.trim_matches(['[', ']']));
+                if !nodes.is_empty() {
+                    *known.lock().unwrap_or_else(|e| e.into_inner()) = nodes;
+                }
+                match owner {
+                    Some(o) => return Ok(o),
+                    None => last = format!("{s}: no node serves slot {slot}"),
+                }
+            }
+            Ok(Err(e)) => last = format!("{s}: {e}"),
+            Err(_) => last = format!("{s}: no answer within {:?}", f.store.timeout),
+        }
+    }
+    Err(last)
+}
+
+/// The `host:port` of a URL (6379 when the port is not given).
+fn url_addr(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => format!("{h}:{p}"),
+        _ => format!("{hostport}:6379"),
+    }
 }
 
 impl ConnectionLike for StoreCon {
@@ -426,6 +558,10 @@ fn the_primary_replaces_the_host_only() {
         "rediss://[::1]:7000"
     );
     assert_eq!(with_host("redis://:x@h:1", "a", "2"), "redis://:x@a:2");
+    assert_eq!(url_addr("redis://u:p%40@h:7000/0"), "h:7000");
+    assert_eq!(url_addr("rediss://h"), "h:6379");
+    assert_eq!(url_addr("redis://[::1]:7001"), "[::1]:7001");
+    assert_eq!(url_addr("redis://[::1]"), "[::1]:6379");
 }
 
 #[cfg(test)]
