@@ -11,7 +11,11 @@
 //! surviving nodes name the dead primary until the replica is promoted,
 //! then the replica.
 
+use std::sync::Mutex;
+
 use redis::Value;
+
+use crate::config::store::RedisStore;
 
 /// Slots in a Redis Cluster.
 const SLOTS: u16 = 16384;
@@ -109,6 +113,68 @@ fn node_addr(v: &Value, asked_host: &str) -> Option<String> {
     }
 }
 
+/// The `host:port` of the primary that owns the slot, from the first
+/// Cluster node (the URL's, then those last named) whose `CLUSTER SLOTS`
+/// names one. Asked with the URL's user, password and TLS.
+pub(super) async fn ask(
+    url: &str,
+    store: &RedisStore,
+    known: &Mutex<Vec<String>>,
+    slot: u16,
+) -> Result<String, String> {
+    let mut seeds = vec![url_addr(url)];
+    for k in known.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if !seeds.contains(k) {
+            seeds.push(k.clone());
+        }
+    }
+    let mut last = String::from("no node to ask");
+    for s in seeds {
+        let (host, port) = s.rsplit_once(':').unwrap_or((s.as_str(), "6379"));
+        let ask = async {
+            let client = super::redis_conn::client_for(
+                &super::redis_conn::with_host(url, host.trim_matches(['[', ']']), port),
+                store,
+            )?;
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Vec<Value>>(&mut c)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(store.timeout, ask).await {
+            Ok(Ok(reply)) => {
+                let (owner, nodes) = owner_in(&reply, slot, host.trim_matches(['[', ']']));
+                if !nodes.is_empty() {
+                    *known.lock().unwrap_or_else(|e| e.into_inner()) = nodes;
+                }
+                match owner {
+                    Some(o) => return Ok(o),
+                    None => last = format!("{s}: no node serves slot {slot}"),
+                }
+            }
+            Ok(Err(e)) => last = format!("{s}: {e}"),
+            Err(_) => last = format!("{s}: no answer within {:?}", store.timeout),
+        }
+    }
+    Err(last)
+}
+
+/// The `host:port` of a URL (6379 when the port is not given).
+fn url_addr(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => format!("{h}:{p}"),
+        _ => format!("{hostport}:6379"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +188,14 @@ mod tests {
         assert_eq!(key_slot("foo{}{bar}"), key_slot("foo{}{bar}"));
         assert_ne!(key_slot("foo{}{bar}"), key_slot("bar"));
         assert_eq!(key_slot("{usher:show}:v:claims"), event_slot("show"));
+    }
+
+    #[test]
+    fn the_url_names_the_first_node_to_ask() {
+        assert_eq!(url_addr("redis://u:p%40@h:7000/0"), "h:7000");
+        assert_eq!(url_addr("rediss://h"), "h:6379");
+        assert_eq!(url_addr("redis://[::1]:7001"), "[::1]:7001");
+        assert_eq!(url_addr("redis://[::1]"), "[::1]:6379");
     }
 
     fn node(host: &str, port: i64) -> Value {

@@ -94,7 +94,7 @@ fn connect_slot(store: &RedisStore, slot: u16) -> Result<StoreCon, String> {
 }
 
 /// A client for `url` with `store`'s TLS files, if any.
-fn client_for(url: &str, store: &RedisStore) -> Result<redis::Client, String> {
+pub(super) fn client_for(url: &str, store: &RedisStore) -> Result<redis::Client, String> {
     match &store.tls {
         Some(tls) => tls_client(url, tls),
         None => redis::Client::open(url).map_err(|e| format!("store.url: {e}")),
@@ -177,8 +177,7 @@ fn primary_lost(e: &RedisError) -> bool {
         || e.is_connection_refusal()
         || e.is_connection_dropped()
         || e.is_timeout()
-        || e.to_string().contains("READONLY")
-        || matches!(e.code(), Some("MOVED" | "CLUSTERDOWN"))
+        || matches!(e.code(), Some("READONLY" | "MOVED" | "CLUSTERDOWN"))
 }
 
 impl StoreCon {
@@ -201,7 +200,8 @@ impl StoreCon {
     /// Asks the Sentinels for the primary (first use, or after a failure
     /// that looks like a lost primary, at most every 200 ms) and moves to it
     /// when it changed.
-    async fn find_primary(&self, first: bool) {
+    /// `cause`: the failure that made it ask (for the log), if any.
+    async fn find_primary(&self, first: bool, cause: Option<&RedisError>) {
         let Some(f) = &self.follow else { return };
         // once found, commands never wait for an ask (a slow Sentinel must
         // not stall the line): the checks run after failures or aside
@@ -226,7 +226,9 @@ impl StoreCon {
         }
         let asked = match &f.source {
             Source::Sentinel { .. } => ask_sentinels(f).await,
-            Source::Cluster { .. } => ask_cluster(f).await,
+            Source::Cluster { slot, known } => {
+                super::redis_cluster::ask(&f.url, &f.store, known, *slot).await
+            }
         };
         let found = match asked {
             Ok(a) => a,
@@ -247,18 +249,19 @@ impl StoreCon {
                 self.current.store(Arc::new(con));
                 f.found.store(true, std::sync::atomic::Ordering::Release);
                 let by = f.source.name();
+                let cause = cause.map_or_else(|| "a periodic check".to_string(), |e| e.to_string());
                 match (primary.replace(found.clone()), &f.source) {
                     (None, Source::Sentinel { .. }) => {
                         tracing::info!(primary = %found, %by, "Redis primary found through Sentinel")
                     }
                     (Some(was), Source::Sentinel { .. }) => {
-                        tracing::warn!(primary = %found, %was, %by, "Redis primary changed (Sentinel failover): following it")
+                        tracing::warn!(primary = %found, %was, %by, %cause, "Redis primary changed (Sentinel failover): following it")
                     }
                     (None, Source::Cluster { .. }) => {
                         tracing::info!(primary = %found, %by, "Redis Cluster: the event's slot found")
                     }
                     (Some(was), Source::Cluster { .. }) => {
-                        tracing::warn!(primary = %found, %was, %by, "Redis Cluster: the event's slot moved (failover or resharding): following it")
+                        tracing::warn!(primary = %found, %was, %by, %cause, "Redis Cluster: the event's slot moved (failover or resharding): following it")
                     }
                 }
             }
@@ -272,7 +275,7 @@ impl StoreCon {
         let Some(f) = &self.follow else { return };
         if failed.is_some_and(primary_lost) {
             *f.doubt_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOUBT);
-            self.find_primary(false).await;
+            self.find_primary(false, failed).await;
         }
     }
 
@@ -294,7 +297,7 @@ impl StoreCon {
         if due && !f.checking.swap(true, std::sync::atomic::Ordering::AcqRel) {
             let me = self.clone();
             tokio::spawn(async move {
-                me.find_primary(false).await;
+                me.find_primary(false, None).await;
                 if let Some(f) = &me.follow {
                     f.checking
                         .store(false, std::sync::atomic::Ordering::Release);
@@ -339,75 +342,28 @@ async fn ask_sentinels(f: &Follow) -> Result<String, String> {
     Err(last)
 }
 
-/// The `host:port` of the primary that owns the slot, from the first
-/// Cluster node (the URL's, then those last named) whose `CLUSTER SLOTS`
-/// names one. Asked with the URL's user, password and TLS.
-async fn ask_cluster(f: &Follow) -> Result<String, String> {
-    let Source::Cluster { slot, known } = &f.source else {
-        return Err("not a Cluster setup".into());
-    };
-    let mut seeds = vec![url_addr(&f.url)];
-    for k in known.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        if !seeds.contains(k) {
-            seeds.push(k.clone());
-        }
-    }
-    let mut last = String::from("no node to ask");
-    for s in seeds {
-        let (host, port) = s.rsplit_once(':').unwrap_or((s.as_str(), "6379"));
-        let ask = async {
-            let client = client_for(
-                &with_host(&f.url, host.trim_matches(['[', ']']), port),
-                &f.store,
-            )?;
-            let mut c = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| e.to_string())?;
-            redis::cmd("CLUSTER")
-                .arg("SLOTS")
-                .query_async::<Vec<Value>>(&mut c)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        match tokio::time::timeout(f.store.timeout, ask).await {
-            Ok(Ok(reply)) => {
-                let (owner, nodes) =
-                    super::redis_cluster::owner_in(&reply, *slot, host.trim_matches(['[', ']']));
-                if !nodes.is_empty() {
-                    *known.lock().unwrap_or_else(|e| e.into_inner()) = nodes;
-                }
-                match owner {
-                    Some(o) => return Ok(o),
-                    None => last = format!("{s}: no node serves slot {slot}"),
-                }
-            }
-            Ok(Err(e)) => last = format!("{s}: {e}"),
-            Err(_) => last = format!("{s}: no answer within {:?}", f.store.timeout),
-        }
-    }
-    Err(last)
-}
-
-/// The `host:port` of a URL (6379 when the port is not given).
-fn url_addr(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    match hostport.rsplit_once(':') {
-        Some((h, p)) if !p.contains(']') => format!("{h}:{p}"),
-        _ => format!("{hostport}:6379"),
-    }
+/// The first error answer among `values`: Redis's error replies
+/// (`READONLY`, `MOVED`, …) come back from a connection as values, and
+/// become errors only when the caller reads them.
+fn server_error(values: &[Value]) -> Option<RedisError> {
+    values.iter().find_map(|v| match v {
+        Value::ServerError(e) => Some(RedisError::from(e.clone())),
+        _ => None,
+    })
 }
 
 impl ConnectionLike for StoreCon {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            self.find_primary(true).await;
+            self.find_primary(true, None).await;
             self.recheck();
             let mut con = (**self.current.load()).clone();
             let r = con.req_packed_command(cmd).await;
-            self.after(r.as_ref().err()).await;
+            let answer = match &r {
+                Ok(v) => server_error(std::slice::from_ref(v)),
+                Err(_) => None,
+            };
+            self.after(r.as_ref().err().or(answer.as_ref())).await;
             r
         })
     }
@@ -419,11 +375,15 @@ impl ConnectionLike for StoreCon {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            self.find_primary(true).await;
+            self.find_primary(true, None).await;
             self.recheck();
             let mut con = (**self.current.load()).clone();
             let r = con.req_packed_commands(pipeline, offset, count).await;
-            self.after(r.as_ref().err()).await;
+            let answer = match &r {
+                Ok(v) => server_error(v),
+                Err(_) => None,
+            };
+            self.after(r.as_ref().err().or(answer.as_ref())).await;
             r
         })
     }
@@ -434,7 +394,7 @@ impl ConnectionLike for StoreCon {
 }
 
 /// `url` with its host and port replaced (user, password, db kept).
-fn with_host(url: &str, host: &str, port: &str) -> String {
+pub(super) fn with_host(url: &str, host: &str, port: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -558,10 +518,6 @@ fn the_primary_replaces_the_host_only() {
         "rediss://[::1]:7000"
     );
     assert_eq!(with_host("redis://:x@h:1", "a", "2"), "redis://:x@a:2");
-    assert_eq!(url_addr("redis://u:p%40@h:7000/0"), "h:7000");
-    assert_eq!(url_addr("rediss://h"), "h:6379");
-    assert_eq!(url_addr("redis://[::1]:7001"), "[::1]:7001");
-    assert_eq!(url_addr("redis://[::1]"), "[::1]:6379");
 }
 
 #[cfg(test)]
@@ -574,4 +530,24 @@ fn the_password_goes_after_the_user() {
     assert_eq!(with_password("redis://h:6379", "x"), "redis://:x@h:6379");
     assert_eq!(with_password("redis://u:old@h", "x"), "redis://u:x@h");
     assert_eq!(with_password("rediss://h", "x"), "rediss://:x@h");
+}
+
+#[cfg(test)]
+#[test]
+fn error_answers_that_mean_another_primary() {
+    let answer = |reply: &[u8]| server_error(&[redis::parse_redis_value(reply).unwrap()]);
+    for lost in [
+        &b"-MOVED 2529 127.0.0.1:7002\r\n"[..],
+        b"-READONLY You can't write against a read only replica.\r\n",
+        b"-CLUSTERDOWN The cluster is down\r\n",
+    ] {
+        let e = answer(lost).expect("an error answer");
+        assert!(primary_lost(&e), "{e}");
+    }
+    let e = answer(b"-ERR wrong number of arguments\r\n").unwrap();
+    assert!(!primary_lost(&e), "{e}");
+    // ASK (a slot being migrated) is not followed
+    let e = answer(b"-ASK 2529 127.0.0.1:7002\r\n").unwrap();
+    assert!(!primary_lost(&e), "{e}");
+    assert!(answer(b"+OK\r\n").is_none());
 }
