@@ -346,6 +346,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_store_prints_and_checks_the_same() {
+        let text = "[origin]\nurl = \"http://127.0.0.1:8000\"\n\
+            [store]\nbackend = \"redis\"\nurl = \"redis://10.0.0.41:6379\"\ncluster = true\nnode_id = \"n1\"\n";
+        let base = Path::new("/etc/usher");
+        let cfg = Config::parse(text, "t.toml", base).expect("valid");
+        let shown = cfg.render();
+        assert!(shown.lines().any(|l| l == "cluster = true"), "{shown}");
+        let again = Config::parse(&shown, "shown.toml", base).expect("what check prints checks");
+        assert_eq!(again.store, cfg.store);
+    }
+
+    #[test]
     fn every_section_prints_and_checks_to_the_same_config() {
         let text = "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[origin]\nurl = \"http://127.0.0.1:8000\"\n\n\
             [room]\nevent = \"e\"\nmax_active_users = 50\nopens_at = \"2026-12-01T09:00:00+09:00\"\n\
