@@ -12,6 +12,9 @@
 //!   so the nodes get `MOVED` and follow. Exactly 100 distinct codes,
 //!   every visitor told "issued" holds that code in the ledger, and the
 //!   line takes newcomers after the failover and after the move.
+//! - Last, the URL's own node (by then the slot's primary) is SIGKILLed:
+//!   the nodes find the promoted replica through the other nodes they
+//!   learnt of.
 
 #[path = "support/claims.rs"]
 mod claims;
@@ -330,6 +333,44 @@ async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_mov
     let audit = ledger.audit().await.unwrap();
     assert!(audit.is_ok(), "{:?}", audit.problems);
     assert_eq!(audit.issued, 100);
+    drop(ledger);
+
+    // the URL's node (the slot's primary now) dies: the nodes ask the
+    // Cluster nodes they learnt of and follow the promoted replica
+    cl.node(url_port).stop();
+    let killed = Instant::now();
+    let third = *primaries
+        .iter()
+        .find(|p| **p != owner && **p != url_port)
+        .unwrap();
+    let last_owner = loop {
+        match cl.owner(third, slot).await {
+            Some(p) if p != url_port => break p,
+            _ => {}
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "no promotion");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let back = line_continues(&nodes, &c, "with the URL's node dead").await;
+    eprintln!("URL's node dead: line back {back:?} after the promotion");
+    let to_new = format!("primary=127.0.0.1:{last_owner}");
+    let from_url = format!("was=127.0.0.1:{url_port}");
+    for n in &nodes {
+        loop {
+            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            if log.lines().any(|l| {
+                l.contains("the event's slot moved") && l.contains(&to_new) && l.contains(&from_url)
+            }) {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "{}: never followed past the dead URL node:\n{log}",
+                n.base
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     drop(nodes);
     drop(cl);
     let _ = std::fs::remove_dir_all(&dir);
