@@ -58,8 +58,8 @@ fn crc16(bytes: &[u8]) -> u16 {
 
 /// What one node's `CLUSTER SLOTS` says: the `host:port` of `slot`'s
 /// primary (`None` if no node serves it) and every node it names (where to
-/// ask next time). `asked` is the node asked: an empty host in the answer
-/// means that node's own host.
+/// ask next time). `asked_host` is the host of the node asked: an empty
+/// host in the answer means that one.
 pub fn owner_in(reply: &[Value], slot: u16, asked_host: &str) -> (Option<String>, Vec<String>) {
     let mut owner = None;
     let mut nodes = Vec::new();
