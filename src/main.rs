@@ -371,7 +371,7 @@ fn redis_audit(cfg: &Config) -> Result<usher::vouchers::AuditReport, String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let con = usher::store::redis_conn::connect(store)?;
+        let con = usher::store::redis_conn::connect(store, event)?;
         let ledger = usher::store::RedisLedger::new(con, event, stock);
         ledger.audit().await.map_err(|e| e.to_string())
     })

@@ -110,7 +110,7 @@ async fn line_works(store: &RedisStore) -> Result<(), String> {
     // a new event each time: its first ticket is 1
     static EVENTS: AtomicU32 = AtomicU32::new(0);
     let event = format!("e{}", EVENTS.fetch_add(1, Ordering::Relaxed));
-    let con = usher::store::redis_conn::connect(store)?;
+    let con = usher::store::redis_conn::connect(store, &event)?;
     let line = RedisLine::new(con, &event, "t", CFG);
     let ask = async {
         let n = line.issue(1_000_000).await?;

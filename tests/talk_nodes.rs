@@ -128,7 +128,11 @@ async fn an_announcement_on_one_node_reaches_visitors_on_the_other() {
     assert_eq!(v["feedback"][0]["category"], "cant_get_in");
     // with the visitor's place in the shared line when they wrote
     assert_eq!(v["feedback"][0]["state"], "waiting", "{v}");
-    assert_eq!(v["feedback"][0]["position"], poll().await["position"], "{v}");
+    assert_eq!(
+        v["feedback"][0]["position"],
+        poll().await["position"],
+        "{v}"
+    );
     assert!(v["feedback"][0]["position"].is_u64(), "{v}");
 }
 

@@ -102,7 +102,7 @@ impl Shared {
         cfg: &RoomConfig,
         gauge: prometheus::IntGauge,
     ) -> Result<Shared, String> {
-        let con = crate::store::redis_conn::connect(store)?;
+        let con = crate::store::redis_conn::connect(store, event)?;
         let line_cfg = RedisLineConfig {
             grace_ms: cfg.ticket_grace.as_millis() as u64,
             claim_window_ms: cfg.claim_window.as_millis() as u64,

@@ -322,6 +322,7 @@ fn store(s: &StoreConfig) -> RawStore {
             replica_ack_timeout: dur(r.replica_ack_timeout),
             sentinels: r.sentinel.as_ref().map_or(Vec::new(), |s| s.addrs.clone()),
             sentinel_master: r.sentinel.as_ref().map(|s| s.master.clone()),
+            cluster: r.cluster,
             ..RawStore::default()
         },
     }
@@ -349,6 +350,18 @@ mod tests {
             redact_url("https://issuer.example/hook?x=a@b"),
             "https://issuer.example/hook?x=a@b"
         );
+    }
+
+    #[test]
+    fn a_cluster_store_prints_and_checks_the_same() {
+        let text = "[origin]\nurl = \"http://127.0.0.1:8000\"\n\
+            [store]\nbackend = \"redis\"\nurl = \"redis://10.0.0.41:6379\"\ncluster = true\nnode_id = \"n1\"\n";
+        let base = Path::new("/etc/usher");
+        let cfg = Config::parse(text, "t.toml", base).expect("valid");
+        let shown = cfg.render();
+        assert!(shown.lines().any(|l| l == "cluster = true"), "{shown}");
+        let again = Config::parse(&shown, "shown.toml", base).expect("what check prints checks");
+        assert_eq!(again.store, cfg.store);
     }
 
     #[test]

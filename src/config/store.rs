@@ -71,6 +71,9 @@ pub struct RawStore {
     pub sentinels: Vec<String>,
     /// `redis` with `sentinels`: the name of the primary they watch.
     pub sentinel_master: Option<String>,
+    /// `redis`: the URL names one node of a Redis Cluster; usher uses the
+    /// primary that owns the event's slot and follows it.
+    pub cluster: bool,
 }
 
 impl Default for RawStore {
@@ -91,6 +94,7 @@ impl Default for RawStore {
             replica_ack_timeout: DEFAULT_REPLICA_ACK_TIMEOUT.into(),
             sentinels: Vec::new(),
             sentinel_master: None,
+            cluster: false,
         }
     }
 }
@@ -130,6 +134,9 @@ pub struct RedisStore {
     pub replica_ack_timeout: std::time::Duration,
     /// The primary found through Redis Sentinel (followed across failovers).
     pub sentinel: Option<Box<SentinelConfig>>,
+    /// The URL names one node of a Redis Cluster: the owner of the event's
+    /// slot is found and followed (never with `sentinel`).
+    pub cluster: bool,
 }
 
 /// `store.sentinels` and `store.sentinel_master`.
@@ -233,6 +240,21 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
         p.push("store.replica_ack_timeout", "must be more than 0");
     }
     let sentinel = sentinel(raw, p);
+    if raw.cluster {
+        if !raw.sentinels.is_empty() {
+            p.push(
+                "store.cluster",
+                "not with sentinels: a Cluster fails over by itself (give one of its nodes as url)",
+            );
+        }
+        let db = url.split_once("://").and_then(|(_, r)| r.split_once('/'));
+        if let Some((_, db)) = db.filter(|(_, db)| !db.is_empty() && *db != "0") {
+            p.push(
+                "store.url",
+                format!("database `{db}`: a Redis Cluster has only database 0"),
+            );
+        }
+    }
     let node_id = raw.node_id.clone().unwrap_or_else(default_node_id);
     if node_id.is_empty() || node_id.len() > 128 {
         p.push("store.node_id", "1 to 128 characters");
@@ -247,6 +269,7 @@ fn redis(raw: &RawStore, base: &Path, p: &mut Problems) -> RedisStore {
         min_replicas_acked: raw.min_replicas_acked,
         replica_ack_timeout,
         sentinel,
+        cluster: raw.cluster,
     }
 }
 
@@ -382,188 +405,5 @@ fn default_node_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::config::Config;
-    use std::path::Path;
-
-    fn parse(extra: &str) -> Result<Config, String> {
-        let text = format!("[origin]\nurl = \"http://127.0.0.1:1\"\n{extra}");
-        Config::parse(&text, "t", Path::new("/etc/usher")).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn absent_means_in_memory_and_present_defaults_to_local() {
-        assert_eq!(parse("").unwrap().store, None);
-        let c = parse("[store]\n").unwrap();
-        assert_eq!(
-            c.store.unwrap().state_dir(),
-            Some(Path::new(super::DEFAULT_STATE_DIR))
-        );
-        let c = parse("[store]\nstate_dir = \"state\"\n").unwrap();
-        assert_eq!(
-            c.store.unwrap().state_dir(),
-            Some(Path::new("/etc/usher/state"))
-        );
-        let c = parse("[store]\nbackend = \"redis\"\nnode_id = \"n1\"\n").unwrap();
-        let Some(super::StoreConfig::Redis(r)) = c.store else {
-            panic!("redis")
-        };
-        assert_eq!(
-            (r.url.as_str(), r.node_id.as_str()),
-            ("redis://127.0.0.1:6379", "n1")
-        );
-    }
-
-    #[test]
-    fn mistakes_are_named() {
-        let e = parse("[store]\nbackend = \"redis\"\nurl = \"http://h\"\non_failure = \"x\"\n")
-            .unwrap_err();
-        assert!(
-            e.contains("store.url") && e.contains("store.on_failure"),
-            "{e}"
-        );
-        let e = parse("[store]\nbackend = \"disk\"\n").unwrap_err();
-        assert!(e.contains("`disk`"), "{e}");
-        let e = parse("[store]\nstate_dir = \"\"\n").unwrap_err();
-        assert!(e.contains("store.state_dir"), "{e}");
-        // the lottery and the pre-queue are shared through Redis: accepted
-        parse("[room]\nmode = \"random\"\nopens_at = \"2030-01-01T09:00:00+09:00\"\n[store]\nbackend = \"redis\"\n")
-            .unwrap();
-        // [vouchers] is shared through Redis too: accepted.
-        let c = parse(
-            "[vouchers]\nplugin = \"signed\"\nkey_file = \"k\"\nstock = 1\n[store]\nbackend = \"redis\"\n",
-        )
-        .unwrap();
-        assert!(c.vouchers.is_some());
-        let e = parse("[store]\npath = \"x\"\n").unwrap_err();
-        assert!(e.contains("path"), "{e}");
-    }
-
-    fn redis(extra: &str) -> Result<super::RedisStore, String> {
-        let c = parse(&format!("[store]\nbackend = \"redis\"\n{extra}"))?;
-        match c.store {
-            Some(super::StoreConfig::Redis(r)) => Ok(r),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn claims_wait_for_replicas_only_when_asked() {
-        let r = redis("").unwrap();
-        assert_eq!(r.min_replicas_acked, 0);
-        assert_eq!(r.replica_ack_timeout, std::time::Duration::from_millis(500));
-        let r = redis("min_replicas_acked = 2\nreplica_ack_timeout = \"50ms\"\n").unwrap();
-        assert_eq!(r.min_replicas_acked, 2);
-        assert_eq!(r.replica_ack_timeout, std::time::Duration::from_millis(50));
-        let e = redis("min_replicas_acked = 40\nreplica_ack_timeout = \"0s\"\n").unwrap_err();
-        assert!(
-            e.contains("store.min_replicas_acked") && e.contains("store.replica_ack_timeout"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn tls_comes_from_the_url_or_the_tls_key() {
-        let r = redis("").unwrap();
-        assert_eq!((r.url.as_str(), r.tls), ("redis://127.0.0.1:6379", None));
-        let r = redis("url = \"redis://usher@h:6380/1\"\ntls = true\n").unwrap();
-        assert_eq!(r.url, "rediss://usher@h:6380/1");
-        assert_eq!(r.tls, Some(super::RedisTls::default()));
-        // rediss:// is TLS whatever `tls` says
-        let r = redis("url = \"rediss://h\"\ntls = false\n").unwrap();
-        assert_eq!((r.url.as_str(), r.tls.is_some()), ("rediss://h", true));
-        let r = redis("url = \"rediss://h\"\ntls = true\n").unwrap();
-        assert_eq!(r.url, "rediss://h");
-        let e = redis("url = \"rediss://h/#insecure\"\n").unwrap_err();
-        assert!(e.contains("store.url") && e.contains("ca_file"), "{e}");
-        let e = redis("url = \"redis://h:notaport\"\n").unwrap_err();
-        assert!(
-            e.contains("store.url") && e.contains("not a Redis URL"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn tls_files_are_checked_and_named() {
-        let dir = crate::store::tests::TempDir::new("redis-tls-cfg");
-        let d = dir.path();
-        let (cert, key) = crate::server::tls::dev_certificate(&["localhost".into()], 1).unwrap();
-        let (_, other_key) = crate::server::tls::dev_certificate(&["localhost".into()], 1).unwrap();
-        for (name, text) in [
-            ("ca.pem", cert.as_str()),
-            ("c.pem", cert.as_str()),
-            ("c.key", key.as_str()),
-            ("other.key", other_key.as_str()),
-            ("junk.pem", "not pem\n"),
-        ] {
-            std::fs::write(d.join(name), text).unwrap();
-        }
-        let at = |f: &str| d.join(f).display().to_string();
-        let good = format!(
-            "tls = true\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
-            at("ca.pem"),
-            at("c.pem"),
-            at("c.key")
-        );
-        let r = redis(&good).unwrap();
-        let tls = r.tls.unwrap();
-        assert_eq!(tls.ca_file, Some(d.join("ca.pem")));
-        assert_eq!(tls.client_cert, Some((d.join("c.pem"), d.join("c.key"))));
-
-        let e = redis(&format!(
-            "tls = true\nca_file = \"{}\"\n",
-            at("missing.pem")
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("store.ca_file") && e.contains("missing.pem"),
-            "{e}"
-        );
-        let e = redis(&format!("tls = true\nca_file = \"{}\"\n", at("junk.pem"))).unwrap_err();
-        assert!(
-            e.contains("store.ca_file") && e.contains("no CERTIFICATE"),
-            "{e}"
-        );
-        let e = redis(&format!(
-            "tls = true\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
-            at("c.pem"),
-            at("other.key")
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("store.client_cert_file") && e.contains("does not match"),
-            "{e}"
-        );
-        let e = redis(&format!(
-            "tls = true\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
-            at("c.pem"),
-            at("junk.pem")
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("store.client_key_file") && e.contains("junk.pem"),
-            "{e}"
-        );
-        let e = redis(&format!(
-            "tls = true\nclient_cert_file = \"{}\"\n",
-            at("c.pem")
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("store.client_key_file") && e.contains("missing"),
-            "{e}"
-        );
-        let e = redis(&format!(
-            "tls = true\nclient_key_file = \"{}\"\n",
-            at("c.key")
-        ))
-        .unwrap_err();
-        assert!(e.contains("store.client_cert_file"), "{e}");
-        // TLS files without TLS are a mistake, not silently ignored
-        let e = redis(&format!("ca_file = \"{}\"\n", at("ca.pem"))).unwrap_err();
-        assert!(
-            e.contains("store.ca_file") && e.contains("only used over TLS"),
-            "{e}"
-        );
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -20,6 +20,7 @@ mod journal;
 pub mod line_files;
 pub mod local;
 pub mod redis_claims;
+pub mod redis_cluster;
 pub mod redis_conn;
 pub mod redis_durable;
 pub mod redis_line;

@@ -24,6 +24,15 @@
 //! goes to the new primary. The URL's user, password, db and TLS apply to
 //! the primary; the Sentinels are reached in the clear or, with TLS, with
 //! the same CA and client certificate (without a password).
+//!
+//! With `cluster` the primary is the Redis Cluster node that owns the
+//! event's slot ([`super::redis_cluster`]), found by `CLUSTER SLOTS` and
+//! followed the same way: a `MOVED` answer (the slot went elsewhere) or
+//! `CLUSTERDOWN` counts as a failure like a lost primary. The command that
+//! got it still fails (a `MOVED` script did not run, but it is answered as
+//! any store failure, one rule for every failed command); the next goes
+//! to the new owner. `ASK` (the slot in the middle of a migration) is not
+//! followed: those commands fail until the migration ends.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, Once};
@@ -38,11 +47,17 @@ use rustls_pki_types::CertificateDer;
 use crate::config::store::{RedisStore, RedisTls};
 use crate::logging::Throttle;
 
-/// Opens the connection `store` describes; the password of
-/// `password_file` (if any) and the TLS files are read now. No I/O: the
-/// connection (and with Sentinels, the primary's address) is made by the
-/// first command.
-pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
+/// Opens the connection `store` describes for the event `event` (with
+/// `cluster`, the node of its slot); the password of `password_file` (if
+/// any) and the TLS files are read now. No I/O: the connection (and with
+/// Sentinels or a Cluster, the primary's address) is made by the first
+/// command.
+pub fn connect(store: &RedisStore, event: &str) -> Result<StoreCon, String> {
+    connect_slot(store, super::redis_cluster::event_slot(event))
+}
+
+/// [`connect`] for the Cluster slot `slot` (unused without `cluster`).
+fn connect_slot(store: &RedisStore, slot: u16) -> Result<StoreCon, String> {
     let mut url = store.url.clone();
     if let Some(f) = &store.password_file {
         let pw = read_password(f).map_err(|e| format!("store.password_file {e}"))?;
@@ -53,16 +68,23 @@ pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
     }
     let client = client_for(&url, store)?;
     let con = manager(client, store.timeout).map_err(|e| format!("store.url: {e}"))?;
-    let Some(sentinel) = &store.sentinel else {
-        return Ok(StoreCon::from(con));
+    let source = match (&store.sentinel, store.cluster) {
+        (Some(s), _) => Source::Sentinel {
+            addrs: s.addrs.clone(),
+            master: s.master.clone(),
+        },
+        (None, true) => Source::Cluster {
+            slot,
+            known: Mutex::new(Vec::new()),
+        },
+        (None, false) => return Ok(StoreCon::from(con)),
     };
     Ok(StoreCon {
         current: Arc::new(ArcSwap::from_pointee(con)),
         follow: Some(Arc::new(Follow {
             url,
             store: store.clone(),
-            sentinels: sentinel.addrs.clone(),
-            master: sentinel.master.clone(),
+            source,
             primary: tokio::sync::Mutex::new(None),
             asked: Mutex::new(None),
             doubt_until: Mutex::new(None),
@@ -73,7 +95,7 @@ pub fn connect(store: &RedisStore) -> Result<StoreCon, String> {
 }
 
 /// A client for `url` with `store`'s TLS files, if any.
-fn client_for(url: &str, store: &RedisStore) -> Result<redis::Client, String> {
+pub(super) fn client_for(url: &str, store: &RedisStore) -> Result<redis::Client, String> {
     match &store.tls {
         Some(tls) => tls_client(url, tls),
         None => redis::Client::open(url).map_err(|e| format!("store.url: {e}")),
@@ -95,8 +117,8 @@ struct Follow {
     /// primary's.
     url: String,
     store: RedisStore,
-    sentinels: Vec<String>,
-    master: String,
+    /// Who names the primary.
+    source: Source,
     /// The primary in use (`None` until the Sentinels were first asked);
     /// the lock also keeps two askers from asking at once.
     primary: tokio::sync::Mutex<Option<String>>,
@@ -108,6 +130,29 @@ struct Follow {
     checking: std::sync::atomic::AtomicBool,
     /// The Sentinels named a primary at least once.
     found: std::sync::atomic::AtomicBool,
+}
+
+/// Who names the primary.
+enum Source {
+    /// Redis Sentinels (`host:port`, asked in order) watching `master`.
+    Sentinel { addrs: Vec<String>, master: String },
+    /// The Redis Cluster's nodes: the owner of `slot`.
+    Cluster {
+        slot: u16,
+        /// Every node the last `CLUSTER SLOTS` answer named (asked after
+        /// the URL's node).
+        known: Mutex<Vec<String>>,
+    },
+}
+
+impl Source {
+    /// What the logs call it.
+    fn name(&self) -> String {
+        match self {
+            Source::Sentinel { master, .. } => format!("Sentinel master {master}"),
+            Source::Cluster { slot, .. } => format!("Cluster slot {slot}"),
+        }
+    }
 }
 
 /// How often the Sentinels are asked while the primary is in doubt, and
@@ -126,26 +171,38 @@ impl From<ConnectionManager> for StoreCon {
     }
 }
 
-/// How a lost, unreachable or demoted primary fails a command.
+/// How a lost, unreachable or demoted primary fails a command (and, in a
+/// Cluster, one that no longer owns the slot).
 fn primary_lost(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_refusal()
         || e.is_connection_dropped()
         || e.is_timeout()
-        || e.to_string().contains("READONLY")
+        || matches!(e.code(), Some("READONLY" | "MOVED" | "CLUSTERDOWN"))
 }
 
 impl StoreCon {
-    /// The primary in use through Sentinels (`None` without them, or
-    /// before they were first asked).
+    /// The primary in use through Sentinels or in a Cluster (`None`
+    /// without them, or before they were first asked).
     pub async fn primary(&self) -> Option<String> {
         self.follow.as_ref()?.primary.lock().await.clone()
+    }
+
+    /// Another connection like this one (same event slot) for `store`,
+    /// e.g. with a longer time limit.
+    pub fn another(&self, store: &RedisStore) -> Result<StoreCon, String> {
+        let slot = match self.follow.as_deref().map(|f| &f.source) {
+            Some(Source::Cluster { slot, .. }) => *slot,
+            _ => 0,
+        };
+        connect_slot(store, slot)
     }
 
     /// Asks the Sentinels for the primary (first use, or after a failure
     /// that looks like a lost primary, at most every 200 ms) and moves to it
     /// when it changed.
-    async fn find_primary(&self, first: bool) {
+    /// `cause`: the failure that made it ask (for the log), if any.
+    async fn find_primary(&self, first: bool, cause: Option<&RedisError>) {
         let Some(f) = &self.follow else { return };
         // once found, commands never wait for an ask (a slow Sentinel must
         // not stall the line): the checks run after failures or aside
@@ -168,14 +225,20 @@ impl StoreCon {
             }
             *asked = Some(Instant::now());
         }
-        let found = match ask_sentinels(f).await {
+        let asked = match &f.source {
+            Source::Sentinel { .. } => ask_sentinels(f).await,
+            Source::Cluster { slot, known } => {
+                super::redis_cluster::ask(&f.url, &f.store, known, *slot).await
+            }
+        };
+        let found = match asked {
             Ok(a) => a,
             Err(e) => {
                 // asked every 200 ms while the primary is in doubt: one
                 // warning per 10 s, with how many were kept quiet
                 static ASK_FAILED: Throttle = Throttle::new();
                 if let Some(suppressed) = ASK_FAILED.admit_now() {
-                    tracing::warn!(suppressed, "Redis Sentinel: {e}");
+                    tracing::warn!(suppressed, "Redis {}: {e}", f.source.name());
                 }
                 return;
             }
@@ -191,12 +254,20 @@ impl StoreCon {
             Ok(con) => {
                 self.current.store(Arc::new(con));
                 f.found.store(true, std::sync::atomic::Ordering::Release);
-                match primary.replace(found.clone()) {
-                    None => {
-                        tracing::info!(primary = %found, master = %f.master, "Redis primary found through Sentinel")
+                let by = f.source.name();
+                let cause = cause.map_or_else(|| "a periodic check".to_string(), |e| e.to_string());
+                match (primary.replace(found.clone()), &f.source) {
+                    (None, Source::Sentinel { .. }) => {
+                        tracing::info!(primary = %found, %by, "Redis primary found through Sentinel")
                     }
-                    Some(was) => {
-                        tracing::warn!(primary = %found, was = %was, master = %f.master, "Redis primary changed (Sentinel failover): following it")
+                    (Some(was), Source::Sentinel { .. }) => {
+                        tracing::warn!(primary = %found, %was, %by, %cause, "Redis primary changed (Sentinel failover): following it")
+                    }
+                    (None, Source::Cluster { .. }) => {
+                        tracing::info!(primary = %found, %by, "Redis Cluster: the event's slot found")
+                    }
+                    (Some(was), Source::Cluster { .. }) => {
+                        tracing::warn!(primary = %found, %was, %by, %cause, "Redis Cluster: the event's slot moved (failover or resharding): following it")
                     }
                 }
             }
@@ -210,7 +281,7 @@ impl StoreCon {
         let Some(f) = &self.follow else { return };
         if failed.is_some_and(primary_lost) {
             *f.doubt_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOUBT);
-            self.find_primary(false).await;
+            self.find_primary(false, failed).await;
         }
     }
 
@@ -232,7 +303,7 @@ impl StoreCon {
         if due && !f.checking.swap(true, std::sync::atomic::Ordering::AcqRel) {
             let me = self.clone();
             tokio::spawn(async move {
-                me.find_primary(false).await;
+                me.find_primary(false, None).await;
                 if let Some(f) = &me.follow {
                     f.checking
                         .store(false, std::sync::atomic::Ordering::Release);
@@ -244,13 +315,16 @@ impl StoreCon {
 
 /// The primary's `host:port` from the first Sentinel that names it.
 async fn ask_sentinels(f: &Follow) -> Result<String, String> {
+    let Source::Sentinel { addrs, master } = &f.source else {
+        return Err("not a Sentinel setup".into());
+    };
     let scheme = if f.store.tls.is_some() {
         "rediss"
     } else {
         "redis"
     };
     let mut last = String::from("no Sentinel configured");
-    for s in &f.sentinels {
+    for s in addrs {
         let ask = async {
             let client = client_for(&format!("{scheme}://{s}/"), &f.store)?;
             let mut c = client
@@ -259,14 +333,14 @@ async fn ask_sentinels(f: &Follow) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&f.master)
+                .arg(master)
                 .query_async::<Option<(String, u16)>>(&mut c)
                 .await
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(f.store.timeout, ask).await {
             Ok(Ok(Some((host, port)))) => return Ok(format!("{host}:{port}")),
-            Ok(Ok(None)) => last = format!("{s} does not know the primary {:?}", f.master),
+            Ok(Ok(None)) => last = format!("{s} does not know the primary {master:?}"),
             Ok(Err(e)) => last = format!("{s}: {e}"),
             Err(_) => last = format!("{s}: no answer within {:?}", f.store.timeout),
         }
@@ -274,14 +348,28 @@ async fn ask_sentinels(f: &Follow) -> Result<String, String> {
     Err(last)
 }
 
+/// The first error answer among `values`: Redis's error replies
+/// (`READONLY`, `MOVED`, …) come back from a connection as values, and
+/// become errors only when the caller reads them.
+fn server_error(values: &[Value]) -> Option<RedisError> {
+    values.iter().find_map(|v| match v {
+        Value::ServerError(e) => Some(RedisError::from(e.clone())),
+        _ => None,
+    })
+}
+
 impl ConnectionLike for StoreCon {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            self.find_primary(true).await;
+            self.find_primary(true, None).await;
             self.recheck();
             let mut con = (**self.current.load()).clone();
             let r = con.req_packed_command(cmd).await;
-            self.after(r.as_ref().err()).await;
+            let answer = match &r {
+                Ok(v) => server_error(std::slice::from_ref(v)),
+                Err(_) => None,
+            };
+            self.after(r.as_ref().err().or(answer.as_ref())).await;
             r
         })
     }
@@ -293,11 +381,15 @@ impl ConnectionLike for StoreCon {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            self.find_primary(true).await;
+            self.find_primary(true, None).await;
             self.recheck();
             let mut con = (**self.current.load()).clone();
             let r = con.req_packed_commands(pipeline, offset, count).await;
-            self.after(r.as_ref().err()).await;
+            let answer = match &r {
+                Ok(v) => server_error(v),
+                Err(_) => None,
+            };
+            self.after(r.as_ref().err().or(answer.as_ref())).await;
             r
         })
     }
@@ -308,7 +400,7 @@ impl ConnectionLike for StoreCon {
 }
 
 /// `url` with its host and port replaced (user, password, db kept).
-fn with_host(url: &str, host: &str, port: &str) -> String {
+pub(super) fn with_host(url: &str, host: &str, port: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -444,4 +536,24 @@ fn the_password_goes_after_the_user() {
     assert_eq!(with_password("redis://h:6379", "x"), "redis://:x@h:6379");
     assert_eq!(with_password("redis://u:old@h", "x"), "redis://u:x@h");
     assert_eq!(with_password("rediss://h", "x"), "rediss://:x@h");
+}
+
+#[cfg(test)]
+#[test]
+fn error_answers_that_mean_another_primary() {
+    let answer = |reply: &[u8]| server_error(&[redis::parse_redis_value(reply).unwrap()]);
+    for lost in [
+        &b"-MOVED 2529 127.0.0.1:7002\r\n"[..],
+        b"-READONLY You can't write against a read only replica.\r\n",
+        b"-CLUSTERDOWN The cluster is down\r\n",
+    ] {
+        let e = answer(lost).expect("an error answer");
+        assert!(primary_lost(&e), "{e}");
+    }
+    let e = answer(b"-ERR wrong number of arguments\r\n").unwrap();
+    assert!(!primary_lost(&e), "{e}");
+    // ASK (a slot being migrated) is not followed
+    let e = answer(b"-ASK 2529 127.0.0.1:7002\r\n").unwrap();
+    assert!(!primary_lost(&e), "{e}");
+    assert!(answer(b"+OK\r\n").is_none());
 }

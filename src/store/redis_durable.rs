@@ -62,7 +62,7 @@ impl ClaimsConnection {
             ..store.clone()
         };
         Ok(ClaimsConnection {
-            con: super::redis_conn::connect(&own)?,
+            con: line.another(&own)?,
             durability: Some(Durability {
                 replicas: store.min_replicas_acked,
                 timeout: store.replica_ack_timeout,
