@@ -427,3 +427,63 @@ async fn feedback_is_forwarded_to_the_webhook_and_only_there() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_fails_once_gets_the_record_on_the_retry() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // the first POST meets a 503 (a deploy on the operator's side), the
+    // next one succeeds
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let hook = Origin::start(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            common::origin::Reply::Full {
+                status: 503,
+                headers: vec![],
+                body: b"busy".to_vec(),
+            }
+        } else {
+            common::origin::Reply::ok("ok")
+        }
+    })
+    .await;
+    let (u, _origin) = start_with(
+        "talk-webhook-retry",
+        &format!("feedback_webhook = \"http://{}/hooks/usher\"", hook.addr),
+    )
+    .await;
+    let ticket = waiting_visitor(u.addr).await;
+    let r = exchange(
+        u.addr,
+        &form_post(
+            "/__usher/feedback",
+            &format!("Cookie: {ticket}\r\n"),
+            "category=other&text=retry+me",
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let got = hook.wait_for(2).await;
+    assert_eq!(got.len(), 2, "one failure, one retry");
+    for g in &got {
+        let v: serde_json::Value = serde_json::from_slice(&g.body).expect("JSON body");
+        assert_eq!(v["text"], "retry me");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = common::clients::admin_get(u.admin, "/metrics").await.text();
+        if metrics.contains("usher_feedback_webhook_total{result=\"sent\"} 1") {
+            assert!(
+                metrics.contains("usher_feedback_webhook_total{result=\"failed\"} 0"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

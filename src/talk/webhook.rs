@@ -2,8 +2,11 @@
 //! each stored record is POSTed as JSON by one background task, so a slow
 //! or dead endpoint never holds a visitor's request. The queue is bounded
 //! ([`QUEUE`]); when it is full a record is not forwarded (it is stored
-//! all the same, and counted as `dropped`). One attempt each: the record
-//! is already safe on disk, the webhook is a convenience.
+//! all the same, and counted as `dropped`). A failed POST (no answer, a
+//! timeout, a 5xx or 429) is tried again after 1 s and 3 s ([`ATTEMPTS`]
+//! in all); another refusal (4xx) is final. The record is already safe on
+//! disk: the webhook is a convenience, and while it is retried the queue
+//! (not the line) waits.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,6 +24,10 @@ use crate::metrics::TalkMetrics;
 pub const QUEUE: usize = 256;
 /// One POST's time limit, connecting included.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// POSTs of one record at most.
+pub const ATTEMPTS: u32 = 3;
+/// The wait before the second and the third attempt.
+const BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 
 /// What became of an offered record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,29 +98,49 @@ pub async fn run(hook: &Webhook, metrics: &TalkMetrics, mut stop: watch::Receive
             continue;
         };
         let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri((*url).clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, "usher")
-            .body(Full::new(body));
-        let Ok(req) = req else { continue };
         let client = client.get_or_insert_with(|| crate::proxy::outbound::client(true, TIMEOUT));
-        let result = match tokio::time::timeout(TIMEOUT, client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => "sent",
-            Ok(Ok(resp)) => {
-                tracing::warn!(status = %resp.status(), id = record.id, "feedback webhook refused a record");
-                "failed"
+        let mut result = "failed";
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(BACKOFF[(attempt - 1) as usize]) => {}
+                    _ = stop.changed() => return,
+                }
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, id = record.id, "feedback webhook unreachable");
-                "failed"
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri((*url).clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::USER_AGENT, "usher")
+                .body(Full::new(body.clone()));
+            let Ok(req) = req else { break };
+            let last = attempt + 1 == ATTEMPTS;
+            match tokio::time::timeout(TIMEOUT, client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => {
+                    result = "sent";
+                    break;
+                }
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    let again = status.is_server_error() || status.as_u16() == 429;
+                    tracing::warn!(%status, id = record.id, attempt = attempt + 1, retry = again && !last, "feedback webhook refused a record");
+                    if !again {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, id = record.id, attempt = attempt + 1, retry = !last, "feedback webhook unreachable");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        id = record.id,
+                        attempt = attempt + 1,
+                        retry = !last,
+                        "feedback webhook timed out"
+                    );
+                }
             }
-            Err(_) => {
-                tracing::warn!(id = record.id, "feedback webhook timed out");
-                "failed"
-            }
-        };
+        }
         metrics.webhook.with_label_values(&[result]).inc();
     }
 }
