@@ -27,13 +27,13 @@ mod procs;
 #[path = "support/redis.rs"]
 mod redis;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use claims::{visitor, Outcome};
+use claims::{exactly_the_stock, visitor};
 use cluster::{ask, Cluster};
 use http::Request;
 use http_util::{send, HttpClient};
@@ -252,34 +252,7 @@ async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_mov
     eprintln!(
         "killed with {at_kill} issued; promoted {promoted:?} after the kill; line back {back:?} after the promotion"
     );
-    let gave_up: Vec<_> = outcomes
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| matches!(o, Outcome::GaveUp(_)))
-        .collect();
-    assert!(
-        gave_up.is_empty(),
-        "visitors without an answer: {gave_up:?}"
-    );
-    let codes: HashMap<usize, String> = outcomes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| match o {
-            Outcome::Issued(c) => Some((i, c.clone())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(codes.len(), 100, "exactly the stock handed out");
-    let distinct: HashSet<&String> = codes.values().collect();
-    assert_eq!(distinct.len(), 100, "no code twice");
-    assert!(
-        codes.values().all(|c| pool.contains(c)),
-        "codes of the pool"
-    );
-    assert_eq!(
-        outcomes.iter().filter(|o| **o == Outcome::SoldOut).count(),
-        200
-    );
+    let codes = exactly_the_stock(&outcomes, &pool, 100);
 
     // the slot moves (with its keys) to the URL's primary: MOVED. After the
     // failover the nodes ask the Cluster every 200 ms for 10 s (their

@@ -19,13 +19,12 @@ mod redis;
 #[path = "support/sentinel.rs"]
 mod sentinel;
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use claims::{visitor, Outcome};
+use claims::{exactly_the_stock, visitor};
 use http::Request;
 use http_util::{send, HttpClient};
 use hyper_util::client::legacy::Client;
@@ -267,32 +266,7 @@ async fn failover_mid_claims(lagging: bool) {
     eprintln!(
         "killed with {at_kill} issued; promoted {promoted:?} after the kill; line back {line_back:?} after the promotion; {first_after} issued in all"
     );
-    let gave_up: Vec<_> = outcomes
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| matches!(o, Outcome::GaveUp(_)))
-        .collect();
-    assert!(
-        gave_up.is_empty(),
-        "visitors without an answer: {gave_up:?}"
-    );
-    let codes: HashMap<usize, String> = outcomes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| match o {
-            Outcome::Issued(c) => Some((i, c.clone())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(codes.len(), 100, "exactly the stock handed out");
-    let distinct: HashSet<&String> = codes.values().collect();
-    assert_eq!(distinct.len(), 100, "no code twice");
-    assert!(
-        codes.values().all(|c| pool.contains(c)),
-        "codes of the pool"
-    );
-    let sold_out = outcomes.iter().filter(|o| **o == Outcome::SoldOut).count();
-    assert_eq!(sold_out, 200);
+    let codes = exactly_the_stock(&outcomes, &pool, 100);
 
     // the promoted primary's ledger agrees: each visitor told "issued" holds
     // that code there, and the audit is clean

@@ -69,3 +69,43 @@ pub async fn visitor(
     }
     Outcome::GaveUp(last)
 }
+
+/// The verdict on a claim run: everyone got a final answer, exactly
+/// `stock` distinct codes of `pool` went out, the rest were told sold out.
+/// Returns each issued visitor's code, by visitor number.
+pub fn exactly_the_stock(
+    outcomes: &[Outcome],
+    pool: &[String],
+    stock: usize,
+) -> std::collections::HashMap<usize, String> {
+    let gave_up: Vec<_> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Outcome::GaveUp(_)))
+        .collect();
+    assert!(
+        gave_up.is_empty(),
+        "visitors without an answer: {gave_up:?}"
+    );
+    let codes: std::collections::HashMap<usize, String> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Outcome::Issued(c) => Some((i, c.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes.len(), stock, "exactly the stock handed out");
+    let distinct: std::collections::HashSet<&String> = codes.values().collect();
+    assert_eq!(distinct.len(), stock, "no code twice");
+    assert!(
+        codes.values().all(|c| pool.contains(c)),
+        "codes of the pool"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Outcome::SoldOut).count(),
+        outcomes.len() - stock,
+        "everyone else told sold out"
+    );
+    codes
+}
