@@ -136,6 +136,7 @@ impl App {
     /// opens the state (line files, Redis, voucher ledger).
     pub fn start(cfg: Config, loaded: Loaded, log: LogHandle) -> Result<Arc<App>, ReloadError> {
         let metrics = Arc::new(Metrics::new());
+        zero_series(&metrics);
         let Loaded {
             certs,
             origin,
@@ -398,4 +399,43 @@ pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Every labelled series dashboards and alerts expect exists from the start,
+/// at zero. The labels belong to the modules that count them (metrics knows
+/// no module above it), so they are created here, where both meet.
+fn zero_series(m: &Metrics) {
+    for r in crate::admission::adaptive::Reason::ALL {
+        m.room.adaptive_changes.with_label_values(&[r.label()]);
+    }
+    for cut in crate::admission::flow::Move::ALL
+        .iter()
+        .filter(|m| m.is_cut())
+    {
+        m.room.gate_backoffs.with_label_values(&[cut.label()]);
+    }
+    for l in crate::vouchers::ClaimResult::LABELS {
+        m.vouchers.claims.with_label_values(&[l]);
+    }
+    for c in crate::talk::CATEGORIES {
+        m.talk.feedback.with_label_values(&[c]);
+    }
+    for r in crate::talk::feedback::REFUSALS {
+        m.talk.feedback_refused.with_label_values(&[r]);
+    }
+}
+
+impl crate::vouchers::upkeep::Upkept for App {
+    fn recover_after(&self) -> std::time::Duration {
+        self.config
+            .load()
+            .vouchers
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(30), |c| c.recover_after)
+    }
+
+    fn left(&self, left: u64) {
+        self.room.set_vouchers_left(Some(left));
+        self.metrics.vouchers.remaining.set(left as i64);
+    }
 }

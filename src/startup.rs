@@ -115,6 +115,22 @@ pub fn load(cfg: &Config, running: Option<&Room>) -> Result<Loaded, ConfigError>
                 problem("store.password_file", e);
             }
         }
+        if let Some(t) = &r.tls {
+            if let Some(f) = &t.ca_file {
+                if let Err(e) = crate::store::redis_conn::read_ca(f) {
+                    problem("store.ca_file", e);
+                }
+            }
+            if let Some((cert, key)) = &t.client_cert {
+                if let Err(e) = tls::load(cert, key) {
+                    let name = match &e {
+                        CertError::File { path, .. } if path == key => "store.client_key_file",
+                        _ => "store.client_cert_file",
+                    };
+                    problem(name, e.to_string());
+                }
+            }
+        }
     }
 
     match (certs, origin, keys, pages) {
@@ -174,3 +190,7 @@ fn sorted(mut found: Vec<Problem>) -> Vec<Problem> {
     found.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     found
 }
+
+#[cfg(test)]
+#[path = "startup_tests.rs"]
+mod tests;

@@ -9,24 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// `[room.adaptive]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdaptiveConfig {
-    /// Mean origin response time to stay under.
-    pub target_latency: Duration,
-    /// Share of origin answers that may fail (5xx or no answer).
-    pub max_error_rate: f64,
-    /// Lowest admission rate (new visitors per minute).
-    pub floor: u32,
-    /// Highest admission rate.
-    pub ceiling: u32,
-    /// How often the rate is reconsidered.
-    pub interval: Duration,
-    /// Added per healthy interval while people wait.
-    pub increase: u32,
-    /// Factor applied on an unhealthy interval (0 < f < 1).
-    pub decrease: f64,
-}
+use crate::config::room::AdaptiveConfig;
 
 /// Origin answers counted by the proxy since the last look.
 #[derive(Debug, Default)]

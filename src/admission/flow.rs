@@ -55,11 +55,6 @@
 
 use crate::proxy::slots::Load;
 
-/// How much of the origin's capacity the gate aims to fill by default: high
-/// enough to get people through, low enough that bursts of page loads
-/// rarely wait for a slot.
-pub const DEFAULT_TARGET: f64 = 0.85;
-
 /// Fastest growth, per second (see the module docs): 25% a tick of
 /// 250 ms, about 2.4 times a second.
 const GAIN: f64 = 1.0;

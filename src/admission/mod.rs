@@ -5,7 +5,6 @@
 //! - `flow`: the closed-loop gate (admissions follow the origin's load).
 //! - `active`: admitted visitors and the measured admission rate.
 //! - `room`: the decisions per request and the admission tick.
-//! - `paths`: path normalisation for routing rules.
 //! - `pass_limit`: requests per pass per second (a copied pass).
 
 pub mod active;
@@ -14,7 +13,6 @@ pub mod flow;
 pub mod gate;
 pub mod line;
 pub mod pass_limit;
-pub mod paths;
 mod persist;
 pub mod room;
 #[cfg(test)]

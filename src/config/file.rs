@@ -3,6 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How much of the origin's capacity the closed-loop gate
+/// (`room.origin_target`) aims to fill by default: high enough to get
+/// people through, low enough that bursts of page loads rarely wait for a
+/// slot.
+pub const DEFAULT_ORIGIN_TARGET: f64 = 0.85;
+
 /// Plain listener used when the file names none: loopback, so a fresh
 /// install exposes nothing until ops choose an address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

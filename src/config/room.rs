@@ -71,6 +71,25 @@ pub struct ClosedLoop {
     pub per_minute: Option<u32>,
 }
 
+/// `[room.adaptive]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptiveConfig {
+    /// Mean origin response time to stay under.
+    pub target_latency: Duration,
+    /// Share of origin answers that may fail (5xx or no answer).
+    pub max_error_rate: f64,
+    /// Lowest admission rate (new visitors per minute).
+    pub floor: u32,
+    /// Highest admission rate.
+    pub ceiling: u32,
+    /// How often the rate is reconsidered.
+    pub interval: Duration,
+    /// Added per healthy interval while people wait.
+    pub increase: u32,
+    /// Factor applied on an unhealthy interval (0 < f < 1).
+    pub decrease: f64,
+}
+
 /// The validated `[room]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomConfig {
@@ -133,7 +152,7 @@ pub struct RoomConfig {
     /// Proof-of-work bits for a ticket over the per-address limit (0 = none).
     pub ticket_proof_bits: u32,
     /// The adaptive gate, when enabled.
-    pub adaptive: Option<crate::admission::adaptive::AdaptiveConfig>,
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 impl RoomConfig {
@@ -148,7 +167,7 @@ impl RoomConfig {
 
     /// Whether `ip` is in a bypass network.
     pub fn bypass_ip(&self, ip: IpAddr) -> bool {
-        crate::proxy::headers::is_trusted(ip, &self.bypass_cidrs)
+        crate::net::is_trusted(ip, &self.bypass_cidrs)
     }
 }
 
@@ -158,7 +177,7 @@ fn prefix(p: &mut Problems, key: String, text: &str) -> Option<String> {
         p.push(key, format!("`{text}` must start with /"));
         return None;
     }
-    Some(crate::admission::paths::normalize(text).into_owned())
+    Some(crate::paths::normalize(text).into_owned())
 }
 
 pub(super) fn room(raw: &RawRoom, base: &Path, p: &mut Problems) -> RoomConfig {
@@ -427,11 +446,7 @@ fn gate(raw: &RawRoom, p: &mut Problems) -> Option<ClosedLoop> {
     })
 }
 
-fn adaptive(
-    a: &RawAdaptive,
-    room: &RawRoom,
-    p: &mut Problems,
-) -> crate::admission::adaptive::AdaptiveConfig {
+fn adaptive(a: &RawAdaptive, room: &RawRoom, p: &mut Problems) -> AdaptiveConfig {
     let d = |p: &mut Problems, key: &str, text: &str| {
         super::units::parse_duration(text).unwrap_or_else(|e| {
             p.push(key, e);
@@ -465,7 +480,7 @@ fn adaptive(
             "must be a share between 0 and 1",
         );
     }
-    crate::admission::adaptive::AdaptiveConfig {
+    AdaptiveConfig {
         target_latency: d(p, "room.adaptive.target_latency", &a.target_latency),
         max_error_rate: a.max_error_rate,
         floor: a.floor.max(1),

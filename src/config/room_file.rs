@@ -193,7 +193,7 @@ impl Default for RawRoom {
             max_active_users: None,
             new_users_per_minute: None,
             gate: None,
-            origin_target: crate::admission::flow::DEFAULT_TARGET,
+            origin_target: crate::config::file::DEFAULT_ORIGIN_TARGET,
             burst: DEFAULT_BURST,
             session_duration: DEFAULT_SESSION_DURATION.into(),
             ticket_grace: DEFAULT_TICKET_GRACE.into(),

@@ -356,24 +356,10 @@ fn redis_tls(raw: &RawStore, on: bool, base: &Path, p: &mut Problems) -> Option<
         }
         return None;
     }
-    if let Some(f) = &ca_file {
-        if let Err(e) = crate::store::redis_conn::read_ca(f) {
-            p.push("store.ca_file", e);
-        }
-    }
+    // The files themselves are opened and checked with every other file
+    // the config names, at startup (`crate::startup`).
     let client_cert = match (cert, key) {
-        (Some(c), Some(k)) => {
-            if let Err(e) = crate::server::tls::load(&c, &k) {
-                let key_name = match &e {
-                    crate::server::tls::CertError::File { path, .. } if *path == k => {
-                        "store.client_key_file"
-                    }
-                    _ => "store.client_cert_file",
-                };
-                p.push(key_name, e.to_string());
-            }
-            Some((c, k))
-        }
+        (Some(c), Some(k)) => Some((c, k)),
         (Some(_), None) => {
             p.push(
                 "store.client_key_file",

@@ -210,10 +210,7 @@ pub(super) fn vouchers(raw: &RawVouchers, base: &Path, p: &mut Problems) -> Vouc
         match (parts.next(), parts.next(), parts.next()) {
             (Some(m), Some(path), None) if path.starts_with('/') => {
                 match http::Method::from_bytes(m.as_bytes()) {
-                    Ok(method) => Some((
-                        method,
-                        crate::admission::paths::normalize(path).into_owned(),
-                    )),
+                    Ok(method) => Some((method, crate::paths::normalize(path).into_owned())),
                     Err(_) => {
                         p.push("vouchers.intercept", format!("`{m}` is not an HTTP method"));
                         None

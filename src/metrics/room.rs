@@ -190,9 +190,6 @@ impl RoomMetrics {
             &["reason"],
         )
         .expect("valid metric");
-        for r in crate::admission::adaptive::Reason::ALL {
-            adaptive_changes.with_label_values(&[r.label()]);
-        }
         reg(Box::new(adaptive_changes.clone()));
         let gate_backoffs = IntCounterVec::new(
             Opts::new(
@@ -202,12 +199,6 @@ impl RoomMetrics {
             &["reason"],
         )
         .expect("valid metric");
-        for r in crate::admission::flow::Move::ALL
-            .iter()
-            .filter(|m| m.is_cut())
-        {
-            gate_backoffs.with_label_values(&[r.label()]);
-        }
         reg(Box::new(gate_backoffs.clone()));
         let gate_origin_busy = Gauge::new(
             "usher_gate_origin_busy_ratio",

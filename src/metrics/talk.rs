@@ -28,10 +28,6 @@ impl TalkMetrics {
             &["category"],
         )
         .expect("valid metric");
-        // Every category from the start, so dashboards show zeros.
-        for c in crate::talk::CATEGORIES {
-            feedback.with_label_values(&[c]);
-        }
         reg(Box::new(feedback.clone()));
         let feedback_refused = IntCounterVec::new(
             Opts::new(
@@ -41,9 +37,6 @@ impl TalkMetrics {
             &["reason"],
         )
         .expect("valid metric");
-        for r in crate::talk::feedback::REFUSALS {
-            feedback_refused.with_label_values(&[r]);
-        }
         reg(Box::new(feedback_refused.clone()));
         let announcements = IntCounter::new(
             "usher_announcements_total",

@@ -46,9 +46,6 @@ impl VoucherMetrics {
             &["outcome"],
         )
         .expect("valid metric");
-        for l in crate::vouchers::ClaimResult::LABELS {
-            claims.with_label_values(&[l]);
-        }
         claims.with_label_values(&["not_admitted"]);
         reg(Box::new(claims.clone()));
         let plugin_duration = Histogram::with_opts(

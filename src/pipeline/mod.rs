@@ -62,7 +62,7 @@ pub async fn handle(
     let started = Instant::now();
     let cfg = app.config.load_full();
     let trusted = &cfg.server.trusted_proxies;
-    let peer_trusted = !trusted.is_empty() && headers::is_trusted(conn.peer.ip(), trusted);
+    let peer_trusted = !trusted.is_empty() && crate::net::is_trusted(conn.peer.ip(), trusted);
     let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), trusted);
     let access = app
         .access_log
@@ -164,13 +164,10 @@ async fn route(
 }
 
 fn intercepted(ctx: &Ctx<'_>, req: &Request<Incoming>) -> bool {
-    ctx.cfg.vouchers.as_ref().is_some_and(|v| {
-        vouchers::intercepts(
-            v,
-            req,
-            &crate::admission::paths::normalize(req.uri().path()),
-        )
-    })
+    ctx.cfg
+        .vouchers
+        .as_ref()
+        .is_some_and(|v| vouchers::intercepts(v, req, &crate::paths::normalize(req.uri().path())))
 }
 
 /// Forwards without the room (no `[room]`, or an open path); the origin's

@@ -6,13 +6,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Ctx, HttpError};
-use crate::admission::paths;
 use crate::admission::room::{
     Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER, TICKET_COOKIE,
 };
 use crate::config::room::RoomConfig;
 use crate::holding::{self, Lang, RoomState, StatusView};
 use crate::metrics::Outcome;
+use crate::paths;
 use crate::tokens::cookie::{get_cookie, strip_cookies, SetCookie};
 use crate::{full_body, Body};
 

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::net::{canonical, is_trusted};
+
 /// Hop-by-hop fields of RFC 9110 §7.6.1 (plus `Proxy-Connection`, which
 /// old clients still send). `Trailer` is end-to-end and stays.
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -78,20 +80,6 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(header::COOKIE, v);
-    }
-}
-
-/// Whether `ip` is one of the trusted proxies.
-pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
-    let ip = canonical(ip);
-    trusted.iter().any(|n| n.contains(&ip))
-}
-
-/// An IPv4-mapped IPv6 address as plain IPv4, so `10.0.0.0/8` matches it.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

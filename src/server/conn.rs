@@ -20,8 +20,8 @@ use super::proxy_protocol::{self, Refusal};
 use super::stall::SendTimeout;
 use crate::app::App;
 use crate::config::Config;
+use crate::net::is_trusted;
 use crate::pipeline::{self, ConnInfo};
-use crate::proxy::headers::is_trusted;
 
 /// What a listener puts in front of HTTP.
 pub struct Edge {

@@ -200,7 +200,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
     {
         let (app, stop) = (app.clone(), stopped.clone());
         tasks.push(tokio::spawn(async move {
-            crate::talk::webhook::run(&app.talk.webhook, &app.metrics.talk, stop).await
+            crate::talk::webhook::run(&app.talk.webhook, &app.metrics.talk.webhook, stop).await
         }));
     }
     if app.talk.shared.is_some() {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
-use crate::proxy::headers::canonical;
+use crate::net::canonical;
 
 /// Connection counts per address.
 #[derive(Debug, Default)]

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::logging::Throttle;
-use crate::proxy::headers::canonical;
+use crate::net::canonical;
 
 /// Longest v1 header, CRLF included (the specification's own bound).
 pub const V1_MAX: usize = 107;

@@ -94,7 +94,7 @@ pub fn plan(input: PlanInput) -> Result<Plan, PlanError> {
     let crowd_minutes = i.crowd as f64 / rate;
     // The closed-loop gate fills its own target, whatever the utilization
     // asked for the fixed numbers: rate = throughput at target / requests.
-    let gate_throughput = i.origin_capacity as f64 * crate::admission::flow::DEFAULT_TARGET
+    let gate_throughput = i.origin_capacity as f64 * crate::config::file::DEFAULT_ORIGIN_TARGET
         / (i.origin_latency_ms / 1000.0);
     let gate_rate = down(gate_throughput * 60.0 / i.requests_per_session);
     Ok(Plan {
@@ -133,7 +133,7 @@ impl fmt::Display for Plan {
         writeln!(
             f,
             "  usher keeps about {:.0} of these busy while people wait: at {} ms that is",
-            self.origin_max_in_flight as f64 * crate::admission::flow::DEFAULT_TARGET,
+            self.origin_max_in_flight as f64 * crate::config::file::DEFAULT_ORIGIN_TARGET,
             i.origin_latency_ms
         )?;
         writeln!(

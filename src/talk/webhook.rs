@@ -15,10 +15,10 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 use http_body_util::Full;
+use prometheus::IntCounterVec;
 use tokio::sync::{mpsc, watch};
 
 use super::Record;
-use crate::metrics::TalkMetrics;
 
 /// Records waiting to be sent at most.
 pub const QUEUE: usize = 256;
@@ -77,9 +77,10 @@ impl Webhook {
     }
 }
 
-/// Sends queued records until told to stop (the first caller takes the
-/// queue; a second returns at once).
-pub async fn run(hook: &Webhook, metrics: &TalkMetrics, mut stop: watch::Receiver<bool>) {
+/// Sends queued records until told to stop, counting each by its result in
+/// `sent` (`usher_feedback_webhook_total`). The first caller takes the
+/// queue; a second returns at once.
+pub async fn run(hook: &Webhook, sent: &IntCounterVec, mut stop: watch::Receiver<bool>) {
     let Some(mut rx) = hook.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
@@ -141,6 +142,6 @@ pub async fn run(hook: &Webhook, metrics: &TalkMetrics, mut stop: watch::Receive
                 }
             }
         }
-        metrics.webhook.with_label_values(&[result]).inc();
+        sent.with_label_values(&[result]).inc();
     }
 }

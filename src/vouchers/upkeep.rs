@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Vouchers;
-use crate::app::App;
 
 /// How often the shared counters are re-read.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
@@ -29,10 +28,18 @@ pub fn sweep_every(recover_after: Duration) -> Duration {
     (recover_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(15))
 }
 
+/// What the upkeep reads from and tells the rest of usher.
+pub trait Upkept: Send + Sync {
+    /// `vouchers.recover_after` as configured now (it reloads live).
+    fn recover_after(&self) -> Duration;
+    /// The codes left in stock line-wide, just read.
+    fn left(&self, left: u64);
+}
+
 /// Runs until `stop`: the persistence check, the refreshes and the sweeps.
-pub async fn shared(app: Arc<App>, v: Arc<Vouchers>, mut stop: watch::Receiver<bool>) {
-    let refresh = refresh_loop(&app, &v);
-    let sweep = sweep_loop(&app, &v);
+pub async fn shared(app: Arc<impl Upkept>, v: Arc<Vouchers>, mut stop: watch::Receiver<bool>) {
+    let refresh = refresh_loop(&*app, &v);
+    let sweep = sweep_loop(&*app, &v);
     tokio::select! {
         _ = refresh => {}
         _ = sweep => {}
@@ -40,7 +47,7 @@ pub async fn shared(app: Arc<App>, v: Arc<Vouchers>, mut stop: watch::Receiver<b
     }
 }
 
-async fn refresh_loop(app: &App, v: &Vouchers) {
+async fn refresh_loop(app: &impl Upkept, v: &Vouchers) {
     let mut checked = false;
     let mut up = true;
     loop {
@@ -59,9 +66,7 @@ async fn refresh_loop(app: &App, v: &Vouchers) {
                     tracing::info!("voucher ledger in Redis reachable again");
                 }
                 up = true;
-                let left = v.remaining();
-                app.room.set_vouchers_left(Some(left));
-                app.metrics.vouchers.remaining.set(left as i64);
+                app.left(v.remaining());
             }
             Err(e) => {
                 if up {
@@ -101,18 +106,13 @@ async fn check_persistence(v: &Vouchers) -> bool {
     }
 }
 
-async fn sweep_loop(app: &App, v: &Vouchers) {
+async fn sweep_loop(app: &impl Upkept, v: &Vouchers) {
     loop {
-        let age = app
-            .config
-            .load()
-            .vouchers
-            .as_ref()
-            .map_or(Duration::from_secs(30), |c| c.recover_after);
+        let age = app.recover_after();
         match v.recover_older_than(age).await {
             Ok(report) if report.pending > 0 => {
                 tracing::info!(?report, "pending voucher claims finished");
-                app.room.set_vouchers_left(Some(v.remaining()));
+                app.left(v.remaining());
             }
             Ok(_) => {}
             // The refresh loop logs the outage once.
