@@ -17,9 +17,9 @@ use crate::logging::{AccessLog, LogHandle};
 use crate::metrics::Metrics;
 use crate::proxy::client::OriginClient;
 use crate::proxy::slots::Slots;
-use crate::server::tls::{CertResolver, LoadedCert};
 use crate::startup::{self, Loaded};
 use crate::store::line_files::LineFilesError;
+use crate::tls::{CertResolver, LoadedCert};
 
 /// Why a start or a reload was refused (on reload the running config stays).
 ///

@@ -28,6 +28,7 @@ pub mod admission;
 pub mod app;
 pub mod config;
 pub mod ctl;
+pub mod h1_guard;
 pub mod holding;
 pub mod logging;
 pub mod metrics;
@@ -41,6 +42,7 @@ pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod talk;
+pub mod tls;
 pub mod tokens;
 pub mod vouchers;
 

@@ -415,7 +415,7 @@ fn report_audit(report: Result<usher::vouchers::AuditReport, String>) -> ExitCod
 
 fn dev_cert(names: &[String], cert: &PathBuf, key: &PathBuf, days: u32) -> anyhow::Result<()> {
     let (cert_pem, key_pem) =
-        usher::server::tls::dev_certificate(names, days).context("making the certificate")?;
+        usher::tls::dev_certificate(names, days).context("making the certificate")?;
     for p in [cert, key] {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -16,7 +16,7 @@ use crate::config::store::StoreConfig;
 use crate::config::{Config, ConfigError, Problem};
 use crate::holding::HoldingPages;
 use crate::proxy::client::{ClientError, OriginClient};
-use crate::server::tls::{self, CertError, LoadedCert};
+use crate::tls::{self, CertError, LoadedCert};
 use crate::tokens::Keyring;
 use crate::vouchers::setup::{self, Issuer};
 

@@ -19,8 +19,8 @@ fn load(store: &str) -> Result<(), String> {
 fn redis_tls_files_are_opened_and_named() {
     let dir = crate::store::tests::TempDir::new("redis-tls-startup");
     let d = dir.path();
-    let (cert, key) = crate::server::tls::dev_certificate(&["localhost".into()], 1).unwrap();
-    let (_, other_key) = crate::server::tls::dev_certificate(&["localhost".into()], 1).unwrap();
+    let (cert, key) = crate::tls::dev_certificate(&["localhost".into()], 1).unwrap();
+    let (_, other_key) = crate::tls::dev_certificate(&["localhost".into()], 1).unwrap();
     for (name, text) in [
         ("ca.pem", cert.as_str()),
         ("c.pem", cert.as_str()),

@@ -51,8 +51,8 @@ fn check_reports_every_mistake_with_file_and_line() {
 fn check_prints_the_effective_config_which_checks_again() {
     let dir = TempDir::new("check-good");
     // check opens the files the config names: a real pair
-    let (cert, key) = usher::server::tls::dev_certificate(&["localhost".to_string()], 2)
-        .expect("dev certificate");
+    let (cert, key) =
+        usher::tls::dev_certificate(&["localhost".to_string()], 2).expect("dev certificate");
     dir.write("a.crt", &cert);
     dir.write("a.key", &key);
     let path = dir.write(

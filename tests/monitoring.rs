@@ -62,7 +62,7 @@ async fn scrape_running_usher() -> String {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("usher-monitoring-{}-{run}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = usher::server::tls::dev_certificate(&["localhost".into()], 30).unwrap();
+    let (cert, key) = usher::tls::dev_certificate(&["localhost".into()], 30).unwrap();
     std::fs::write(dir.join("dev.crt"), cert).unwrap();
     std::fs::write(dir.join("dev.key"), key).unwrap();
     let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
-use usher::server::h1_guard::{GuardLimits, H1Guard, Rejection};
+use usher::h1_guard::{GuardLimits, H1Guard, Rejection};
 
 /// Reads `data` in pieces of the given sizes (cycled), like a socket would.
 struct Pieces<'a> {

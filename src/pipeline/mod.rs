@@ -19,10 +19,10 @@ pub use error::HttpError;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::h1_guard::GuardHandle;
 use crate::holding;
 use crate::metrics::Outcome;
 use crate::proxy::headers;
-use crate::server::h1_guard::GuardHandle;
 use crate::Body;
 
 /// What usher knows about a client connection.

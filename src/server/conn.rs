@@ -14,12 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::h1_guard::{GuardLimits, H1Guard};
 use super::per_ip::{PerIp, PerIpSlot};
 use super::proxy_protocol::{self, Refusal};
 use super::stall::SendTimeout;
 use crate::app::App;
 use crate::config::Config;
+use crate::h1_guard::{GuardLimits, H1Guard};
 use crate::net::is_trusted;
 use crate::pipeline::{self, ConnInfo};
 

@@ -4,11 +4,9 @@
 
 pub mod activation;
 mod conn;
-pub mod h1_guard;
 pub mod per_ip;
 pub mod proxy_protocol;
 pub mod stall;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -178,7 +176,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
     let acceptor = app
         .certs
         .as_ref()
-        .map(|r| TlsAcceptor::from(Arc::new(tls::server_config(r.clone()))));
+        .map(|r| TlsAcceptor::from(Arc::new(crate::tls::server_config(r.clone()))));
     let plain = listeners.plain.into_iter().map(|l| (l, None));
     let tls = listeners.tls.into_iter().map(|l| (l, acceptor.clone()));
     for (l, tls) in plain.chain(tls) {

@@ -157,7 +157,7 @@ impl Drop for TempDir {
 /// returns (cert path, key path, cert PEM).
 pub fn dev_cert(dir: &TempDir) -> (PathBuf, PathBuf, String) {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    let (cert, key) = usher::server::tls::dev_certificate(&names, 2).expect("dev certificate");
+    let (cert, key) = usher::tls::dev_certificate(&names, 2).expect("dev certificate");
     let c = dir.write("dev.crt", &cert);
     let k = dir.write("dev.key", &key);
     (c, k, cert)

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 /// Writes a dev certificate for localhost to `cert`/`key`; returns the DER.
 pub fn write_cert(cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
     use rustls_pki_types::pem::PemObject;
-    let (c, k) = usher::server::tls::dev_certificate(&["localhost".into()], 30).unwrap();
+    let (c, k) = usher::tls::dev_certificate(&["localhost".into()], 30).unwrap();
     std::fs::write(cert, &c).unwrap();
     std::fs::write(key, &k).unwrap();
     rustls_pki_types::CertificateDer::from_pem_slice(c.as_bytes())
