@@ -26,6 +26,7 @@
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod civil;
 pub mod config;
 pub mod ctl;
 pub mod h1_guard;

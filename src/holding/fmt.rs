@@ -170,34 +170,6 @@ fn write_two(out: &mut Vec<u8>, n: u64) {
     out.push(b'0' + (n % 10) as u8);
 }
 
-/// A Unix time as calendar date and time of day in UTC.
-struct Civil {
-    year: i64,
-    month: u64,
-    day: u64,
-    secs_of_day: u64,
-}
-
-fn civil(unix: u64) -> Civil {
-    // Howard Hinnant's days-to-civil algorithm.
-    let days = (unix / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097) as u64;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe as i64 + era * 400 + i64::from(month <= 2);
-    Civil {
-        year,
-        month,
-        day,
-        secs_of_day: unix % 86_400,
-    }
-}
-
 /// Appends `HH:MM:SS UTC`: the server cannot know the visitor's zone, and
 /// the script replaces it with local time at once.
 pub(crate) fn write_time_utc(out: &mut Vec<u8>, unix: u64) {
@@ -212,7 +184,7 @@ pub(crate) fn write_time_utc(out: &mut Vec<u8>, unix: u64) {
 
 /// Appends `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339), for `<time datetime>`.
 pub(crate) fn write_rfc3339(out: &mut Vec<u8>, unix: u64) {
-    let c = civil(unix);
+    let c = crate::civil::Civil::of(unix);
     // Years past 9999 only come from a broken clock; clamp to keep the shape.
     let year = c.year.clamp(0, 9999) as u64;
     write_two(out, year / 100);
