@@ -1,6 +1,7 @@
-//! Unix seconds as a UTC calendar date, for the two places usher writes
-//! dates itself (the access log's CLF time, the holding page's RFC 3339
-//! times): Howard Hinnant's days-to-civil algorithm, no date crate needed.
+//! Unix seconds as a UTC calendar date, for the places usher writes dates
+//! itself (the access log's CLF time, the holding page's RFC 3339 times,
+//! the date in a generated key id): Howard Hinnant's days-to-civil
+//! algorithm, no date crate needed.
 
 /// A Unix time as calendar date and time of day in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -307,17 +307,8 @@ pub fn request(
 /// A key id for a key generated at `unix_secs`: `k` and the UTC date
 /// (`k20250301`), so ids sort by age and say when a key was made.
 pub fn default_kid(unix_secs: u64) -> String {
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = (unix_secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("k{year:04}{month:02}{day:02}")
+    let c = crate::civil::Civil::of(unix_secs);
+    format!("k{:04}{:02}{:02}", c.year, c.month, c.day)
 }
 
 #[cfg(test)]
