@@ -50,20 +50,31 @@ LUA
   trap - EXIT
 fi
 if [[ $what == idle || $what == all ]]; then
-  "$USHER" run -c benches/forward.toml & pid=$!
-  trap 'kill $pid 2>/dev/null || true' EXIT
-  for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18101/healthz && break; sleep 0.1; done
+  # CONNS connections (default 10,000) that each served one request, idle,
+  # in each of IDLE_PROTOS (h1, h2c, tls: HTTP/1.1 over TLS), one fresh
+  # usher each; then the floor, a bare tokio task per connection.
+  tmp=$(mktemp -d) pid=
+  trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+  { cat benches/forward.toml
+    printf '[server.tls]\nlisten = ["127.0.0.1:18106"]\n[[server.tls.certificates]]\n'
+    printf 'cert = "%s"\nkey = "%s"\n' "$tmp/cert.pem" "$tmp/key.pem"; } >"$tmp/idle.toml"
   ( cd "$BENCH" && ./origin.sh start >/dev/null 2>&1 ) || true
-  echo -n "usher: "; python3 benches/idle_conns.py 18100 "$pid" "${CONNS:-10000}"
+  for proto in ${IDLE_PROTOS:-h1 h2c tls}; do
+    "$USHER" run -c "$tmp/idle.toml" & pid=$!
+    for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18101/healthz && break; sleep 0.1; done
+    port=18100; [[ $proto == tls ]] && port=18106
+    echo -n "usher: "; python3 benches/idle_conns.py $port "$pid" "${CONNS:-10000}" "$proto"
+    kill $pid; wait $pid 2>/dev/null || true
+  done
   ( cd "$BENCH" && ./origin.sh stop >/dev/null 2>&1 ) || true
-  kill $pid; wait $pid 2>/dev/null || true
-  # The floor: a bare tokio task per connection (examples/idle_floor.rs).
   cargo build --release --example idle_floor >/dev/null
   target/release/examples/idle_floor 127.0.0.1:18110 300 & pid=$!
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18110/ && break; sleep 0.1; done
   echo -n "floor: "; python3 benches/idle_conns.py 18110 "$pid" "${CONNS:-10000}"
   kill $pid; wait $pid 2>/dev/null || true
-  trap - EXIT
+  rm -rf "$tmp"; trap - EXIT
 fi
 if [[ $what == poll || $what == all ]]; then
   # POLL_CLIENTS keep-alive visitors (default 15,000) over POLL_PROCS client

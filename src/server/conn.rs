@@ -101,7 +101,7 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let (stream, peer, ip_slot) = if proxy_protocol {
-                match proxied(stream, peer, &app, &per_ip).await {
+                match Box::pin(proxied(stream, peer, &app, &per_ip)).await {
                     Some(c) => c,
                     None => return,
                 }
@@ -207,57 +207,63 @@ async fn connection(
         guard: None,
     };
     match tls {
-        Some(acceptor) => {
-            let timeout = cfg
-                .server
-                .tls
-                .as_ref()
-                .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
-            // Boxed: the handshake's state is not kept in the task once done.
-            let accept = Box::pin(acceptor.accept(stream));
-            let tls_stream = match tokio::time::timeout(timeout, accept).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    app.metrics
-                        .connections_refused
-                        .with_label_values(&["tls_handshake"])
-                        .inc();
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    app.metrics
-                        .connections_refused
-                        .with_label_values(&["tls_handshake_timeout"])
-                        .inc();
-                    return;
-                }
-            };
-            let proto = match tls_stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => Proto::H2,
-                _ => Proto::H1,
-            };
-            match proto {
-                Proto::H1 => Box::pin(serve_h1(tls_stream, &cfg, app, info, &mut drain)).await,
-                Proto::H2 => Box::pin(serve_h2(tls_stream, &cfg, app, info, &mut drain)).await,
-            }
-        }
+        // Boxed, as everything but the plain HTTP/1 path: a parked plain
+        // connection's task keeps only what that path needs (rustls's state
+        // alone is a few KiB).
+        Some(acceptor) => Box::pin(tls_connection(stream, acceptor, cfg, app, info, drain)).await,
         None => {
-            let proto = match sniff(&stream, cfg.server.header_read_timeout).await {
-                Some(p) => p,
-                None => {
-                    app.metrics
-                        .connections_refused
-                        .with_label_values(&["idle_before_request"])
-                        .inc();
-                    return;
-                }
+            let sniffed = Box::pin(sniff(&stream, cfg.server.header_read_timeout)).await;
+            let Some(proto) = sniffed else {
+                app.metrics
+                    .connections_refused
+                    .with_label_values(&["idle_before_request"])
+                    .inc();
+                return;
             };
             match proto {
                 Proto::H1 => serve_h1(stream, &cfg, app, info, &mut drain).await,
                 Proto::H2 => Box::pin(serve_h2(stream, &cfg, app, info, &mut drain)).await,
             }
         }
+    }
+}
+
+/// The TLS handshake, then HTTP/1.1 or h2 as ALPN chose.
+async fn tls_connection(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    cfg: Arc<Config>,
+    app: Arc<App>,
+    info: ConnInfo,
+    mut drain: Drain,
+) {
+    let timeout = cfg
+        .server
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
+    let peer = info.peer;
+    let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            app.metrics
+                .connections_refused
+                .with_label_values(&["tls_handshake"])
+                .inc();
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            app.metrics
+                .connections_refused
+                .with_label_values(&["tls_handshake_timeout"])
+                .inc();
+            return;
+        }
+    };
+    match tls_stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => serve_h2(tls_stream, &cfg, app, info, &mut drain).await,
+        _ => serve_h1(tls_stream, &cfg, app, info, &mut drain).await,
     }
 }
 
