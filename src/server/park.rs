@@ -274,3 +274,77 @@ impl Drain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::h1_guard::GuardLimits;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn parkable(io: DuplexStream) -> (Parkable<DuplexStream>, Arc<Home<DuplexStream>>, Flight) {
+        let (guarded, _handle) =
+            H1Guard::new(SendTimeout::new(io, Duration::ZERO), GuardLimits::default());
+        let (home, flight) = (Home::new(), Flight::default());
+        (
+            Parkable::new(guarded, home.clone(), flight.clone()),
+            home,
+            flight,
+        )
+    }
+
+    /// One read with nothing more to come soon: `Some(n)` bytes, `None` pending.
+    async fn read_now(p: &mut Parkable<DuplexStream>) -> Option<usize> {
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(Duration::from_millis(50), p.read(&mut buf))
+            .await
+            .ok()
+            .map(|r| r.unwrap())
+    }
+
+    #[tokio::test]
+    async fn parks_only_when_the_connection_rests() {
+        let (ours, mut client) = tokio::io::duplex(1024);
+        let (mut p, home, flight) = parkable(ours);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        assert_eq!(read_now(&mut p).await, Some(18));
+        // Mid-head: waits for the rest.
+        assert_eq!(read_now(&mut p).await, None);
+        client.write_all(b"st: a\r\n\r\n").await.unwrap();
+        assert_eq!(read_now(&mut p).await, Some(9));
+        // The request is in flight: no parking.
+        let busy = flight.enter();
+        assert_eq!(read_now(&mut p).await, None);
+        p.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        drop(busy);
+        // Written but not flushed yet: no parking.
+        assert_eq!(read_now(&mut p).await, None);
+        p.flush().await.unwrap();
+        // At rest: end-of-stream to hyper, and the IO goes home.
+        assert_eq!(read_now(&mut p).await, Some(0));
+        p.shutdown().await.unwrap();
+        assert!(home.take().is_none(), "handed over on drop only");
+        drop(p);
+        let mut io = home.take().expect("the IO came home");
+        // Not shut down: the client can still talk to it.
+        client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 17);
+        assert!(!io.at_rest(), "the guard still follows the stream");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_rested_is_shut_down() {
+        let (ours, mut client) = tokio::io::duplex(1024);
+        let (mut p, home, _flight) = parkable(ours);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(read_now(&mut p).await, Some(16));
+        p.shutdown().await.unwrap();
+        drop(p);
+        assert!(home.take().is_none());
+        let mut buf = [0u8; 8];
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed");
+    }
+}
