@@ -190,6 +190,13 @@ impl<T> H1Guard<T> {
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
+
+    /// Whether the connection rests between requests: every byte read so far belonged to a
+    /// complete request and nothing of the next one has arrived (never after a passthrough or
+    /// a rejection). Releases the guard's line buffer when it does.
+    pub fn at_rest(&mut self) -> bool {
+        self.scanner.at_rest()
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {

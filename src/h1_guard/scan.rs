@@ -269,6 +269,17 @@ impl Scanner {
         Ok(())
     }
 
+    /// Whether the scanner rests between requests: every byte read so far belonged to a
+    /// complete request and nothing of the next head has arrived. At rest, the line buffer
+    /// (grown by a head that spanned reads) is given back.
+    pub(super) fn at_rest(&mut self) -> bool {
+        let rest = self.phase == Phase::Lines(Section::Head) && !self.head.started;
+        if rest && self.line.is_empty() && self.line.capacity() > 0 {
+            self.line = Vec::new();
+        }
+        rest && self.line.is_empty()
+    }
+
     fn start_section(&mut self, section: Section) -> Phase {
         self.budget = self.limits.max_head_bytes;
         self.fields = 0;

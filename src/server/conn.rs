@@ -5,15 +5,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::park::{self, Drain, Flight, Home, Parkable, Readable, Tracked};
 use super::per_ip::{PerIp, PerIpSlot};
 use super::proxy_protocol::{self, Refusal};
 use super::stall::SendTimeout;
@@ -39,7 +42,7 @@ pub async fn accept_loop(
     limit: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     mut stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
+    drain: Arc<watch::Sender<()>>,
 ) {
     let local = listener
         .local_addr()
@@ -94,18 +97,18 @@ pub async fn accept_loop(
         let tls = edge.tls.clone();
         let proxy_protocol = edge.proxy_protocol;
         let per_ip = per_ip.clone();
-        let watcher = graceful.watcher();
+        let drain = Drain::new(drain.subscribe());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let (stream, peer, ip_slot) = if proxy_protocol {
-                match proxied(stream, peer, &app, &per_ip).await {
+                match Box::pin(proxied(stream, peer, &app, &per_ip)).await {
                     Some(c) => c,
                     None => return,
                 }
             } else {
                 (stream, peer, ip_slot)
             };
-            connection(stream, peer, label, tls, app, permit, watcher).await;
+            connection(stream, peer, label, tls, app, permit, drain).await;
             drop(ip_slot);
         });
     }
@@ -194,7 +197,7 @@ async fn connection(
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
     _permit: OwnedSemaphorePermit,
-    watcher: Watcher,
+    mut drain: Drain,
 ) {
     let cfg = app.config.load_full();
     let info = ConnInfo {
@@ -204,49 +207,63 @@ async fn connection(
         guard: None,
     };
     match tls {
-        Some(acceptor) => {
-            let timeout = cfg
-                .server
-                .tls
-                .as_ref()
-                .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
-            let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    app.metrics
-                        .connections_refused
-                        .with_label_values(&["tls_handshake"])
-                        .inc();
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    app.metrics
-                        .connections_refused
-                        .with_label_values(&["tls_handshake_timeout"])
-                        .inc();
-                    return;
-                }
-            };
-            let proto = match tls_stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => Proto::H2,
-                _ => Proto::H1,
-            };
-            serve(tls_stream, proto, &cfg, app, info, watcher).await;
-        }
+        // Boxed, as everything but the plain HTTP/1 path: a parked plain
+        // connection's task keeps only what that path needs (rustls's state
+        // alone is a few KiB).
+        Some(acceptor) => Box::pin(tls_connection(stream, acceptor, cfg, app, info, drain)).await,
         None => {
-            let proto = match sniff(&stream, cfg.server.header_read_timeout).await {
-                Some(p) => p,
-                None => {
-                    app.metrics
-                        .connections_refused
-                        .with_label_values(&["idle_before_request"])
-                        .inc();
-                    return;
-                }
+            let sniffed = Box::pin(sniff(&stream, cfg.server.header_read_timeout)).await;
+            let Some(proto) = sniffed else {
+                app.metrics
+                    .connections_refused
+                    .with_label_values(&["idle_before_request"])
+                    .inc();
+                return;
             };
-            serve(stream, proto, &cfg, app, info, watcher).await;
+            match proto {
+                Proto::H1 => serve_h1(stream, &cfg, app, info, &mut drain).await,
+                Proto::H2 => Box::pin(serve_h2(stream, &cfg, app, info, &mut drain)).await,
+            }
         }
+    }
+}
+
+/// The TLS handshake, then HTTP/1.1 or h2 as ALPN chose.
+async fn tls_connection(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    cfg: Arc<Config>,
+    app: Arc<App>,
+    info: ConnInfo,
+    mut drain: Drain,
+) {
+    let timeout = cfg
+        .server
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
+    let peer = info.peer;
+    let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            app.metrics
+                .connections_refused
+                .with_label_values(&["tls_handshake"])
+                .inc();
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            app.metrics
+                .connections_refused
+                .with_label_values(&["tls_handshake_timeout"])
+                .inc();
+            return;
+        }
+    };
+    match tls_stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => serve_h2(tls_stream, &cfg, app, info, &mut drain).await,
+        _ => serve_h1(tls_stream, &cfg, app, info, &mut drain).await,
     }
 }
 
@@ -274,25 +291,27 @@ async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Proto> {
     tokio::time::timeout(timeout, peek).await.ok().flatten()
 }
 
-/// The HTTP server settings for a connection, from the config of the moment.
-fn builder(cfg: &Config, proto: Proto) -> auto::Builder<TokioExecutor> {
+/// The HTTP/1 settings of a connection, from the config of the moment;
+/// `head_timeout` bounds the wait for the next request head.
+fn h1_builder(cfg: &Config, head_timeout: Duration) -> http1::Builder {
     let s = &cfg.server;
-    let b = auto::Builder::new(TokioExecutor::new());
-    let mut b = match proto {
-        Proto::H1 => b.http1_only(),
-        Proto::H2 => b.http2_only(),
-    };
-    b.http1()
-        .timer(TokioTimer::new())
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
         // Header names reach the origin as the client wrote them (and the
         // origin's reach the client): legacy sites may match them by case.
         .preserve_header_case(true)
-        .header_read_timeout(s.header_read_timeout)
+        .header_read_timeout(head_timeout)
         .max_headers(s.max_headers)
         // hyper answers 431 when a head does not fit its read buffer.
         .max_buf_size(s.max_header_bytes.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+/// The HTTP/2 settings of a connection, from the config of the moment.
+fn h2_builder(cfg: &Config) -> http2::Builder<TokioExecutor> {
+    let s = &cfg.server;
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(s.h2_max_concurrent_streams)
         .max_local_error_reset_streams(s.h2_max_resets)
         .max_pending_accept_reset_streams(s.h2_max_resets)
@@ -302,55 +321,129 @@ fn builder(cfg: &Config, proto: Proto) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve<IO>(
-    io: IO,
-    proto: Proto,
-    cfg: &Config,
-    app: Arc<App>,
-    mut info: ConnInfo,
-    watcher: Watcher,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = SendTimeout::new(io, cfg.server.send_timeout);
-    match proto {
-        Proto::H1 => {
-            let limits = GuardLimits {
-                max_head_bytes: cfg.server.max_header_bytes,
-                max_headers: cfg.server.max_headers,
-            };
-            let (io, handle) = H1Guard::new(io, limits);
-            info.guard = Some(handle);
-            run(io, proto, cfg, app, Arc::new(info), watcher).await
-        }
-        Proto::H2 => run(io, proto, cfg, app, Arc::new(info), watcher).await,
+/// Counts the connection open (by listener and protocol) while it lives.
+struct OpenGauge(prometheus::IntGauge);
+
+impl OpenGauge {
+    fn new(app: &App, info: &ConnInfo, proto: Proto) -> Self {
+        let g = app
+            .metrics
+            .connections_open
+            .with_label_values(&[&info.listener, proto.label()]);
+        g.inc();
+        OpenGauge(g)
     }
 }
 
-async fn run<IO>(
-    io: IO,
-    proto: Proto,
-    cfg: &Config,
-    app: Arc<App>,
-    info: Arc<ConnInfo>,
-    watcher: Watcher,
-) where
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// HTTP/1: served by hyper while requests come, parked as a bare socket
+/// while idle (see [`park`]), under the smuggling guard throughout.
+async fn serve_h1<S>(io: S, cfg: &Config, app: Arc<App>, mut info: ConnInfo, drain: &mut Drain)
+where
+    S: AsyncRead + AsyncWrite + Readable + Unpin + Send + 'static,
+{
+    let limits = GuardLimits {
+        max_head_bytes: cfg.server.max_header_bytes,
+        max_headers: cfg.server.max_headers,
+    };
+    let (mut io, handle) = H1Guard::new(SendTimeout::new(io, cfg.server.send_timeout), limits);
+    info.guard = Some(handle);
+    let info = Arc::new(info);
+    let _open = OpenGauge::new(&app, &info, Proto::H1);
+    let flight = Flight::default();
+    let svc = {
+        let (info, flight) = (info.clone(), flight.clone());
+        service_fn(move |req| {
+            let busy = flight.enter();
+            let answer = pipeline::handle(app.clone(), info.clone(), req);
+            async move {
+                match answer.await {
+                    Ok(resp) => Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, busy))),
+                    Err(never) => match never {},
+                }
+            }
+        })
+    };
+    let home = Home::new();
+    let idle = cfg.server.header_read_timeout;
+    let mut head_timeout = idle;
+    loop {
+        let io_ = TokioIo::new(Parkable::new(io, home.clone(), flight.clone()));
+        // Boxed: while parked, the task keeps none of hyper's state.
+        let mut conn = Box::pin(
+            h1_builder(cfg, head_timeout)
+                .serve_connection(io_, svc.clone())
+                .with_upgrades(),
+        );
+        let mut told = false;
+        let ended = loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = drain.signal(), if !told => {
+                    told = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        drop(conn);
+        let Some(back) = home.take() else {
+            if let Err(e) = ended {
+                tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+            }
+            return;
+        };
+        io = back;
+        if drain.fired() {
+            // As hyper closes an idle connection on the drain.
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+            return;
+        }
+        let parked = Instant::now();
+        tokio::select! {
+            r = park::readable(&io) => if r.is_err() { return },
+            // Idle too long: closed, as hyper's head timeout would have.
+            _ = tokio::time::sleep(idle) => return,
+            _ = drain.signal() => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                return;
+            }
+        }
+        // The idle wait and the next head share one timeout, as in hyper.
+        head_timeout = idle
+            .saturating_sub(parked.elapsed())
+            .max(Duration::from_millis(1));
+    }
+}
+
+/// HTTP/2 (h2c or ALPN h2).
+async fn serve_h2<IO>(io: IO, cfg: &Config, app: Arc<App>, info: ConnInfo, drain: &mut Drain)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let gauge = app
-        .metrics
-        .connections_open
-        .with_label_values(&[&info.listener, proto.label()]);
-    gauge.inc();
-    let builder = builder(cfg, proto);
+    let info = Arc::new(info);
+    let _open = OpenGauge::new(&app, &info, Proto::H2);
     let svc = {
-        let app = app.clone();
         let info = info.clone();
         service_fn(move |req| pipeline::handle(app.clone(), info.clone(), req))
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let io = TokioIo::new(SendTimeout::new(io, cfg.server.send_timeout));
+    let mut conn = Box::pin(h2_builder(cfg).serve_connection(io, svc));
+    let mut told = false;
+    let ended = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = drain.signal(), if !told => {
+                told = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
     }
-    gauge.dec();
 }

@@ -4,6 +4,7 @@
 
 pub mod activation;
 mod conn;
+pub mod park;
 pub mod per_ip;
 pub mod proxy_protocol;
 pub mod stall;
@@ -12,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -145,7 +145,7 @@ pub struct Running {
     pub bound: Bound,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    graceful: Arc<GracefulShutdown>,
+    drain: Arc<watch::Sender<()>>,
 }
 
 /// Starts serving on `listeners`.
@@ -169,7 +169,8 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
         };
     }
     let (stop, stopped) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Each connection watches it; told on shutdown to finish and close.
+    let drain = Arc::new(watch::channel(()).0);
     let limit = Arc::new(Semaphore::new(app.config.load().server.max_connections));
     let per_ip = per_ip::PerIp::new();
     let mut tasks = Vec::new();
@@ -191,7 +192,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
             limit.clone(),
             per_ip.clone(),
             stopped.clone(),
-            graceful.clone(),
+            drain.clone(),
         )));
     }
     tasks.push(tokio::spawn(admission_ticks(app.clone(), stopped.clone())));
@@ -238,7 +239,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners) -> Running {
         bound,
         stop,
         tasks,
-        graceful,
+        drain,
     }
 }
 
@@ -300,13 +301,11 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
-            // Every accept loop has ended, so nothing else holds it.
-            return 0;
-        };
-        let open = graceful.count();
+        let open = self.drain.receiver_count();
         tracing::info!(open, grace = ?grace, "draining connections");
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
+        // Every connection holds a receiver until it has closed.
+        let _ = self.drain.send(());
+        match tokio::time::timeout(grace, self.drain.closed()).await {
             Ok(()) => 0,
             Err(_) => {
                 tracing::warn!("shutdown grace ran out; closing the remaining connections");

@@ -36,6 +36,11 @@ impl<T> SendTimeout<T> {
         }
     }
 
+    /// The wrapped IO.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Called when a write returned `Pending`: arms the timer if it is not
     /// armed yet, and says whether the stall has lasted past the limit.
     fn stalled(&mut self, cx: &mut Context<'_>) -> bool {

@@ -1,0 +1,350 @@
+//! Parking idle HTTP/1 connections: between requests a keep-alive connection
+//! leaves hyper and waits for its next bytes as a bare socket.
+//!
+//! Why: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer per
+//! HTTP/1 connection for its whole life, plus its connection state: about
+//! 30 KiB per idle keep-alive connection in all. A waiting room holds
+//! hundreds of thousands of phones that poll every few seconds and are idle
+//! in between.
+//!
+//! How: [`Parkable`] sits between hyper and the guarded IO. When hyper asks
+//! to read, the socket has nothing, and the connection rests (no request in
+//! flight, every byte written flushed, the smuggling guard between heads),
+//! it answers end-of-stream. hyper, idle, ends the connection gracefully;
+//! its shutdown is swallowed and the IO handed back through [`Home`]. The
+//! caller then waits for readability (or the idle timeout, or the drain)
+//! and serves the next request with a new hyper connection on the same IO
+//! and guard. Nothing is lost: hyper's read buffer is empty at that point
+//! (the guard saw every byte read, and all were consumed by complete
+//! requests), and so is its write buffer (flushed).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::h1_guard::H1Guard;
+use super::stall::SendTimeout;
+
+/// The IO of a guarded HTTP/1 connection.
+pub type Guarded<S> = H1Guard<SendTimeout<S>>;
+
+/// A socket whose readability can be awaited without reading.
+pub trait Readable {
+    /// Ready when the underlying socket has bytes (or an end or error) to read.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Readable for TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl Readable for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Parked only when rustls had no plaintext left: new bytes must come
+        // from the socket.
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+/// Waits until `io`'s socket is readable.
+pub async fn readable<S: Readable>(io: &Guarded<S>) -> io::Result<()> {
+    std::future::poll_fn(|cx| io.get_ref().get_ref().poll_readable(cx)).await
+}
+
+/// Requests of a connection in flight: from the service's call until hyper
+/// drops the answer's body (its last byte written to hyper's buffer).
+#[derive(Clone, Default)]
+pub struct Flight(Arc<AtomicUsize>);
+
+impl Flight {
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn enter(&self) -> Busy {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Busy(self.0.clone())
+    }
+
+    fn idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+/// One request in flight (see [`Flight`]).
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer's body that keeps its request counted in flight until hyper
+/// drops it.
+pub struct Tracked<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B> Tracked<B> {
+    /// Wraps `inner`, holding `busy` as long as it lives.
+    pub fn new(inner: B, busy: Busy) -> Self {
+        Tracked { inner, _busy: busy }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Where a parked connection's IO goes when hyper lets go of it.
+pub struct Home<S>(Mutex<Option<Guarded<S>>>);
+
+impl<S> Home<S> {
+    /// An empty home.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Home(Mutex::new(None)))
+    }
+
+    /// The IO, if the connection parked.
+    pub fn take(&self) -> Option<Guarded<S>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The guarded IO as hyper sees it (see the module documentation).
+pub struct Parkable<S> {
+    io: Option<Guarded<S>>,
+    home: Arc<Home<S>>,
+    flight: Flight,
+    /// Bytes written since the last completed flush (or a write pending).
+    dirty: bool,
+    /// End-of-stream was answered to park: the IO goes home, not shut down.
+    parked: bool,
+}
+
+impl<S: Unpin> Parkable<S> {
+    /// Wraps `io` for one hyper connection.
+    pub fn new(io: Guarded<S>, home: Arc<Home<S>>, flight: Flight) -> Self {
+        Parkable {
+            io: Some(io),
+            home,
+            flight,
+            dirty: false,
+            parked: false,
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut Guarded<S>> {
+        Pin::new(self.io.as_mut().expect("IO present until drop"))
+    }
+
+    fn wrote<T>(&mut self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.dirty = true;
+        polled
+    }
+}
+
+impl<S> Drop for Parkable<S> {
+    fn drop(&mut self) {
+        if self.parked {
+            *self.home.0.lock().unwrap_or_else(|e| e.into_inner()) = self.io.take();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Parkable<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.parked {
+            return Poll::Ready(Ok(()));
+        }
+        match this.io().poll_read(cx, buf) {
+            Poll::Pending => {
+                let rests = !this.dirty
+                    && this.flight.idle()
+                    && this.io.as_mut().is_some_and(|io| io.at_rest());
+                if rests {
+                    this.parked = true;
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                }
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Parkable<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = this.io().poll_write(cx, buf);
+        this.wrote(polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = this.io().poll_write_vectored(cx, bufs);
+        this.wrote(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = this.io().poll_flush(cx);
+        if let Poll::Ready(Ok(())) = polled {
+            this.dirty = false;
+        }
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.parked {
+            // Not the end of the connection: only of this hyper connection.
+            return this.io().poll_flush(cx);
+        }
+        this.io().poll_shutdown(cx)
+    }
+}
+
+/// The graceful drain: on shutdown every connection is told once.
+pub struct Drain {
+    rx: watch::Receiver<()>,
+    fired: bool,
+}
+
+impl Drain {
+    /// Watches `rx` (its sender says when to drain; dropped: drain too).
+    pub fn new(rx: watch::Receiver<()>) -> Self {
+        Drain { rx, fired: false }
+    }
+
+    /// Whether the drain has begun.
+    pub fn fired(&mut self) -> bool {
+        self.fired = self.fired || self.rx.has_changed().unwrap_or(true);
+        self.fired
+    }
+
+    /// Resolves when the drain begins (at once if it has).
+    pub async fn signal(&mut self) {
+        if !self.fired {
+            let _ = self.rx.changed().await;
+            self.fired = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1_guard::GuardLimits;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn parkable(io: DuplexStream) -> (Parkable<DuplexStream>, Arc<Home<DuplexStream>>, Flight) {
+        let (guarded, _handle) =
+            H1Guard::new(SendTimeout::new(io, Duration::ZERO), GuardLimits::default());
+        let (home, flight) = (Home::new(), Flight::default());
+        (
+            Parkable::new(guarded, home.clone(), flight.clone()),
+            home,
+            flight,
+        )
+    }
+
+    /// One read with nothing more to come soon: `Some(n)` bytes, `None` pending.
+    async fn read_now(p: &mut Parkable<DuplexStream>) -> Option<usize> {
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(Duration::from_millis(50), p.read(&mut buf))
+            .await
+            .ok()
+            .map(|r| r.unwrap())
+    }
+
+    #[tokio::test]
+    async fn parks_only_when_the_connection_rests() {
+        let (ours, mut client) = tokio::io::duplex(1024);
+        let (mut p, home, flight) = parkable(ours);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        assert_eq!(read_now(&mut p).await, Some(18));
+        // Mid-head: waits for the rest.
+        assert_eq!(read_now(&mut p).await, None);
+        client.write_all(b"st: a\r\n\r\n").await.unwrap();
+        assert_eq!(read_now(&mut p).await, Some(9));
+        // The request is in flight: no parking.
+        let busy = flight.enter();
+        assert_eq!(read_now(&mut p).await, None);
+        p.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        drop(busy);
+        // Written but not flushed yet: no parking.
+        assert_eq!(read_now(&mut p).await, None);
+        p.flush().await.unwrap();
+        // At rest: end-of-stream to hyper, and the IO goes home.
+        assert_eq!(read_now(&mut p).await, Some(0));
+        p.shutdown().await.unwrap();
+        assert!(home.take().is_none(), "handed over on drop only");
+        drop(p);
+        let mut io = home.take().expect("the IO came home");
+        // Not shut down: the client can still talk to it.
+        client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 17);
+        assert!(!io.at_rest(), "the guard still follows the stream");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_rested_is_shut_down() {
+        let (ours, mut client) = tokio::io::duplex(1024);
+        let (mut p, home, _flight) = parkable(ours);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(read_now(&mut p).await, Some(16));
+        p.shutdown().await.unwrap();
+        drop(p);
+        assert!(home.take().is_none());
+        let mut buf = [0u8; 8];
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed");
+    }
+}
