@@ -39,18 +39,19 @@ use std::sync::Mutex;
 use http::HeaderMap;
 use rand::Rng;
 
-use super::{unix_ms, Gate, Hold, Room, Settings, TokioClock, Verdict, TICKET_COOKIE};
+use super::seal::pass_life_secs;
+use super::status::SharedStatus;
+use super::tick::Figures;
+use super::verdict::{eta_seconds, hold_state};
+use super::{opens_in_seconds, unix_ms, Gate, Hold, Room, Settings, TokioClock, Verdict};
 use crate::admission::line::{seed_hash, shuffled_ranks};
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
-use crate::holding::RoomState;
 use crate::store::clock::ClockWatch;
 use crate::store::redis_durable::ClaimsConnection;
 use crate::store::redis_line::{
     Direct, Entry, RedisLine, RedisLineConfig, RedisPlace, RedisTick, SharedGate,
 };
-use crate::tokens::cookie::{get_cookie, SetCookie};
-use crate::tokens::{Keyring, Ticket};
 
 /// Pass refreshes kept for the next flush at most; beyond, the oldest
 /// session ends are not extended (the visitor's pass stays valid anyway).
@@ -264,39 +265,41 @@ impl Room {
         let Some(sh) = &self.shared else {
             return self.decide(cfg, headers, ip, secure);
         };
-        if let Some(v) = self.early(cfg, headers, ip, secure) {
-            return v;
-        }
+        let v = match self.early(cfg, headers, ip, secure) {
+            Some(v) => v,
+            None => self.decide_shared(sh, cfg, headers, ip, secure).await,
+        };
+        self.finish(cfg, v)
+    }
+
+    async fn decide_shared(
+        &self,
+        sh: &Shared,
+        cfg: &RoomConfig,
+        headers: &HeaderMap,
+        ip: std::net::IpAddr,
+        secure: bool,
+    ) -> Verdict {
         let m = &self.metrics.room;
         let event = self.event_id.load(Ordering::Relaxed);
         let now_ms = self.unix_ms();
         let now_unix = now_ms / 1000;
-        let keys = self.keys.load();
         let settings = self.settings(cfg);
-        let ticket = get_cookie(headers, TICKET_COOKIE).and_then(|token| {
-            keys.open_ticket(token, event, now_unix, cfg.ticket_max_age.as_secs())
-                .map_err(|r| {
-                    m.token_rejects
-                        .with_label_values(&["ticket", r.label()])
-                        .inc()
-                })
-                .ok()
-        });
+        let ticket = self.seal.open_ticket(cfg, headers, event, now_unix, m);
         if !sh.is_up() {
             // Only the tick probes a lost Redis: requests never wait for it.
-            return self.decide_outage(sh, cfg, &settings, &keys, ticket, headers, ip, secure);
+            return self.decide_outage(sh, cfg, &settings, ticket, headers, ip, secure);
         }
+        let until = now_ms + pass_life_secs(cfg) * 1000;
         if let Some(ticket) = ticket {
             match sh.line.observe(ticket.number, now_ms).await {
                 Ok(RedisPlace::Granted) => {
                     let pass_id: u64 = self.lock().rng.random();
-                    let session = cfg.session_duration.as_secs();
-                    let until = now_ms + (session + (session / 10).max(5)) * 1000;
                     match sh.line.take(ticket.number, pass_id, until).await {
                         Ok(true) => {
                             sh.mark(true, "take", None);
                             m.admitted_line.inc();
-                            return self.ticket_to_pass(cfg, &keys, &ticket, pass_id, secure);
+                            return self.ticket_to_pass(cfg, &ticket, pass_id, secure);
                         }
                         Ok(false) => {}
                         Err(e) => {
@@ -325,20 +328,17 @@ impl Room {
             return limited;
         }
         let pass_id: u64 = self.lock().rng.random();
-        let direct = matches!(settings.mode, Mode::Fifo | Mode::Random).then(|| {
-            let session = cfg.session_duration.as_secs();
-            Direct {
-                max_active: settings.max_active_users,
-                gate: shared_gate(cfg, &settings),
-                pass_id,
-                until: now_ms + (session + (session / 10).max(5)) * 1000,
-            }
+        let direct = settings.admits().then(|| Direct {
+            max_active: settings.max_active_users,
+            gate: shared_gate(cfg, &settings),
+            pass_id,
+            until,
         });
         let number = match sh.line.enter(now_ms, direct).await {
             Ok(Entry::Admitted) => {
                 sh.mark(true, "issue", None);
                 m.admitted_direct.inc();
-                return self.new_pass(cfg, &keys, pass_id, now_unix, now_unix, secure, Vec::new());
+                return self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new());
             }
             Ok(Entry::Ticket(n)) => {
                 sh.mark(true, "issue", None);
@@ -350,40 +350,14 @@ impl Room {
             }
         };
         m.tickets_issued.inc();
-        let token = keys.seal_ticket(&Ticket {
-            event,
-            number,
-            issued_at: now_unix,
-        });
         let mut v = self.shared_hold(sh, cfg, &settings, None);
         if let Verdict::Hold(h) = &mut v {
-            h.cookies.push(self.cookie(
-                cfg,
-                TICKET_COOKIE,
-                &token,
-                cfg.ticket_max_age.as_secs(),
-                secure,
-            ));
+            h.cookies.push(
+                self.seal
+                    .ticket_cookie(cfg, event, number, now_unix, secure),
+            );
         }
         v
-    }
-
-    /// A waiting visitor's turn: the pass, and the ticket cleared.
-    pub(super) fn ticket_to_pass(
-        &self,
-        cfg: &RoomConfig,
-        keys: &Keyring,
-        ticket: &Ticket,
-        pass_id: u64,
-        secure: bool,
-    ) -> Verdict {
-        let now_unix = self.unix_ms() / 1000;
-        self.metrics
-            .room
-            .wait_seconds
-            .observe(now_unix.saturating_sub(ticket.issued_at) as f64);
-        let clear = SetCookie::clear(TICKET_COOKIE, secure, cfg.cookie_domain.as_deref());
-        self.new_pass(cfg, keys, pass_id, now_unix, now_unix, secure, vec![clear])
     }
 
     /// The holding page with the shared line: the position when known,
@@ -395,29 +369,14 @@ impl Room {
         settings: &Settings,
         position: Option<u64>,
     ) -> Verdict {
-        let opens_in = cfg
-            .opens_at
-            .as_ref()
-            .map(|(_, at)| unix_ms(*at).saturating_sub(self.unix_ms()) / 1000)
-            .filter(|s| *s > 0);
-        let state = if opens_in.is_some() || sh.in_draw.load(Ordering::Relaxed) {
-            RoomState::Prequeue
-        } else if settings.mode == Mode::Paused {
-            RoomState::Paused
-        } else {
-            RoomState::Queued
-        };
+        let opens_in = opens_in_seconds(cfg, self.unix_ms());
+        let prequeue = opens_in.is_some() || sh.in_draw.load(Ordering::Relaxed);
+        let state = hold_state(prequeue, settings.mode == Mode::Paused);
         let rate = self.lock().rate.per_second(self.now_ms());
-        let eta_seconds = match rate {
-            Some(rate) if rate > 0.0 && state == RoomState::Queued && sh.is_up() => {
-                let ahead = position.unwrap_or_else(|| sh.last().map_or(0, |t| t.waiting));
-                Some(((ahead + 1) as f64 / rate).ceil() as u64)
-            }
-            _ => None,
-        };
+        let ahead = position.unwrap_or_else(|| sh.last().map_or(0, |t| t.waiting));
         Verdict::Hold(Hold {
             position,
-            eta_seconds,
+            eta_seconds: eta_seconds(state, ahead, rate.filter(|_| sh.is_up())),
             opens_in_seconds: opens_in,
             ..Hold::bare(state)
         })
@@ -455,18 +414,18 @@ impl Room {
     }
 
     /// The shared figures of the last tick, for `/admin/status`.
-    pub(super) fn shared_status(&self) -> Option<serde_json::Value> {
+    pub(super) fn shared_status(&self) -> Option<SharedStatus> {
         let sh = self.shared.as_ref()?;
         let t = sh.last().unwrap_or_default();
-        Some(serde_json::json!({
-            "nodes": sh.nodes(),
-            "ticking": t.holder,
-            "waiting": t.waiting,
-            "active": t.active,
-            "pending": t.pending,
-            "admitted": t.admitted,
-            "local_share": sh.sharing(),
-        }))
+        Some(SharedStatus {
+            nodes: sh.nodes(),
+            ticking: t.holder,
+            waiting: t.waiting,
+            active: t.active,
+            pending: t.pending,
+            admitted: t.admitted,
+            local_share: sh.sharing(),
+        })
     }
 
     /// The pre-queue draw on the ticking node, once the opening tick fixed
@@ -519,13 +478,11 @@ impl Room {
         if let Err(e) = sh.flush().await {
             sh.mark(false, "session refresh", Some(&e));
         }
-        let admitting = matches!(settings.mode, Mode::Fifo | Mode::Random);
-        let (max_active, gate) = if admitting {
+        let (max_active, gate) = if settings.admits() {
             (settings.max_active_users, shared_gate(cfg, &settings))
         } else {
             (0, SharedGate::default())
         };
-        let m = &self.metrics.room;
         sh.line
             .set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
         sh.line.set_lottery(settings.mode == Mode::Random);
@@ -535,11 +492,11 @@ impl Room {
         sh.line
             .set_handoff(if closed { Self::handoff_ms(cfg) } else { 0 });
         sh.line.set_hard_cap(if closed {
-            self.hard_cap(cfg, &settings).unwrap_or(0)
+            self.knobs.hard_cap(cfg, &settings).unwrap_or(0)
         } else {
             0
         });
-        match sh.line.tick(self.unix_ms(), max_active, gate).await {
+        let figures = match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
                 sh.mark(true, "tick", None);
                 self.check_clock(sh, cfg).await;
@@ -558,33 +515,26 @@ impl Room {
                 s.rate.record(now, granted);
                 let rate = s.rate.per_second(now);
                 drop(s);
-                m.active_users.set(t.active as i64);
-                m.pending_admissions.set(t.pending as i64);
-                m.queue_length.set(t.waiting as i64);
-                m.store_nodes.set(t.live_nodes as i64);
-                m.admission_rate.set(rate.unwrap_or(0.0));
-                m.wait_estimate.set(match rate {
-                    Some(r) if r > 0.0 => (t.waiting as f64 / r).ceil(),
-                    _ => 0.0,
-                });
+                self.metrics.room.store_nodes.set(t.live_nodes as i64);
+                Figures {
+                    line: Some((t.waiting, t.active, t.pending)),
+                    rate,
+                    prequeue: false,
+                }
             }
-            Err(e) => sh.mark(false, "tick", Some(&e)),
-        }
-        m.max_active_users.set(settings.max_active_users as i64);
-        m.new_users_per_minute
-            .set(match settings.new_users_per_minute {
-                0 => (self.lock().rate.per_second(self.now_ms()).unwrap_or(0.0) * 60.0).round()
-                    as i64,
-                n => i64::from(n),
-            });
-        let drawing = sh.in_draw.load(Ordering::Relaxed);
-        m.set_state(match settings.mode {
-            _ if self.vouchers_left() == Some(0) => "sold_out",
-            _ if drawing => "prequeue",
-            Mode::Fifo | Mode::Random => "open",
-            Mode::Paused => "paused",
-            Mode::Closed => "closed",
-            Mode::Passthrough => "passthrough",
-        });
+            Err(e) => {
+                sh.mark(false, "tick", Some(&e));
+                Figures {
+                    line: None,
+                    rate: self.lock().rate.per_second(self.now_ms()),
+                    prequeue: false,
+                }
+            }
+        };
+        let figures = Figures {
+            prequeue: sh.in_draw.load(Ordering::Relaxed),
+            ..figures
+        };
+        self.publish(&settings, &figures);
     }
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{line_config, persist, shared, unix_ms, wall_ms, Prepared, Room, RoomError, State};
+use super::{
+    before_opening, line_config, persist, shared, wall_ms, Prepared, Room, RoomError, State,
+};
 use crate::config::room::RoomConfig;
 use crate::config::store::StoreConfig;
 use crate::metrics::Metrics;
@@ -39,10 +41,7 @@ impl Room {
         let files = LineFiles::open(dir)?;
         let default = RoomConfig::defaults();
         let c = cfg.unwrap_or(&default);
-        let prequeue = c
-            .opens_at
-            .as_ref()
-            .is_some_and(|(_, at)| unix_ms(*at) > wall_ms());
+        let prequeue = before_opening(c, wall_ms());
         let resumed =
             persist::resume(&files, event_id(&c.event), line_config(c, c.mode), prequeue)?;
         Ok(Room::build(cfg, prepared, metrics, Some((files, resumed))))
@@ -55,17 +54,17 @@ impl Room {
         let Some(files) = &self.files else {
             return true;
         };
-        if !s.mark_ok {
+        if !s.reserved_ok {
             return false;
         }
         let issued = s.line.issued();
-        if issued < s.mark {
+        if issued < s.reserved {
             return true;
         }
         let to = issued + RESERVE_BLOCK;
         match files.reserve(s.event_id, to) {
             Ok(()) => {
-                s.mark = to;
+                s.reserved = to;
                 true
             }
             Err(e) => {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Room, Settings};
-use crate::admission::flow::{Answers, Flow};
+use crate::admission::flow::{Answers, Flow, FlowStatus};
 use crate::admission::line::Line;
 use crate::config::room::RoomConfig;
 use crate::proxy::slots::Load;
@@ -34,21 +34,6 @@ impl Room {
         })
     }
 
-    /// The hard cap on visitors inside: the fixed gate's `max_active_users`,
-    /// or a ceiling over the closed loop (the operator's override or the
-    /// file's `max_active_users`), if any.
-    pub(super) fn hard_cap(&self, cfg: &RoomConfig, settings: &Settings) -> Option<u64> {
-        match cfg.closed_loop {
-            None => Some(settings.max_active_users),
-            Some(cl) => self
-                .overrides
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .max_active_users
-                .or(cl.max_active),
-        }
-    }
-
     /// Places free for new visitors, with `active` inside and the line's
     /// grants. Under the closed-loop gate's limit only fresh grants count
     /// (older ones gave their slot back, see `Line::pending_recent`); under
@@ -64,6 +49,7 @@ impl Room {
     ) -> u64 {
         let all = active + line.pending();
         let capped = self
+            .knobs
             .hard_cap(cfg, settings)
             .map_or(u64::MAX, |cap| cap.saturating_sub(all));
         match self.flow_limit(cfg) {
@@ -131,22 +117,10 @@ impl Room {
         }
     }
 
-    /// The gate's figures for `/admin/status`.
-    pub(super) fn gate_status(&self, cfg: &RoomConfig) -> serde_json::Value {
-        match cfg.closed_loop {
-            Some(cl) => {
-                let f = self.flow.lock().unwrap_or_else(|e| e.into_inner());
-                let mut v = match f.as_ref() {
-                    Some(f) => serde_json::to_value(f.status(cl.target)).unwrap_or_default(),
-                    None => serde_json::json!({"mode": "closed-loop", "target": cl.target}),
-                };
-                v["max_active_users_ceiling"] = serde_json::json!(cl.max_active);
-                v["new_users_per_minute_ceiling"] = serde_json::json!(cl.per_minute);
-                v
-            }
-            None if cfg.adaptive.is_some() => serde_json::json!({"mode": "adaptive"}),
-            None => serde_json::json!({"mode": "fixed"}),
-        }
+    /// The closed-loop gate's figures, once it has stepped.
+    pub(super) fn flow_status(&self, target: f64) -> Option<FlowStatus> {
+        let f = self.flow.lock().unwrap_or_else(|e| e.into_inner());
+        f.as_ref().map(|f| f.status(target))
     }
 
     /// Tells long-polling visitors that places were granted: the total

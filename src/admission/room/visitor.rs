@@ -36,8 +36,8 @@ impl Room {
         let token = get_cookie(headers, TICKET_COOKIE)?;
         let event = self.event_id.load(Ordering::Relaxed);
         let ticket = self
-            .keys
-            .load()
+            .seal
+            .keys()
             .open_ticket(
                 token,
                 event,
