@@ -106,7 +106,7 @@ pub async fn govern(
         let v = ctx
             .app
             .room
-            .decide_async(room, req.headers(), ctx.client_ip, secure)
+            .decide(room, req.headers(), ctx.client_ip, secure)
             .await;
         let near = matches!(&v, Verdict::Hold(h) if h.near);
         (v, near)
@@ -201,7 +201,7 @@ async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) 
     loop {
         let seen = *rx.borrow_and_update();
         let v = r
-            .decide_async(room, req.headers(), ctx.client_ip, ctx.conn.tls)
+            .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
             .await;
         let position = match &v {
             Verdict::Hold(h) if h.near && h.cookies.is_empty() => h.position,

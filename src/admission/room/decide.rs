@@ -1,6 +1,7 @@
-//! The decision for one request: a valid pass goes on; then the
-//! per-address limits, sold out, closed and passthrough; then the line
-//! (this node's, in memory or on disk; the shared line is `shared`).
+//! The decision for one request, one algorithm for every backend: a valid
+//! pass goes on; then the per-address limits, sold out, closed and
+//! passthrough; then the line (`backend`): a ticket's turn, or a newcomer's
+//! entry. With Redis unreachable, `shared_outage` decides instead.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -8,19 +9,19 @@ use std::sync::atomic::Ordering;
 use http::{HeaderMap, HeaderValue};
 use rand::Rng;
 
+use super::backend::{Entry, Spot, Unreachable};
 use super::limits::Seen;
 use super::seal::{clear_ticket, pass_is_fresh, pass_life_secs};
 use super::verdict::{eta_seconds, hold_state};
-use super::{opens_in_seconds, Hold, Room, Settings, State, Verdict};
-use crate::admission::line::Place;
+use super::{opens_in_seconds, Hold, Room, Settings, Verdict};
 use crate::config::room::{Mode, RoomConfig};
 use crate::holding::RoomState;
 use crate::tokens::{Pass, Ticket};
 
 impl Room {
-    /// Decides for one request to a protected path, on this node's line
-    /// (see [`Room::decide_async`] for every store).
-    pub fn decide(
+    /// Decides for one request to a protected path. With Redis, one
+    /// command per poll; the other backends answer at once.
+    pub async fn decide(
         &self,
         cfg: &RoomConfig,
         headers: &HeaderMap,
@@ -29,7 +30,7 @@ impl Room {
     ) -> Verdict {
         let v = match self.early(cfg, headers, ip, secure) {
             Some(v) => v,
-            None => self.decide_line(cfg, headers, ip, secure),
+            None => self.decide_line(cfg, headers, ip, secure).await,
         };
         self.finish(cfg, v)
     }
@@ -103,7 +104,7 @@ impl Room {
             .map(Verdict::Hold)
     }
 
-    fn decide_line(
+    async fn decide_line(
         &self,
         cfg: &RoomConfig,
         headers: &HeaderMap,
@@ -114,25 +115,32 @@ impl Room {
         let event = self.event_id.load(Ordering::Relaxed);
         let now_unix = self.unix_ms() / 1000;
         let settings = self.settings(cfg);
-        let now = self.now_ms();
-        if let Some(ticket) = self.seal.open_ticket(cfg, headers, event, now_unix, m) {
-            let mut s = self.lock();
-            match s.line.observe(ticket.number, now) {
-                Place::Granted if s.line.take(ticket.number, now) => {
-                    let pass_id = s.rng.random();
-                    drop(s);
-                    m.admitted_line.inc();
-                    return self.ticket_to_pass(cfg, &ticket, pass_id, secure);
+        let ticket = self.seal.open_ticket(cfg, headers, event, now_unix, m);
+        if self.redis().is_some_and(|sh| !sh.is_up()) {
+            // Only the tick probes a lost Redis: requests never wait for it.
+            return self.decide_outage(cfg, &settings, ticket, headers, ip, secure);
+        }
+        let hold = |position| Verdict::Hold(self.hold(cfg, &settings, position));
+        if let Some(ticket) = ticket {
+            match self.observe(ticket.number, true).await {
+                Ok(Spot::Granted) => {
+                    let pass_id = self.lock().rng.random();
+                    match self.take(cfg, ticket.number, pass_id).await {
+                        Ok(true) => {
+                            m.admitted_line.inc();
+                            return self.ticket_to_pass(cfg, &ticket, pass_id, secure);
+                        }
+                        Ok(false) => {}
+                        Err(Unreachable) => return hold(None),
+                    }
                 }
-                Place::Waiting { position } => {
-                    return Verdict::Hold(self.hold(cfg, &settings, &s, Some(position), now));
-                }
-                Place::InDraw { .. } => {
-                    return Verdict::Hold(self.hold(cfg, &settings, &s, None, now))
-                }
+                Ok(Spot::Waiting(position)) => return hold(Some(position)),
+                Ok(Spot::Drawing) => return hold(None),
                 // Skipped while away, grant expired, or from another life:
                 // a new place at the back.
-                _ => {}
+                Ok(Spot::Gone) => {}
+                // The place is not lost: the same ticket polls again.
+                Err(Unreachable) => return hold(None),
             }
         }
 
@@ -140,53 +148,48 @@ impl Room {
         if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
             return limited;
         }
-        let mut s = self.lock();
-        if settings.admits() && s.line.is_open() && s.line.waiting() == 0 {
-            let free = self.free_places(cfg, &settings, s.active.len(), &s.line, now);
-            let rated = settings.new_users_per_minute > 0;
-            if free > 0 && (!rated || s.gate.take(1) == 1) {
-                let pass_id = s.rng.random();
-                s.rate.record(now, 1);
-                drop(s);
+        let pass_id = self.lock().rng.random();
+        match self.enter(cfg, &settings, pass_id).await {
+            Ok(Entry::Admitted) => {
                 m.admitted_direct.inc();
-                return self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new());
+                self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new())
             }
-        }
-        if !self.reserve(&mut s) {
-            return Verdict::Limited {
+            Ok(Entry::Ticket { number, position }) => {
+                m.tickets_issued.inc();
+                let mut h = self.hold(cfg, &settings, position);
+                h.cookies.push(
+                    self.seal
+                        .ticket_cookie(cfg, event, number, now_unix, secure),
+                );
+                Verdict::Hold(h)
+            }
+            Ok(Entry::Refused) => Verdict::Limited {
                 retry_after: 5,
                 scope: "store",
-            };
+            },
+            Err(Unreachable) => hold(None),
         }
-        let number = s.line.issue(now);
-        m.tickets_issued.inc();
-        let position = match s.line.observe(number, now) {
-            Place::Waiting { position } => Some(position),
-            _ => None,
-        };
-        let mut hold = self.hold(cfg, &settings, &s, position, now);
-        drop(s);
-        hold.cookies.push(
-            self.seal
-                .ticket_cookie(cfg, event, number, now_unix, secure),
-        );
-        Verdict::Hold(hold)
     }
 
-    fn hold(
+    /// A waiting visitor's holding answer: the state, the position when
+    /// known, the wait at the measured admission rate.
+    pub(super) fn hold(
         &self,
         cfg: &RoomConfig,
         settings: &Settings,
-        s: &State,
         position: Option<u64>,
-        now: u64,
     ) -> Hold {
-        let state = hold_state(!s.line.is_open(), settings.mode == Mode::Paused);
-        let ahead = position.unwrap_or_else(|| s.line.waiting());
+        let opens_in = opens_in_seconds(cfg, self.unix_ms());
+        let view = self.line_view(opens_in.is_some());
+        let state = hold_state(view.prequeue, settings.mode == Mode::Paused);
+        let eta = view.waiting.and_then(|waiting| {
+            let rate = self.lock().rate.per_second(self.now_ms());
+            eta_seconds(state, position.unwrap_or(waiting), rate)
+        });
         Hold {
             position,
-            eta_seconds: eta_seconds(state, ahead, s.rate.per_second(now)),
-            opens_in_seconds: opens_in_seconds(cfg, self.unix_ms()),
+            eta_seconds: eta,
+            opens_in_seconds: opens_in,
             ..Hold::bare(state)
         }
     }
@@ -241,7 +244,7 @@ impl Room {
         let life_ms = pass_life_secs(cfg) * 1000;
         let until = self.now_ms() + life_ms;
         self.lock().active.touch(pass_id, until);
-        if let Some(sh) = &self.shared {
+        if let Some(sh) = self.redis() {
             sh.touch_later(pass_id, self.unix_ms() + life_ms);
         }
         let event = self.event_id.load(Ordering::Relaxed);

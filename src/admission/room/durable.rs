@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::backend::LineBackend;
 use super::{
     before_opening, line_config, persist, shared, wall_ms, Prepared, Room, RoomError, State,
 };
@@ -34,7 +35,7 @@ impl Room {
                 let sh = shared::Shared::new(r, &c.event, c, metrics.room.store_up.clone())
                     .map_err(RoomError::Shared)?;
                 let mut room = Room::new(cfg, prepared, metrics);
-                room.shared = Some(sh);
+                room.backend = LineBackend::Redis(Box::new(sh));
                 return Ok(room);
             }
         };
@@ -51,7 +52,7 @@ impl Room {
     /// store only; one fsync per [`RESERVE_BLOCK`] tickets). False when it
     /// cannot be: no ticket is issued rather than risk a number twice.
     pub(super) fn reserve(&self, s: &mut State) -> bool {
-        let Some(files) = &self.files else {
+        let Some(files) = self.files() else {
             return true;
         };
         if !s.reserved_ok {
@@ -78,7 +79,7 @@ impl Room {
     /// the admission task, and at shutdown. The copy is taken under the
     /// lock; the write and fsync happen outside it.
     pub fn persist(&self) -> Result<(), LineFilesError> {
-        let Some(files) = &self.files else {
+        let Some(files) = self.files() else {
             return Ok(());
         };
         let now = self.now_ms();
@@ -91,6 +92,6 @@ impl Room {
 
     /// Whether the line is kept on disk.
     pub fn is_durable(&self) -> bool {
-        self.files.is_some()
+        self.files().is_some()
     }
 }

@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::store::line_files::{LineFiles, LineFilesError};
 use crate::tokens::{event_id, KeyError, Keyring};
 
+mod backend;
 mod decide;
 mod durable;
 mod gate;
@@ -129,10 +130,8 @@ pub struct Room {
     epoch: tokio::time::Instant,
     /// Added to the room clock: a restored room resumes its snapshot's clock.
     clock_base: u64,
-    /// The line's files with `[store]`.
-    files: Option<LineFiles>,
-    /// The shared line with `[store] backend = "redis"`.
-    shared: Option<shared::Shared>,
+    /// Where the line lives: memory, files, or Redis.
+    backend: backend::LineBackend,
     /// Wall time (unix ms) at `epoch`: the room's wall clock advances with
     /// its monotonic one, so tokens, opening times and tests agree.
     wall_epoch: u64,
@@ -282,21 +281,20 @@ impl Room {
             reserved_ok: true,
         };
         let mut state = state;
-        let (files, clock_base) = match store {
+        let (backend, clock_base) = match store {
             Some((files, r)) => {
                 state.line = r.line;
                 state.active = r.active;
                 state.rate = r.rate;
                 state.reserved = r.mark;
-                (Some(files), r.clock)
+                (backend::LineBackend::Files(files), r.clock)
             }
-            None => (None, 0),
+            None => (backend::LineBackend::Memory, 0),
         };
         Room {
             epoch,
             clock_base,
-            files,
-            shared: None,
+            backend,
             wall_epoch,
             event_id: AtomicU64::new(state.event_id),
             state: Mutex::new(state),
@@ -328,13 +326,13 @@ impl Room {
         let now = self.now_ms();
         let mut s = self.lock();
         let id = event_id(&c.event);
-        if id != s.event_id && self.shared.is_some() {
+        if id != s.event_id && self.redis().is_some() {
             tracing::warn!(event = %c.event, "room.event changed: the shared line keeps its event until a restart");
         } else if id != s.event_id {
             tracing::warn!(event = %c.event, "room.event changed: a new line starts");
             let prequeue = before_opening(c, self.unix_ms());
             s.line = Line::new(line_config(c, settings.mode), now, prequeue);
-            if let Some(files) = &self.files {
+            if let Some(files) = self.files() {
                 // The new event's numbering resumes above its own mark; its
                 // old snapshot (another clock) is not restored.
                 match files.load(id) {
@@ -482,7 +480,7 @@ impl Room {
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).
     pub fn release(&self, pass_id: u64) {
         self.lock().active.release(pass_id);
-        if let Some(sh) = &self.shared {
+        if let Some(sh) = self.redis() {
             sh.release(pass_id);
         }
     }

@@ -36,22 +36,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use http::HeaderMap;
-use rand::Rng;
-
-use super::seal::pass_life_secs;
 use super::status::SharedStatus;
-use super::tick::Figures;
-use super::verdict::{eta_seconds, hold_state};
-use super::{opens_in_seconds, unix_ms, Gate, Hold, Room, Settings, TokioClock, Verdict};
+use super::{unix_ms, Gate, Room, Settings, TokioClock};
 use crate::admission::line::{seed_hash, shuffled_ranks};
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
 use crate::store::clock::ClockWatch;
 use crate::store::redis_durable::ClaimsConnection;
-use crate::store::redis_line::{
-    Direct, Entry, RedisLine, RedisLineConfig, RedisPlace, RedisTick, SharedGate,
-};
+use crate::store::redis_line::{RedisLine, RedisLineConfig, RedisTick, SharedGate};
 
 /// Pass refreshes kept for the next flush at most; beyond, the oldest
 /// session ends are not extended (the visitor's pass stays valid anyway).
@@ -170,13 +162,26 @@ impl Shared {
             && self.nodes.load(Ordering::Relaxed) > 0
     }
 
+    /// Records the live nodes of the last heartbeat.
+    pub(super) fn set_nodes(&self, n: u64) {
+        self.nodes.store(n, Ordering::Relaxed);
+    }
+
+    /// Records the figures of the last successful tick; returns the ones before.
+    pub(super) fn set_last(&self, t: RedisTick) -> Option<RedisTick> {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(t)
+    }
+
     /// Nodes alive at the last heartbeat (0: none heard yet).
     pub(super) fn nodes(&self) -> u64 {
         self.nodes.load(Ordering::Relaxed)
     }
 
     /// The figures of the last successful tick.
-    fn last(&self) -> Option<RedisTick> {
+    pub(super) fn last(&self) -> Option<RedisTick> {
         *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -203,7 +208,7 @@ impl Shared {
     /// releases. On failure what was not sent goes back to the batch (up
     /// to its bound) for the next tick: passes given out during an outage
     /// count in the shared active set once Redis is back.
-    async fn flush(&self) -> Result<(), redis::RedisError> {
+    pub(super) async fn flush(&self) -> Result<(), redis::RedisError> {
         let b = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|e| e.into_inner()));
         let mut sent = 0;
         let mut failed = None;
@@ -239,7 +244,7 @@ impl Shared {
 /// adaptive) rate and burst. Without a fixed rate (the closed-loop gate
 /// alone) the GCRA is opened wide: a million a minute, any number at once,
 /// and the limit on visitors inside is what bounds admissions.
-fn shared_gate(cfg: &RoomConfig, settings: &Settings) -> SharedGate {
+pub(super) fn shared_gate(cfg: &RoomConfig, settings: &Settings) -> SharedGate {
     if settings.new_users_per_minute == 0 {
         return SharedGate {
             per_minute: 1_000_000,
@@ -253,169 +258,37 @@ fn shared_gate(cfg: &RoomConfig, settings: &Settings) -> SharedGate {
 }
 
 impl Room {
-    /// [`Room::decide`] for every store: the Redis backend answers from
-    /// the shared line (one Redis command per poll), the others at once.
-    pub async fn decide_async(
-        &self,
-        cfg: &RoomConfig,
-        headers: &HeaderMap,
-        ip: std::net::IpAddr,
-        secure: bool,
-    ) -> Verdict {
-        let Some(sh) = &self.shared else {
-            return self.decide(cfg, headers, ip, secure);
-        };
-        let v = match self.early(cfg, headers, ip, secure) {
-            Some(v) => v,
-            None => self.decide_shared(sh, cfg, headers, ip, secure).await,
-        };
-        self.finish(cfg, v)
-    }
-
-    async fn decide_shared(
-        &self,
-        sh: &Shared,
-        cfg: &RoomConfig,
-        headers: &HeaderMap,
-        ip: std::net::IpAddr,
-        secure: bool,
-    ) -> Verdict {
-        let m = &self.metrics.room;
-        let event = self.event_id.load(Ordering::Relaxed);
-        let now_ms = self.unix_ms();
-        let now_unix = now_ms / 1000;
-        let settings = self.settings(cfg);
-        let ticket = self.seal.open_ticket(cfg, headers, event, now_unix, m);
-        if !sh.is_up() {
-            // Only the tick probes a lost Redis: requests never wait for it.
-            return self.decide_outage(sh, cfg, &settings, ticket, headers, ip, secure);
-        }
-        let until = now_ms + pass_life_secs(cfg) * 1000;
-        if let Some(ticket) = ticket {
-            match sh.line.observe(ticket.number, now_ms).await {
-                Ok(RedisPlace::Granted) => {
-                    let pass_id: u64 = self.lock().rng.random();
-                    match sh.line.take(ticket.number, pass_id, until).await {
-                        Ok(true) => {
-                            sh.mark(true, "take", None);
-                            m.admitted_line.inc();
-                            return self.ticket_to_pass(cfg, &ticket, pass_id, secure);
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            sh.mark(false, "take", Some(&e));
-                            return self.shared_hold(sh, cfg, &settings, None);
-                        }
-                    }
-                }
-                Ok(RedisPlace::Waiting { position }) => {
-                    sh.mark(true, "poll", None);
-                    return self.shared_hold(sh, cfg, &settings, Some(position));
-                }
-                Ok(RedisPlace::Prequeue | RedisPlace::InDraw) => {
-                    sh.mark(true, "poll", None);
-                    return self.shared_hold(sh, cfg, &settings, None);
-                }
-                Ok(_) => sh.mark(true, "poll", None),
-                Err(e) => {
-                    // The place is not lost: the same ticket polls again.
-                    sh.mark(false, "poll", Some(&e));
-                    return self.shared_hold(sh, cfg, &settings, None);
-                }
-            }
-        }
-        if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
-            return limited;
-        }
-        let pass_id: u64 = self.lock().rng.random();
-        let direct = settings.admits().then(|| Direct {
-            max_active: settings.max_active_users,
-            gate: shared_gate(cfg, &settings),
-            pass_id,
-            until,
-        });
-        let number = match sh.line.enter(now_ms, direct).await {
-            Ok(Entry::Admitted) => {
-                sh.mark(true, "issue", None);
-                m.admitted_direct.inc();
-                return self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new());
-            }
-            Ok(Entry::Ticket(n)) => {
-                sh.mark(true, "issue", None);
-                n
-            }
-            Err(e) => {
-                sh.mark(false, "issue", Some(&e));
-                return self.shared_hold(sh, cfg, &settings, None);
-            }
-        };
-        m.tickets_issued.inc();
-        let mut v = self.shared_hold(sh, cfg, &settings, None);
-        if let Verdict::Hold(h) = &mut v {
-            h.cookies.push(
-                self.seal
-                    .ticket_cookie(cfg, event, number, now_unix, secure),
-            );
-        }
-        v
-    }
-
-    /// The holding page with the shared line: the position when known,
-    /// and a wait estimate from the admission rate every node measures.
-    pub(super) fn shared_hold(
-        &self,
-        sh: &Shared,
-        cfg: &RoomConfig,
-        settings: &Settings,
-        position: Option<u64>,
-    ) -> Verdict {
-        let opens_in = opens_in_seconds(cfg, self.unix_ms());
-        let prequeue = opens_in.is_some() || sh.in_draw.load(Ordering::Relaxed);
-        let state = hold_state(prequeue, settings.mode == Mode::Paused);
-        let rate = self.lock().rate.per_second(self.now_ms());
-        let ahead = position.unwrap_or_else(|| sh.last().map_or(0, |t| t.waiting));
-        Verdict::Hold(Hold {
-            position,
-            eta_seconds: eta_seconds(state, ahead, rate.filter(|_| sh.is_up())),
-            opens_in_seconds: opens_in,
-            ..Hold::bare(state)
-        })
-    }
-
     /// Whether the line is shared through Redis.
     pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
+        self.redis().is_some()
     }
 
     /// The line's Redis connection (`None` without Redis), for the voucher
     /// ledger: one connection per process.
     pub fn redis_connection(&self) -> Option<crate::store::redis_conn::StoreCon> {
-        self.shared.as_ref().map(|sh| sh.line.connection().clone())
+        self.redis().map(|sh| sh.line.connection().clone())
     }
 
     /// The voucher ledger's Redis connection and the replicas a claim
     /// waits for (`None` without Redis).
     pub fn redis_claims(&self) -> Option<ClaimsConnection> {
-        self.shared.as_ref().map(|sh| sh.claims.clone())
+        self.redis().map(|sh| sh.claims.clone())
     }
 
     /// Redis reachable at the last command (`None` without Redis).
     pub fn store_up(&self) -> Option<bool> {
-        self.shared.as_ref().map(Shared::is_up)
+        self.redis().map(Shared::is_up)
     }
 
     /// While Redis is unreachable with `local_share`: the nodes this node
     /// shares the rate and capacity with (`None` otherwise).
     pub fn local_share_of(&self) -> Option<u64> {
-        self.shared
-            .as_ref()
-            .filter(|sh| sh.sharing())
-            .map(Shared::nodes)
+        self.redis().filter(|sh| sh.sharing()).map(Shared::nodes)
     }
 
     /// The shared figures of the last tick, for `/admin/status`.
     pub(super) fn shared_status(&self) -> Option<SharedStatus> {
-        let sh = self.shared.as_ref()?;
+        let sh = self.redis()?;
         let t = sh.last().unwrap_or_default();
         Some(SharedStatus {
             nodes: sh.nodes(),
@@ -431,7 +304,7 @@ impl Room {
     /// The pre-queue draw on the ticking node, once the opening tick fixed
     /// its `len` tickets: the same seeded shuffle as the local line (any
     /// node that redoes it after a crash draws the same order).
-    async fn draw_shared(&self, sh: &Shared, cfg: &RoomConfig, len: u64) {
+    pub(super) async fn draw_shared(&self, sh: &Shared, cfg: &RoomConfig, len: u64) {
         let Ok(len) = u32::try_from(len) else {
             tracing::error!(len, "pre-queue too long to draw");
             return;
@@ -447,94 +320,5 @@ impl Room {
             Ok(false) => {}
             Err(e) => sh.mark(false, "draw", Some(&e)),
         }
-    }
-
-    /// The admission tick with Redis: flushes this node's pass refreshes
-    /// (one command), then ticks the shared line: the heartbeat and the
-    /// shared figures on every node, the frontier on the lease holder,
-    /// its gate being the one global rate.
-    pub async fn tick_shared(&self, cfg: &RoomConfig) {
-        let Some(sh) = &self.shared else {
-            return self.tick(cfg);
-        };
-        self.adapt(cfg, self.now_ms());
-        if let Some(t) = sh.last() {
-            // The shared figures of the last tick: the gate is one over the
-            // shared line, steered by this node's view of the origin.
-            self.step_flow(cfg, self.now_ms(), t.active + t.pending, t.waiting > 0);
-        }
-        let settings = self.settings(cfg);
-        let prune = {
-            let now = self.now_ms();
-            let mut s = self.lock();
-            s.ticks += 1;
-            // This node's own sessions: what the local share counts.
-            s.active.prune(now);
-            s.ticks % 40 == 0
-        };
-        if prune {
-            self.prune_limiters();
-        }
-        if let Err(e) = sh.flush().await {
-            sh.mark(false, "session refresh", Some(&e));
-        }
-        let (max_active, gate) = if settings.admits() {
-            (settings.max_active_users, shared_gate(cfg, &settings))
-        } else {
-            (0, SharedGate::default())
-        };
-        sh.line
-            .set_opens_at(cfg.opens_at.as_ref().map(|(_, at)| unix_ms(*at)));
-        sh.line.set_lottery(settings.mode == Mode::Random);
-        // The hand-off window frees the closed-loop gate's limit only; a
-        // hard cap counts every pending grant.
-        let closed = cfg.closed_loop.is_some();
-        sh.line
-            .set_handoff(if closed { Self::handoff_ms(cfg) } else { 0 });
-        sh.line.set_hard_cap(if closed {
-            self.knobs.hard_cap(cfg, &settings).unwrap_or(0)
-        } else {
-            0
-        });
-        let figures = match sh.line.tick(self.unix_ms(), max_active, gate).await {
-            Ok(t) => {
-                sh.mark(true, "tick", None);
-                self.check_clock(sh, cfg).await;
-                self.note_repairs(sh);
-                sh.in_draw.store(t.drawing, Ordering::Relaxed);
-                if t.draw > 0 {
-                    self.draw_shared(sh, cfg, t.draw).await;
-                }
-                sh.nodes.store(t.live_nodes.max(1), Ordering::Relaxed);
-                let prev = sh.last.lock().unwrap_or_else(|e| e.into_inner()).replace(t);
-                self.announce_grants(t.admitted);
-                // A Redis restarted empty counts from zero again: no jump.
-                let granted = prev.map_or(0, |p| t.admitted.saturating_sub(p.admitted));
-                let now = self.now_ms();
-                let mut s = self.lock();
-                s.rate.record(now, granted);
-                let rate = s.rate.per_second(now);
-                drop(s);
-                self.metrics.room.store_nodes.set(t.live_nodes as i64);
-                Figures {
-                    line: Some((t.waiting, t.active, t.pending)),
-                    rate,
-                    prequeue: false,
-                }
-            }
-            Err(e) => {
-                sh.mark(false, "tick", Some(&e));
-                Figures {
-                    line: None,
-                    rate: self.lock().rate.per_second(self.now_ms()),
-                    prequeue: false,
-                }
-            }
-        };
-        let figures = Figures {
-            prequeue: sh.in_draw.load(Ordering::Relaxed),
-            ..figures
-        };
-        self.publish(&settings, &figures);
     }
 }

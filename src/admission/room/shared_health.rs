@@ -14,7 +14,7 @@ impl Room {
     /// Why this node should not take visitors because of its clock (its
     /// skew against Redis's `TIME` beyond a quarter of `ticket_grace`), if so.
     pub fn clock_problem(&self) -> Option<String> {
-        self.shared.as_ref().and_then(|sh| sh.clock.problem())
+        self.redis().and_then(|sh| sh.clock.problem())
     }
 
     /// Unix time (ms) on the line's clock: with Redis, this node's clock
@@ -23,7 +23,7 @@ impl Room {
     /// clocks drift apart; otherwise this node's own.
     pub fn line_unix_ms(&self) -> u64 {
         let own = self.unix_ms();
-        match &self.shared {
+        match self.redis() {
             Some(sh) => own.saturating_add_signed(-sh.clock.skew_ms()),
             None => own,
         }

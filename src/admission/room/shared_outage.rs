@@ -37,10 +37,8 @@ impl Room {
     /// A request without a pass while Redis is unreachable: the holding
     /// page, or with `local_share` this node's share of admissions,
     /// waiting visitors first (see the module docs).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn decide_outage(
         &self,
-        sh: &Shared,
         cfg: &RoomConfig,
         settings: &Settings,
         ticket: Option<Ticket>,
@@ -48,7 +46,10 @@ impl Room {
         ip: std::net::IpAddr,
         secure: bool,
     ) -> Verdict {
-        let hold = || self.shared_hold(sh, cfg, settings, None);
+        let hold = || Verdict::Hold(self.hold(cfg, settings, None));
+        let Some(sh) = self.redis() else {
+            return hold();
+        };
         // until the pre-queue's draw is done nobody is admitted, shared or not
         let drawing = before_opening(cfg, self.unix_ms()) || sh.in_draw.load(Ordering::Relaxed);
         if !sh.sharing() || !settings.admits() || drawing {

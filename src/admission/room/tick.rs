@@ -2,13 +2,12 @@
 //! `shared`), and what every tick shares: the adaptive step, the pre-queue
 //! seed, pruning, and the room's metrics set in one place.
 
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use super::verdict::line_wait;
-use super::{unix_ms, Room, Settings, State};
+use super::{Room, Settings};
 use crate::config::room::RoomConfig;
 use crate::tokens::{event_id, Ticket};
 
@@ -24,63 +23,26 @@ pub(super) struct Figures {
 }
 
 impl Room {
-    /// One admission tick: rotate liveness, open a scheduled event, and let
-    /// in as many as the rate and free capacity allow.
-    pub fn tick(&self, cfg: &RoomConfig) {
+    /// One admission tick, for every backend: the adaptive and
+    /// closed-loop gates step, this node's sessions lapse, the line steps
+    /// (`backend`: liveness, the opening, the grants), and the room's
+    /// metrics are set.
+    pub async fn tick(&self, cfg: &RoomConfig) {
         let now = self.now_ms();
         self.adapt(cfg, now);
-        let handoff = Self::handoff_ms(cfg);
-        let (used, waiting) = {
-            let s = self.lock();
-            (
-                (s.active.len() + s.line.pending_recent(now, handoff))
-                    .max(self.used_after_tick.load(Ordering::Relaxed)),
-                s.line.waiting() > 0,
-            )
-        };
-        self.step_flow(cfg, now, used, waiting);
-        let settings = self.settings(cfg);
-        let mut s = self.lock();
-        let active = s.active.prune(now);
-        if !s.line.is_open()
-            && cfg
-                .opens_at
-                .as_ref()
-                .is_none_or(|(_, at)| unix_ms(*at) <= self.unix_ms())
-        {
-            let seed = self.prequeue_seed(cfg);
-            let hash = s.line.open(seed);
-            tracing::info!(event = %cfg.event, seed_sha256 = %hash, prequeue = s.line.stats().prequeue, "room opened: pre-queue shuffled once");
-            *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(hash);
+        if let Some((used, waiting)) = self.flow_input(cfg, now) {
+            self.step_flow(cfg, now, used, waiting);
         }
-        let budget = if settings.admits() && s.line.is_open() {
-            let free = self.free_places(cfg, &settings, active, &s.line, now);
-            let want = free.min(s.line.waiting());
-            if settings.new_users_per_minute == 0 {
-                want
-            } else {
-                s.gate.take(want)
-            }
-        } else {
-            0
+        let settings = self.settings(cfg);
+        let prune = {
+            let now = self.now_ms();
+            let mut s = self.lock();
+            s.ticks += 1;
+            // This node's own sessions (with Redis: what the local share counts).
+            s.active.prune(now);
+            s.ticks % 40 == 0
         };
-        let State { line, rng, .. } = &mut *s;
-        let out = line.tick(now, budget, rng);
-        s.rate.record(now, out.granted);
-        s.ticks += 1;
-        let figures = Figures {
-            line: Some((s.line.waiting(), s.active.len(), s.line.pending())),
-            rate: s.rate.per_second(now),
-            prequeue: !s.line.is_open(),
-        };
-        let prune = s.ticks % 40 == 0;
-        let granted_total = s.line.stats().granted_total;
-        self.used_after_tick.store(
-            s.active.len() + s.line.pending_recent(now, handoff),
-            Ordering::Relaxed,
-        );
-        drop(s);
-        self.announce_grants(granted_total);
+        let figures = self.tick_line(cfg, &settings).await;
         self.publish(&settings, &figures);
         if prune {
             self.prune_limiters();
