@@ -344,7 +344,9 @@ impl Room {
         Figures {
             line,
             rate: self.lock().rate.per_second(self.now_ms()),
-            prequeue: sh.in_draw.load(Ordering::Relaxed),
+            // As the holding answer says: before the opening, and during the draw.
+            prequeue: super::before_opening(cfg, self.unix_ms())
+                || sh.in_draw.load(Ordering::Relaxed),
         }
     }
 }
