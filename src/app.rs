@@ -19,7 +19,7 @@ use crate::proxy::client::OriginClient;
 use crate::proxy::slots::Slots;
 use crate::server::tls::{CertResolver, LoadedCert};
 use crate::startup::{self, Loaded};
-use crate::store::line_files::LineFilesError;
+use crate::store::line::files::LineFilesError;
 
 /// Why a start or a reload was refused (on reload the running config stays).
 ///

@@ -1,6 +1,6 @@
 //! Where the line lives, behind the four questions the one admission
 //! algorithm (`decide`, `tick`) asks it, the shape of
-//! [`crate::store::claims::ClaimLedger`]: where does a ticket stand
+//! [`crate::store::ledger::claims::ClaimLedger`]: where does a ticket stand
 //! (`observe`), may its holder go in (`take`), a newcomer's entry
 //! (`enter`), and one step of the line (`tick_line`).
 //!
@@ -19,8 +19,8 @@ use super::tick::Figures;
 use super::{Room, Settings, State};
 use crate::admission::line::Place;
 use crate::config::room::{Mode, RoomConfig};
-use crate::store::line_files::LineFiles;
-use crate::store::redis_line::{Direct, Entry as RedisEntry, RedisPlace, SharedGate};
+use crate::store::line::files::LineFiles;
+use crate::store::line::redis::{Direct, Entry as RedisEntry, RedisPlace, SharedGate};
 
 /// The line's backend.
 pub(super) enum LineBackend {
@@ -112,13 +112,13 @@ impl Room {
                 };
                 // A grant is marked by the take that follows.
                 if mark && spot != Spot::Granted {
-                    sh.mark(true, "poll", None);
+                    sh.note_health(true, "poll", None);
                 }
                 Ok(spot)
             }
             Err(e) => {
                 if mark {
-                    sh.mark(false, "poll", Some(&e));
+                    sh.note_health(false, "poll", Some(&e));
                 }
                 Err(Unreachable)
             }
@@ -141,12 +141,12 @@ impl Room {
         match sh.line.take(number, pass_id, until).await {
             Ok(taken) => {
                 if taken {
-                    sh.mark(true, "take", None);
+                    sh.note_health(true, "take", None);
                 }
                 Ok(taken)
             }
             Err(e) => {
-                sh.mark(false, "take", Some(&e));
+                sh.note_health(false, "take", Some(&e));
                 Err(Unreachable)
             }
         }
@@ -171,7 +171,7 @@ impl Room {
         });
         match sh.line.enter(self.unix_ms(), direct).await {
             Ok(entry) => {
-                sh.mark(true, "issue", None);
+                sh.note_health(true, "issue", None);
                 Ok(match entry {
                     RedisEntry::Admitted => Entry::Admitted,
                     RedisEntry::Ticket(number) => Entry::Ticket {
@@ -181,7 +181,7 @@ impl Room {
                 })
             }
             Err(e) => {
-                sh.mark(false, "issue", Some(&e));
+                sh.note_health(false, "issue", Some(&e));
                 Err(Unreachable)
             }
         }
@@ -298,7 +298,7 @@ impl Room {
     /// being the one global rate.
     async fn tick_redis(&self, sh: &Shared, cfg: &RoomConfig, settings: &Settings) -> Figures {
         if let Err(e) = sh.flush().await {
-            sh.mark(false, "session refresh", Some(&e));
+            sh.note_health(false, "session refresh", Some(&e));
         }
         let (max_active, gate) = if settings.admits() {
             (settings.max_active_users, shared_gate(cfg, settings))
@@ -320,7 +320,7 @@ impl Room {
         });
         let line = match sh.line.tick(self.unix_ms(), max_active, gate).await {
             Ok(t) => {
-                sh.mark(true, "tick", None);
+                sh.note_health(true, "tick", None);
                 self.check_clock(sh, cfg).await;
                 self.note_repairs(sh);
                 sh.in_draw.store(t.drawing, Ordering::Relaxed);
@@ -337,7 +337,7 @@ impl Room {
                 Some((t.waiting, t.active, t.pending))
             }
             Err(e) => {
-                sh.mark(false, "tick", Some(&e));
+                sh.note_health(false, "tick", Some(&e));
                 None
             }
         };

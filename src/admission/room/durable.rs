@@ -11,7 +11,7 @@ use super::{
 use crate::config::room::RoomConfig;
 use crate::config::store::StoreConfig;
 use crate::metrics::Metrics;
-use crate::store::line_files::{LineFiles, LineFilesError, RESERVE_BLOCK};
+use crate::store::line::files::{LineFiles, LineFilesError, RESERVE_BLOCK};
 use crate::tokens::event_id;
 
 impl Room {

@@ -32,7 +32,7 @@ use super::persist;
 use crate::config::room::{Mode, RoomConfig};
 use crate::holding::{HoldingPages, TemplateError};
 use crate::metrics::Metrics;
-use crate::store::line_files::{LineFiles, LineFilesError};
+use crate::store::line::files::{LineFiles, LineFilesError};
 use crate::tokens::{event_id, KeyError, Keyring};
 
 mod backend;

@@ -41,9 +41,9 @@ use super::{unix_ms, Gate, Room, Settings, TokioClock};
 use crate::admission::line::{seed_hash, shuffled_ranks};
 use crate::config::room::{Mode, RoomConfig};
 use crate::config::store::{OnFailure, RedisStore};
-use crate::store::clock::ClockWatch;
-use crate::store::redis_durable::ClaimsConnection;
-use crate::store::redis_line::{RedisLine, RedisLineConfig, RedisTick, SharedGate};
+use crate::store::ledger::redis_durable::ClaimsConnection;
+use crate::store::line::clock::ClockWatch;
+use crate::store::line::redis::{RedisLine, RedisLineConfig, RedisTick, SharedGate};
 
 /// Pass refreshes kept for the next flush at most; beyond, the oldest
 /// session ends are not extended (the visitor's pass stays valid anyway).
@@ -131,7 +131,7 @@ impl Shared {
         })
     }
 
-    pub(super) fn mark(&self, ok: bool, what: &str, err: Option<&redis::RedisError>) {
+    pub(super) fn note_health(&self, ok: bool, what: &str, err: Option<&redis::RedisError>) {
         let was = self.up.swap(ok, Ordering::Relaxed);
         if was != ok {
             self.gauge.set(i64::from(ok));
@@ -318,7 +318,7 @@ impl Room {
                 *self.opened_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(hash);
             }
             Ok(false) => {}
-            Err(e) => sh.mark(false, "draw", Some(&e)),
+            Err(e) => sh.note_health(false, "draw", Some(&e)),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! This node's health against the shared store (`admission/shared.rs`):
+//! This node's health against the shared store (`admission/room/shared.rs`):
 //! its clock against Redis's `TIME` (`/readyz` fails beyond a quarter of
-//! `ticket_grace`, see `store::clock`) and the repairs of a line that went
+//! `ticket_grace`, see `store::line::clock`) and the repairs of a line that went
 //! back after a failover (logged and counted).
 
 use std::sync::atomic::Ordering;
@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::shared::Shared;
 use super::Room;
 use crate::config::room::RoomConfig;
-use crate::store::clock::{self, Skew};
+use crate::store::line::clock::{self, Skew};
 
 impl Room {
     /// Why this node should not take visitors because of its clock (its
@@ -49,7 +49,7 @@ impl Room {
                 }
                 return;
             }
-            Err(e) => return sh.mark(false, "TIME", Some(&e)),
+            Err(e) => return sh.note_health(false, "TIME", Some(&e)),
         };
         let s = Skew::sample(sent, self.unix_ms(), redis);
         let limit = clock::limit_ms(cfg.ticket_grace.as_millis() as u64);

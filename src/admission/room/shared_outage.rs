@@ -1,4 +1,4 @@
-//! The room while Redis is unreachable (`admission/shared.rs`'s outage
+//! The room while Redis is unreachable (`admission/room/shared.rs`'s outage
 //! path): the holding page, or with `on_failure = "local_share"` this
 //! node's share of the rate and the capacity, waiting visitors first.
 
