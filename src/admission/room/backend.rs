@@ -238,7 +238,7 @@ impl Room {
         let s = self.lock();
         let recent = s.line.pending_recent(now, Self::handoff_ms(cfg));
         Some((
-            (s.active.len() + recent).max(self.used_after_tick.load(Ordering::Relaxed)),
+            (s.active.len() + recent).max(self.closed_loop.used_after_tick.load(Ordering::Relaxed)),
             s.line.waiting() > 0,
         ))
     }
@@ -283,7 +283,7 @@ impl Room {
             prequeue: !s.line.is_open(),
         };
         let granted_total = s.line.stats().granted_total;
-        self.used_after_tick.store(
+        self.closed_loop.used_after_tick.store(
             s.active.len() + s.line.pending_recent(now, handoff),
             Ordering::Relaxed,
         );

@@ -146,19 +146,8 @@ pub struct Room {
     metrics: Arc<Metrics>,
     /// Origin answers seen by the proxy, for the adaptive gate.
     pub health: OriginHealth,
-    /// The closed-loop gate, once the origin's load has been read.
-    flow: Mutex<Option<super::flow::Flow>>,
-    /// Its limit as of the last tick (0: not stepped yet), read on the
-    /// request path without the lock.
-    flow_limit_now: AtomicU64,
-    /// The origin's load as last read by the tick loop.
-    origin_load: Mutex<Option<crate::proxy::slots::Load>>,
-    /// Places granted so far, for long polls (see `gate`).
-    handoff: tokio::sync::watch::Sender<u64>,
-    /// Visitors inside (active plus fresh grants) right after the last
-    /// tick's grants: with short visits they are gone by the next tick, yet
-    /// the limit held the line back at that moment.
-    used_after_tick: AtomicU64,
+    /// The closed-loop gate and the long poll's hand-off (see `gate`).
+    closed_loop: gate::ClosedLoop,
     /// Vouchers left (`u64::MAX`: the event has no vouchers).
     vouchers_left: AtomicU64,
     /// The origin said its own stock is gone (`X-Usher-Sold-Out`).
@@ -306,11 +295,7 @@ impl Room {
             draining: AtomicBool::new(false),
             metrics,
             health: OriginHealth::default(),
-            flow: Mutex::new(None),
-            flow_limit_now: AtomicU64::new(0),
-            origin_load: Mutex::new(None),
-            handoff: tokio::sync::watch::Sender::new(0),
-            used_after_tick: AtomicU64::new(0),
+            closed_loop: gate::ClosedLoop::default(),
             vouchers_left: AtomicU64::new(u64::MAX),
             origin_sold_out: AtomicBool::new(false),
         }
