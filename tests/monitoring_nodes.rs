@@ -35,7 +35,9 @@ const VISITORS: usize = 10;
 /// each node); the rest of the grants stay pending.
 const TAKE: usize = 3;
 
-fn node(redis: &str, dir: &Path, name: &str) -> Usher {
+/// One node on the line in Redis at `redis`: `room` is the rest of its
+/// `[room]`, `more` any tables after `[store]`.
+fn node_with(redis: &str, dir: &Path, name: &str, room: &str, more: &str) -> Usher {
     Usher::start(dir, name, |port, admin| {
         format!(
             r#"
@@ -46,13 +48,8 @@ admin = "127.0.0.1:{admin}"
 url = "http://127.0.0.1:9"
 [room]
 keys_file = "{keys}"
-max_active_users = {MAX_ACTIVE}
-new_users_per_minute = 60000
-burst = 10
 tick = "50ms"
-refresh = "1s"
-ticket_grace = "2m"
-claim_window = "2m"
+{room}
 [room.limits]
 tickets_per_minute_per_ip = 10000000
 requests_per_second_per_ip = 0
@@ -62,48 +59,32 @@ backend = "redis"
 url = "{redis}"
 node_id = "{name}"
 timeout = "300ms"
+{more}
 "#,
             keys = dir.join("keys").display(),
         )
     })
 }
 
+fn node(redis: &str, dir: &Path, name: &str) -> Usher {
+    let room = format!(
+        "max_active_users = {MAX_ACTIVE}\nnew_users_per_minute = 60000\nburst = 10\n\
+         refresh = \"1s\"\nticket_grace = \"2m\"\nclaim_window = \"2m\""
+    );
+    node_with(redis, dir, name, &room, "")
+}
+
 /// A node of the room with a scheduled opening (`opens`, RFC 3339) and a
 /// shared stock of one voucher.
 fn node_with_stock(redis: &str, dir: &Path, name: &str, opens: &str) -> Usher {
-    Usher::start(dir, name, |port, admin| {
-        format!(
-            r#"
-[server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
-[origin]
-url = "http://127.0.0.1:9"
-[room]
-keys_file = "{keys}"
-max_active_users = 100
-new_users_per_minute = 600
-burst = 10
-tick = "50ms"
-opens_at = "{opens}"
-[room.limits]
-tickets_per_minute_per_ip = 10000000
-requests_per_second_per_ip = 0
-[store]
-backend = "redis"
-url = "{redis}"
-node_id = "{name}"
-timeout = "300ms"
-[vouchers]
-identity = "header:x-user"
-plugin = "pool"
-pool_file = "{codes}"
-stock = 1
-"#,
-            keys = dir.join("keys").display(),
-            codes = dir.join("codes.txt").display(),
-        )
-    })
+    let room = format!(
+        "max_active_users = 100\nnew_users_per_minute = 600\nburst = 10\nopens_at = \"{opens}\""
+    );
+    let vouchers = format!(
+        "[vouchers]\nidentity = \"header:x-user\"\nplugin = \"pool\"\npool_file = \"{}\"\nstock = 1",
+        dir.join("codes.txt").display()
+    );
+    node_with(redis, dir, name, &room, &vouchers)
 }
 
 /// Whether a scrape says the room is in `state` (and in no other).
