@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::proxy::client::OriginClient;
 use crate::proxy::slots::Slots;
 use crate::startup::{self, Loaded};
-use crate::store::line_files::LineFilesError;
+use crate::store::line::files::LineFilesError;
 use crate::tls::{CertResolver, LoadedCert};
 
 /// Why a start or a reload was refused (on reload the running config stays).

@@ -16,7 +16,7 @@ mod promql;
 mod redis;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::Request;
 use hyper_util::client::legacy::Client;
@@ -35,7 +35,9 @@ const VISITORS: usize = 10;
 /// each node); the rest of the grants stay pending.
 const TAKE: usize = 3;
 
-fn node(redis: &str, dir: &Path, name: &str) -> Usher {
+/// One node on the line in Redis at `redis`: `room` is the rest of its
+/// `[room]`, `more` any tables after `[store]`.
+fn node_with(redis: &str, dir: &Path, name: &str, room: &str, more: &str) -> Usher {
     Usher::start(dir, name, |port, admin| {
         format!(
             r#"
@@ -46,13 +48,8 @@ admin = "127.0.0.1:{admin}"
 url = "http://127.0.0.1:9"
 [room]
 keys_file = "{keys}"
-max_active_users = {MAX_ACTIVE}
-new_users_per_minute = 60000
-burst = 10
 tick = "50ms"
-refresh = "1s"
-ticket_grace = "2m"
-claim_window = "2m"
+{room}
 [room.limits]
 tickets_per_minute_per_ip = 10000000
 requests_per_second_per_ip = 0
@@ -62,10 +59,42 @@ backend = "redis"
 url = "{redis}"
 node_id = "{name}"
 timeout = "300ms"
+{more}
 "#,
             keys = dir.join("keys").display(),
         )
     })
+}
+
+fn node(redis: &str, dir: &Path, name: &str) -> Usher {
+    let room = format!(
+        "max_active_users = {MAX_ACTIVE}\nnew_users_per_minute = 60000\nburst = 10\n\
+         refresh = \"1s\"\nticket_grace = \"2m\"\nclaim_window = \"2m\""
+    );
+    node_with(redis, dir, name, &room, "")
+}
+
+/// A node of the room with a scheduled opening (`opens`, RFC 3339) and a
+/// shared stock of one voucher.
+fn node_with_stock(redis: &str, dir: &Path, name: &str, opens: &str) -> Usher {
+    let room = format!(
+        "max_active_users = 100\nnew_users_per_minute = 600\nburst = 10\nopens_at = \"{opens}\""
+    );
+    let vouchers = format!(
+        "[vouchers]\nidentity = \"header:x-user\"\nplugin = \"pool\"\npool_file = \"{}\"\nstock = 1",
+        dir.join("codes.txt").display()
+    );
+    node_with(redis, dir, name, &room, &vouchers)
+}
+
+/// Whether a scrape says the room is in `state` (and in no other).
+fn room_state_is(s: &[Sample], state: &str) -> bool {
+    let states: Vec<&str> = s
+        .iter()
+        .filter(|x| x.name == "usher_room_state" && x.value == 1.0)
+        .map(|x| x.labels["state"].as_str())
+        .collect();
+    states == [state]
 }
 
 fn scrape(n: &Usher) -> Vec<Sample> {
@@ -234,5 +263,53 @@ async fn the_dashboard_reads_the_lines_figures_from_three_nodes() {
     // What a sum over the nodes would have read: three times the line.
     let summed: f64 = after.iter().map(|s| value(s, "usher_active_users")).sum();
     assert_eq!(summed, 3.0 * active as f64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With the line in Redis, every node's `usher_room_state` follows the
+/// room as its holding answers do: the pre-queue until the opening, open
+/// after it, sold out once the shared voucher stock is gone; and
+/// `usher_room_new_users_per_minute` is the configured rate on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reports_the_rooms_state_and_rate() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let dir = keyed_temp_dir("monitoring-states");
+    std::fs::write(dir.join("codes.txt"), "CODE-1\nCODE-2\n").unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let opens = SystemTime::UNIX_EPOCH + Duration::from_secs(now + 8);
+    let opens = humantime::format_rfc3339_seconds(opens).to_string();
+    let nodes: Vec<Usher> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| node_with_stock(&redis.url(), &dir, n, &opens))
+        .collect();
+    let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    until_every_node(&nodes, "the pre-queue and the rate", |s| {
+        room_state_is(s, "prequeue") && value(s, "usher_room_new_users_per_minute") == 600.0
+    })
+    .await;
+    let (state, _) = status(&c, &nodes[0].base, None).await;
+    assert_eq!(state, "prequeue", "the holding answer agrees");
+
+    until_every_node(&nodes, "the opening", |s| room_state_is(s, "open")).await;
+
+    // One visitor gets in and claims the one voucher: every node sells out.
+    let (state, cookies) = status(&c, &nodes[1].base, None).await;
+    assert_eq!(state, "admitted");
+    let pass = cookies
+        .into_iter()
+        .find(|k| k.starts_with("usher_pass="))
+        .expect("a pass");
+    let claim = Request::post(format!("{}/__usher/voucher", nodes[1].base))
+        .header(http::header::COOKIE, &pass)
+        .header("x-user", "one");
+    let r = http_util::send(&c, claim).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.json);
+    until_every_node(&nodes, "sold out", |s| room_state_is(s, "sold_out")).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

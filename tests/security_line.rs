@@ -231,8 +231,10 @@ async fn ticket_farming_is_limited_per_address() {
     .await;
     let issued = |u: &Usher| {
         let cfg = u.app.config.load();
-        u.app.room.status(cfg.room.as_ref().unwrap())["issued"]
-            .as_u64()
+        u.app
+            .room
+            .status(cfg.room.as_ref().unwrap())
+            .issued
             .unwrap()
     };
     let start = issued(&usher);

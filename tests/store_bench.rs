@@ -96,11 +96,7 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
     let s0 = stats();
     let t = Instant::now();
     for _ in 0..n {
-        match a
-            .room
-            .decide_async(&cfg, &HeaderMap::new(), ip, false)
-            .await
-        {
+        match a.room.decide(&cfg, &HeaderMap::new(), ip, false).await {
             Verdict::Hold(h) => headers.push(cookie_headers(&h.cookies)),
             Verdict::Admit { .. } => {}
             Verdict::Limited { .. } => panic!("limited"),
@@ -108,14 +104,14 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
     }
     let issue = t.elapsed();
     // one tick, so positions count a real line
-    a.room.tick_shared(&cfg).await;
+    a.room.tick(&cfg).await;
     let s1 = stats();
     let t = Instant::now();
     let polls = 20_000;
     for i in 0..polls {
         let _ = a
             .room
-            .decide_async(&cfg, &headers[i % headers.len()], ip, false)
+            .decide(&cfg, &headers[i % headers.len()], ip, false)
             .await;
     }
     let poll = t.elapsed();
@@ -143,7 +139,7 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
                 for i in (k..polls).step_by(64) {
                     let _ = a
                         .room
-                        .decide_async(&cfg, &shared[i % shared.len()], ip, false)
+                        .decide(&cfg, &shared[i % shared.len()], ip, false)
                         .await;
                 }
             })
@@ -177,10 +173,7 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
         let v = 500;
         let s0 = commandstats(port);
         for _ in 0..v {
-            let verdict = b
-                .room
-                .decide_async(&cfg, &HeaderMap::new(), ip, false)
-                .await;
+            let verdict = b.room.decide(&cfg, &HeaderMap::new(), ip, false).await;
             assert!(matches!(verdict, Verdict::Admit { .. }), "{verdict:?}");
         }
         let (c, breakdown) = diff(&s0, &commandstats(port));
@@ -198,22 +191,18 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
         let s0 = commandstats(port);
         let mut waiting = Vec::new();
         for _ in 0..v {
-            if let Verdict::Hold(h) = b
-                .room
-                .decide_async(&cfg, &HeaderMap::new(), ip, false)
-                .await
-            {
+            if let Verdict::Hold(h) = b.room.decide(&cfg, &HeaderMap::new(), ip, false).await {
                 waiting.push(cookie_headers(&h.cookies));
             }
         }
         b.room.clear_overrides(&cfg, false);
         let mut ticks = 0;
         while !waiting.is_empty() {
-            b.room.tick_shared(&cfg).await;
+            b.room.tick(&cfg).await;
             ticks += 1;
             let mut still = Vec::new();
             for h in waiting {
-                match b.room.decide_async(&cfg, &h, ip, false).await {
+                match b.room.decide(&cfg, &h, ip, false).await {
                     Verdict::Admit { .. } => {}
                     _ => still.push(h),
                 }

@@ -1,14 +1,14 @@
 //! The room's durable state with `[store] backend = "local"`: the line,
 //! the active set and the measured rate, in one CRC-checked file written
 //! every second and at shutdown, plus the reserved ticket mark (see
-//! `store::line_files`). Loading decides how the room resumes and says so
+//! `store::line::files`). Loading decides how the room resumes and says so
 //! in the log.
 
 use super::active::{Active, RateWindow};
 use super::line::codec::{Reader, SnapshotError, Writer};
 use super::line::{Line, LineConfig};
 use crate::store::crc32;
-use crate::store::line_files::{LineFiles, LineFilesError};
+use crate::store::line::files::{LineFiles, LineFilesError};
 
 const MAGIC: &[u8; 4] = b"USHR";
 const VERSION: u32 = 1;

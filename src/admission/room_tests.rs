@@ -74,9 +74,9 @@ impl Visitor {
         }
     }
 
-    fn visit(&mut self, room: &Room, cfg: &RoomConfig) -> Seen {
+    async fn visit(&mut self, room: &Room, cfg: &RoomConfig) -> Seen {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        match room.decide(cfg, &self.headers(), ip, false) {
+        match room.decide(cfg, &self.headers(), ip, false).await {
             Verdict::Admit { cookies, .. } => {
                 self.keep(&cookies);
                 Seen::In
@@ -92,7 +92,7 @@ impl Visitor {
 
 async fn advance(room: &Room, cfg: &RoomConfig, by: Duration) {
     tokio::time::advance(by).await;
-    room.tick(cfg);
+    room.tick(cfg).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -105,39 +105,56 @@ async fn capacity_and_rate_are_exact() {
     let mut b = Visitor::default();
     let mut c = Visitor::default();
     assert_eq!(
-        a.visit(&room, &cfg),
+        a.visit(&room, &cfg).await,
         Seen::In,
         "nobody waits, capacity free, burst of one"
     );
     assert_eq!(
-        b.visit(&room, &cfg),
+        b.visit(&room, &cfg).await,
         Seen::Wait(RoomState::Queued, Some(0)),
         "the rate is spent"
     );
-    assert_eq!(c.visit(&room, &cfg), Seen::Wait(RoomState::Queued, Some(1)));
+    assert_eq!(
+        c.visit(&room, &cfg).await,
+        Seen::Wait(RoomState::Queued, Some(1))
+    );
     // 999 ms: still no new cell at 60/min
     advance(&room, &cfg, Duration::from_millis(999)).await;
-    assert_eq!(b.visit(&room, &cfg), Seen::Wait(RoomState::Queued, Some(0)));
+    assert_eq!(
+        b.visit(&room, &cfg).await,
+        Seen::Wait(RoomState::Queued, Some(0))
+    );
     advance(&room, &cfg, Duration::from_millis(1)).await;
-    assert_eq!(b.visit(&room, &cfg), Seen::In, "one admission per second");
-    assert_eq!(c.visit(&room, &cfg), Seen::Wait(RoomState::Queued, Some(0)));
+    assert_eq!(
+        b.visit(&room, &cfg).await,
+        Seen::In,
+        "one admission per second"
+    );
+    assert_eq!(
+        c.visit(&room, &cfg).await,
+        Seen::Wait(RoomState::Queued, Some(0))
+    );
     // capacity: a and b are active, so c waits however long the rate allows
     for _ in 0..10 {
         advance(&room, &cfg, Duration::from_secs(1)).await;
-        assert_eq!(c.visit(&room, &cfg), Seen::Wait(RoomState::Queued, Some(0)));
+        assert_eq!(
+            c.visit(&room, &cfg).await,
+            Seen::Wait(RoomState::Queued, Some(0))
+        );
     }
     assert_eq!(metrics.room.active_users.get(), 2);
     // passes keep working without touching the line
-    assert_eq!(a.visit(&room, &cfg), Seen::In);
+    assert_eq!(a.visit(&room, &cfg).await, Seen::In);
     // the slot frees when a's pass is released
-    let Verdict::Admit { pass_id, .. } =
-        room.decide(&cfg, &a.headers(), "192.0.2.1".parse().unwrap(), false)
+    let Verdict::Admit { pass_id, .. } = room
+        .decide(&cfg, &a.headers(), "192.0.2.1".parse().unwrap(), false)
+        .await
     else {
         panic!("a is admitted")
     };
     room.release(pass_id);
     advance(&room, &cfg, Duration::from_secs(1)).await;
-    assert_eq!(c.visit(&room, &cfg), Seen::In);
+    assert_eq!(c.visit(&room, &cfg).await, Seen::In);
     assert_eq!(metrics.room.admitted_line.get(), 2);
     assert_eq!(metrics.room.admitted_direct.get(), 1);
 }
@@ -149,11 +166,11 @@ async fn line_is_fifo_and_sessions_slide_then_expire() {
     );
     let (room, _) = room(&cfg);
     let mut first = Visitor::default();
-    assert_eq!(first.visit(&room, &cfg), Seen::In);
+    assert_eq!(first.visit(&room, &cfg).await, Seen::In);
     let mut line: Vec<Visitor> = (0..8).map(|_| Visitor::default()).collect();
     for (i, v) in line.iter_mut().enumerate() {
         assert_eq!(
-            v.visit(&room, &cfg),
+            v.visit(&room, &cfg).await,
             Seen::Wait(RoomState::Queued, Some(i as u64))
         );
     }
@@ -161,7 +178,7 @@ async fn line_is_fifo_and_sessions_slide_then_expire() {
     for _ in 0..12 {
         advance(&room, &cfg, Duration::from_secs(1)).await;
         for (i, v) in line.iter_mut().enumerate() {
-            if v.jar.contains_key(TICKET_COOKIE) && v.visit(&room, &cfg) == Seen::In {
+            if v.jar.contains_key(TICKET_COOKIE) && v.visit(&room, &cfg).await == Seen::In {
                 order.push(i);
             }
         }
@@ -174,24 +191,24 @@ async fn line_is_fifo_and_sessions_slide_then_expire() {
     // first keeps visiting every 5 s for a minute: the pass slides
     for _ in 0..12 {
         advance(&room, &cfg, Duration::from_secs(5)).await;
-        assert_eq!(first.visit(&room, &cfg), Seen::In);
+        assert_eq!(first.visit(&room, &cfg).await, Seen::In);
     }
     let ip: IpAddr = "192.0.2.1".parse().unwrap();
-    let pass_id = |v: &Visitor| match room.decide(&cfg, &v.headers(), ip, false) {
+    let pass_id = async |v: &Visitor| match room.decide(&cfg, &v.headers(), ip, false).await {
         Verdict::Admit { pass_id, .. } => pass_id,
         other => panic!("{other:?}"),
     };
-    let id = pass_id(&first);
+    let id = pass_id(&first).await;
     assert_eq!(
-        room.status(&cfg)["active"],
+        room.status(&cfg).active,
         1,
         "the others' sessions lapsed while first stayed"
     );
     // ...and lapses after the session (plus at most one refresh step) without
     // a request: the slot frees, and the same browser comes back as a newcomer
     advance(&room, &cfg, Duration::from_secs(40)).await;
-    assert_eq!(room.status(&cfg)["active"], 0, "every session lapsed");
-    assert_ne!(pass_id(&first), id, "a new pass, not the old one");
+    assert_eq!(room.status(&cfg).active, 0, "every session lapsed");
+    assert_ne!(pass_id(&first).await, id, "a new pass, not the old one");
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,18 +219,18 @@ async fn abandoned_places_are_skipped_and_grace_is_honoured() {
     let (mut a, mut b, mut c) = (Visitor::default(), Visitor::default(), Visitor::default());
     for v in [&mut a, &mut b, &mut c] {
         assert!(matches!(
-            v.visit(&room, &cfg),
+            v.visit(&room, &cfg).await,
             Seen::Wait(RoomState::Paused, _)
         ));
     }
     // a leaves; b and c keep polling through a long pause
     for _ in 0..25 {
         advance(&room, &cfg, Duration::from_secs(1)).await;
-        b.visit(&room, &cfg);
-        c.visit(&room, &cfg);
+        b.visit(&room, &cfg).await;
+        c.visit(&room, &cfg).await;
     }
     assert_eq!(
-        b.visit(&room, &cfg),
+        b.visit(&room, &cfg).await,
         Seen::Wait(RoomState::Paused, Some(0)),
         "a's place no longer counts"
     );
@@ -224,20 +241,20 @@ async fn abandoned_places_are_skipped_and_grace_is_honoured() {
     );
     advance(&room, &resumed, Duration::from_secs(1)).await;
     assert_eq!(
-        b.visit(&room, &resumed),
+        b.visit(&room, &resumed).await,
         Seen::In,
         "b goes first: a's place was skipped at no cost"
     );
     // a comes back after more than the grace: a new place at the back
     let before = a.jar.get(TICKET_COOKIE).cloned();
     assert_eq!(
-        a.visit(&room, &resumed),
+        a.visit(&room, &resumed).await,
         Seen::Wait(RoomState::Queued, Some(1))
     );
     assert_ne!(a.jar.get(TICKET_COOKIE), before.as_ref(), "a new ticket");
     // c, who stayed, is next; a visitor away for less than the grace keeps the place
     advance(&room, &resumed, Duration::from_secs(8)).await;
-    assert_eq!(c.visit(&room, &resumed), Seen::In);
+    assert_eq!(c.visit(&room, &resumed).await, Seen::In);
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,7 +262,7 @@ async fn bad_tokens_count_as_absent_by_reason() {
     let cfg = config("max_active_users = 1\nnew_users_per_minute = 60\nburst = 1");
     let (room, metrics) = room(&cfg);
     let mut inside = Visitor::default();
-    assert_eq!(inside.visit(&room, &cfg), Seen::In);
+    assert_eq!(inside.visit(&room, &cfg).await, Seen::In);
     let pass = inside.jar[PASS_COOKIE].clone();
     let rejects = |kind: &str, reason: &str| {
         metrics
@@ -263,7 +280,7 @@ async fn bad_tokens_count_as_absent_by_reason() {
         .jar
         .insert(PASS_COOKIE.into(), String::from_utf8(bad).unwrap());
     assert_eq!(
-        forged.visit(&room, &cfg),
+        forged.visit(&room, &cfg).await,
         Seen::Wait(RoomState::Queued, Some(0)),
         "forged: a newcomer"
     );
@@ -273,7 +290,7 @@ async fn bad_tokens_count_as_absent_by_reason() {
     truncated
         .jar
         .insert(PASS_COOKIE.into(), pass[..pass.len() / 2].to_string());
-    assert!(matches!(truncated.visit(&room, &cfg), Seen::Wait(..)));
+    assert!(matches!(truncated.visit(&room, &cfg).await, Seen::Wait(..)));
     assert_eq!(
         Reject::ALL
             .iter()
@@ -293,12 +310,12 @@ async fn bad_tokens_count_as_absent_by_reason() {
         (),
     );
     let mut elsewhere = Visitor::default();
-    assert_eq!(elsewhere.visit(&other_room, &other), Seen::In);
+    assert_eq!(elsewhere.visit(&other_room, &other).await, Seen::In);
     let mut stranger = Visitor::default();
     stranger
         .jar
         .insert(PASS_COOKIE.into(), elsewhere.jar[PASS_COOKIE].clone());
-    assert!(matches!(stranger.visit(&room, &cfg), Seen::Wait(..)));
+    assert!(matches!(stranger.visit(&room, &cfg).await, Seen::Wait(..)));
     let all: Vec<(&str, u64)> = Reject::ALL
         .iter()
         .map(|r| (r.label(), rejects("pass", r.label())))
@@ -307,13 +324,13 @@ async fn bad_tokens_count_as_absent_by_reason() {
 
     // an expired pass
     tokio::time::advance(Duration::from_secs(3600)).await;
-    assert!(matches!(inside.visit(&room, &cfg), Seen::Wait(..)));
+    assert!(matches!(inside.visit(&room, &cfg).await, Seen::Wait(..)));
     assert_eq!(rejects("pass", "expired"), 1);
 
     // a ticket from a key the room never had
     let mut foreign = Visitor::default();
     let (third, _) = self::room(&cfg);
-    foreign.visit(&third, &cfg);
+    foreign.visit(&third, &cfg).await;
     let mut carrier = Visitor::default();
     let ticket = foreign
         .jar
@@ -322,7 +339,7 @@ async fn bad_tokens_count_as_absent_by_reason() {
         .unwrap()
         .clone();
     carrier.jar.insert(TICKET_COOKIE.into(), ticket);
-    carrier.visit(&room, &cfg);
+    carrier.visit(&room, &cfg).await;
     assert!(rejects("ticket", "unknown_key") + rejects("ticket", "wrong_kind") >= 1);
 }
 
@@ -336,30 +353,33 @@ async fn prequeue_is_shuffled_once_and_later_arrivals_queue_behind() {
         "max_active_users = 1000\nnew_users_per_minute = 6000\nburst = 1\nopens_at = \"{opens_text}\""
     ));
     let (room, _) = room(&cfg);
-    room.tick(&cfg);
+    room.tick(&cfg).await;
     let mut early: Vec<Visitor> = (0..40).map(|_| Visitor::default()).collect();
     for v in early.iter_mut() {
-        assert_eq!(v.visit(&room, &cfg), Seen::Wait(RoomState::Prequeue, None));
+        assert_eq!(
+            v.visit(&room, &cfg).await,
+            Seen::Wait(RoomState::Prequeue, None)
+        );
     }
     // keep polling until the opening
     for _ in 0..62 {
         advance(&room, &cfg, Duration::from_secs(1)).await;
         for v in early.iter_mut() {
-            v.visit(&room, &cfg);
+            v.visit(&room, &cfg).await;
         }
     }
     let status = room.status(&cfg);
-    assert!(status["open"].as_bool().unwrap());
-    assert_eq!(status["prequeue_seed_sha256"].as_str().unwrap().len(), 64);
+    assert!(status.open);
+    assert_eq!(status.prequeue_seed_sha256.unwrap().len(), 64);
     let mut late = Visitor::default();
     assert!(matches!(
-        late.visit(&room, &cfg),
+        late.visit(&room, &cfg).await,
         Seen::Wait(RoomState::Queued, _)
     ));
     // positions now form a permutation of the pre-queue, the late one after all
     let mut positions: Vec<u64> = Vec::new();
     for v in early.iter_mut() {
-        match v.visit(&room, &cfg) {
+        match v.visit(&room, &cfg).await {
             Seen::Wait(RoomState::Queued, Some(p)) => positions.push(p),
             Seen::In => positions.push(u64::MAX),
             other => panic!("{other:?}"),
@@ -374,7 +394,7 @@ async fn prequeue_is_shuffled_once_and_later_arrivals_queue_behind() {
     waiting.sort_unstable();
     assert_eq!(waiting, (0..waiting.len() as u64).collect::<Vec<_>>());
     assert_eq!(
-        late.visit(&room, &cfg),
+        late.visit(&room, &cfg).await,
         Seen::Wait(RoomState::Queued, Some(waiting.len() as u64))
     );
     let in_arrival_order = positions.windows(2).all(|w| w[0] <= w[1]);
@@ -392,7 +412,7 @@ async fn adaptive_gate_follows_origin_health() {
     );
     let (room, metrics) = room(&cfg);
     let rate = |room: &Room| room.settings(&cfg).new_users_per_minute;
-    room.tick(&cfg);
+    room.tick(&cfg).await;
     assert_eq!(rate(&room), 600);
     // a slow origin: the rate is halved at the next interval, not before
     for _ in 0..50 {
@@ -419,15 +439,15 @@ async fn adaptive_gate_follows_origin_health() {
     assert_eq!(rate(&room), 150);
     // healthy and people waiting: grows by the step
     let mut v = Visitor::default();
-    v.visit(&room, &cfg);
+    v.visit(&room, &cfg).await;
     let mut w = Visitor::default();
-    w.visit(&room, &cfg);
+    w.visit(&room, &cfg).await;
     for _ in 0..10 {
         room.health.record(Duration::from_millis(50), false);
     }
     tokio::time::advance(Duration::from_secs(5)).await;
-    w.visit(&room, &cfg);
-    room.tick(&cfg);
+    w.visit(&room, &cfg).await;
+    room.tick(&cfg).await;
     assert_eq!(rate(&room), 210);
     assert_eq!(
         metrics

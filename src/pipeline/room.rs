@@ -106,10 +106,9 @@ pub async fn govern(
         let v = ctx
             .app
             .room
-            .decide_async(room, req.headers(), ctx.client_ip, secure)
+            .decide(room, req.headers(), ctx.client_ip, secure)
             .await;
-        let near = matches!(&v, Verdict::Hold(h) if h.state == RoomState::Queued
-            && h.position.is_some_and(|p| ctx.app.room.near_front(room, p)));
+        let near = matches!(&v, Verdict::Hold(h) if h.near);
         (v, near)
     };
     match verdict {
@@ -202,17 +201,14 @@ async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) 
     loop {
         let seen = *rx.borrow_and_update();
         let v = r
-            .decide_async(room, req.headers(), ctx.client_ip, ctx.conn.tls)
+            .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
             .await;
         let position = match &v {
-            Verdict::Hold(h) if h.state == RoomState::Queued && h.cookies.is_empty() => {
-                h.position.filter(|p| r.near_front(room, *p))
-            }
+            Verdict::Hold(h) if h.near && h.cookies.is_empty() => h.position,
             _ => None,
         };
         let Some(position) = position else {
-            let near = matches!(&v, Verdict::Hold(h) if h.state == RoomState::Queued
-                && h.position.is_some_and(|p| r.near_front(room, p)));
+            let near = matches!(&v, Verdict::Hold(h) if h.near);
             return (v, near);
         };
         if last {
@@ -297,7 +293,7 @@ fn hold_answer(
     );
     v.messages = Some((&board.messages.ko, &board.messages.en));
     v.message_updated_at = board.updated_at;
-    v.vouchers_left = ctx.app.room.vouchers_left();
+    v.vouchers_left = hold.vouchers_left;
     if near {
         // Near the head: poll again soon (a long poll is answered at once
         // on a grant; old pages without one still learn within a second).
@@ -322,8 +318,12 @@ fn hold_answer(
     let mut resp = if status_only || wants_json(req) {
         answer(holding::status_json(&v), "application/json", hold.state)
     } else {
+        let pages = hold
+            .pages
+            .clone()
+            .unwrap_or_else(|| ctx.app.room.pages().clone());
         answer(
-            ctx.app.room.pages().render(lang, &v),
+            pages.render(lang, &v),
             "text/html; charset=utf-8",
             hold.state,
         )

@@ -252,11 +252,7 @@ async fn admission_ticks(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         let every = cfg.room.as_ref().map_or(Duration::from_secs(1), |r| r.tick);
         if let Some(room) = &cfg.room {
             app.room.set_origin_load(app.slots.load());
-            if app.room.is_shared() {
-                app.room.tick_shared(room).await;
-            } else {
-                app.room.tick(room);
-            }
+            app.room.tick(room).await;
             ticks += 1;
             if ticks % 40 == 0 {
                 // Forget passes whose rate has refilled (bounded memory).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::vouchers::{Plugin, VouchersConfig};
 use crate::metrics::Metrics;
-use crate::store::redis_durable::ClaimsConnection;
+use crate::store::ledger::redis_durable::ClaimsConnection;
 use crate::store::{ClaimLedger, Ledger, RedisLedger, StoreError};
 
 use super::{

@@ -216,7 +216,7 @@ async fn crash_between_reserve_and_record_recovers_same_codes() {
         }
     }
     // And the last write was torn: half of a record with a wrong code.
-    let journal = dir.path().join(crate::store::local::JOURNAL_FILE);
+    let journal = dir.path().join(crate::store::ledger::local::JOURNAL_FILE);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&journal)

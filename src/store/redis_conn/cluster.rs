@@ -1,6 +1,6 @@
 //! Redis Cluster (`[store] cluster = true`): which node holds the event's
 //! slot. Every key of an event is under the hash tag `{usher:EVENT}`, so
-//! one slot, so one primary serves the whole event; [`super::redis_conn`]
+//! one slot, so one primary serves the whole event; [`super`]
 //! sends every command there and asks again (as it asks Sentinels) after a
 //! failure like a lost primary or a `MOVED` answer.
 //!
@@ -132,8 +132,8 @@ pub(super) async fn ask(
     for s in seeds {
         let (host, port) = s.rsplit_once(':').unwrap_or((s.as_str(), "6379"));
         let ask = async {
-            let client = super::redis_conn::client_for(
-                &super::redis_conn::with_host(url, host.trim_matches(['[', ']']), port),
+            let client = super::client_for(
+                &super::with_host(url, host.trim_matches(['[', ']']), port),
                 store,
             )?;
             let mut c = client

@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use super::redis_conn::StoreCon;
+use crate::store::redis_conn::StoreCon;
 use redis::RedisError;
 
 /// One comparison of this node's clock with Redis's.

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use super::redis_conn::StoreCon;
+use crate::store::redis_conn::StoreCon;
 use redis::{Cmd, FromRedisValue, RedisError};
 
 use crate::config::store::RedisStore;

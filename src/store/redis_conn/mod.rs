@@ -1,5 +1,5 @@
 //! The connection to Redis of `[store] backend = "redis"`: one multiplexed
-//! connection per process, shared by the line ([`super::redis_line`]) and
+//! connection per process, shared by the line ([`super::line::redis`]) and
 //! the voucher ledger, that connects lazily, reconnects by itself and gives
 //! every command a time limit (a paused or lost Redis fails fast instead of
 //! holding requests).
@@ -26,13 +26,15 @@
 //! the same CA and client certificate (without a password).
 //!
 //! With `cluster` the primary is the Redis Cluster node that owns the
-//! event's slot ([`super::redis_cluster`]), found by `CLUSTER SLOTS` and
+//! event's slot ([`cluster`]), found by `CLUSTER SLOTS` and
 //! followed the same way: a `MOVED` answer (the slot went elsewhere) or
 //! `CLUSTERDOWN` counts as a failure like a lost primary. The command that
 //! got it still fails (a `MOVED` script did not run, but it is answered as
 //! any store failure, one rule for every failed command); the next goes
 //! to the new owner. `ASK` (the slot in the middle of a migration) is not
 //! followed: those commands fail until the migration ends.
+
+pub mod cluster;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, Once};
@@ -53,7 +55,7 @@ use crate::logging::Throttle;
 /// Sentinels or a Cluster, the primary's address) is made by the first
 /// command.
 pub fn connect(store: &RedisStore, event: &str) -> Result<StoreCon, String> {
-    connect_slot(store, super::redis_cluster::event_slot(event))
+    connect_slot(store, cluster::event_slot(event))
 }
 
 /// [`connect`] for the Cluster slot `slot` (unused without `cluster`).
@@ -227,9 +229,7 @@ impl StoreCon {
         }
         let asked = match &f.source {
             Source::Sentinel { .. } => ask_sentinels(f).await,
-            Source::Cluster { slot, known } => {
-                super::redis_cluster::ask(&f.url, &f.store, known, *slot).await
-            }
+            Source::Cluster { slot, known } => cluster::ask(&f.url, &f.store, known, *slot).await,
         };
         let found = match asked {
             Ok(a) => a,

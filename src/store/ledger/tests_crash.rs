@@ -113,7 +113,7 @@ async fn journal_lines_are_crc_and_json() {
     assert_eq!(lines.len(), 5, "{text}");
     for line in &lines {
         let (crc, json) = line.split_once(' ').expect("crc and json");
-        assert_eq!(crc, format!("{:08x}", super::crc::crc32(json.as_bytes())));
+        assert_eq!(crc, format!("{:08x}", crate::store::crc32(json.as_bytes())));
         assert!(serde_json::from_str::<serde_json::Value>(json).is_ok());
     }
     assert!(lines[0].contains("\"t\":\"open\"") && lines[0].contains("\"event\":\"e\""));

@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
-use super::{line_config, persist, shared, unix_ms, wall_ms, Prepared, Room, RoomError, State};
+use super::backend::LineBackend;
+use super::{
+    before_opening, line_config, persist, shared, wall_ms, Prepared, Room, RoomError, State,
+};
 use crate::config::room::RoomConfig;
 use crate::config::store::StoreConfig;
 use crate::metrics::Metrics;
-use crate::store::line_files::{LineFiles, LineFilesError, RESERVE_BLOCK};
+use crate::store::line::files::{LineFiles, LineFilesError, RESERVE_BLOCK};
 use crate::tokens::event_id;
 
 impl Room {
@@ -32,17 +35,14 @@ impl Room {
                 let sh = shared::Shared::new(r, &c.event, c, metrics.room.store_up.clone())
                     .map_err(RoomError::Shared)?;
                 let mut room = Room::new(cfg, prepared, metrics);
-                room.shared = Some(sh);
+                room.backend = LineBackend::Redis(Box::new(sh));
                 return Ok(room);
             }
         };
         let files = LineFiles::open(dir)?;
         let default = RoomConfig::defaults();
         let c = cfg.unwrap_or(&default);
-        let prequeue = c
-            .opens_at
-            .as_ref()
-            .is_some_and(|(_, at)| unix_ms(*at) > wall_ms());
+        let prequeue = before_opening(c, wall_ms());
         let resumed =
             persist::resume(&files, event_id(&c.event), line_config(c, c.mode), prequeue)?;
         Ok(Room::build(cfg, prepared, metrics, Some((files, resumed))))
@@ -52,20 +52,20 @@ impl Room {
     /// store only; one fsync per [`RESERVE_BLOCK`] tickets). False when it
     /// cannot be: no ticket is issued rather than risk a number twice.
     pub(super) fn reserve(&self, s: &mut State) -> bool {
-        let Some(files) = &self.files else {
+        let Some(files) = self.files() else {
             return true;
         };
-        if !s.mark_ok {
+        if !s.reserved_ok {
             return false;
         }
         let issued = s.line.issued();
-        if issued < s.mark {
+        if issued < s.reserved {
             return true;
         }
         let to = issued + RESERVE_BLOCK;
         match files.reserve(s.event_id, to) {
             Ok(()) => {
-                s.mark = to;
+                s.reserved = to;
                 true
             }
             Err(e) => {
@@ -79,7 +79,7 @@ impl Room {
     /// the admission task, and at shutdown. The copy is taken under the
     /// lock; the write and fsync happen outside it.
     pub fn persist(&self) -> Result<(), LineFilesError> {
-        let Some(files) = &self.files else {
+        let Some(files) = self.files() else {
             return Ok(());
         };
         let now = self.now_ms();
@@ -92,6 +92,6 @@ impl Room {
 
     /// Whether the line is kept on disk.
     pub fn is_durable(&self) -> bool {
-        self.files.is_some()
+        self.files().is_some()
     }
 }

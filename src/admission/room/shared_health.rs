@@ -1,6 +1,6 @@
-//! This node's health against the shared store (`admission/shared.rs`):
+//! This node's health against the shared store (`admission/room/shared.rs`):
 //! its clock against Redis's `TIME` (`/readyz` fails beyond a quarter of
-//! `ticket_grace`, see `store::clock`) and the repairs of a line that went
+//! `ticket_grace`, see `store::line::clock`) and the repairs of a line that went
 //! back after a failover (logged and counted).
 
 use std::sync::atomic::Ordering;
@@ -8,13 +8,13 @@ use std::sync::atomic::Ordering;
 use super::shared::Shared;
 use super::Room;
 use crate::config::room::RoomConfig;
-use crate::store::clock::{self, Skew};
+use crate::store::line::clock::{self, Skew};
 
 impl Room {
     /// Why this node should not take visitors because of its clock (its
     /// skew against Redis's `TIME` beyond a quarter of `ticket_grace`), if so.
     pub fn clock_problem(&self) -> Option<String> {
-        self.shared.as_ref().and_then(|sh| sh.clock.problem())
+        self.redis().and_then(|sh| sh.clock.problem())
     }
 
     /// Unix time (ms) on the line's clock: with Redis, this node's clock
@@ -23,7 +23,7 @@ impl Room {
     /// clocks drift apart; otherwise this node's own.
     pub fn line_unix_ms(&self) -> u64 {
         let own = self.unix_ms();
-        match &self.shared {
+        match self.redis() {
             Some(sh) => own.saturating_add_signed(-sh.clock.skew_ms()),
             None => own,
         }
@@ -49,7 +49,7 @@ impl Room {
                 }
                 return;
             }
-            Err(e) => return sh.mark(false, "TIME", Some(&e)),
+            Err(e) => return sh.note_health(false, "TIME", Some(&e)),
         };
         let s = Skew::sample(sent, self.unix_ms(), redis);
         let limit = clock::limit_ms(cfg.ticket_grace.as_millis() as u64);

@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::crc32;
+use crate::store::crc32;
 
 /// Numbers reserved per write of the mark: one fsync per this many tickets.
 pub const RESERVE_BLOCK: u64 = 4096;

@@ -16,15 +16,19 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+use governor::{DefaultKeyedRateLimiter, Quota};
 use http::HeaderMap;
 
-use super::{Hold, Room, Verdict};
+use super::Hold;
 use crate::config::room::RoomConfig;
 use crate::holding::RoomState;
+use crate::metrics::RoomMetrics;
 use crate::tokens::cookie::get_cookie;
-use crate::tokens::{proof, Challenge};
+use crate::tokens::{proof, Challenge, Keyring};
 
 /// Cookie the holding page's script sets with a solved challenge.
 pub const POW_COOKIE: &str = "usher_pow";
@@ -38,9 +42,25 @@ pub const CHALLENGE_TTL_SECS: u64 = 120;
 /// rather than forget one and accept it twice.
 const MAX_SPENT: usize = 200_000;
 
+type IpLimiter = DefaultKeyedRateLimiter<IpAddr>;
+
+fn ip_limiter(per: u32, minute: bool) -> IpLimiter {
+    let n = NonZeroU32::new(per.max(1)).unwrap_or(NonZeroU32::MIN);
+    let quota = if minute {
+        // A quarter of the minute's allowance at once: a family behind one
+        // address can all join, a script cannot farm places.
+        Quota::per_minute(n)
+            .allow_burst(NonZeroU32::new((per / 4).max(5)).unwrap_or(NonZeroU32::MIN))
+    } else {
+        Quota::per_second(n)
+            .allow_burst(NonZeroU32::new(per.saturating_mul(2)).unwrap_or(NonZeroU32::MIN))
+    };
+    IpLimiter::keyed(quota)
+}
+
 /// Challenge ids already accepted, with when they expire (unix seconds).
 #[derive(Default)]
-pub(super) struct Spent {
+struct Spent {
     ids: HashMap<u64, u64>,
     pruned_at: u64,
 }
@@ -61,28 +81,80 @@ impl Spent {
 
     /// Forgets the ids that expired by `now` (they would be refused as
     /// expired anyway).
-    pub(super) fn prune(&mut self, now: u64) {
+    fn prune(&mut self, now: u64) {
         self.ids.retain(|_, until| *until > now);
         self.pruned_at = now;
     }
 }
 
-impl Room {
+/// The per-address limits and the challenges spent.
+pub(super) struct AddressLimits {
+    ticket: ArcSwap<(u32, IpLimiter)>,
+    request: ArcSwap<(u32, Option<IpLimiter>)>,
+    /// Proof-of-work challenges accepted, so each is accepted once.
+    spent: Mutex<Spent>,
+}
+
+/// What a limit check needs from the room: its keys, event and time.
+pub(super) struct Seen<'a> {
+    pub keys: &'a Keyring,
+    pub event: u64,
+    pub now_unix: u64,
+    pub metrics: &'a RoomMetrics,
+}
+
+impl AddressLimits {
+    pub(super) fn new(cfg: &RoomConfig) -> AddressLimits {
+        AddressLimits {
+            ticket: ArcSwap::from_pointee(ticket_limit(cfg)),
+            request: ArcSwap::from_pointee(request_limit(cfg)),
+            spent: Mutex::new(Spent::default()),
+        }
+    }
+
+    /// A reload: a limiter whose number changed starts afresh.
+    pub(super) fn apply(&self, cfg: &RoomConfig) {
+        if self.ticket.load().0 != cfg.tickets_per_minute_per_ip {
+            self.ticket.store(Arc::new(ticket_limit(cfg)));
+        }
+        if self.request.load().0 != cfg.requests_per_second_per_ip {
+            self.request.store(Arc::new(request_limit(cfg)));
+        }
+    }
+
+    /// governor keeps state for every address ever seen: forget the ones
+    /// whose limits have refilled, so a million addresses pass through
+    /// without a million entries staying.
+    pub(super) fn prune(&self, now_unix: u64) {
+        let t = self.ticket.load();
+        t.1.retain_recent();
+        t.1.shrink_to_fit();
+        if let Some(r) = &self.request.load().1 {
+            r.retain_recent();
+            r.shrink_to_fit();
+        }
+        self.spent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .prune(now_unix);
+    }
+
     /// The per-address request limit: `Some` holding answer (come back
     /// after one poll interval) when this address is over it.
-    pub(super) fn request_limited(&self, cfg: &RoomConfig, ip: IpAddr) -> Option<Verdict> {
-        let limiter = self.request_limit.load();
+    pub(super) fn request_limited(
+        &self,
+        cfg: &RoomConfig,
+        ip: IpAddr,
+        m: &RoomMetrics,
+    ) -> Option<Hold> {
+        let limiter = self.request.load();
         if limiter.1.as_ref()?.check_key(&ip).is_ok() {
             return None;
         }
-        self.metrics
-            .room
-            .rate_limited
-            .with_label_values(&["request"])
-            .inc();
+        m.rate_limited.with_label_values(&["request"]).inc();
         // One poll interval: pages over the limit come back at the pace
         // they would poll anyway, so they add no load to the address.
-        Some(Verdict::Hold(Hold::retry(cfg.refresh.as_secs().max(1))))
+        Some(Hold::retry(cfg.refresh.as_secs().max(1)))
     }
 
     /// The per-address ticket limit for a newcomer: `None` to issue the
@@ -94,8 +166,9 @@ impl Room {
         cfg: &RoomConfig,
         headers: &HeaderMap,
         ip: IpAddr,
-    ) -> Option<Verdict> {
-        let m = &self.metrics.room;
+        seen: &Seen<'_>,
+    ) -> Option<Hold> {
+        let m = seen.metrics;
         let bits = cfg.ticket_proof_bits;
         if bits > 0 {
             let solution = headers
@@ -103,47 +176,43 @@ impl Room {
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| get_cookie(headers, POW_COOKIE));
             if let Some(solution) = solution {
-                if self.accept_proof(solution, bits) {
+                if self.accept_proof(solution, bits, seen) {
                     m.proof_of_work.with_label_values(&["solved"]).inc();
                     return None;
                 }
                 m.proof_of_work.with_label_values(&["rejected"]).inc();
             }
         }
-        if self.ticket_limit.load().1.check_key(&ip).is_ok() {
+        if self.ticket.load().1.check_key(&ip).is_ok() {
             return None;
         }
         m.rate_limited.with_label_values(&["ticket"]).inc();
         if bits == 0 {
             let refill = 60 / u64::from(cfg.tickets_per_minute_per_ip.max(1));
-            return Some(Verdict::Hold(Hold::retry(
-                refill.max(cfg.refresh.as_secs()).max(1),
-            )));
+            return Some(Hold::retry(refill.max(cfg.refresh.as_secs()).max(1)));
         }
         m.proof_of_work.with_label_values(&["issued"]).inc();
-        let token = self.keys.load().seal_challenge(&Challenge {
-            event: self.event_id.load(Ordering::Relaxed),
-            issued_at: self.unix_ms() / 1000,
+        let token = seen.keys.seal_challenge(&Challenge {
+            event: seen.event,
+            issued_at: seen.now_unix,
             id: rand::random(),
         });
         let mut hold = Hold::bare(RoomState::Queued);
         hold.challenge = Some((token, bits));
-        Some(Verdict::Hold(hold))
+        Some(hold)
     }
 
     /// Whether `solution` solves a challenge this room issued, not expired
     /// and not accepted before (on this node). Cheapest check first: the
     /// seal, then the hash, then the set of spent ids.
-    fn accept_proof(&self, solution: &str, bits: u32) -> bool {
+    fn accept_proof(&self, solution: &str, bits: u32, seen: &Seen<'_>) -> bool {
         let Some((token, nonce)) = proof::split(solution) else {
             return false;
         };
-        let now = self.unix_ms() / 1000;
-        let event = self.event_id.load(Ordering::Relaxed);
-        let Ok(c) = self
+        let now = seen.now_unix;
+        let Ok(c) = seen
             .keys
-            .load()
-            .open_challenge(token, event, now, CHALLENGE_TTL_SECS)
+            .open_challenge(token, seen.event, now, CHALLENGE_TTL_SECS)
         else {
             return false;
         };
@@ -154,6 +223,21 @@ impl Room {
                 now,
             )
     }
+}
+
+fn ticket_limit(cfg: &RoomConfig) -> (u32, IpLimiter) {
+    (
+        cfg.tickets_per_minute_per_ip,
+        ip_limiter(cfg.tickets_per_minute_per_ip, true),
+    )
+}
+
+fn request_limit(cfg: &RoomConfig) -> (u32, Option<IpLimiter>) {
+    (
+        cfg.requests_per_second_per_ip,
+        (cfg.requests_per_second_per_ip > 0)
+            .then(|| ip_limiter(cfg.requests_per_second_per_ip, false)),
+    )
 }
 
 #[cfg(test)]

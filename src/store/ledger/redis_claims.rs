@@ -33,7 +33,7 @@
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::redis_conn::StoreCon;
+use crate::store::redis_conn::StoreCon;
 use redis::{RedisError, Script};
 
 use super::redis_durable::{confirm_cmd, eval, with_wait, Durability};
@@ -155,7 +155,7 @@ fn decode(event: &str, identity: &str, rec: &str) -> Result<Reservation, StoreEr
 
 impl RedisLedger {
     /// The ledger of `event` with `stock` units over `con` (the process's
-    /// one connection, see [`super::redis_conn`]). No I/O here: call
+    /// one connection, see [`crate::store::redis_conn`]). No I/O here: call
     /// [`Self::refresh`] before trusting [`Self::remaining`].
     pub fn new(con: impl Into<StoreCon>, event: &str, stock: u64) -> RedisLedger {
         RedisLedger {

@@ -1,4 +1,4 @@
-//! The room while Redis is unreachable (`admission/shared.rs`'s outage
+//! The room while Redis is unreachable (`admission/room/shared.rs`'s outage
 //! path): the holding page, or with `on_failure = "local_share"` this
 //! node's share of the rate and the capacity, waiting visitors first.
 
@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use http::HeaderMap;
 use rand::Rng;
 
+use super::seal::pass_life_secs;
 use super::shared::Shared;
-use super::{unix_ms, Gate, Room, Settings, TokioClock, Verdict};
-use crate::config::room::{Mode, RoomConfig};
-use crate::tokens::{Keyring, Ticket};
+use super::{before_opening, Gate, Room, Settings, TokioClock, Verdict};
+use crate::config::room::RoomConfig;
+use crate::tokens::Ticket;
 
 impl Shared {
     /// This node's gate while Redis is unreachable: `1/N` of the rate and
@@ -36,26 +37,22 @@ impl Room {
     /// A request without a pass while Redis is unreachable: the holding
     /// page, or with `local_share` this node's share of admissions,
     /// waiting visitors first (see the module docs).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn decide_outage(
         &self,
-        sh: &Shared,
         cfg: &RoomConfig,
         settings: &Settings,
-        keys: &Keyring,
         ticket: Option<Ticket>,
         headers: &HeaderMap,
         ip: std::net::IpAddr,
         secure: bool,
     ) -> Verdict {
-        let hold = || self.shared_hold(sh, cfg, settings, None);
-        let before_opening = cfg
-            .opens_at
-            .as_ref()
-            .is_some_and(|(_, at)| unix_ms(*at) > self.unix_ms());
+        let hold = || Verdict::Hold(self.hold(cfg, settings, None));
+        let Some(sh) = self.redis() else {
+            return hold();
+        };
         // until the pre-queue's draw is done nobody is admitted, shared or not
-        let drawing = before_opening || sh.in_draw.load(Ordering::Relaxed);
-        if !sh.sharing() || !matches!(settings.mode, Mode::Fifo | Mode::Random) || drawing {
+        let drawing = before_opening(cfg, self.unix_ms()) || sh.in_draw.load(Ordering::Relaxed);
+        if !sh.sharing() || !settings.admits() || drawing {
             return hold();
         }
         let now = self.now_ms();
@@ -72,8 +69,7 @@ impl Room {
             }
         }
         let share = settings.max_active_users / sh.nodes().max(1);
-        let session = cfg.session_duration.as_secs();
-        let until = now + (session + (session / 10).max(5)) * 1000;
+        let until = now + pass_life_secs(cfg) * 1000;
         let mut s = self.lock();
         if s.active.len() >= share
             || !sh.fallback_take(settings, cfg.burst, TokioClock::new(self.epoch))
@@ -87,10 +83,10 @@ impl Room {
         drop(s);
         self.metrics.room.admitted_local_share.inc();
         match ticket {
-            Some(t) => self.ticket_to_pass(cfg, keys, &t, pass_id, secure),
+            Some(t) => self.ticket_to_pass(cfg, &t, pass_id, secure),
             None => {
                 let now_unix = self.unix_ms() / 1000;
-                self.new_pass(cfg, keys, pass_id, now_unix, now_unix, secure, Vec::new())
+                self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new())
             }
         }
     }

@@ -11,9 +11,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::crc::crc32;
 use super::state::State;
 use super::StoreError;
+use crate::store::crc32;
 
 /// Journal format version, in the `open` record.
 pub(crate) const VERSION: u32 = 1;

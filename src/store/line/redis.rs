@@ -1,5 +1,5 @@
 //! The waiting line in Redis, shared by several usher nodes: the store of
-//! `[store] backend = "redis"` (the room's side is `admission/shared.rs`;
+//! `[store] backend = "redis"` (the room's side is `admission/room/shared.rs`;
 //! see docs/STATE.md). Each atomic step is one Lua script (`lua/*.lua`), so a
 //! poll, an issue or a take costs one round trip, and every key of an
 //! event shares the hash tag `{usher:EVENT}` so Redis Cluster works.
@@ -44,7 +44,7 @@
 
 use std::sync::LazyLock;
 
-use super::redis_conn::StoreCon;
+use crate::store::redis_conn::StoreCon;
 use redis::{RedisError, Script};
 
 /// Where a ticket stands in the shared line.
@@ -218,7 +218,7 @@ static TICK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/t
 static DRAW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/draw.lua")));
 
 impl RedisLine {
-    /// The line of `event` over `con` (see [`super::redis_conn`]); `node`
+    /// The line of `event` over `con` (see [`crate::store::redis_conn`]); `node`
     /// names this node in the tick lease.
     pub fn new(
         con: impl Into<StoreCon>,

@@ -2,11 +2,12 @@
 //! fast hand-off: the origin's load in, the limit out, and visitors near
 //! the head of the line woken the moment their turn may have come.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{Room, Settings};
-use crate::admission::flow::{Answers, Flow};
+use crate::admission::flow::{Answers, Flow, FlowStatus};
 use crate::admission::line::Line;
 use crate::config::room::RoomConfig;
 use crate::proxy::slots::Load;
@@ -14,39 +15,58 @@ use crate::proxy::slots::Load;
 /// The longest a long poll of `/__usher/status?wait=1` is held.
 pub const LONG_POLL_MAX: Duration = Duration::from_secs(25);
 
+/// The closed-loop gate's state and the long poll's hand-off.
+pub(super) struct ClosedLoop {
+    /// The closed-loop gate, once the origin's load has been read.
+    flow: Mutex<Option<Flow>>,
+    /// Its limit as of the last tick (0: not stepped yet), read on the
+    /// request path without the lock.
+    limit_now: AtomicU64,
+    /// The origin's load as last read by the tick loop.
+    origin_load: Mutex<Option<Load>>,
+    /// Places granted so far, for long polls.
+    handoff: tokio::sync::watch::Sender<u64>,
+    /// Visitors inside (active plus fresh grants) right after the last
+    /// tick's grants: with short visits they are gone by the next tick, yet
+    /// the limit held the line back at that moment.
+    pub(super) used_after_tick: AtomicU64,
+}
+
+impl Default for ClosedLoop {
+    fn default() -> ClosedLoop {
+        ClosedLoop {
+            flow: Mutex::new(None),
+            limit_now: AtomicU64::new(0),
+            origin_load: Mutex::new(None),
+            handoff: tokio::sync::watch::Sender::new(0),
+            used_after_tick: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Room {
     /// The origin's load, read by the tick loop just before each tick.
     pub fn set_origin_load(&self, load: Load) {
-        *self.origin_load.lock().unwrap_or_else(|e| e.into_inner()) = Some(load);
+        *self
+            .closed_loop
+            .origin_load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(load);
     }
 
     /// The closed-loop gate's limit, when it is on (before its first step:
     /// the origin's slot count, where it starts).
     pub(super) fn flow_limit(&self, cfg: &RoomConfig) -> Option<u64> {
         cfg.closed_loop?;
-        Some(match self.flow_limit_now.load(Ordering::Relaxed) {
+        Some(match self.closed_loop.limit_now.load(Ordering::Relaxed) {
             0 => self
+                .closed_loop
                 .origin_load
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .map_or(1, |l| l.capacity.max(1)),
             limit => limit,
         })
-    }
-
-    /// The hard cap on visitors inside: the fixed gate's `max_active_users`,
-    /// or a ceiling over the closed loop (the operator's override or the
-    /// file's `max_active_users`), if any.
-    pub(super) fn hard_cap(&self, cfg: &RoomConfig, settings: &Settings) -> Option<u64> {
-        match cfg.closed_loop {
-            None => Some(settings.max_active_users),
-            Some(cl) => self
-                .overrides
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .max_active_users
-                .or(cl.max_active),
-        }
     }
 
     /// Places free for new visitors, with `active` inside and the line's
@@ -64,6 +84,7 @@ impl Room {
     ) -> u64 {
         let all = active + line.pending();
         let capped = self
+            .knobs
             .hard_cap(cfg, settings)
             .map_or(u64::MAX, |cap| cap.saturating_sub(all));
         match self.flow_limit(cfg) {
@@ -91,16 +112,29 @@ impl Room {
     pub(super) fn step_flow(&self, cfg: &RoomConfig, now: u64, used: u64, waiting: bool) {
         let m = &self.metrics.room;
         let Some(cl) = cfg.closed_loop else {
-            *self.flow.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            self.flow_limit_now.store(0, Ordering::Relaxed);
+            *self
+                .closed_loop
+                .flow
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+            self.closed_loop.limit_now.store(0, Ordering::Relaxed);
             m.gate_limit.set(0);
             m.gate_origin_target.set(0.0);
             return;
         };
-        let Some(load) = *self.origin_load.lock().unwrap_or_else(|e| e.into_inner()) else {
+        let Some(load) = *self
+            .closed_loop
+            .origin_load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        else {
             return;
         };
-        let mut slot = self.flow.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .closed_loop
+            .flow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let flow = slot.get_or_insert_with(|| Flow::new(load.capacity));
         let s = self.health.take();
         let answers = Answers {
@@ -111,7 +145,7 @@ impl Room {
         let mv = flow.step(now, cl.target, load, answers, used, waiting);
         let (limit, busy) = (flow.limit(), flow.busy());
         drop(slot);
-        self.flow_limit_now.store(limit, Ordering::Relaxed);
+        self.closed_loop.limit_now.store(limit, Ordering::Relaxed);
         m.gate_limit.set(limit as i64);
         m.gate_origin_busy.set(busy.unwrap_or(0.0));
         m.gate_origin_target.set(cl.target);
@@ -131,28 +165,20 @@ impl Room {
         }
     }
 
-    /// The gate's figures for `/admin/status`.
-    pub(super) fn gate_status(&self, cfg: &RoomConfig) -> serde_json::Value {
-        match cfg.closed_loop {
-            Some(cl) => {
-                let f = self.flow.lock().unwrap_or_else(|e| e.into_inner());
-                let mut v = match f.as_ref() {
-                    Some(f) => serde_json::to_value(f.status(cl.target)).unwrap_or_default(),
-                    None => serde_json::json!({"mode": "closed-loop", "target": cl.target}),
-                };
-                v["max_active_users_ceiling"] = serde_json::json!(cl.max_active);
-                v["new_users_per_minute_ceiling"] = serde_json::json!(cl.per_minute);
-                v
-            }
-            None if cfg.adaptive.is_some() => serde_json::json!({"mode": "adaptive"}),
-            None => serde_json::json!({"mode": "fixed"}),
-        }
+    /// The closed-loop gate's figures, once it has stepped.
+    pub(super) fn flow_status(&self, target: f64) -> Option<FlowStatus> {
+        let f = self
+            .closed_loop
+            .flow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f.as_ref().map(|f| f.status(target))
     }
 
     /// Tells long-polling visitors that places were granted: the total
     /// granted so far (this node's line, or the shared line's admitted count).
     pub(super) fn announce_grants(&self, granted_total: u64) {
-        self.handoff.send_if_modified(|g| {
+        self.closed_loop.handoff.send_if_modified(|g| {
             let changed = *g != granted_total;
             *g = granted_total;
             changed
@@ -162,7 +188,7 @@ impl Room {
     /// The announced grants: read `*rx.borrow_and_update()` before a
     /// decision, so that a wait after it misses nothing granted in between.
     pub fn grants_seen(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.handoff.subscribe()
+        self.closed_loop.handoff.subscribe()
     }
 
     /// Whether a visitor `position` places from the head is near enough to

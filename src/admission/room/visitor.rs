@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 
 use http::HeaderMap;
 
+use super::backend::{Spot, Unreachable};
 use super::{Room, TICKET_COOKIE};
-use crate::admission::line::Place;
 use crate::config::room::RoomConfig;
 use crate::tokens::cookie::get_cookie;
 
@@ -36,8 +36,8 @@ impl Room {
         let token = get_cookie(headers, TICKET_COOKIE)?;
         let event = self.event_id.load(Ordering::Relaxed);
         let ticket = self
-            .keys
-            .load()
+            .seal
+            .keys()
             .open_ticket(
                 token,
                 event,
@@ -45,25 +45,14 @@ impl Room {
                 cfg.ticket_max_age.as_secs(),
             )
             .ok()?;
-        let (state, position) = if let Some(sh) = &self.shared {
-            use crate::store::redis_line::RedisPlace;
-            // a read only: like a poll, it marks the ticket live
-            match sh.line.observe(ticket.number, self.unix_ms()).await {
-                Ok(RedisPlace::Waiting { position }) => ("waiting", Some(position)),
-                Ok(RedisPlace::InDraw | RedisPlace::Prequeue) => ("in_draw", None),
-                Ok(RedisPlace::Granted) => ("granted", None),
-                Ok(_) => ("left_line", None),
-                // Redis unreachable: the feedback still counts
-                Err(_) => ("waiting", None),
-            }
-        } else {
-            let now = self.now_ms();
-            match self.lock().line.observe(ticket.number, now) {
-                Place::Waiting { position } => ("waiting", Some(position)),
-                Place::InDraw { .. } => ("in_draw", None),
-                Place::Granted => ("granted", None),
-                _ => ("left_line", None),
-            }
+        // a read only: like a poll, it marks the ticket live
+        let (state, position) = match self.observe(ticket.number, false).await {
+            Ok(Spot::Waiting(position)) => ("waiting", Some(position)),
+            Ok(Spot::Drawing) => ("in_draw", None),
+            Ok(Spot::Granted) => ("granted", None),
+            Ok(Spot::Gone) => ("left_line", None),
+            // Redis unreachable: the feedback still counts
+            Err(Unreachable) => ("waiting", None),
         };
         Some(Visitor {
             id: format!("ticket:{}", ticket.number),
