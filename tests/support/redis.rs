@@ -2,7 +2,6 @@
 //! optionally TLS-only (`RedisOptions::tls`) or with extra arguments such
 //! as ACL users (`RedisOptions::args`).
 // Each test binary uses its own part of this file.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,6 @@
 //! It reads RESP frames in both directions (a request per command, one
 //! answer each, in order on a connection), so it knows which answer is
 //! TIME's.
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
