@@ -1,6 +1,6 @@
 //! The command line and the process: `usher check` (every mistake with its
 //! file and line, exit 78; the effective config otherwise; more in
-//! `tests/check.rs`) and the graceful stop on SIGTERM.
+//! `tests/ops/check.rs`) and the graceful stop on SIGTERM.
 
 use crate::support as common;
 

@@ -1,3 +1,8 @@
+//! The operator's side, one binary: the CLI, `usher check`, the admin API
+//! (and its browser test, skipped without Chromium), monitoring rules and
+//! dashboards, systemd. One module per former test file; helpers in
+//! `tests/support`.
+
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -99,3 +99,18 @@ async fn a_node_30_s_off_from_redis_turns_not_ready_and_says_why() {
     assert!(skew.abs() < 0.5, "{skew}");
     assert_eq!(honest.metric("usher_clock_skew_exceeded"), Some(0.0));
 }
+
+/// The proxy cuts RESP frames where they end and shifts only `TIME`.
+#[test]
+fn frames_are_cut_where_they_end() {
+    assert_eq!(time_shift::frame_len(b"+OK\r\n+x"), Some(5));
+    assert_eq!(time_shift::frame_len(b"$3\r\nabc\r\n"), Some(9));
+    assert_eq!(time_shift::frame_len(b"$3\r\nab"), None);
+    assert_eq!(time_shift::frame_len(b"*2\r\n:1\r\n$-1\r\n"), Some(13));
+    assert_eq!(time_shift::frame_len(b"*1\r\n*1\r\n:1\r"), None);
+    assert!(time_shift::is_time(b"*1\r\n$4\r\ntime\r\n"));
+    assert_eq!(
+        time_shift::shifted(b"*2\r\n$10\r\n1700000000\r\n$6\r\n123456\r\n", 30),
+        b"*2\r\n$10\r\n1700000030\r\n$6\r\n123456\r\n".to_vec()
+    );
+}

@@ -500,7 +500,7 @@ async fn redis_paused_ten_seconds_mid_event_skips_nobody() {
     };
     // the pause is as long as a ticket's grace (the shortest allowed):
     // nobody who could not poll through it loses their place (the resume
-    // after a longer gap is in tests/redis_line.rs)
+    // after a longer gap is in tests/redis/redis_line.rs)
     let room = Room {
         grace: "10s",
         ..STEADY

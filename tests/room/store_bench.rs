@@ -1,5 +1,5 @@
 //! Measurements for docs/BENCHMARKS.md (ignored by default; run with
-//! `cargo test --release --test store_bench -- --ignored --nocapture`): admission
+//! `cargo test --release --test room -- store_bench:: --ignored --nocapture`): admission
 //! decisions per second (in-process, local vs Redis) and Redis commands per
 //! newcomer, per poll and per admitted visitor (from INFO commandstats).
 

@@ -50,7 +50,25 @@ impl RedisServer {
         })
     }
 
+    /// Starts redis-server with `opts`. redis-server cannot listen on port 0
+    /// and tell which port it got, so without `opts.port` it takes a port
+    /// free a moment ago, and on a port taken meanwhile (it exits at start)
+    /// it tries again on another, five times at most.
     pub fn start_with(opts: RedisOptions) -> Option<RedisServer> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match RedisServer::try_start(&opts) {
+                Ok(started) => return started,
+                Err(status) if opts.port.is_none() && attempt < 5 => {
+                    eprintln!("redis-server exited at start ({status}); another port");
+                }
+                Err(status) => panic!("redis-server exited at start ({status}): a bad option?"),
+            }
+        }
+    }
+
+    fn try_start(opts: &RedisOptions) -> Result<Option<RedisServer>, std::process::ExitStatus> {
         let port = opts.port.unwrap_or_else(|| {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -99,12 +117,12 @@ impl RedisServer {
                 "redis-server not found: .ci/run must install it"
             );
             eprintln!("NOTE: redis-server not found; skipping the Redis tests");
-            return None;
+            return Ok(None);
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server exited at start ({status}): a bad option?");
+                return Err(status);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
@@ -112,12 +130,12 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(RedisServer {
+        Ok(Some(RedisServer {
             child,
             port,
             tls: opts.tls.is_some(),
             scratch: opts.aof_dir.is_none().then_some(scratch),
-        })
+        }))
     }
 
     pub fn url(&self) -> String {
