@@ -28,9 +28,10 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// The tests here load both cores: one at a time, even when the harness
-/// runs them in parallel.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The tests here that load both cores take the binary's
+/// [`common::BOTH_CORES`]: one at a time, even when the harness runs them in
+/// parallel, and never beside another crowd test of the binary.
+use common::BOTH_CORES as ONE_AT_A_TIME;
 
 /// The status poll the holding page makes.
 const STATUS_POLL: &str = "/__usher/status?wait=1";

@@ -125,6 +125,7 @@ async fn start_in_process(cfg_text: &str, dir: &Path) -> usher::server::Running 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_never_exceed_the_stock_and_repeat_the_same_code() {
+    let _cores = crate::support::BOTH_CORES.lock().await;
     let dir = temp_dir("vouchers-crowd");
     write_common(&dir, 100);
     let running = start_in_process(&config(&dir, "http://127.0.0.1:9", 100, ""), &dir).await;
@@ -275,6 +276,7 @@ fn start_binary(cfg: &Path) -> (Child, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_claims_loses_and_repeats_nothing() {
+    let _cores = crate::support::BOTH_CORES.lock().await;
     let dir = temp_dir("vouchers-kill");
     write_common(&dir, 300);
     let cfg = dir.join("usher.toml");

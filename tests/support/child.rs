@@ -66,30 +66,39 @@ impl Child {
             admin: None,
             log,
         };
-        c.wait_started();
+        c.wait_started(config);
         c
     }
 
-    fn wait_started(&mut self) {
+    /// Waits for "usher started" and its listeners: each accept loop logs
+    /// "listening" from its own task, so those lines may come just after.
+    /// The admin listener is waited for when the config names an address.
+    fn wait_started(&mut self, config: &Path) {
+        let text = std::fs::read_to_string(config).unwrap_or_default();
+        let want_admin = text.contains("admin = \"") && !text.contains("admin = \"\"");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let lines = self.lines();
             if lines.iter().any(|l| l.contains("usher started")) {
-                for l in lines {
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) else {
+                let (mut plain, mut tls, mut admin) = (Vec::new(), Vec::new(), None);
+                for l in &lines {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
                         continue;
                     };
                     let Some(addr) = v["listener"].as_str().and_then(|a| a.parse().ok()) else {
                         continue;
                     };
                     match (v["message"].as_str(), v["tls"].as_bool()) {
-                        (Some("admin API listening"), _) => self.admin = Some(addr),
-                        (_, Some(true)) => self.tls.push(addr),
-                        (_, Some(false)) => self.plain.push(addr),
+                        (Some("admin API listening"), _) => admin = Some(addr),
+                        (_, Some(true)) => tls.push(addr),
+                        (_, Some(false)) => plain.push(addr),
                         _ => {}
                     }
                 }
-                return;
+                if (!plain.is_empty() || !tls.is_empty()) && (admin.is_some() || !want_admin) {
+                    (self.plain, self.tls, self.admin) = (plain, tls, admin);
+                    return;
+                }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("usher exited at start ({status}):\n{}", lines.join("\n"));

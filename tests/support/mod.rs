@@ -47,6 +47,12 @@ use std::time::Duration;
 pub use h1::{Conn, Head, Response};
 pub use origin::{Origin, Recorded, Reply};
 
+/// Taken by the tests that load both cores with a crowd and expect the room
+/// to keep its pace (room_flow's crowds, room_overload, the voucher and
+/// feedback floods): each used to be alone in its process, and in a shared
+/// test binary two of them never overlap either.
+pub static BOTH_CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `fut`, failing the test if it takes longer than `secs`.
 pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(Duration::from_secs(secs), fut).await {
