@@ -42,6 +42,25 @@ pub struct RedisTlsFiles {
     pub auth_clients: &'static str,
 }
 
+/// A port free a moment ago that no redis-server of this test binary has had
+/// before: a replica reconnecting to its stopped primary's port must not
+/// find another test's fresh (empty) server there and copy it.
+fn unused_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
 impl RedisServer {
     pub fn start(port: Option<u16>) -> Option<RedisServer> {
         RedisServer::start_with(RedisOptions {
@@ -69,13 +88,7 @@ impl RedisServer {
     }
 
     fn try_start(opts: &RedisOptions) -> Result<Option<RedisServer>, std::process::ExitStatus> {
-        let port = opts.port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
+        let port = opts.port.unwrap_or_else(unused_port);
         let scratch =
             std::env::temp_dir().join(format!("usher-redis-{port}-{}", std::process::id()));
         let mut cmd = Command::new("redis-server");

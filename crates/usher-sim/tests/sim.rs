@@ -31,6 +31,26 @@ fn binaries() -> Binaries {
             "theater",
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Without what cargo set for this test process (CARGO_PKG_*,
+    // CARGO_MANIFEST_DIR, ...): build scripts that watch the environment
+    // would otherwise see a change and rebuild half the dependencies.
+    const SET_FOR_TESTS: [&str; 7] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        if SET_FOR_TESTS
+            .iter()
+            .any(|p| key.to_string_lossy().starts_with(p))
+        {
+            build.env_remove(&key);
+        }
+    }
     if bins.usher.parent().is_some_and(|d| d.ends_with("release")) {
         build.arg("--release");
     }
