@@ -12,6 +12,7 @@
 //! Prints one line per plugin; numbers go to docs/BENCHMARKS.md.
 
 #[path = "../tests/support/redis.rs"]
+#[allow(dead_code)]
 mod redis;
 
 use std::sync::Arc;

@@ -21,7 +21,9 @@
 //! - [`ctl`]: the `usher ctl` admin client (finds the API and token, speaks hyper).
 //! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
 //! - [`store`]: durable state: the voucher claim ledger and its audit log.
-//! - [`sim`]: `usher-sim`, the flash-crowd simulator and its report.
+//!
+//! The flash-crowd simulator `usher-sim` is its own crate (`crates/usher-sim`)
+//! over this library.
 
 pub mod admin;
 pub mod admission;
@@ -39,7 +41,6 @@ pub mod paths;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
-pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod talk;

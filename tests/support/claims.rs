@@ -1,7 +1,6 @@
 //! Visitors claiming vouchers from several usher nodes (the Redis
 //! failover tests): each gets a pass, then claims until a final answer (a
 //! code or sold out), moving to the next node after a failure.
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{header, Request};
 
-use super::http_util::{send, HttpClient};
+use super::http::{send, HttpClient};
 
 /// What a visitor ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]

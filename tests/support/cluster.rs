@@ -3,7 +3,6 @@
 //! `redis-cli --cluster create … --cluster-yes`, quick to fail over
 //! (`cluster-node-timeout` 2000 ms); every server killed on drop (through
 //! [`RedisServer`]).
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,6 +1,5 @@
 //! One JSON request to usher for black-box tests: the status, the JSON
 //! body (or null) and the cookies set (name=value, cleared ones left out).
-#![allow(dead_code)]
 
 use std::time::Duration;
 

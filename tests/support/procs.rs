@@ -1,23 +1,21 @@
 //! usher as a real process for black-box tests: its own config file and
 //! ports on 127.0.0.1, a log file beside the config, killed on drop.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A free port on 127.0.0.1 (free when asked; taken by usher right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh directory under the system temp dir, for one test.
+/// A fresh directory under the system temp dir, for one test: named after
+/// `name`, the process and a counter, so tests sharing a binary (and so a
+/// process id) never share a directory even when they share a name.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("usher-{name}-{}", std::process::id()));
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "usher-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -50,16 +48,17 @@ pub struct Usher {
 }
 
 impl Usher {
-    /// Writes `config(port, admin_port)` to `dir/NAME.toml`, starts `usher
-    /// run` on it and waits until its admin listener answers `/healthz`.
+    /// Writes `config(0, 0)` to `dir/NAME.toml` (so both listeners take a
+    /// port the kernel picks), starts `usher run` on it, reads the ports
+    /// back from its log and waits until its admin listener answers
+    /// `/healthz`.
     /// The config's `[server]` gets `admin_token_file` (holding
     /// [`ADMIN_TOKEN`]) added, so tests need not write it.
     pub fn start(dir: &Path, name: &str, config: impl Fn(u16, u16) -> String) -> Usher {
-        let (port, admin) = (free_port(), free_port());
         let path = dir.join(format!("{name}.toml"));
         let token = dir.join("admin.token");
         std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).unwrap();
-        let text = config(port, admin).replacen(
+        let text = config(0, 0).replacen(
             "[server]\n",
             &format!("[server]\nadmin_token_file = \"{}\"\n", token.display()),
             1,
@@ -70,20 +69,37 @@ impl Usher {
         );
         std::fs::write(&path, text).unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
             .args(["run", "-c"])
             .arg(&path)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        let started = Instant::now();
+        let (port, admin) = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let (Some(port), Some(admin)) = (
+                logged_port(&text, "listening", false),
+                logged_port(&text, "admin API listening", true),
+            ) {
+                break (port, admin);
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("usher {name} exited ({st}): {text}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "usher {name} did not log its listeners: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let mut u = Usher {
             child,
             base: format!("http://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin}"),
             log,
         };
-        let started = Instant::now();
         while http_get(admin, "/healthz").is_none_or(|(s, _)| s != 200) {
             if let Ok(Some(st)) = u.child.try_wait() {
                 panic!(
@@ -138,6 +154,21 @@ impl Drop for Usher {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The port of the first listener logged with `message` (text or JSON
+/// log): the admin listener, or (`admin` false) the first plain one.
+fn logged_port(log: &str, message: &str, admin: bool) -> Option<u16> {
+    log.lines()
+        .filter(|l| l.contains(message) && (admin || !l.contains("admin")))
+        .filter(|l| admin || l.contains("tls=false") || l.contains("\"tls\":false"))
+        .find_map(|l| {
+            let (_, rest) = l
+                .split_once("listener=")
+                .or_else(|| l.split_once("\"listener\":\""))?;
+            let addr = rest.split(['"', ' ']).next()?;
+            addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+        })
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1 with a short timeout: (status, body).

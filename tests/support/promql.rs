@@ -3,7 +3,6 @@
 //! each, a Prometheus text exposition parsed into samples, and a small
 //! evaluator for the dashboard's plain queries over scrapes of N nodes.
 // Each test binary uses its own part of this file.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! optionally TLS-only (`RedisOptions::tls`) or with extra arguments such
 //! as ACL users (`RedisOptions::args`).
 // Each test binary uses its own part of this file.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -43,6 +42,25 @@ pub struct RedisTlsFiles {
     pub auth_clients: &'static str,
 }
 
+/// A port free a moment ago that no redis-server of this test binary has had
+/// before: a replica reconnecting to its stopped primary's port must not
+/// find another test's fresh (empty) server there and copy it.
+fn unused_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
 impl RedisServer {
     pub fn start(port: Option<u16>) -> Option<RedisServer> {
         RedisServer::start_with(RedisOptions {
@@ -51,14 +69,26 @@ impl RedisServer {
         })
     }
 
+    /// Starts redis-server with `opts`. redis-server cannot listen on port 0
+    /// and tell which port it got, so without `opts.port` it takes a port
+    /// free a moment ago, and on a port taken meanwhile (it exits at start)
+    /// it tries again on another, five times at most.
     pub fn start_with(opts: RedisOptions) -> Option<RedisServer> {
-        let port = opts.port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match RedisServer::try_start(&opts) {
+                Ok(started) => return started,
+                Err(status) if opts.port.is_none() && attempt < 5 => {
+                    eprintln!("redis-server exited at start ({status}); another port");
+                }
+                Err(status) => panic!("redis-server exited at start ({status}): a bad option?"),
+            }
+        }
+    }
+
+    fn try_start(opts: &RedisOptions) -> Result<Option<RedisServer>, std::process::ExitStatus> {
+        let port = opts.port.unwrap_or_else(unused_port);
         let scratch =
             std::env::temp_dir().join(format!("usher-redis-{port}-{}", std::process::id()));
         let mut cmd = Command::new("redis-server");
@@ -100,12 +130,12 @@ impl RedisServer {
                 "redis-server not found: .ci/run must install it"
             );
             eprintln!("NOTE: redis-server not found; skipping the Redis tests");
-            return None;
+            return Ok(None);
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server exited at start ({status}): a bad option?");
+                return Err(status);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
@@ -113,12 +143,12 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(RedisServer {
+        Ok(Some(RedisServer {
             child,
             port,
             tls: opts.tls.is_some(),
             scratch: opts.aof_dir.is_none().then_some(scratch),
-        })
+        }))
     }
 
     pub fn url(&self) -> String {

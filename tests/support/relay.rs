@@ -2,7 +2,6 @@
 //! managed Redis or a virtual IP keeps across a failover. `switch` closes
 //! every relayed connection and sends new ones to the new backend, so a
 //! client that reconnects by itself lands on the promoted replica.
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};

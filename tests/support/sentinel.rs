@@ -1,7 +1,6 @@
 //! Redis Sentinels of the test's own (`redis-server CONF --sentinel`), on
 //! free ports, watching one primary under the name `usher`, quick to act
 //! (down after 2 s); killed on drop.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

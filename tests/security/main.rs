@@ -1,0 +1,11 @@
+//! The security and fault tests, one binary: request smuggling, slow and
+//! flooding clients, line-jumping, origin and process faults. One module per
+//! former test file; helpers in `tests/support`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod faults;
+mod security_flood;
+mod security_line;
+mod security_smuggling;

@@ -1,0 +1,198 @@
+//! The one support module of the integration tests, shared by every test
+//! binary (`tests/<group>/main.rs` includes it as `mod support`). Everything
+//! listens on 127.0.0.1:0, reads its ports back, and every wait is bounded.
+//!
+//! - usher in-process: [`inproc::Usher`] (the library's `App` and `serve`).
+//! - usher as the real binary, ports read back from its JSON log:
+//!   [`proc::UsherProc`] (signals, CLI, memory), [`child::Child`] (file
+//!   descriptor limits, log counting), [`procs::Usher`] (nodes of a shared
+//!   store, each with its own config file and log file).
+//! - origins: the scriptable [`origin::Origin`], the raw recording
+//!   [`security::Recorder`]; [`activated::Activated`] for socket activation.
+//! - Redis: [`redis::RedisServer`], [`cluster::Cluster`], [`sentinel::Sentinel`],
+//!   [`relay::Relay`], [`time_shift::TimeShift`]; voucher verdicts in [`claims`].
+//! - clients: raw HTTP/1.1 ([`h1`], [`clients`]), h2c and TLS ([`clients`],
+//!   [`tls`]), raw h2 frames ([`h2raw`]), hyper's client ([`http`]), the
+//!   headless browser ([`browser`]).
+//! - temp dirs: [`TempDir`] (removed on drop) and [`procs::temp_dir`].
+//! - PromQL and dashboards: [`promql`].
+#![allow(dead_code, unused_imports)]
+
+pub mod activated;
+pub mod browser;
+pub mod child;
+pub mod claims;
+pub mod clients;
+pub mod cluster;
+pub mod h1;
+pub mod h2raw;
+pub mod http;
+pub mod inproc;
+pub mod origin;
+pub mod proc;
+pub mod procs;
+pub mod promql;
+pub mod redis;
+pub mod relay;
+pub mod security;
+pub mod sentinel;
+pub mod time_shift;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub use h1::{Conn, Head, Response};
+pub use origin::{Origin, Recorded, Reply};
+
+/// Taken by the tests that load both cores with a crowd and expect the room
+/// to keep its pace (room_flow's crowds, room_overload, the voucher and
+/// feedback floods): each used to be alone in its process, and in a shared
+/// test binary two of them never overlap either.
+pub static BOTH_CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `fut`, failing the test if it takes longer than `secs`.
+pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: still not done after {secs} s"),
+    }
+}
+
+/// The admin token of every usher these helpers configure
+/// (`server.admin_token_file` = [`admin_token_file`]).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef-0123456789";
+
+/// A file holding [`ADMIN_TOKEN`], written once per test process.
+pub fn admin_token_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("usher-test-admin-{}.token", std::process::id()));
+        std::fs::write(&p, format!("{ADMIN_TOKEN}\n")).expect("write the admin token file");
+        p
+    })
+}
+
+/// A config for usher in front of `origin`, listening on 127.0.0.1:0, with
+/// extra lines for `[server]` and `[origin]`; `tail` is appended as is.
+/// Its admin API takes [`ADMIN_TOKEN`].
+pub fn config(origin: SocketAddr, server: &str, origin_extra: &str, tail: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+         admin_token_file = \"{}\"\n{server}\n\n\
+         [origin]\nurl = \"http://{origin}\"\n{origin_extra}\n\n\
+         [log]\nformat = \"json\"\nlevel = \"info\"\n\n{tail}\n",
+        admin_token_file().display()
+    )
+}
+
+/// The test pattern: a long body whose every byte depends on its offset, so
+/// lost, repeated or reordered bytes show, checked with plain slice compares
+/// (fast even in a debug build, unlike a hash).
+pub mod pattern {
+    use std::sync::OnceLock;
+
+    /// The period: a prime, so it never lines up with buffer sizes.
+    const PERIOD: usize = 65_521;
+
+    fn table() -> &'static [u8] {
+        static T: OnceLock<Vec<u8>> = OnceLock::new();
+        T.get_or_init(|| {
+            let mut x: u32 = 0x9e37_79b9;
+            let mut t: Vec<u8> = (0..PERIOD)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x >> 24) as u8
+                })
+                .collect();
+            // twice over, so any period-long window is one slice
+            t.extend_from_within(..);
+            t
+        })
+        .as_slice()
+    }
+
+    /// The pattern's bytes from `offset`, in chunks of at most `PERIOD`.
+    fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (usize, &'static [u8])> {
+        let t = table();
+        let mut done = 0usize;
+        std::iter::from_fn(move || {
+            if done == len {
+                return None;
+            }
+            let start = ((offset + done as u64) % PERIOD as u64) as usize;
+            let n = (len - done).min(PERIOD);
+            let piece = (done, &t[start..start + n]);
+            done += n;
+            Some(piece)
+        })
+    }
+
+    /// Fills `buf` with the pattern at `offset`.
+    pub fn fill(offset: u64, buf: &mut [u8]) {
+        let len = buf.len();
+        for (at, p) in pieces(offset, len) {
+            buf[at..at + p.len()].copy_from_slice(p);
+        }
+    }
+
+    /// Whether `buf` is the pattern at `offset`.
+    pub fn check(offset: u64, buf: &[u8]) -> bool {
+        pieces(offset, buf.len()).all(|(at, p)| &buf[at..at + p.len()] == p)
+    }
+}
+
+/// A temporary folder, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty folder under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = std::env::temp_dir().join(format!(
+            "usher-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `text` to `name` in it atomically (write, then rename), so a
+    /// reader never sees half a file.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write temp file");
+        std::fs::rename(&tmp, &p).expect("rename temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a development certificate for localhost / 127.0.0.1 into `dir`;
+/// returns (cert path, key path, cert PEM).
+pub fn dev_cert(dir: &TempDir) -> (PathBuf, PathBuf, String) {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let (cert, key) = usher::tls::dev_certificate(&names, 2).expect("dev certificate");
+    let c = dir.write("dev.crt", &cert);
+    let k = dir.write("dev.key", &key);
+    (c, k, cert)
+}
