@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::h1_guard::H1Guard;
 use super::stall::SendTimeout;
+use crate::h1_guard::H1Guard;
 
 /// The IO of a guarded HTTP/1 connection.
 pub type Guarded<S> = H1Guard<SendTimeout<S>>;

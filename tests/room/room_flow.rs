@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::inproc::{metric, Usher};
-use common::{config, within};
+use common::{config, within, InFlight};
 use http::{header, Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -122,7 +122,7 @@ impl Fragile {
 
     async fn serve(&self) -> Response<Full<Bytes>> {
         let started = Instant::now();
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let (_counted, now) = InFlight::enter(&self.in_flight);
         self.max_seen.fetch_max(now, Ordering::SeqCst);
         let resp = if now > self.capacity {
             self.overloaded.fetch_add(1, Ordering::SeqCst);
@@ -142,7 +142,6 @@ impl Fragile {
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::SeqCst);
             b.body(Full::new(Bytes::from("page"))).unwrap()
         };
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         resp
     }
 }

@@ -18,6 +18,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::support::InFlight;
+
 /// Requests the origin serves at once.
 const CAPACITY: usize = 12;
 /// Requests a browser makes at once for a page (the page and its parts).
@@ -48,7 +50,7 @@ async fn start_origin(state: Arc<Fragile>) -> SocketAddr {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let state = state.clone();
                     async move {
-                        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        let (_counted, now) = InFlight::enter(&state.in_flight);
                         state.max_seen.fetch_max(now, Ordering::SeqCst);
                         let resp = if now > CAPACITY {
                             state.overloaded.fetch_add(1, Ordering::SeqCst);
@@ -64,7 +66,6 @@ async fn start_origin(state: Arc<Fragile>) -> SocketAddr {
                             }
                             b.body(Full::new(Bytes::from("movie page"))).unwrap()
                         };
-                        state.in_flight.fetch_sub(1, Ordering::SeqCst);
                         Ok::<_, Infallible>(resp)
                     }
                 });

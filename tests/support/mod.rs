@@ -91,6 +91,24 @@ pub fn config(origin: SocketAddr, server: &str, origin_extra: &str, tail: &str) 
 /// The test pattern: a long body whose every byte depends on its offset, so
 /// lost, repeated or reordered bytes show, checked with plain slice compares
 /// (fast even in a debug build, unlike a hash).
+/// One request counted in flight at a test origin until it ends, or until
+/// hyper drops it unanswered (its client, usher, went away): the count
+/// never keeps a request the origin no longer works on.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Counts one more; returns the number in flight now, this one included.
+    pub fn enter(count: &'a AtomicUsize) -> (InFlight<'a>, usize) {
+        (InFlight(count), count.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub mod pattern {
     use std::sync::OnceLock;
 
