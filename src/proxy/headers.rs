@@ -161,6 +161,8 @@ pub struct Hop<'a> {
 /// its exact size (one allocation per value, no intermediate strings).
 pub fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let peer = canonical(hop.peer);
+    // Room for the four fields at once: one growth of the map, not two.
+    headers.reserve(4);
     let mut ip = IpText::default();
     let _ = write!(ip, "{peer}");
     let peer_text = ip.as_bytes();
