@@ -35,27 +35,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return false;
     }
-    // Fields named in `Connection` go too. The usual tokens (`keep-alive`,
-    // `close`, `upgrade`) name fields removed anyway or none: no name is
-    // made for them, and nothing is collected when only they appear.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for t in headers
+    // Fields named in `Connection` go too, removed in the order named
+    // (the order of removals decides the order of what stays). By name as
+    // text: no name is made, so nothing is allocated for them.
+    let connection: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        let t = t.trim();
-        if ["keep-alive", "close", "upgrade", "te", ""]
-            .iter()
-            .any(|k| t.eq_ignore_ascii_case(k))
-        {
-            continue;
-        }
-        if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
-            named.push(n);
-        }
-    }
+        .cloned()
+        .collect();
     let trailers = headers
         .get_all(header::TE)
         .iter()
@@ -69,7 +56,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for t in connection
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        headers.remove(t.trim());
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if let Some(u) = upgrade {

@@ -85,7 +85,8 @@ pub async fn forward(
         },
     );
     let origin = ctx.app.origin.load();
-    if !cfg.origin.preserve_host {
+    if !cfg.origin.preserve_host || !parts.headers.contains_key(header::HOST) {
+        // (A request with no host at all gets the origin's, as HTTP/1.1 needs one.)
         parts.headers.insert(header::HOST, origin.host.clone());
     }
     // The request target is moved, not re-parsed: its bytes go out as sent.
