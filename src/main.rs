@@ -9,6 +9,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use usher::app::App;
+
+/// Every request allocates and frees a few dozen small blocks (header maps,
+/// bodies, futures); mimalloc's thread-local free lists do that in a
+/// fraction of glibc malloc's instructions (docs/BENCHMARKS.md, issue 13).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use usher::config::store::StoreConfig;
 use usher::config::Config;
 use usher::ctl::Action;
@@ -463,10 +469,20 @@ fn run(cfg: Config, loaded: Loaded) -> anyhow::Result<()> {
     let notifier = Arc::new(Notifier::from_env());
     // Read before the runtime starts threads; the fds are ours from here on.
     let passed = activation::from_env().context("socket activation")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // Given one CPU (a small VM, or pinned with taskset), one thread runs
+    // everything: the work-stealing scheduler's hand-offs buy nothing there
+    // and cost on every wake-up.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let runtime = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
     runtime.block_on(async move {
         let app = App::start(cfg, loaded, log)?;
         let inherited = match passed {

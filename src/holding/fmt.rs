@@ -6,10 +6,15 @@
 //! the bytes it writes, used to pre-size that buffer.
 
 use super::i18n::Strings;
+use super::memo;
 
 /// Appends `s` with `& < > " '` replaced by character references: safe both
 /// as element text and inside a quoted attribute.
 pub(crate) fn html_escape(out: &mut Vec<u8>, s: &str) {
+    memo::escape_into(&memo::HTML, out, s, html_escape_each);
+}
+
+fn html_escape_each(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -30,6 +35,9 @@ pub(crate) fn html_escape(out: &mut Vec<u8>, s: &str) {
 
 /// Exact length of [`html_escape`]'s output.
 pub(crate) fn html_escaped_len(s: &str) -> usize {
+    if let Some(n) = memo::escaped_len(&memo::HTML, s) {
+        return n;
+    }
     s.len()
         + s.bytes()
             .map(|b| match b {
@@ -45,6 +53,10 @@ pub(crate) fn html_escaped_len(s: &str) -> usize {
 /// requires, `<`, `>` and `&` are escaped so the text stays inert if some
 /// client ever sniffs the body as HTML.
 pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
+    memo::escape_into(&memo::JSON, out, s, json_string_each);
+}
+
+fn json_string_each(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
@@ -75,6 +87,9 @@ pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
 
 /// Exact length of [`json_string`]'s output.
 pub(crate) fn json_string_len(s: &str) -> usize {
+    if let Some(n) = memo::escaped_len(&memo::JSON, s) {
+        return n;
+    }
     2 + s.len()
         + s.bytes()
             .map(|b| match b {

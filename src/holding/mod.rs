@@ -14,6 +14,7 @@
 //! - `page`: template compile and render.
 //! - `fmt`: escaping and number/time writers shared by page and JSON.
 //! - `json`: the status JSON.
+//! - `memo`: the escaped announcement and message, remembered per thread.
 //! - `error`: usher's own error pages.
 //! - `event`: the public event notice and the feedback receipt page.
 //! - `feedback_form`: the report-a-problem form (holding and error pages).
@@ -26,6 +27,7 @@ mod fmt;
 mod i18n;
 mod i18n_talk;
 mod json;
+mod memo;
 mod page;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::Pool;
 use crate::config::OriginConfig;
 use crate::Body;
 
@@ -26,12 +27,17 @@ pub enum ClientError {
 
 /// The origin client and the URL parts requests are rewritten to.
 pub struct OriginClient {
-    /// The pooled hyper client.
+    /// usher's own HTTP/1.1 keep-alive pool (`None` for an HTTP/2 origin).
+    pub pool: Option<Arc<Pool>>,
+    /// hyper-util's pooled client, for an HTTP/2 origin.
     pub client: Client<HttpsConnector<HttpConnector>, Body>,
     /// `http` or `https`.
     pub scheme: http::uri::Scheme,
     /// host:port of the origin.
     pub authority: http::uri::Authority,
+    /// The same as a `Host` value (made once, sent with every request
+    /// unless `origin.preserve_host`).
+    pub host: http::HeaderValue,
     /// The settings it was built from (to tell whether a reload needs a new one).
     pub built_from: OriginConfig,
 }
@@ -85,15 +91,6 @@ impl OriginClient {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
-
-        let mut b = Client::builder(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.idle_timeout)
-            .pool_max_idle_per_host(cfg.max_idle)
-            .http1_preserve_header_case(true)
-            .http2_only(cfg.http2);
-        let client = b.build(connector);
         let authority = cfg
             .url
             .authority()
@@ -104,8 +101,30 @@ impl OriginClient {
         } else {
             http::uri::Scheme::HTTP
         };
+        let pool = (!cfg.http2).then(|| {
+            let target = http::Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .expect("a scheme and an authority make a URI");
+            Pool::new(connector.clone(), target, cfg.max_idle, cfg.idle_timeout)
+        });
+
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.idle_timeout)
+            .pool_max_idle_per_host(cfg.max_idle)
+            .http1_preserve_header_case(true)
+            .http2_only(cfg.http2);
+        let client = b.build(connector);
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .expect("an authority is a valid header value");
         Ok(OriginClient {
+            pool,
             client,
+            host,
             scheme,
             authority,
             built_from: cfg.clone(),

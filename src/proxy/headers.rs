@@ -1,6 +1,7 @@
 //! Header rules for forwarding: what is hop-by-hop (RFC 9110 §7.6.1) and
 //! never crosses usher, and the forwarding headers usher adds.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -31,16 +32,18 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// tunnelled upgrade, which must reach the origin to be agreed).
 /// Returns whether the client asked for trailers (`TE: trailers`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
-    // Fast path: most requests carry none of these at all.
-    if !HOP_BY_HOP.iter().any(|h| headers.contains_key(h)) {
+    // Fast path: most requests carry none of these at all (one pass over
+    // the fields, no hashing).
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return false;
     }
-    let named: Vec<HeaderName> = headers
+    // Fields named in `Connection` go too, removed in the order named
+    // (the order of removals decides the order of what stays). By name as
+    // text: no name is made, so nothing is allocated for them.
+    let connection: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .cloned()
         .collect();
     let trailers = headers
         .get_all(header::TE)
@@ -55,7 +58,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for t in connection
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        headers.remove(t.trim());
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if let Some(u) = upgrade {
@@ -128,11 +138,18 @@ pub struct Hop<'a> {
 /// From an untrusted peer, any such headers it sent are replaced, so a
 /// client cannot choose the address the origin sees. From a trusted proxy
 /// the chain is kept and extended.
+///
+/// Every request passes here: each value is written once into a buffer of
+/// its exact size (one allocation per value, no intermediate strings).
 pub fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let peer = canonical(hop.peer);
-    let peer_text = peer.to_string();
+    // Room for the four fields at once: one growth of the map, not two.
+    headers.reserve(4);
+    let mut ip = IpText::default();
+    let _ = write!(ip, "{peer}");
+    let peer_text = ip.as_bytes();
     if hop.trusted {
-        append_list(headers, &X_FORWARDED_FOR, &peer_text);
+        append_list(headers, &X_FORWARDED_FOR, peer_text);
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(
                 X_FORWARDED_PROTO.clone(),
@@ -146,10 +163,9 @@ pub fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         }
     } else {
         headers.remove(header::FORWARDED);
-        headers.insert(
-            X_FORWARDED_FOR.clone(),
-            HeaderValue::from_str(&peer_text).expect("an IP address is a valid header value"),
-        );
+        if let Some(v) = joined(&[peer_text]) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(hop.proto),
@@ -159,40 +175,104 @@ pub fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
-    let node = match peer {
-        IpAddr::V4(_) => peer_text,
-        IpAddr::V6(_) => format!("\"[{peer_text}]\""),
+    let (open, close): (&[u8], &[u8]) = match peer {
+        IpAddr::V4(_) => (b"", b""),
+        IpAddr::V6(_) => (b"\"[", b"]\""),
     };
-    let mut element = format!("for={node};proto={}", hop.proto);
-    if let Some(h) = hop.host.and_then(|h| h.to_str().ok()) {
-        if h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        {
-            element.push_str(";host=\"");
-            element.push_str(h);
-            element.push('"');
+    let host = hop.host.map(|h| h.as_bytes()).filter(|h| {
+        h.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    let (host_open, host, host_close): (&[u8], &[u8], &[u8]) = match host {
+        Some(h) => (b";host=\"", h, b"\""),
+        None => (b"", b"", b""),
+    };
+    let element: [&[u8]; 8] = [
+        b"for=",
+        open,
+        peer_text,
+        close,
+        b";proto=",
+        hop.proto.as_bytes(),
+        host_open,
+        host,
+    ];
+    if hop.trusted {
+        let mut e = Vec::with_capacity(64);
+        for p in element.iter().chain([&host_close]) {
+            e.extend_from_slice(p);
+        }
+        append_list(headers, &header::FORWARDED, &e);
+    } else {
+        let mut parts = [&b""[..]; 9];
+        parts[..8].copy_from_slice(&element);
+        parts[8] = host_close;
+        if let Some(v) = joined(&parts) {
+            headers.insert(header::FORWARDED, v);
         }
     }
-    append_list(headers, &header::FORWARDED, &element);
+}
+
+/// The text of an IP address, written without allocating.
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl IpText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// One header value from `parts`, in a buffer of exactly their length.
+fn joined(parts: &[&[u8]]) -> Option<HeaderValue> {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let mut v = Vec::with_capacity(len);
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
 }
 
 /// Appends `item` to a comma-separated list header, folding repeated
 /// fields into one (as RFC 9110 §5.3 allows for list-based fields).
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
-    let mut joined = String::new();
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &[u8]) {
+    let mut joined = Vec::new();
     for v in headers.get_all(name) {
         if let Ok(s) = v.to_str() {
             if !joined.is_empty() {
-                joined.push_str(", ");
+                joined.extend_from_slice(b", ");
             }
-            joined.push_str(s);
+            joined.extend_from_slice(s.as_bytes());
         }
     }
     if !joined.is_empty() {
-        joined.push_str(", ");
+        joined.extend_from_slice(b", ");
     }
-    joined.push_str(item);
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    joined.extend_from_slice(item);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(name.clone(), v);
     }
 }

@@ -7,6 +7,7 @@ pub mod body;
 pub mod client;
 pub mod headers;
 pub mod outbound;
+pub mod pool;
 pub mod slots;
 mod upgrade;
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 
 use crate::pipeline::{Ctx, HttpError};
@@ -84,19 +85,12 @@ pub async fn forward(
         },
     );
     let origin = ctx.app.origin.load();
-    if !cfg.origin.preserve_host {
-        if let Ok(v) = HeaderValue::from_str(origin.authority.as_str()) {
-            parts.headers.insert(header::HOST, v);
-        }
+    if !cfg.origin.preserve_host || !parts.headers.contains_key(header::HOST) {
+        // (A request with no host at all gets the origin's, as HTTP/1.1 needs one.)
+        parts.headers.insert(header::HOST, origin.host.clone());
     }
     // The request target is moved, not re-parsed: its bytes go out as sent.
-    let mut target = std::mem::take(&mut parts.uri).into_parts();
-    target.scheme = Some(origin.scheme.clone());
-    target.authority = Some(origin.authority.clone());
-    if target.path_and_query.is_none() {
-        target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    parts.uri = Uri::from_parts(target).map_err(|_| HttpError::BadRequest("request target"))?;
+    parts.uri = target(std::mem::take(&mut parts.uri), &parts.method, &origin)?;
     parts.version = if cfg.origin.http2 {
         Version::HTTP_2
     } else {
@@ -106,20 +100,21 @@ pub async fn forward(
     // connection just as usher sends on it (a race every proxy meets; nginx
     // retries idempotent requests the same way). Only requests that can be
     // repeated safely: idempotent, no body to replay, no upgrade.
-    let replay = (!upgrade && idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
-        .then(|| parts.clone());
-    let fate = Arc::new(body::BodyFate::default());
+    let replayable = !upgrade && idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     let idle = cfg.server.body_read_timeout;
-    let body: Body = if http_body::Body::is_end_stream(&body) {
-        // No body (most requests): nothing to watch, no timer to arm.
-        body.map_err(Into::into).boxed()
-    } else if max_body == u64::MAX {
-        body::RequestBody::new(body, idle, fate.clone()).boxed()
-    } else {
-        let limited = http_body_util::Limited::new(body, max_body as usize);
-        body::RequestBody::new(limited, idle, fate.clone()).boxed()
+    // No body (most requests): nothing to watch, no timer to arm, no fate
+    // to share.
+    let fate = (!http_body::Body::is_end_stream(&body)).then(Arc::<body::BodyFate>::default);
+    let body: Body = match &fate {
+        None => body.map_err(Into::into).boxed(),
+        Some(fate) if max_body == u64::MAX => {
+            body::RequestBody::new(body, idle, fate.clone()).boxed()
+        }
+        Some(fate) => {
+            let limited = http_body_util::Limited::new(body, max_body as usize);
+            body::RequestBody::new(limited, idle, fate.clone()).boxed()
+        }
     };
-    let out = Request::from_parts(parts, body);
 
     let slot = ctx
         .app
@@ -132,15 +127,18 @@ pub async fn forward(
         })?;
     let started = Instant::now();
     let send = async {
-        match (origin.client.request(out).await, replay) {
-            (Err(e), Some(parts)) if !e.is_connect() && classify(&e) == "reset" => {
-                tracing::debug!(error = %e, "origin closed the connection under the request; sending it again");
-                origin
-                    .client
-                    .request(Request::from_parts(parts, crate::empty_body()))
+        match &origin.pool {
+            Some(pool) => send_pooled(pool, (parts, body), replayable)
+                .await
+                .map(|r| r.map(Either::Left))
+                .map_err(Failure::Pool),
+            None => {
+                let replay = replayable.then(|| parts.clone());
+                send_legacy(&origin.client, Request::from_parts(parts, body), replay)
                     .await
+                    .map(|r| r.map(Either::Right))
+                    .map_err(Failure::Legacy)
             }
-            (sent, _) => sent,
         }
     };
     let sent = tokio::time::timeout(cfg.origin.response_timeout, send).await;
@@ -156,14 +154,14 @@ pub async fn forward(
         Ok(Err(e)) => {
             // The client's upload broke, not the origin: answer it as such
             // (and keep it out of the origin error figures).
-            if let Some(fault) = fate.get() {
+            if let Some(fault) = fate.as_ref().and_then(|f| f.get()) {
                 return Err(match fault {
                     body::BodyFault::Malformed => HttpError::BadRequest("request body"),
                     body::BodyFault::TooLarge => HttpError::PayloadTooLarge(max_body),
                     body::BodyFault::Stalled => HttpError::RequestTimeout(idle),
                 });
             }
-            let kind = classify(&e);
+            let kind = e.classify();
             ctx.app.metrics.origin_error(kind);
             return Err(HttpError::OriginFailed {
                 kind,
@@ -210,12 +208,134 @@ fn idempotent(m: &http::Method) -> bool {
     .contains(m)
 }
 
-/// A bounded label for an origin client error.
-fn classify(e: &hyper_util::client::legacy::Error) -> &'static str {
-    if e.is_connect() {
-        return "connect";
+/// The request target as it goes to the origin: origin-form for usher's
+/// own HTTP/1.1 pool (moved, not re-parsed, when the client sent it so),
+/// absolute for hyper-util's client, which makes it origin-form itself.
+fn target(
+    uri: Uri,
+    method: &http::Method,
+    origin: &client::OriginClient,
+) -> Result<Uri, HttpError> {
+    if origin.pool.is_some() {
+        if *method == http::Method::CONNECT {
+            // Authority-form, naming the origin (as hyper-util's client did).
+            return Ok(Uri::from(origin.authority.clone()));
+        }
+        if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+            return Ok(uri);
+        }
     }
-    let mut source = std::error::Error::source(e);
+    let mut target = uri.into_parts();
+    if origin.pool.is_some() {
+        target.scheme = None;
+        target.authority = None;
+    } else {
+        target.scheme = Some(origin.scheme.clone());
+        target.authority = Some(origin.authority.clone());
+    }
+    if target.path_and_query.is_none() {
+        target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(target).map_err(|_| HttpError::BadRequest("request target"))
+}
+
+/// Sends on usher's own pool. A request the connection never took (it had
+/// closed) goes out on the next one. A bodiless idempotent request on a
+/// reused connection is kept (its head only, and only there: a new
+/// connection cannot have been closed by an idle timeout) and, if the
+/// origin closed that connection under it, sent once more.
+async fn send_pooled(
+    pool: &std::sync::Arc<pool::Pool>,
+    request: (http::request::Parts, crate::Body),
+    replayable: bool,
+) -> Result<Response<pool::PooledBody>, pool::SendError> {
+    let mut pending = request;
+    let mut unsent_tries = 0;
+    let mut replayed = false;
+    loop {
+        let mut conn = pool.checkout().await?;
+        let (parts, body) = pending;
+        let replay = (replayable && conn.reused && !replayed).then(|| parts.clone());
+        match conn.send(Request::from_parts(parts, body)).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                // After a 101 the connection belongs to the tunnel.
+                let reusable = parts.status != StatusCode::SWITCHING_PROTOCOLS;
+                return Ok(Response::from_parts(
+                    parts,
+                    conn.carry(pool, body, reusable),
+                ));
+            }
+            Err((_, Some(unsent))) if unsent_tries < 3 => {
+                unsent_tries += 1;
+                pending = unsent.into_parts();
+            }
+            Err((e, _)) => match replay {
+                Some(parts) if classify_hyper(&e_source(&e)) == "reset" => {
+                    tracing::debug!(error = %e, "origin closed the connection under the request; sending it again");
+                    replayed = true;
+                    pending = (parts, crate::empty_body());
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+fn e_source(e: &pool::SendError) -> Option<&(dyn std::error::Error + 'static)> {
+    match e {
+        pool::SendError::Connect(_) => None,
+        pool::SendError::Http(h) => Some(h),
+    }
+}
+
+/// Sends on hyper-util's client (an HTTP/2 origin), once more on a reset
+/// for a request kept to replay.
+async fn send_legacy(
+    client: &hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        crate::Body,
+    >,
+    req: Request<crate::Body>,
+    replay: Option<http::request::Parts>,
+) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    match (client.request(req).await, replay) {
+        (Err(e), Some(parts))
+            if !e.is_connect() && classify_hyper(&std::error::Error::source(&e)) == "reset" =>
+        {
+            tracing::debug!(error = %e, "origin closed the connection under the request; sending it again");
+            client
+                .request(Request::from_parts(parts, crate::empty_body()))
+                .await
+        }
+        (sent, _) => sent,
+    }
+}
+
+/// Why the origin gave no response.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Pool(pool::SendError),
+    #[error(transparent)]
+    Legacy(hyper_util::client::legacy::Error),
+}
+
+impl Failure {
+    /// A bounded label for the metrics.
+    fn classify(&self) -> &'static str {
+        match self {
+            Failure::Pool(e) if e.is_connect() => "connect",
+            Failure::Pool(e) => classify_hyper(&e_source(e)),
+            Failure::Legacy(e) if e.is_connect() => "connect",
+            Failure::Legacy(e) => classify_hyper(&std::error::Error::source(e)),
+        }
+    }
+}
+
+/// A bounded label for an origin error, from the chain starting at `source`.
+fn classify_hyper(source: &Option<&(dyn std::error::Error + 'static)>) -> &'static str {
+    let mut source = *source;
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_parse() || h.is_parse_status() {

@@ -154,22 +154,49 @@ impl SetCookie<'_> {
         if !is_valid_name(self.name) || !is_valid_value(self.value) {
             return invalid();
         }
-        let mut out = format!(
-            "{}={}; Path=/; HttpOnly; SameSite=Lax",
-            self.name, self.value
-        );
+        // Every new visitor gets one: written once into a buffer of its
+        // exact size, handed to the header without a copy.
+        const ATTRS: &[u8] = b"; Path=/; HttpOnly; SameSite=Lax";
+        let domain = self.domain.filter(|d| is_valid_domain(d));
+        let mut digits = [0u8; 20];
+        let age = self.max_age.map(|n| {
+            let mut i = digits.len();
+            let mut n = n;
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            &digits[i..]
+        });
+        let len = self.name.len()
+            + 1
+            + self.value.len()
+            + ATTRS.len()
+            + if self.secure { 8 } else { 0 }
+            + domain.map_or(0, |d| 9 + d.len())
+            + age.map_or(0, |a| 10 + a.len());
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(self.value.as_bytes());
+        out.extend_from_slice(ATTRS);
         if self.secure {
-            out.push_str("; Secure");
+            out.extend_from_slice(b"; Secure");
         }
-        if let Some(domain) = self.domain.filter(|d| is_valid_domain(d)) {
-            out.push_str("; Domain=");
-            out.push_str(domain);
+        if let Some(domain) = domain {
+            out.extend_from_slice(b"; Domain=");
+            out.extend_from_slice(domain.as_bytes());
         }
-        if let Some(max_age) = self.max_age {
-            out.push_str("; Max-Age=");
-            out.push_str(&max_age.to_string());
+        if let Some(age) = age {
+            out.extend_from_slice(b"; Max-Age=");
+            out.extend_from_slice(age);
         }
-        HeaderValue::from_str(&out).unwrap_or_else(|_| invalid())
+        debug_assert_eq!(out.len(), len);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).unwrap_or_else(|_| invalid())
     }
 
     /// A `Set-Cookie` that deletes cookie `name` (`Max-Age=0`).

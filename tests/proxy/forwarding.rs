@@ -396,3 +396,89 @@ async fn origin_connections_are_reused_and_their_closing_loses_nothing() {
     })
     .await;
 }
+
+/// An HTTPS origin is reached over TLS, trusting the CA from
+/// `origin.ca_file`, and its connections are kept alive and reused like a
+/// plain one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origin_is_reached_over_tls_and_its_connections_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    within(20, "https origin", async {
+        let dir = common::TempDir::new("tls-origin");
+        let (cert, key, _) = common::dev_cert(&dir);
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                        let body = format!(
+                            "tls-ok {} {}",
+                            req.uri(),
+                            req.headers()
+                                .get("x-mixed-case")
+                                .map_or("-", |v| { v.to_str().unwrap_or("?") })
+                        );
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        let toml = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n\
+             [origin]\nurl = \"https://localhost:{}\"\nca_file = \"{}\"\n",
+            origin.port(),
+            cert.display()
+        );
+        let usher = Usher::start(&toml).await;
+        let mut c = connect(usher.addr).await;
+        for i in 0..5 {
+            c.send(
+                format!("GET /tls/{i}?q=1 HTTP/1.1\r\nHost: {HOST}\r\nX-Mixed-Case: v{i}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let r = c.read_response("GET").await.unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text());
+            assert_eq!(r.text(), format!("tls-ok /tls/{i}?q=1 v{i}"));
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "one kept-alive TLS connection to the origin"
+        );
+    })
+    .await;
+}
