@@ -66,3 +66,6 @@ pub fn full_body(b: impl Into<Bytes>) -> Body {
 pub fn empty_body() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
+
+#[cfg(test)]
+mod layers_tests;

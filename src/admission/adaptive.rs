@@ -6,53 +6,9 @@
 //! by a factor; if the origin is healthy and people are waiting, it grows by
 //! a fixed step; always between the configured floor and ceiling.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
 use crate::config::room::AdaptiveConfig;
 
-/// Origin answers counted by the proxy since the last look.
-#[derive(Debug, Default)]
-pub struct OriginHealth {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    latency_us: AtomicU64,
-}
-
-/// One interval's view of the origin.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    /// Answers (or failures) seen.
-    pub requests: u64,
-    /// Failures among them (5xx, connect errors, timeouts).
-    pub errors: u64,
-    /// Mean time to response headers.
-    pub mean_latency: Duration,
-}
-
-impl OriginHealth {
-    /// Records one origin exchange (three relaxed atomic adds).
-    pub fn record(&self, took: Duration, failed: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.latency_us
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        if failed {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// What was seen since the last call, resetting the counts.
-    pub fn take(&self) -> Sample {
-        let requests = self.requests.swap(0, Ordering::Relaxed);
-        let errors = self.errors.swap(0, Ordering::Relaxed);
-        let latency = self.latency_us.swap(0, Ordering::Relaxed);
-        Sample {
-            requests,
-            errors,
-            mean_latency: Duration::from_micros(latency.checked_div(requests).unwrap_or(0)),
-        }
-    }
-}
+use crate::proxy::health::Sample;
 
 /// Why the rate changed, for `usher_adaptive_changes_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +86,7 @@ impl Aimd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cfg() -> AdaptiveConfig {
         AdaptiveConfig {
@@ -189,14 +146,5 @@ mod tests {
             None,
             "no traffic, no change"
         );
-    }
-
-    #[test]
-    fn health_window_resets_on_take() {
-        let h = OriginHealth::default();
-        h.record(Duration::from_millis(100), false);
-        h.record(Duration::from_millis(300), true);
-        assert_eq!(h.take(), sample(2, 1, 200));
-        assert_eq!(h.take(), sample(0, 0, 0));
     }
 }

@@ -75,7 +75,7 @@ const SATURATED: f64 = 0.95;
 /// At most one cut per this long (ms).
 const CUT_EVERY_MS: u64 = 1_000;
 
-/// Origin answers since the last step (from the proxy's `OriginHealth`).
+/// Origin answers since the last step (from the proxy's `health::OriginHealth`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Answers {
     /// Answers (or failures) seen.

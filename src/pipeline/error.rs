@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::holding::Lang;
 use crate::metrics::Outcome;
 use crate::proxy::slots::NoSlot;
+use crate::proxy::ForwardError;
 use crate::{full_body, Body};
 
 /// Why usher answered a request itself instead of forwarding it.
@@ -54,6 +55,19 @@ pub enum HttpError {
     /// The origin sent no response headers within `origin.response_timeout`.
     #[error("origin sent no response within {0:?}")]
     OriginTimeout(Duration),
+}
+
+impl From<ForwardError> for HttpError {
+    fn from(e: ForwardError) -> HttpError {
+        match e {
+            ForwardError::BadRequest(what) => HttpError::BadRequest(what),
+            ForwardError::PayloadTooLarge(limit) => HttpError::PayloadTooLarge(limit),
+            ForwardError::RequestTimeout(idle) => HttpError::RequestTimeout(idle),
+            ForwardError::OriginBusy(no) => HttpError::OriginBusy(no),
+            ForwardError::OriginTimeout(after) => HttpError::OriginTimeout(after),
+            ForwardError::OriginFailed { kind, detail } => HttpError::OriginFailed { kind, detail },
+        }
+    }
 }
 
 impl HttpError {

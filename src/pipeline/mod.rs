@@ -53,6 +53,22 @@ pub struct Ctx<'a> {
     pub client_ip: IpAddr,
 }
 
+impl Ctx<'_> {
+    /// What forwarding this request needs, from this context.
+    pub fn forward(&self) -> crate::proxy::Forward<'_> {
+        crate::proxy::Forward {
+            cfg: &self.cfg,
+            origin: &self.app.origin,
+            slots: &self.app.slots,
+            metrics: &self.app.metrics,
+            health: &self.app.room.health,
+            peer: self.conn.peer.ip(),
+            peer_trusted: self.peer_trusted,
+            tls: self.conn.tls,
+        }
+    }
+}
+
 /// Serves one request; never fails (errors become answers here).
 pub async fn handle(
     app: Arc<App>,
@@ -176,7 +192,7 @@ async fn forward(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
-    let mut resp = crate::proxy::forward(ctx, req).await?;
+    let mut resp = crate::proxy::forward(&ctx.forward(), req).await?;
     resp.headers_mut().remove(&room::X_USHER_RELEASE);
     Ok((resp, Outcome::Forwarded))
 }

@@ -161,7 +161,7 @@ pub async fn govern(
             if let Some((name, _)) = &room.bypass_header {
                 req.headers_mut().remove(name);
             }
-            let mut resp = crate::proxy::forward(ctx, req).await?;
+            let mut resp = crate::proxy::forward(&ctx.forward(), req).await?;
             if resp.headers_mut().remove(&X_USHER_SOLD_OUT).is_some() {
                 ctx.app.room.origin_sold_out();
             }

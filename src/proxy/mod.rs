@@ -6,20 +6,74 @@
 pub mod body;
 pub mod client;
 pub mod headers;
+pub mod health;
 pub mod outbound;
 pub mod pool;
 pub mod slots;
 mod upgrade;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 
-use crate::pipeline::{Ctx, HttpError};
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::Body;
+use client::OriginClient;
+use health::OriginHealth;
+use slots::{NoSlot, Slots};
+
+/// What one forward needs besides the request: the config snapshot the
+/// request was decided under, the live origin, its in-flight slots, where
+/// to count, and who sent the request.
+pub struct Forward<'a> {
+    pub cfg: &'a Config,
+    pub origin: &'a ArcSwap<OriginClient>,
+    pub slots: &'a Arc<Slots>,
+    pub metrics: &'a Metrics,
+    pub health: &'a OriginHealth,
+    /// The connection's peer (a proxy's address when it is trusted).
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy (its forwarding headers kept).
+    pub peer_trusted: bool,
+    /// Whether the client came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+}
+
+/// Why a forward brought no origin answer. The pipeline turns it into the
+/// visitor's answer, in the one place every error becomes one.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The request cannot go out as sent; the connection is closed.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The body is over `server.max_request_body` (announced or counted).
+    #[error("request body over the {0}-byte limit")]
+    PayloadTooLarge(u64),
+    /// The body stalled for `server.body_read_timeout`.
+    #[error("request body stalled for {0:?}")]
+    RequestTimeout(Duration),
+    /// No origin slot free (in-flight cap reached, queue full or slow).
+    #[error("{0}")]
+    OriginBusy(NoSlot),
+    /// No response headers within `origin.response_timeout`.
+    #[error("origin sent no response within {0:?}")]
+    OriginTimeout(Duration),
+    /// The origin could not be reached or broke the exchange.
+    #[error("origin {kind} error: {detail}")]
+    OriginFailed {
+        /// Bounded label (`connect`, `reset`, `protocol`, ...).
+        kind: &'static str,
+        /// The underlying error, for the log.
+        detail: String,
+    },
+}
 
 /// The largest body the client announced, if it announced one.
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
@@ -44,13 +98,13 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
 
 /// Sends `req` to the origin and returns its response.
 pub async fn forward(
-    ctx: &Ctx<'_>,
+    ctx: &Forward<'_>,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, HttpError> {
-    let cfg = &ctx.cfg;
+) -> Result<Response<Body>, ForwardError> {
+    let cfg = ctx.cfg;
     let max_body = cfg.server.max_request_body;
     if content_length(&req).is_some_and(|n| n > max_body) {
-        return Err(HttpError::PayloadTooLarge(max_body));
+        return Err(ForwardError::PayloadTooLarge(max_body));
     }
     let upgrade = wants_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -78,13 +132,13 @@ pub async fn forward(
     headers::set_forwarding(
         &mut parts.headers,
         &headers::Hop {
-            peer: ctx.conn.peer.ip(),
+            peer: ctx.peer,
             trusted: ctx.peer_trusted,
-            proto: if ctx.conn.tls { "https" } else { "http" },
+            proto: if ctx.tls { "https" } else { "http" },
             host: host.as_ref(),
         },
     );
-    let origin = ctx.app.origin.load();
+    let origin = ctx.origin.load();
     if !cfg.origin.preserve_host || !parts.headers.contains_key(header::HOST) {
         // (A request with no host at all gets the origin's, as HTTP/1.1 needs one.)
         parts.headers.insert(header::HOST, origin.host.clone());
@@ -117,13 +171,12 @@ pub async fn forward(
     };
 
     let slot = ctx
-        .app
         .slots
         .acquire(cfg.origin.max_queue, cfg.origin.queue_timeout)
         .await
         .map_err(|e| {
-            ctx.app.metrics.origin_error("overloaded");
-            HttpError::OriginBusy(e)
+            ctx.metrics.origin_error("overloaded");
+            ForwardError::OriginBusy(e)
         })?;
     let started = Instant::now();
     let send = async {
@@ -143,27 +196,27 @@ pub async fn forward(
     };
     let sent = tokio::time::timeout(cfg.origin.response_timeout, send).await;
     let took = started.elapsed();
-    ctx.app.metrics.origin_duration.observe(took.as_secs_f64());
+    ctx.metrics.origin_duration.observe(took.as_secs_f64());
     let failed = !matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
-    ctx.app.room.health.record(took, failed);
+    ctx.health.record(took, failed);
     let mut resp = match sent {
         Err(_) => {
-            ctx.app.metrics.origin_error("timeout");
-            return Err(HttpError::OriginTimeout(cfg.origin.response_timeout));
+            ctx.metrics.origin_error("timeout");
+            return Err(ForwardError::OriginTimeout(cfg.origin.response_timeout));
         }
         Ok(Err(e)) => {
             // The client's upload broke, not the origin: answer it as such
             // (and keep it out of the origin error figures).
             if let Some(fault) = fate.as_ref().and_then(|f| f.get()) {
                 return Err(match fault {
-                    body::BodyFault::Malformed => HttpError::BadRequest("request body"),
-                    body::BodyFault::TooLarge => HttpError::PayloadTooLarge(max_body),
-                    body::BodyFault::Stalled => HttpError::RequestTimeout(idle),
+                    body::BodyFault::Malformed => ForwardError::BadRequest("request body"),
+                    body::BodyFault::TooLarge => ForwardError::PayloadTooLarge(max_body),
+                    body::BodyFault::Stalled => ForwardError::RequestTimeout(idle),
                 });
             }
             let kind = e.classify();
-            ctx.app.metrics.origin_error(kind);
-            return Err(HttpError::OriginFailed {
+            ctx.metrics.origin_error(kind);
+            return Err(ForwardError::OriginFailed {
                 kind,
                 detail: e.to_string(),
             });
@@ -215,7 +268,7 @@ fn target(
     uri: Uri,
     method: &http::Method,
     origin: &client::OriginClient,
-) -> Result<Uri, HttpError> {
+) -> Result<Uri, ForwardError> {
     if origin.pool.is_some() {
         if *method == http::Method::CONNECT {
             // Authority-form, naming the origin (as hyper-util's client did).
@@ -236,7 +289,7 @@ fn target(
     if target.path_and_query.is_none() {
         target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    Uri::from_parts(target).map_err(|_| HttpError::BadRequest("request target"))
+    Uri::from_parts(target).map_err(|_| ForwardError::BadRequest("request target"))
 }
 
 /// Sends on usher's own pool. A request the connection never took (it had

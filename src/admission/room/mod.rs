@@ -25,13 +25,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::active::{Active, RateWindow};
-use super::adaptive::OriginHealth;
 use super::gate::{Gate, TokioClock};
 use super::line::{Line, LineConfig, LineMode};
 use super::persist;
 use crate::config::room::{Mode, RoomConfig};
 use crate::holding::{HoldingPages, TemplateError};
 use crate::metrics::Metrics;
+use crate::proxy::health::OriginHealth;
 use crate::store::line::files::{LineFiles, LineFilesError};
 use crate::tokens::{event_id, KeyError, Keyring};
 

@@ -4,9 +4,10 @@
 
 use std::sync::Mutex;
 
-use super::super::adaptive::{Aimd, OriginHealth};
+use super::super::adaptive::Aimd;
 use crate::config::room::{Mode, RoomConfig};
 use crate::metrics::RoomMetrics;
+use crate::proxy::health::OriginHealth;
 
 /// Live changes from the admin API; they outlast config reloads until reset.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
