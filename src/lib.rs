@@ -2,25 +2,29 @@
 //! admits visitors at the pace the site can bear, and forwards their
 //! requests byte-for-byte.
 //!
-//! # Layout
-//! - [`admission`]: the waiting line (tickets, frontier, liveness) and the gate.
-//! - [`config`]: the TOML file, its validation, and where mistakes stand.
-//! - [`startup`]: every file the config names, opened and parsed (run, check, reload).
-//! - [`app`]: shared state of the running process and live reload.
-//! - [`server`]: listeners, TLS, connection guards, graceful drain.
+//! # Layout, by layer (each names only the layers below it; see
+//! docs/ARCHITECTURE.md, "Layers", kept true by `layers_tests.rs`)
+//! - [`server`]: listeners, protocol sniffing, TLS handshakes, parked idle
+//!   connections, graceful drain. [`ctl`]: the `usher ctl` admin client.
 //! - [`pipeline`]: the request path and the one place errors become answers.
-//! - [`proxy`]: forwarding to the origin (client pool, header rules, in-flight cap).
-//! - [`admin`]: metrics, health, status and reload over the admin listener
+//!   [`admin`]: metrics, health, status and reload over the admin listener
 //!   and socket, behind its guard (no browser pages, a bearer token, JSON only).
-//! - [`metrics`]: every metric, in one struct.
-//! - [`logging`]: tracing setup and the access log.
+//! - [`app`]: shared state of the running process and live reload.
+//! - [`startup`]: every file the config names, opened and parsed (run, check, reload).
+//! - [`admission`]: the waiting line (tickets, frontier, liveness), the gate,
+//!   and the room that decides over one line backend (memory, files, Redis).
 //! - [`holding`]: the holding page, status JSON and usher's own error pages.
-//! - [`tokens`]: signed tickets and passes, keys, cookies.
 //! - [`talk`]: announcements to waiting visitors, their feedback back.
-//! - [`notify`]: systemd readiness, reload and watchdog notifications.
-//! - [`ctl`]: the `usher ctl` admin client (finds the API and token, speaks hyper).
-//! - [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
-//! - [`store`]: durable state: the voucher claim ledger and its audit log.
+//!   [`vouchers`]: voucher claims exactly once: issuer plugins and the claim service.
+//! - [`store`]: state by what is stored: the voucher ledger, the line's
+//!   files, Redis connections.
+//! - [`proxy`]: forwarding to the origin (its pool, header rules, in-flight
+//!   cap, health). [`logging`]: tracing setup and the access log.
+//! - [`config`]: the TOML file, its validation, and where mistakes stand.
+//!   [`metrics`]: every metric, in one struct.
+//! - Leaves: [`tokens`] (signed tickets and passes, keys, cookies), [`tls`]
+//!   (certificates), [`h1_guard`] (the smuggling guard on raw bytes),
+//!   [`net`], [`paths`], [`civil`], [`notify`] (systemd notifications).
 //!
 //! The flash-crowd simulator `usher-sim` is its own crate (`crates/usher-sim`)
 //! over this library.
