@@ -9,12 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use usher::app::App;
-
-/// Every request allocates and frees a few dozen small blocks (header maps,
-/// bodies, futures); mimalloc's thread-local free lists do that in a
-/// fraction of glibc malloc's instructions (docs/BENCHMARKS.md, issue 13).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use usher::config::store::StoreConfig;
 use usher::config::Config;
 use usher::ctl::Action;
