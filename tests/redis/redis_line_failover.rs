@@ -62,6 +62,20 @@ async fn observe(l: &RedisLine, n: u64, now: u64) -> RedisPlace {
     }
 }
 
+/// Kills `primary` and promotes the stopped `replica` (woken here). The dead
+/// primary's port stays held (a listener that never answers) until the
+/// promotion: the replica, woken, reconnects to it at once, and a listener
+/// of another test given that port by the system must not become its
+/// primary.
+async fn promote_after_death(primary: &mut RedisServer, replica: &RedisServer) {
+    let dead_port = primary.port;
+    primary.stop();
+    let hold = std::net::TcpListener::bind(("127.0.0.1", dead_port)).ok();
+    signal(replica, "-CONT");
+    let _ = cmd(&replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
+    drop(hold);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_lost_writes_repairs_the_line() {
     let Some(mut primary) = RedisServer::start(None) else {
@@ -119,16 +133,8 @@ async fn a_failover_that_lost_writes_repairs_the_line() {
     assert_eq!(before[&11], RedisPlace::Waiting { position: 0 });
     assert_eq!(before[&30], RedisPlace::Waiting { position: 19 });
 
-    // the primary dies; the replica is promoted behind the same address.
-    // Its port stays held (a listener that never answers) until then: the
-    // replica, woken, reconnects to it at once, and a listener of another
-    // test given that port by the system must not become its primary.
-    let dead_port = primary.port;
-    primary.stop();
-    let hold = std::net::TcpListener::bind(("127.0.0.1", dead_port)).ok();
-    signal(&replica, "-CONT");
-    let _ = cmd(&replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
-    drop(hold);
+    // the primary dies; the replica is promoted behind the same address
+    promote_after_death(&mut primary, &replica).await;
     relay.switch(replica.port);
     assert_eq!(
         cmd(&replica.url(), &["GET", "{usher:show}:issued"]).await,
@@ -235,13 +241,7 @@ async fn a_node_logs_and_counts_the_repair_and_its_visitors_keep_their_place() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (last, _) = status(&node, Some(&tickets[9]));
     assert_eq!(last["position"], 9, "{last}");
-    // (its port held until the promotion, as above)
-    let dead_port = primary.port;
-    primary.stop();
-    let hold = std::net::TcpListener::bind(("127.0.0.1", dead_port)).ok();
-    signal(&replica, "-CONT");
-    let _ = cmd(&replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
-    drop(hold);
+    promote_after_death(&mut primary, &replica).await;
     relay.switch(replica.port);
 
     // the node repairs the counter (tickets 6..10 were lost) by itself
