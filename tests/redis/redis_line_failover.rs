@@ -41,6 +41,27 @@ async fn cmd(url: &str, args: &[&str]) -> ::redis::Value {
     c.query_async(&mut con.clone()).await.unwrap()
 }
 
+/// Waits until the replica holds everything written to `primary` so far.
+/// The write and its `WAIT` go on one connection: `WAIT` counts the
+/// replicas that have its own connection's last write, so on a connection
+/// that wrote nothing it answers at once (and a replica just past its
+/// first sync is only sent the stream after its first acknowledgement, up
+/// to a second later).
+async fn replicated(primary: &RedisServer) {
+    let con = connect_url(&primary.url(), Duration::from_secs(2)).unwrap();
+    let (_, acked): ((), i64) = ::redis::pipe()
+        .cmd("SET")
+        .arg("sync")
+        .arg("1")
+        .cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut con.clone())
+        .await
+        .unwrap();
+    assert_eq!(acked, 1, "the replica has the line so far");
+}
+
 fn signal(s: &RedisServer, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &s.child.id().to_string()])
@@ -107,13 +128,7 @@ async fn a_failover_that_lost_writes_repairs_the_line() {
     for n in 1..=5 {
         assert!(nodes[0].take(n, n, t0 + 600_000).await.unwrap());
     }
-    let _ = cmd(&primary.url(), &["SET", "sync", "1"]).await;
-    let acked = cmd(&primary.url(), &["WAIT", "1", "2000"]).await;
-    assert_eq!(
-        acked,
-        ::redis::Value::Int(1),
-        "the replica has the line so far"
-    );
+    replicated(&primary).await;
 
     // the replica falls behind: 10 more tickets, 5 more grants, lost
     signal(&replica, "-STOP");
@@ -228,11 +243,7 @@ async fn a_node_logs_and_counts_the_repair_and_its_visitors_keep_their_place() {
     }
     // a few ticks count them into the line (positions read the tick's union)
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = cmd(&primary.url(), &["SET", "sync", "1"]).await;
-    assert_eq!(
-        cmd(&primary.url(), &["WAIT", "1", "2000"]).await,
-        ::redis::Value::Int(1)
-    );
+    replicated(&primary).await;
     signal(&replica, "-STOP");
     let _ = cmd(&primary.url(), &["CLIENT", "KILL", "TYPE", "replica"]).await;
     for _ in 0..5 {
