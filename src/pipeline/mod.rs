@@ -2,6 +2,7 @@
 //! (guard -> route -> forward), errors turned into answers in one place,
 //! then metrics and the access log.
 
+mod accept;
 mod error;
 mod room;
 mod talk;

@@ -5,6 +5,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::accept::{format, Format};
 use super::{Ctx, HttpError};
 use crate::admission::room::{
     Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER, TICKET_COOKIE,
@@ -82,13 +83,6 @@ pub(super) fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Opt
         holding::negotiate(accept, chosen.map(Lang::as_str), default),
         asked,
     )
-}
-
-pub(super) fn wants_json(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
 }
 
 /// Governs one request: the origin's answer (with the room's cookies) for
@@ -315,7 +309,7 @@ fn hold_answer(
         // Honest: when far more people wait ahead than vouchers remain, say so.
         v.low_chance = ahead as f64 > ratio * left as f64;
     }
-    let mut resp = if status_only || wants_json(req) {
+    let mut resp = if status_only || format(req.headers(), Format::Html) == Format::Json {
         answer(holding::status_json(&v), "application/json", hold.state)
     } else {
         let pages = hold

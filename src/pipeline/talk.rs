@@ -9,7 +9,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::room::{language, wants_json};
+use super::accept::{format, Format};
+use super::room::language;
 use super::{Ctx, HttpError};
 use crate::config::room::RoomConfig;
 use crate::holding::{self, EventView};
@@ -65,7 +66,7 @@ pub async fn feedback(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
-    let json_out = wants_json(&req);
+    let json_out = format(req.headers(), Format::Html) == Format::Json;
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -200,7 +201,7 @@ pub fn event(
         message: &current,
         history: &history,
     };
-    let as_json = wants_json(req)
+    let as_json = format(req.headers(), Format::Html) == Format::Json
         || req
             .uri()
             .query()

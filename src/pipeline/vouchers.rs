@@ -7,6 +7,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::accept::{self, Format};
 use super::{Ctx, HttpError};
 use crate::config::vouchers::{Identity, VouchersConfig};
 use crate::metrics::Outcome;
@@ -168,21 +169,12 @@ fn result_body(
     }
 }
 
-fn wants_json(req: &Request<Incoming>) -> bool {
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    accept.contains("application/json") || !accept.contains("text/html")
-}
-
 /// `GET|POST /__usher/voucher`.
 pub async fn endpoint(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
-    let json = wants_json(&req);
+    let json = accept::format(req.headers(), Format::Json) == Format::Json;
     let (Some(vouchers), Some(cfg)) = (ctx.app.vouchers.as_deref(), ctx.cfg.vouchers.as_ref())
     else {
         return Err(HttpError::NotFound);
@@ -228,7 +220,7 @@ pub async fn intercept(
     else {
         return Ok(Ok(req));
     };
-    let json = wants_json(&req);
+    let json = accept::format(req.headers(), Format::Json) == Format::Json;
     let Some(result) = claim(ctx, vouchers, cfg, &req, pass_id).await else {
         let body =
             serde_json::json!({ "state": "not_eligible", "reason": "no identity (sign in first)" });
