@@ -105,12 +105,6 @@ fn words(lang: Lang) -> &'static Words {
     }
 }
 
-fn esc(out: &mut String, s: &str) {
-    let mut b = Vec::with_capacity(fmt::html_escaped_len(s));
-    fmt::html_escape(&mut b, s);
-    out.push_str(&String::from_utf8_lossy(&b));
-}
-
 fn time(out: &mut String, unix: u64) {
     let mut b = Vec::new();
     fmt::write_rfc3339(&mut b, unix);
@@ -131,13 +125,13 @@ pub fn event_page(v: &EventView, lang: Lang) -> Bytes {
         l = lang.as_str(),
         t = w.title,
     );
-    esc(&mut o, v.event);
+    fmt::push_html_escaped(&mut o, v.event);
     let _ = write!(o, "</h1>\n<dl>\n");
     if let Some(at) = v.opens_at {
         let _ = write!(o, "<dt>{}</dt><dd><time datetime=\"", w.opens);
-        esc(&mut o, at);
+        fmt::push_html_escaped(&mut o, at);
         o.push_str("\">");
-        esc(&mut o, at);
+        fmt::push_html_escaped(&mut o, at);
         o.push_str("</time></dd>\n");
     }
     if let Some(s) = v.opens_in_seconds {
@@ -165,7 +159,7 @@ pub fn event_page(v: &EventView, lang: Lang) -> Bytes {
         let _ = writeln!(o, "<p>{}</p>", w.none);
     } else {
         o.push_str("<p class=\"msg\">");
-        esc(&mut o, text);
+        fmt::push_html_escaped(&mut o, text);
         o.push_str("</p>\n");
         if let Some(at) = v.message.updated_at {
             o.push_str("<p class=\"upd\">");
@@ -179,7 +173,7 @@ pub fn event_page(v: &EventView, lang: Lang) -> Bytes {
             o.push_str("<li>");
             time(&mut o, e.at);
             o.push_str(" — ");
-            esc(&mut o, e.messages.text(en));
+            fmt::push_html_escaped(&mut o, e.messages.text(en));
             o.push_str("</li>\n");
         }
         o.push_str("</ul>\n");

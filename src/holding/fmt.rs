@@ -33,6 +33,14 @@ fn html_escape_each(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
 }
 
+/// [`html_escape`] onto a `String`, for the pages built with `format!`.
+pub(crate) fn push_html_escaped(out: &mut String, s: &str) {
+    let mut b = Vec::with_capacity(html_escaped_len(s));
+    html_escape(&mut b, s);
+    // Only ASCII bytes are replaced, so valid UTF-8 stays valid.
+    out.push_str(&String::from_utf8_lossy(&b));
+}
+
 /// Exact length of [`html_escape`]'s output.
 pub(crate) fn html_escaped_len(s: &str) -> usize {
     if let Some(n) = memo::escaped_len(&memo::HTML, s) {

@@ -17,6 +17,7 @@
 //! - `memo`: the escaped announcement and message, remembered per thread.
 //! - `error`: usher's own error pages.
 //! - `event`: the public event notice and the feedback receipt page.
+//! - `voucher`: the page a browser gets from the claim endpoint.
 //! - `feedback_form`: the report-a-problem form (holding and error pages).
 //! - `assets/`: the default template, its CSS and the polling script.
 
@@ -33,12 +34,14 @@ mod page;
 mod tests;
 #[cfg(test)]
 mod tests_talk;
+mod voucher;
 
 pub use error::{error_page, error_page_for};
 pub use event::{event_json, event_page, feedback_page, EventView};
 pub use i18n::{negotiate, Lang};
 pub use json::status_json;
 pub use page::{HoldingPages, TemplateError, MAX_TEMPLATE_BYTES, PLACEHOLDERS};
+pub use voucher::{voucher_page, VoucherState, VOUCHER_PATH};
 
 /// What the waiting room is doing for one visitor.
 ///

@@ -3,6 +3,7 @@
 //! intercepted: usher issues the code and forwards the request with
 //! `X-Usher-Voucher: CODE`. Only admitted visitors (a valid pass) claim.
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -10,6 +11,7 @@ use hyper::body::Incoming;
 use super::accept::{self, Format};
 use super::{Ctx, HttpError};
 use crate::config::vouchers::{Identity, VouchersConfig};
+use crate::holding::{self, VoucherState};
 use crate::metrics::Outcome;
 use crate::tokens::cookie::get_cookie;
 use crate::vouchers::{ClaimContext, ClaimResult, Vouchers};
@@ -20,7 +22,7 @@ use crate::{full_body, Body};
 pub static X_USHER_VOUCHER: HeaderName = HeaderName::from_static("x-usher-voucher");
 
 /// usher's claim endpoint.
-pub const CLAIM_PATH: &str = "/__usher/voucher";
+pub use crate::holding::VOUCHER_PATH as CLAIM_PATH;
 
 /// Whether `req` is the intercepted origin claim route.
 pub fn intercepts(cfg: &VouchersConfig, req: &Request<Incoming>, path: &str) -> bool {
@@ -65,28 +67,31 @@ async fn claim(
     Some(result)
 }
 
-fn answer(
-    status: StatusCode,
-    json: bool,
-    body: serde_json::Value,
-    retry_after: Option<u64>,
-) -> Response<Body> {
-    let (bytes, content_type) = if json {
-        let mut b = serde_json::to_vec(&body).unwrap_or_default();
-        b.push(b'\n');
-        (b, "application/json")
-    } else {
-        (page(&body).into_bytes(), "text/html; charset=utf-8")
+/// How long a pending claim is asked to wait before asking again.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// The endpoint's answer in `state`: JSON for apps, the voucher page for
+/// browsers. `remaining` is shown with the claim button and the code.
+fn answer(format: Format, state: VoucherState, remaining: u64) -> Response<Body> {
+    let status = match state {
+        VoucherState::Claim | VoucherState::Issued(_) => StatusCode::OK,
+        VoucherState::SoldOut => StatusCode::GONE,
+        VoucherState::NotAdmitted | VoucherState::NotEligible(_) => StatusCode::FORBIDDEN,
+        VoucherState::Pending => StatusCode::ACCEPTED,
     };
-    let mut resp = Response::new(full_body(bytes));
+    let (body, content_type) = match format {
+        Format::Json => (Bytes::from(json(state, remaining)), "application/json"),
+        Format::Html => (holding::voucher_page(state), "text/html; charset=utf-8"),
+    };
+    let mut resp = Response::new(full_body(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(s) = retry_after {
-        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    if state == VoucherState::Pending {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
-    if body["state"] == "sold_out" {
+    if state == VoucherState::SoldOut {
         h.insert(
             super::room::X_USHER_STATE.clone(),
             HeaderValue::from_static("sold_out"),
@@ -95,90 +100,51 @@ fn answer(
     resp
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A small bilingual page for browsers.
-fn page(body: &serde_json::Value) -> String {
-    let (ko, en, extra) = match body["state"].as_str().unwrap_or_default() {
-        "issued" => (
-            "할인권이 발급되었습니다",
-            "Your voucher",
-            format!("<p style=\"font-size:1.6rem;font-weight:700\">{}</p>", escape(body["code"].as_str().unwrap_or_default())),
-        ),
-        "sold_out" => ("할인권이 모두 소진되었습니다", "All vouchers are gone", String::new()),
-        "not_admitted" => (
-            "아직 입장 전입니다",
-            "Please wait for your turn first",
-            "<p><a href=\"/\">대기열로 / To the line</a></p>".to_string(),
-        ),
-        "not_eligible" => (
-            "발급 대상이 아닙니다",
-            "Not eligible",
-            format!("<p>{}</p>", escape(body["reason"].as_str().unwrap_or_default())),
-        ),
-        "claim" => (
-            "할인권 받기",
-            "Claim your voucher",
-            format!("<form method=\"post\" action=\"{CLAIM_PATH}\"><button style=\"font-size:1.2rem;padding:.6rem 1.2rem\">받기 / Claim</button></form>"),
-        ),
-        _ => (
-            "잠시 후 다시 시도해 주세요",
-            "Please try again in a few seconds",
-            format!("<form method=\"post\" action=\"{CLAIM_PATH}\"><button>다시 시도 / Try again</button></form>"),
-        ),
+/// The JSON answer: the state's name and what goes with it.
+fn json(state: VoucherState, remaining: u64) -> Vec<u8> {
+    let name = state.as_str();
+    let body = match state {
+        VoucherState::Claim => serde_json::json!({ "state": name, "remaining": remaining }),
+        VoucherState::Issued(code) => {
+            serde_json::json!({ "state": name, "code": code, "remaining": remaining })
+        }
+        VoucherState::NotEligible(reason) => serde_json::json!({ "state": name, "reason": reason }),
+        VoucherState::Pending => {
+            serde_json::json!({ "state": name, "retry_after": RETRY_AFTER_SECS })
+        }
+        VoucherState::SoldOut | VoucherState::NotAdmitted => serde_json::json!({ "state": name }),
     };
-    format!(
-        "<!doctype html><html lang=\"ko\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{en}</title><body style=\"font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em\">\
-         <h1>{ko}</h1><p lang=\"en\">{en}</p>{extra}</body></html>\n"
-    )
+    let mut b = serde_json::to_vec(&body).unwrap_or_default();
+    b.push(b'\n');
+    b
 }
 
-fn result_body(
-    result: &ClaimResult,
-    remaining: u64,
-) -> (StatusCode, serde_json::Value, Option<u64>) {
+/// What a claim's result shows.
+fn shown(result: &ClaimResult) -> VoucherState<'_> {
     match result {
-        ClaimResult::Issued { code, .. } => (
-            StatusCode::OK,
-            serde_json::json!({ "state": "issued", "code": code, "remaining": remaining }),
-            None,
-        ),
-        ClaimResult::SoldOut => (
-            StatusCode::GONE,
-            serde_json::json!({ "state": "sold_out" }),
-            None,
-        ),
-        ClaimResult::NotEligible(reason) => (
-            StatusCode::FORBIDDEN,
-            serde_json::json!({ "state": "not_eligible", "reason": reason }),
-            None,
-        ),
+        ClaimResult::Issued { code, .. } => VoucherState::Issued(code),
+        ClaimResult::SoldOut => VoucherState::SoldOut,
+        ClaimResult::NotEligible(reason) => VoucherState::NotEligible(reason),
         // The claim is recorded and keeps its unit; the same person asking
         // again gets the same code once the issuer answers.
-        ClaimResult::RetryLater(_) | ClaimResult::Unavailable(_) => (
-            StatusCode::ACCEPTED,
-            serde_json::json!({ "state": "pending", "retry_after": 5 }),
-            Some(5),
-        ),
+        ClaimResult::RetryLater(_) | ClaimResult::Unavailable(_) => VoucherState::Pending,
     }
 }
+
+/// Why a claim without an identity is refused.
+const NO_IDENTITY: VoucherState<'static> = VoucherState::NotEligible("no identity (sign in first)");
 
 /// `GET|POST /__usher/voucher`.
 pub async fn endpoint(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
-    let json = accept::format(req.headers(), Format::Json) == Format::Json;
+    let format = accept::format(req.headers(), Format::Json);
     let (Some(vouchers), Some(cfg)) = (ctx.app.vouchers.as_deref(), ctx.cfg.vouchers.as_ref())
     else {
         return Err(HttpError::NotFound);
     };
+    let remaining = vouchers.remaining();
     let Some(pass) = ctx.app.room.check_pass(req.headers()) else {
         ctx.app
             .metrics
@@ -186,26 +152,20 @@ pub async fn endpoint(
             .claims
             .with_label_values(&["not_admitted"])
             .inc();
-        let body = serde_json::json!({ "state": "not_admitted" });
-        return Ok((
-            answer(StatusCode::FORBIDDEN, json, body, None),
-            Outcome::Usher,
-        ));
+        let resp = answer(format, VoucherState::NotAdmitted, remaining);
+        return Ok((resp, Outcome::Usher));
     };
     if req.method() != Method::POST {
-        let body = serde_json::json!({ "state": "claim", "remaining": vouchers.remaining() });
-        return Ok((answer(StatusCode::OK, json, body, None), Outcome::Usher));
-    }
-    let Some(result) = claim(ctx, vouchers, cfg, &req, pass.pass_id).await else {
-        let body =
-            serde_json::json!({ "state": "not_eligible", "reason": "no identity (sign in first)" });
         return Ok((
-            answer(StatusCode::FORBIDDEN, json, body, None),
+            answer(format, VoucherState::Claim, remaining),
             Outcome::Usher,
         ));
+    }
+    let Some(result) = claim(ctx, vouchers, cfg, &req, pass.pass_id).await else {
+        return Ok((answer(format, NO_IDENTITY, remaining), Outcome::Usher));
     };
-    let (status, body, retry) = result_body(&result, vouchers.remaining());
-    Ok((answer(status, json, body, retry), Outcome::Usher))
+    let resp = answer(format, shown(&result), vouchers.remaining());
+    Ok((resp, Outcome::Usher))
 }
 
 /// The intercepted origin claim route, for an admitted visitor: issue, then
@@ -220,11 +180,9 @@ pub async fn intercept(
     else {
         return Ok(Ok(req));
     };
-    let json = accept::format(req.headers(), Format::Json) == Format::Json;
+    let format = accept::format(req.headers(), Format::Json);
     let Some(result) = claim(ctx, vouchers, cfg, &req, pass_id).await else {
-        let body =
-            serde_json::json!({ "state": "not_eligible", "reason": "no identity (sign in first)" });
-        return Ok(Err(answer(StatusCode::FORBIDDEN, json, body, None)));
+        return Ok(Err(answer(format, NO_IDENTITY, vouchers.remaining())));
     };
     if let ClaimResult::Issued { code, .. } = &result {
         if let Ok(v) = HeaderValue::from_str(code) {
@@ -232,6 +190,5 @@ pub async fn intercept(
             return Ok(Ok(req));
         }
     }
-    let (status, body, retry) = result_body(&result, vouchers.remaining());
-    Ok(Err(answer(status, json, body, retry)))
+    Ok(Err(answer(format, shown(&result), vouchers.remaining())))
 }

@@ -267,6 +267,84 @@ async fn the_origins_claim_route_is_intercepted_with_the_code() {
     running.shutdown(Duration::from_secs(2)).await;
 }
 
+#[tokio::test]
+async fn a_browser_gets_the_voucher_page_and_an_app_gets_json() {
+    let dir = temp_dir("vouchers-page");
+    write_common(&dir, 1);
+    let running = start_in_process(&config(&dir, "http://127.0.0.1:9", 1, ""), &dir).await;
+    let base = format!("http://{}", running.bound.plain[0]);
+    let c = client();
+    let page = |method: http::Method, cookie: &str, user: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("{base}/__usher/voucher"))
+            .header(header::COOKIE, cookie)
+            .header("x-user", user)
+            .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let read = |r: http::Response<hyper::body::Incoming>| async move {
+        let status = r.status().as_u16();
+        let kind = r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, kind, String::from_utf8(body.to_vec()).unwrap())
+    };
+
+    let (status, kind, text) =
+        read(c.request(page(http::Method::GET, "", "a")).await.unwrap()).await;
+    assert_eq!((status, kind.as_str()), (403, "text/html; charset=utf-8"));
+    assert!(
+        text.contains("아직 입장 전입니다") && text.contains("To the line"),
+        "{text}"
+    );
+
+    let p = pass(&c, &base).await;
+    let (status, _, text) = read(c.request(page(http::Method::GET, &p, "a")).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("<form method=\"post\" action=\"/__usher/voucher\">"),
+        "{text}"
+    );
+    assert!(text.contains("받기 / Claim"), "{text}");
+
+    let (status, _, text) = read(c.request(page(http::Method::POST, &p, "a")).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("Your voucher") && text.contains("CINE-00000"),
+        "{text}"
+    );
+
+    // The stock of one is gone: the next person is told so, as a page.
+    let resp = c.request(page(http::Method::POST, &p, "b")).await.unwrap();
+    assert_eq!(resp.headers()["x-usher-state"], "sold_out");
+    let (status, _, text) = read(resp).await;
+    assert_eq!(status, 410);
+    assert!(text.contains("All vouchers are gone"), "{text}");
+
+    // An app that accepts anything gets JSON: the same code again.
+    let app = send(
+        &c,
+        Request::post(format!("{base}/__usher/voucher"))
+            .header(header::COOKIE, &p)
+            .header("x-user", "a")
+            .header(header::ACCEPT, "*/*"),
+    )
+    .await;
+    assert_eq!(
+        (
+            app.status,
+            app.json["state"].as_str(),
+            app.json["code"].as_str()
+        ),
+        (200, Some("issued"), Some("CINE-00000"))
+    );
+    running.shutdown(Duration::from_secs(2)).await;
+}
+
 /// Starts the binary on `cfg`; its plain listener read back from its log.
 fn start_binary(cfg: &Path) -> (Child, String) {
     let proc = Child::spawn(cfg, None);
