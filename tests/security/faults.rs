@@ -15,7 +15,7 @@
 //!   serves again once the connections close.
 
 use crate::support::security as security_support;
-use crate::support::TempDir;
+use crate::support::{TempDir, ADMIN_TOKEN};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -311,16 +311,10 @@ async fn garbage_certificate_on_reload_keeps_the_old_one() {
     running.shutdown(Duration::from_secs(2)).await;
 }
 
-/// The config text of a child usher in front of `origin`.
-/// The admin token of [`child_config`]'s usher.
-const ADMIN_TOKEN: &str = "faults-admin-token-0123456789abcdef-0123";
-
-/// A config for the real binary; its admin token file is written beside
-/// the test binary's temp files once.
+/// A config for the real binary in front of `origin`; its admin API takes
+/// the support module's [`ADMIN_TOKEN`].
 fn child_config(origin: SocketAddr, extra: &str) -> String {
-    let token =
-        std::env::temp_dir().join(format!("usher-faults-admin-{}.token", std::process::id()));
-    std::fs::write(&token, ADMIN_TOKEN).unwrap();
+    let token = crate::support::admin_token_file();
     format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
          admin_token_file = \"{}\"\n{extra}\n\
