@@ -39,7 +39,8 @@ pub struct UsherProcess {
     child: Child,
     /// Its config file.
     pub config: PathBuf,
-    /// The folder [`UsherProcess::spawn`] was given, kept until the end.
+    /// The folder [`UsherProcess::spawn`] was given: removed after the
+    /// process is killed (fields drop after [`Drop::drop`]).
     _dir: Option<TempDir>,
     plain: Vec<SocketAddr>,
     tls: Vec<SocketAddr>,
@@ -48,9 +49,9 @@ pub struct UsherProcess {
 }
 
 impl UsherProcess {
-    /// Runs `usher run -c config` and waits (at most 20 s, off the async
-    /// runtime's clock: a blocking wait) until it has logged "usher started"
-    /// and every listener its config names (`server.listen`,
+    /// Runs `usher run -c config` and waits (blocking the thread, at most
+    /// 20 s) until it has logged "usher started" and every listener its
+    /// config names (`server.listen`,
     /// `server.tls.listen`, `server.admin`). The config should ask for
     /// `:0` ports; its log may be JSON or text, at info level.
     pub fn run(config: &Path) -> UsherProcess {
@@ -67,9 +68,8 @@ impl UsherProcess {
     /// as long as the process.
     pub async fn spawn(dir: TempDir, text: &str) -> UsherProcess {
         let config = dir.write("usher.toml", text);
-        let run = tokio::task::spawn_blocking(move || {
-            UsherProcess::launch(&config.clone(), None, Some(dir))
-        });
+        let run =
+            tokio::task::spawn_blocking(move || UsherProcess::launch(&config, None, Some(dir)));
         match run.await {
             Ok(u) => u,
             Err(e) => std::panic::resume_unwind(e.into_panic()),

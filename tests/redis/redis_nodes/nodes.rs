@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use http_util::HttpClient;
 
 /// Who is inside, as the origin sees it: a visitor enters with its first
-/// page and leaves at `/checkout` (answered with `X-UsherProcess-Release`).
+/// page and leaves at `/checkout` (answered with `X-Usher-Release`).
 #[derive(Default)]
 pub(super) struct Inside {
     pub(super) now: Mutex<HashSet<String>>,
