@@ -13,17 +13,17 @@ use std::path::Path;
 use std::process::Output;
 
 use common::clients::{admin_get, admin_post, exchange};
-use common::proc::{bin, UsherProc};
+use common::process::{bin, UsherProcess};
 use common::{Response, TempDir, ADMIN_TOKEN};
 
 /// A room that admits in line order, so a pause or a mode change shows in
 /// `/admin/status`.
 const ROOM: &str = "[room]\nmode = \"fifo\"\nmax_active_users = 10\nnew_users_per_minute = 60\n";
 
-async fn start(tag: &str, server_extra: &str) -> UsherProc {
+async fn start(tag: &str, server_extra: &str) -> UsherProcess {
     // The origin is never asked: these tests talk to the admin API only.
     let origin: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    UsherProc::spawn(
+    UsherProcess::spawn(
         TempDir::new(tag),
         &common::config(origin, server_extra, "", ROOM),
     )
@@ -78,7 +78,7 @@ fn from_page(method: &str, path: &str, admin: SocketAddr, headers: &str, body: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_on_another_origin_cannot_change_the_room() {
     let u = start("cross-site", "").await;
-    let admin = u.admin;
+    let admin = u.admin();
     let leaked = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
     let attempts: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -232,7 +232,7 @@ fn post_raw(path: &str, headers: &str, body: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_right_token_nothing_changes() {
     let u = start("token", "").await;
-    let admin = u.admin;
+    let admin = u.admin();
     let json = "Content-Type: application/json\r\n";
     let wrong = "Authorization: Bearer test-admin-token-0123456789abcdef-012345678X\r\n";
     for (what, raw, challenge) in [
@@ -316,29 +316,29 @@ async fn the_open_paths_can_be_closed() {
     let u = start("closed", "admin_open = [\"/healthz\"]").await;
     for (path, open) in [("/metrics", false), ("/readyz", false), ("/healthz", true)] {
         let r = exchange(
-            u.admin,
+            u.admin(),
             format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await;
         assert_eq!(r.status(), if open { 200 } else { 401 }, "{path}");
         assert_eq!(
-            admin_get(u.admin, path).await.status(),
+            admin_get(u.admin(), path).await.status(),
             200,
             "{path} with the token"
         );
     }
-    let metrics = admin_get(u.admin, "/metrics").await.text();
+    let metrics = admin_get(u.admin(), "/metrics").await.text();
     assert!(metrics.contains("usher_"), "{metrics}");
 }
 
 /// Writes the admin port usher picked into its config file, as a deployed
 /// config names a fixed one (the running process does not re-read it), so
 /// `usher ctl -c` finds the listener.
-fn pin_admin_port(u: &UsherProc) -> String {
+fn pin_admin_port(u: &UsherProcess) -> String {
     let text = std::fs::read_to_string(&u.config).unwrap();
     let pinned = text.replacen(
         "admin = \"127.0.0.1:0\"",
-        &format!("admin = \"{}\"", u.admin),
+        &format!("admin = \"{}\"", u.admin()),
         1,
     );
     assert_ne!(text, pinned, "the config names admin = \"127.0.0.1:0\"");
@@ -363,7 +363,7 @@ fn stdout_json(out: &Output) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_finds_the_token_in_the_config_a_file_or_the_environment() {
     let u = start("ctl", "").await;
-    let admin = u.admin.to_string();
+    let admin = u.admin().to_string();
     let config = &pin_admin_port(&u);
     // -c: the address and the token file from the config.
     let out = ctl(&["-c", config, "pause"], None);
@@ -393,7 +393,7 @@ async fn ctl_finds_the_token_in_the_config_a_file_or_the_environment() {
     assert_eq!(stdout_json(&out)["error"], "wrong token");
     assert!(String::from_utf8_lossy(&out.stderr).contains("the admin listener answered 401"));
     assert_eq!(
-        room_state(u.admin).await.1["new_users_per_minute"],
+        room_state(u.admin()).await.1["new_users_per_minute"],
         120,
         "the refused reset changed nothing"
     );
@@ -411,7 +411,7 @@ async fn ctl_finds_the_token_in_the_config_a_file_or_the_environment() {
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let out = ctl(&["-c", config, "reset"], None);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(room_state(u.admin).await, untouched());
+    assert_eq!(room_state(u.admin()).await, untouched());
 }
 
 /// A config without `admin_token_file`, with a local store under `dir`.
@@ -429,7 +429,7 @@ async fn without_a_token_file_usher_makes_one_that_ctl_finds() {
     let dir = TempDir::new("generated");
     let text = config_without_token(dir.path(), "");
     let state = dir.path().join("state");
-    let u = UsherProc::spawn(dir, &text).await;
+    let u = UsherProcess::spawn(dir, &text).await;
     let file = state.join("admin.token");
     let meta = std::fs::metadata(&file).expect("admin.token made at start");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -437,7 +437,7 @@ async fn without_a_token_file_usher_makes_one_that_ctl_finds() {
     assert!(token.len() >= 32, "{token}");
     // Safe by default: nothing changes without it ...
     let r = exchange(
-        u.admin,
+        u.admin(),
         &post_raw("/admin/pause", "Content-Type: application/json\r\n", ""),
     )
     .await;
@@ -451,7 +451,7 @@ async fn without_a_token_file_usher_makes_one_that_ctl_finds() {
         &format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"),
         "",
     );
-    assert_eq!(exchange(u.admin, &with_it).await.status(), 200);
+    assert_eq!(exchange(u.admin(), &with_it).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,7 +464,7 @@ async fn ctl_over_the_unix_socket_is_trusted_by_its_permissions() {
         "",
         ROOM,
     );
-    let mut u = UsherProc::spawn(dir, &text).await;
+    let mut u = UsherProcess::spawn(dir, &text).await;
     let meta = std::fs::metadata(&sock).expect("the socket exists once listening");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     // No token at all: the socket's mode let only root and usher's user in.
@@ -477,7 +477,7 @@ async fn ctl_over_the_unix_socket_is_trusted_by_its_permissions() {
     assert_eq!(stdout_json(&out)["room"]["settings"]["mode"], "paused");
     // Over TCP the token is still needed.
     let r = exchange(
-        u.admin,
+        u.admin(),
         &post_raw("/admin/resume", "Content-Type: application/json\r\n", ""),
     )
     .await;
@@ -499,7 +499,7 @@ async fn ctl_over_the_unix_socket_is_trusted_by_its_permissions() {
             "{out:?}"
         );
     }
-    assert_eq!(room_state(u.admin).await.0, "paused");
+    assert_eq!(room_state(u.admin()).await.0, "paused");
     // The socket goes away with usher.
     u.signal(libc::SIGTERM);
     assert!(u

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use common::browser;
 use common::clients::admin_get;
 use common::origin::{Origin, Reply};
-use common::proc::UsherProc;
+use common::process::UsherProcess;
 use common::TempDir;
 
 const ROOM: &str = "[room]\nmode = \"fifo\"\nmax_active_users = 10\nnew_users_per_minute = 60\n";
@@ -54,8 +54,8 @@ async fn a_page_in_a_real_browser_cannot_change_the_room() {
     let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let dir = TempDir::new("browser");
     let profile = dir.path().join("profile");
-    let u = UsherProc::spawn(dir, &common::config(unused, "", "", ROOM)).await;
-    let page = evil_page(u.admin);
+    let u = UsherProcess::spawn(dir, &common::config(unused, "", "", ROOM)).await;
+    let page = evil_page(u.admin());
     let evil = Origin::start(move |_| Reply::Full {
         status: 200,
         headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
@@ -89,7 +89,7 @@ async fn a_page_in_a_real_browser_cannot_change_the_room() {
     assert!(dom.contains("preflighted:blocked"), "{dom}");
 
     // The room is as it was ...
-    let r = admin_get(u.admin, "/admin/status").await;
+    let r = admin_get(u.admin(), "/admin/status").await;
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["room"]["settings"]["mode"], "fifo", "{}", v["room"]);
     assert_eq!(v["room"]["overrides"], serde_json::json!({}));

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::proc::{bin, check, text};
+use common::process::{bin, check, text};
 use common::TempDir;
 
 /// Non-empty lines of `out`'s stderr.
@@ -421,7 +421,7 @@ fn a_state_dir_that_cannot_work_is_78_and_one_another_usher_holds_is_1() {
     let tail = format!("[room]\n\n[store]\nstate_dir = \"{}\"\n", state.display());
     let text = common::config("127.0.0.1:1".parse().unwrap(), "", "", &tail);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let first = rt.block_on(common::proc::UsherProc::spawn(
+    let first = rt.block_on(common::process::UsherProcess::spawn(
         TempDir::new("run-state-first"),
         &text,
     ));

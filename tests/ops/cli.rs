@@ -7,7 +7,7 @@ use crate::support as common;
 use std::time::{Duration, Instant};
 
 use common::clients::{connect, get};
-use common::proc::{bin, check, text, UsherProc};
+use common::process::{bin, check, text, UsherProcess};
 use common::{within, Origin, Reply, TempDir};
 
 const THREE_MISTAKES: &str = r#"# three mistakes, in three sections
@@ -129,9 +129,9 @@ fn slow_origin(delay: Duration) -> impl Fn(&common::Recorded) -> Reply {
 async fn sigterm_lets_the_request_in_flight_finish() {
     let origin = Origin::start(slow_origin(Duration::from_millis(1500))).await;
     let cfg = common::config(origin.addr, "shutdown_grace = \"5s\"", "", "");
-    let mut p = UsherProc::spawn(TempDir::new("sigterm"), &cfg).await;
+    let mut p = UsherProcess::spawn(TempDir::new("sigterm"), &cfg).await;
     within(15, "SIGTERM drain", async {
-        let addr = p.addr;
+        let addr = p.addr();
         let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
         origin.wait_for(1).await;
         let stopped_at = Instant::now();
@@ -164,9 +164,9 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 async fn sigterm_stops_within_the_grace_even_if_a_request_does_not() {
     let origin = Origin::start(slow_origin(Duration::from_secs(30))).await;
     let cfg = common::config(origin.addr, "shutdown_grace = \"500ms\"", "", "");
-    let mut p = UsherProc::spawn(TempDir::new("sigterm-grace"), &cfg).await;
+    let mut p = UsherProcess::spawn(TempDir::new("sigterm-grace"), &cfg).await;
     within(15, "SIGTERM past the grace", async {
-        let mut c = connect(p.addr).await;
+        let mut c = connect(p.addr()).await;
         c.send(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();

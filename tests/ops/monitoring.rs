@@ -5,6 +5,7 @@
 //! their unit tests.
 
 use crate::support::promql;
+use crate::support::TempDir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -57,10 +58,7 @@ async fn http(addr: std::net::SocketAddr, request: &[u8]) -> String {
 /// its `/metrics` once the room has ticked.
 async fn scrape_running_usher() -> String {
     // Tests run at once: one directory each.
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("usher-monitoring-{}-{run}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("monitoring");
     let (cert, key) = usher::tls::dev_certificate(&["localhost".into()], 30).unwrap();
     std::fs::write(dir.join("dev.crt"), cert).unwrap();
     std::fs::write(dir.join("dev.key"), key).unwrap();
@@ -106,7 +104,6 @@ async fn scrape_running_usher() -> String {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     running.shutdown(std::time::Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&dir);
     metrics
 }
 

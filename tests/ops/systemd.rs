@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::TempDir;
+
 const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
-/// A fresh folder for one test's files.
-fn temp_dir(name: &str) -> PathBuf {
-    crate::support::procs::temp_dir(&format!("sd-{name}"))
+/// A fresh folder for one test's files, removed after it.
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(&format!("sd-{name}"))
 }
 
 /// A loopback URL where nothing listens.
@@ -191,7 +193,6 @@ fn notifies_ready_reloading_ready_and_stopping_in_order() {
     assert!(mgr.next().starts_with("STOPPING=1"));
     assert_eq!(usher.wait_exit().code(), Some(0));
     assert!(mgr.watchdogs > 0, "no WATCHDOG=1 while running");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -323,7 +324,6 @@ fn socket_activation_serves_inherited_sockets_and_a_restart_refuses_nobody() {
     assert!(answer.starts_with("HTTP/1.1 "), "{answer:?}");
     second.signal(libc::SIGTERM);
     assert_eq!(second.wait_exit().code(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -352,7 +352,6 @@ fn shipped_units_pass_systemd_analyze_verify() {
         .filter(|l| l.contains("usher.service") || l.contains("usher.socket"))
         .collect();
     assert!(out.status.success() && ours.is_empty(), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The values of `Key=` lines in a unit file.

@@ -14,12 +14,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpSocket, TcpStream};
 
-use common::proc::UsherProc;
+use common::process::UsherProcess;
 use common::{within, Conn, Origin, TempDir};
 
 /// A running usher whose listeners are known by kind.
 struct Edge {
-    u: UsherProc,
+    u: UsherProcess,
     /// The plain listener that takes PROXY headers.
     proxied: SocketAddr,
     /// A plain listener without PROXY protocol, if configured.
@@ -51,7 +51,7 @@ async fn start(origin: SocketAddr, server: &str, tail: &str, tls: bool) -> Edge 
          [origin]\nurl = \"http://{origin}\"\n\n\
          [log]\nformat = \"json\"\nlevel = \"info\"\naccess = \"json\"\n\n{tail}\n"
     );
-    let u = UsherProc::spawn(dir, &text).await;
+    let u = UsherProcess::spawn(dir, &text).await;
     let want = if tls { 3 } else { 2 };
     let listeners = within(10, "every listener up", async {
         loop {
@@ -141,7 +141,7 @@ async fn metric(admin: SocketAddr, series: &str) -> u64 {
 }
 
 /// The access log lines (parsed) whose `target` is `path`.
-fn access_lines(u: &UsherProc, path: &str) -> Vec<serde_json::Value> {
+fn access_lines(u: &UsherProcess, path: &str) -> Vec<serde_json::Value> {
     u.logs()
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -248,7 +248,7 @@ async fn per_address_caps_count_the_visitor_not_the_balancer() {
     assert_eq!(r.status(), 200);
     assert_eq!(
         metric(
-            e.u.admin,
+            e.u.admin(),
             "usher_connections_refused_total{reason=\"per_ip_limit\"}"
         )
         .await,
@@ -339,7 +339,7 @@ async fn strangers_garbage_and_late_headers_are_refused_and_usher_stays_up() {
     assert_eq!(origin.count(), 0, "nothing reached the origin");
 
     let m = |r: &'static str| {
-        let admin = e.u.admin;
+        let admin = e.u.admin();
         async move {
             metric(
                 admin,
@@ -423,7 +423,7 @@ async fn over_tls_the_header_comes_before_the_client_hello() {
     assert_eq!(origin.count(), 0);
     assert_eq!(
         metric(
-            e.u.admin,
+            e.u.admin(),
             "usher_connections_refused_total{reason=\"proxy_untrusted\"}"
         )
         .await,
@@ -431,7 +431,7 @@ async fn over_tls_the_header_comes_before_the_client_hello() {
     );
     assert_eq!(
         metric(
-            e.u.admin,
+            e.u.admin(),
             "usher_connections_refused_total{reason=\"proxy_header\"}"
         )
         .await,
@@ -448,7 +448,7 @@ async fn check_names_every_mistake_in_the_section() {
          [server.proxy_protocol]\nlisten = [\"127.0.0.1:9999\", \"nowhere\"]\nfrom = [\"10.0.0.0/33\"]\n\
          [origin]\nurl = \"http://127.0.0.1:8000\"\n",
     );
-    let out = common::proc::bin()
+    let out = common::process::bin()
         .args(["check", "-c"])
         .arg(&path)
         .output()
@@ -514,7 +514,7 @@ async fn a_reload_applies_from_at_once_and_asks_a_restart_for_listen() {
     // The balancer moves to 127.0.0.2.
     let moved = text.replace("from = [\"127.0.0.1/32\"]", "from = [\"127.0.0.2/32\"]");
     assert_ne!(moved, text);
-    e.u.dir.write("usher.toml", &moved);
+    e.u.write("usher.toml", &moved);
     e.u.signal(libc::SIGHUP);
     reloaded(1).await;
     let header = b"PROXY TCP4 203.0.113.60 127.0.0.1 40000 80\r\n";
@@ -542,7 +542,7 @@ async fn a_reload_applies_from_at_once_and_asks_a_restart_for_listen() {
         "listen = [\"127.0.0.1:0\", \"127.0.0.3:0\"]\nfrom",
     );
     assert_ne!(more, moved);
-    e.u.dir.write("usher.toml", &more);
+    e.u.write("usher.toml", &more);
     e.u.signal(libc::SIGHUP);
     reloaded(2).await;
     assert!(e

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::clients::{admin_get, admin_post, connect, get};
 use common::inproc::metric;
-use common::proc::UsherProc;
+use common::process::UsherProcess;
 use common::{within, Origin, TempDir};
 
 const RELOAD_OK: &str = "usher_config_reloads_total{result=\"success\"}";
@@ -26,20 +26,20 @@ fn cfg(origin: &Origin, max_in_flight: usize, idle: &str) -> String {
     )
 }
 
-async fn metrics(p: &UsherProc) -> String {
-    let r = get(p.admin, "/metrics").await;
+async fn metrics(p: &UsherProcess) -> String {
+    let r = get(p.admin(), "/metrics").await;
     assert_eq!(r.status(), 200);
     r.text()
 }
 
-async fn status(p: &UsherProc) -> serde_json::Value {
-    let r = admin_get(p.admin, "/admin/status").await;
+async fn status(p: &UsherProcess) -> serde_json::Value {
+    let r = admin_get(p.admin(), "/admin/status").await;
     assert_eq!(r.status(), 200);
     serde_json::from_slice(&r.body).expect("status JSON")
 }
 
-async fn reload(p: &UsherProc) -> (u16, serde_json::Value) {
-    let r = admin_post(p.admin, "/admin/reload", "").await;
+async fn reload(p: &UsherProcess) -> (u16, serde_json::Value) {
+    let r = admin_post(p.admin(), "/admin/reload", "").await;
     (
         r.status(),
         serde_json::from_slice(&r.body).expect("reload JSON"),
@@ -47,7 +47,7 @@ async fn reload(p: &UsherProc) -> (u16, serde_json::Value) {
 }
 
 /// Waits until the metric `series` reads `value`.
-async fn metric_reaches(p: &UsherProc, series: &str, value: f64) {
+async fn metric_reaches(p: &UsherProcess, series: &str, value: f64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let m = metrics(p).await;
@@ -66,19 +66,18 @@ async fn metric_reaches(p: &UsherProc, series: &str, value: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_config_keeps_the_running_one() {
     let origin = Origin::ok().await;
-    let p = UsherProc::spawn(TempDir::new("reload-bad"), &cfg(&origin, 7, "60s")).await;
+    let p = UsherProcess::spawn(TempDir::new("reload-bad"), &cfg(&origin, 7, "60s")).await;
     within(30, "reload failure", async {
-        assert_eq!(get(p.addr, "/").await.status(), 200);
+        assert_eq!(get(p.addr(), "/").await.status(), 200);
 
-        p.dir
-            .write("usher.toml", "[origin\nurl = \"http://127.0.0.1:1\"\n");
+        p.write("usher.toml", "[origin\nurl = \"http://127.0.0.1:1\"\n");
         p.signal(libc::SIGHUP);
         metric_reaches(&p, RELOAD_FAILED, 1.0).await;
         let m = metrics(&p).await;
         assert_eq!(metric(&m, LAST_OK), Some(0.0), "{m}");
         assert_eq!(metric(&m, RELOAD_OK), Some(0.0));
         // still serving, on the old config
-        assert_eq!(get(p.addr, "/").await.status(), 200);
+        assert_eq!(get(p.addr(), "/").await.status(), 200);
         assert_eq!(status(&p).await["origin"]["max_in_flight"], 7);
         // the log line may reach the pipe a moment after the metric moved
         let logged = || {
@@ -97,7 +96,7 @@ async fn broken_config_keeps_the_running_one() {
         );
 
         // fixed, through the admin API
-        p.dir.write("usher.toml", &cfg(&origin, 9, "60s"));
+        p.write("usher.toml", &cfg(&origin, 9, "60s"));
         let (code, body) = reload(&p).await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["result"], "success");
@@ -108,14 +107,14 @@ async fn broken_config_keeps_the_running_one() {
         assert_eq!(status(&p).await["origin"]["max_in_flight"], 9);
 
         // a mistake through the admin API: refused, said why, nothing changed
-        p.dir.write("usher.toml", &cfg(&origin, 0, "60s"));
+        p.write("usher.toml", &cfg(&origin, 0, "60s"));
         let (code, body) = reload(&p).await;
         assert_eq!(code, 422, "{body}");
         assert_eq!(body["result"], "failure");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains("origin.max_in_flight"), "{error}");
         assert_eq!(status(&p).await["origin"]["max_in_flight"], 9);
-        assert_eq!(get(p.addr, "/").await.status(), 200);
+        assert_eq!(get(p.addr(), "/").await.status(), 200);
     })
     .await;
 }
@@ -174,16 +173,16 @@ async fn fifty_reloads_under_load_lose_no_request() {
     // The two configs differ in the in-flight cap and in a setting that
     // makes usher build a new origin client, so each reload swaps both.
     let configs = [cfg(&origin, 4, "60s"), cfg(&origin, 8, "61s")];
-    let p = UsherProc::spawn(TempDir::new("reload-load"), &configs[0]).await;
+    let p = UsherProcess::spawn(TempDir::new("reload-load"), &configs[0]).await;
     within(45, "50 reloads under load", async {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
-        let load = start_load(p.addr, 4, stop.clone(), ok.clone(), failures.clone());
+        let load = start_load(p.addr(), 4, stop.clone(), ok.clone(), failures.clone());
 
         for i in 0..50usize {
             let next = (i + 1) % 2;
-            p.dir.write("usher.toml", &configs[next]);
+            p.write("usher.toml", &configs[next]);
             if i % 2 == 0 {
                 p.signal(libc::SIGHUP);
                 metric_reaches(&p, RELOAD_OK, (i + 1) as f64).await;
@@ -232,14 +231,14 @@ async fn fifty_reloads_under_load_lose_no_request() {
 async fn moved_listener_needs_a_restart() {
     let origin = Origin::ok().await;
     let text = cfg(&origin, 4, "60s");
-    let p = UsherProc::spawn(TempDir::new("reload-listen"), &text).await;
+    let p = UsherProcess::spawn(TempDir::new("reload-listen"), &text).await;
     within(20, "listen change", async {
         let moved = text.replace(
             "listen = [\"127.0.0.1:0\"]",
             "listen = [\"127.0.0.1:0\", \"127.0.0.1:1\"]",
         );
         assert_ne!(moved, text);
-        p.dir.write("usher.toml", &moved);
+        p.write("usher.toml", &moved);
         let (code, body) = reload(&p).await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(
@@ -255,10 +254,10 @@ async fn moved_listener_needs_a_restart() {
             Some(1.0)
         );
         // still serving where it was
-        assert_eq!(get(p.addr, "/").await.status(), 200);
+        assert_eq!(get(p.addr(), "/").await.status(), 200);
 
         // back to what is bound: nothing left to restart for
-        p.dir.write("usher.toml", &text);
+        p.write("usher.toml", &text);
         p.signal(libc::SIGHUP);
         metric_reaches(&p, RELOAD_OK, 2.0).await;
         assert_eq!(status(&p).await["restart_required"], serde_json::json!([]));
@@ -279,8 +278,8 @@ async fn certificates_reload_too() {
         "",
         "[server.tls]\nlisten = [\"127.0.0.1:0\"]\n\n[[server.tls.certificates]]\ncert = \"dev.crt\"\nkey = \"dev.key\"\n",
     );
-    let p = UsherProc::spawn(dir, &text).await;
-    let tls = p.tls.expect("TLS listener");
+    let p = UsherProcess::spawn(dir, &text).await;
+    let tls = p.tls().expect("TLS listener");
     within(20, "certificate reload", async {
         let https_get = |pem: String| async move {
             let s = common::clients::try_tls_connect(tls, &pem, &[b"http/1.1"]).await?;
@@ -290,7 +289,7 @@ async fn certificates_reload_too() {
         };
         assert_eq!(https_get(first.clone()).await.unwrap(), 200);
 
-        let (_, _, second) = common::dev_cert(&p.dir);
+        let (_, _, second) = common::dev_cert(p.dir());
         assert_ne!(first, second);
         p.signal(libc::SIGHUP);
         metric_reaches(&p, RELOAD_OK, 1.0).await;
@@ -300,7 +299,7 @@ async fn certificates_reload_too() {
             "old certificate still served"
         );
 
-        p.dir.write("dev.crt", "not a certificate");
+        p.write("dev.crt", "not a certificate");
         let (code, body) = reload(&p).await;
         assert_eq!(code, 422, "{body}");
         assert!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::clients::{connect, get};
-use common::proc::UsherProc;
+use common::process::UsherProcess;
 use common::{pattern, within, Origin, Reply, TempDir};
 
 const SIZE: u64 = 100 << 20;
@@ -69,17 +69,17 @@ async fn hundred_mib_up_and_down_in_flat_memory() {
     })
     .await;
     let cfg = common::config(origin.addr, "", "", "");
-    let usher = UsherProc::spawn(TempDir::new("stream"), &cfg).await;
+    let usher = UsherProcess::spawn(TempDir::new("stream"), &cfg).await;
     within(60, "100 MiB each way", async {
         // warm up: pools, buffers and the allocator settle before the baseline
         for _ in 0..3 {
-            assert_eq!(get(usher.addr, "/warm").await.status(), 200);
+            assert_eq!(get(usher.addr(), "/warm").await.status(), 200);
         }
         let base = usher.rss_kib();
         let watch = RssWatch::start(usher.pid());
 
         let started = Instant::now();
-        let mut c = connect(usher.addr).await;
+        let mut c = connect(usher.addr()).await;
         c.send(
             format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes(),
         )

@@ -7,9 +7,10 @@
 //! it sums them).
 
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::process;
 use crate::support::promql;
 use crate::support::redis;
+use crate::support::TempDir;
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use procs::{keyed_temp_dir, Usher};
+use process::UsherProcess;
 use promql::{dashboard, eval, panel_query, samples, Sample};
 use redis::RedisServer;
 
@@ -33,13 +34,15 @@ const TAKE: usize = 3;
 
 /// One node on the line in Redis at `redis`: `room` is the rest of its
 /// `[room]`, `more` any tables after `[store]`.
-fn node_with(redis: &str, dir: &Path, name: &str, room: &str, more: &str) -> Usher {
-    Usher::start(dir, name, |port, admin| {
-        format!(
+fn node_with(redis: &str, dir: &Path, name: &str, room: &str, more: &str) -> UsherProcess {
+    UsherProcess::node(
+        dir,
+        name,
+        &format!(
             r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://127.0.0.1:9"
 [room]
@@ -58,11 +61,11 @@ timeout = "300ms"
 {more}
 "#,
             keys = dir.join("keys").display(),
-        )
-    })
+        ),
+    )
 }
 
-fn node(redis: &str, dir: &Path, name: &str) -> Usher {
+fn node(redis: &str, dir: &Path, name: &str) -> UsherProcess {
     let room = format!(
         "max_active_users = {MAX_ACTIVE}\nnew_users_per_minute = 60000\nburst = 10\n\
          refresh = \"1s\"\nticket_grace = \"2m\"\nclaim_window = \"2m\""
@@ -72,7 +75,7 @@ fn node(redis: &str, dir: &Path, name: &str) -> Usher {
 
 /// A node of the room with a scheduled opening (`opens`, RFC 3339) and a
 /// shared stock of one voucher.
-fn node_with_stock(redis: &str, dir: &Path, name: &str, opens: &str) -> Usher {
+fn node_with_stock(redis: &str, dir: &Path, name: &str, opens: &str) -> UsherProcess {
     let room = format!(
         "max_active_users = 100\nnew_users_per_minute = 600\nburst = 10\nopens_at = \"{opens}\""
     );
@@ -93,7 +96,7 @@ fn room_state_is(s: &[Sample], state: &str) -> bool {
     states == [state]
 }
 
-fn scrape(n: &Usher) -> Vec<Sample> {
+fn scrape(n: &UsherProcess) -> Vec<Sample> {
     let (status, body) = n.admin_get("/metrics").expect("metrics answer");
     assert_eq!(status, 200);
     samples(&body)
@@ -108,7 +111,7 @@ fn value(s: &[Sample], name: &str) -> f64 {
 }
 
 /// Waits (at most 10 s) until every node's scrape satisfies `ok`.
-async fn until_every_node(nodes: &[Usher], what: &str, ok: impl Fn(&[Sample]) -> bool) {
+async fn until_every_node(nodes: &[UsherProcess], what: &str, ok: impl Fn(&[Sample]) -> bool) {
     let started = Instant::now();
     loop {
         if nodes.iter().all(|n| ok(&scrape(n))) {
@@ -155,8 +158,8 @@ async fn the_dashboard_reads_the_lines_figures_from_three_nodes() {
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("monitoring-nodes");
-    let nodes: Vec<Usher> = ["n1", "n2", "n3"]
+    let dir = TempDir::keyed("monitoring-nodes");
+    let nodes: Vec<UsherProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|n| node(&redis.url(), &dir, n))
         .collect();
@@ -172,7 +175,7 @@ async fn the_dashboard_reads_the_lines_figures_from_three_nodes() {
     let started = Instant::now();
     let mut tickets = Vec::new();
     for i in 0..VISITORS {
-        let (state, cookies) = status(&c, &nodes[i % 3].base, None).await;
+        let (state, cookies) = status(&c, &nodes[i % 3].base(), None).await;
         assert_eq!(state, "paused");
         let t = cookies.into_iter().find(|k| k.starts_with("usher_ticket="));
         tickets.push(t.expect("a ticket"));
@@ -198,7 +201,7 @@ async fn the_dashboard_reads_the_lines_figures_from_three_nodes() {
 
     // The first TAKE visitors come back for their pass, each on another node.
     for (i, t) in tickets.iter().take(TAKE).enumerate() {
-        let (state, cookies) = status(&c, &nodes[i % 3].base, Some(t)).await;
+        let (state, cookies) = status(&c, &nodes[i % 3].base(), Some(t)).await;
         assert_eq!(state, "admitted", "visitor {i}");
         assert!(cookies.iter().any(|k| k.starts_with("usher_pass=")));
     }
@@ -259,7 +262,6 @@ async fn the_dashboard_reads_the_lines_figures_from_three_nodes() {
     // What a sum over the nodes would have read: three times the line.
     let summed: f64 = after.iter().map(|s| value(s, "usher_active_users")).sum();
     assert_eq!(summed, 3.0 * active as f64);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// With the line in Redis, every node's `usher_room_state` follows the
@@ -271,7 +273,7 @@ async fn every_node_reports_the_rooms_state_and_rate() {
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("monitoring-states");
+    let dir = TempDir::keyed("monitoring-states");
     std::fs::write(dir.join("codes.txt"), "CODE-1\nCODE-2\n").unwrap();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -279,7 +281,7 @@ async fn every_node_reports_the_rooms_state_and_rate() {
         .as_secs();
     let opens = SystemTime::UNIX_EPOCH + Duration::from_secs(now + 8);
     let opens = humantime::format_rfc3339_seconds(opens).to_string();
-    let nodes: Vec<Usher> = ["n1", "n2", "n3"]
+    let nodes: Vec<UsherProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|n| node_with_stock(&redis.url(), &dir, n, &opens))
         .collect();
@@ -289,23 +291,22 @@ async fn every_node_reports_the_rooms_state_and_rate() {
         room_state_is(s, "prequeue") && value(s, "usher_room_new_users_per_minute") == 600.0
     })
     .await;
-    let (state, _) = status(&c, &nodes[0].base, None).await;
+    let (state, _) = status(&c, &nodes[0].base(), None).await;
     assert_eq!(state, "prequeue", "the holding answer agrees");
 
     until_every_node(&nodes, "the opening", |s| room_state_is(s, "open")).await;
 
     // One visitor gets in and claims the one voucher: every node sells out.
-    let (state, cookies) = status(&c, &nodes[1].base, None).await;
+    let (state, cookies) = status(&c, &nodes[1].base(), None).await;
     assert_eq!(state, "admitted");
     let pass = cookies
         .into_iter()
         .find(|k| k.starts_with("usher_pass="))
         .expect("a pass");
-    let claim = Request::post(format!("{}/__usher/voucher", nodes[1].base))
+    let claim = Request::post(format!("{}/__usher/voucher", nodes[1].base()))
         .header(http::header::COOKIE, &pass)
         .header("x-user", "one");
     let r = http_util::send(&c, claim).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.json);
     until_every_node(&nodes, "sold out", |s| room_state_is(s, "sold_out")).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,24 +8,27 @@
 //! passes everything through and answers `TIME` 30 s late. Its Redis is
 //! the real one for every other command (the line works through it).
 
-use crate::support::procs;
+use crate::support::process;
 use crate::support::redis;
 use crate::support::time_shift;
+use crate::support::TempDir;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use procs::{keyed_temp_dir, Usher};
+use process::UsherProcess;
 use redis::RedisServer;
 use time_shift::TimeShift;
 
-fn node(dir: &Path, name: &str, redis: &str) -> Usher {
-    Usher::start(dir, name, |port, admin| {
-        format!(
+fn node(dir: &Path, name: &str, redis: &str) -> UsherProcess {
+    UsherProcess::node(
+        dir,
+        name,
+        &format!(
             r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://127.0.0.1:9"
 [room]
@@ -41,8 +44,8 @@ node_id = "{name}"
 timeout = "500ms"
 "#,
             keys = dir.join("keys").display(),
-        )
-    })
+        ),
+    )
 }
 
 /// Polls `ok` every 50 ms for at most `within`.
@@ -64,11 +67,11 @@ async fn a_node_30_s_off_from_redis_turns_not_ready_and_says_why() {
     };
     // Redis seen through the proxy is 30 s ahead: the node is 30 s behind it
     let shift = TimeShift::start(server.port, 30).await;
-    let dir = keyed_temp_dir("redis-clock");
+    let dir = TempDir::keyed("redis-clock");
     let skewed = node(&dir, "skewed", &shift.url());
     let honest = node(&dir, "honest", &server.url());
 
-    let readyz = |u: &Usher| u.admin_get("/readyz").unwrap_or((0, String::new()));
+    let readyz = |u: &UsherProcess| u.admin_get("/readyz").unwrap_or((0, String::new()));
     assert!(
         wait_for(Duration::from_secs(10), || readyz(&skewed).0 == 503),
         "the skewed node stayed ready: {:?}",
@@ -81,7 +84,7 @@ async fn a_node_30_s_off_from_redis_turns_not_ready_and_says_why() {
     let skew = skewed.metric("usher_clock_skew_seconds").unwrap();
     assert!((-30.5..=-29.5).contains(&skew), "{skew}");
     assert_eq!(skewed.metric("usher_clock_skew_exceeded"), Some(1.0));
-    let log = std::fs::read_to_string(&skewed.log).unwrap();
+    let log = skewed.logs().join("\n");
     assert!(
         log.contains("clock skew: this node's clock is off from Redis's TIME"),
         "{log}"

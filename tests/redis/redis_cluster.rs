@@ -19,7 +19,8 @@
 use crate::support::claims;
 use crate::support::cluster;
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::process;
+use crate::support::TempDir;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,7 +34,7 @@ use http::Request;
 use http_util::{send, HttpClient};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use procs::{keyed_temp_dir, Usher};
+use process::UsherProcess;
 use usher::config::store::{RedisStore, StoreConfig};
 use usher::config::Config;
 use usher::store::redis_cluster::event_slot;
@@ -48,13 +49,15 @@ const CFG: RedisLineConfig = RedisLineConfig {
     heartbeat_ms: 2_000,
 };
 
-fn node(dir: &Path, name: &str, url_port: u16) -> Usher {
-    Usher::start(dir, name, |port, admin| {
-        format!(
+fn node(dir: &Path, name: &str, url_port: u16) -> UsherProcess {
+    UsherProcess::node(
+        dir,
+        name,
+        &format!(
             r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://127.0.0.1:9"
 [room]
@@ -84,8 +87,8 @@ recover_after = "2s"
 "#,
             keys = dir.join("keys").display(),
             pool = dir.join("codes.txt").display(),
-        )
-    })
+        ),
+    )
 }
 
 /// `[store]` with `cluster = true` and the URL on `port`, through the
@@ -106,7 +109,7 @@ fn store(port: u16) -> RedisStore {
 
 /// Waits until every node is ready and a newcomer gets a pass or a ticket
 /// (or the sold-out answer, given without the line); how long it took.
-async fn line_continues(nodes: &[Usher], c: &HttpClient, what: &str) -> Duration {
+async fn line_continues(nodes: &[UsherProcess], c: &HttpClient, what: &str) -> Duration {
     let from = Instant::now();
     for n in nodes {
         let mut last = String::new();
@@ -115,7 +118,7 @@ async fn line_continues(nodes: &[Usher], c: &HttpClient, what: &str) -> Duration
                 .admin_get("/readyz")
                 .is_some_and(|(s, b)| s == 200 && b == "ready\n");
             if ready {
-                match send(c, Request::get(format!("{}/__usher/status", n.base))).await {
+                match send(c, Request::get(format!("{}/__usher/status", n.base()))).await {
                     Ok(r)
                         if r.cookie("usher_pass").is_some()
                             || r.cookie("usher_ticket").is_some()
@@ -130,7 +133,7 @@ async fn line_continues(nodes: &[Usher], c: &HttpClient, what: &str) -> Duration
             assert!(
                 from.elapsed() < Duration::from_secs(15),
                 "{}: the line did not continue {what}: {last} ({:?})",
-                n.base,
+                n.base(),
                 n.admin_get("/readyz")
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -141,7 +144,7 @@ async fn line_continues(nodes: &[Usher], c: &HttpClient, what: &str) -> Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_move() {
-    let dir = keyed_temp_dir("redis-cluster");
+    let dir = TempDir::keyed("redis-cluster");
     let Some(mut cl) = Cluster::start(&dir, 3, 2).await else {
         return;
     };
@@ -199,11 +202,11 @@ async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_mov
     let url_port = *primaries.iter().find(|p| **p != owner).unwrap();
     let pool: Vec<String> = (0..150).map(|i| format!("SEAT-{i:04}")).collect();
     std::fs::write(dir.join("codes.txt"), pool.join("\n") + "\n").unwrap();
-    let nodes: Vec<Usher> = ["n1", "n2", "n3"]
+    let nodes: Vec<UsherProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|n| node(&dir, n, url_port))
         .collect();
-    let bases = Arc::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>());
+    let bases = Arc::new(nodes.iter().map(|n| n.base()).collect::<Vec<_>>());
     let c: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http();
@@ -263,7 +266,7 @@ async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_mov
     let followed = Instant::now();
     for n in &nodes {
         loop {
-            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let log = n.logs().join("\n");
             let to_url = format!("primary=127.0.0.1:{url_port}");
             if log.lines().any(|l| {
                 l.contains("the event's slot moved")
@@ -275,7 +278,7 @@ async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_mov
             assert!(
                 followed.elapsed() < Duration::from_secs(3),
                 "{}: never followed the move:\n{log}",
-                n.base
+                n.base()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -324,7 +327,7 @@ async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_mov
     let from_url = format!("was=127.0.0.1:{url_port}");
     for n in &nodes {
         loop {
-            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let log = n.logs().join("\n");
             if log.lines().any(|l| {
                 l.contains("the event's slot moved") && l.contains(&to_new) && l.contains(&from_url)
             }) {
@@ -333,12 +336,11 @@ async fn three_nodes_on_a_three_primary_cluster_across_a_failover_and_a_slot_mov
             assert!(
                 killed.elapsed() < Duration::from_secs(30),
                 "{}: never followed past the dead URL node:\n{log}",
-                n.base
+                n.base()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     drop(nodes);
     drop(cl);
-    let _ = std::fs::remove_dir_all(&dir);
 }

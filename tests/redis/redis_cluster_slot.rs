@@ -5,7 +5,6 @@
 //! command whose keys are in two slots, then asks Redis for the slot of
 //! every key they wrote: one slot per event.
 
-use crate::support::procs;
 use crate::support::redis;
 
 use std::collections::HashSet;
@@ -26,7 +25,7 @@ const CFG: RedisLineConfig = RedisLineConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_of_an_event_is_in_one_cluster_slot() {
-    let dir = procs::temp_dir("redis-cluster-slot");
+    let dir = crate::support::TempDir::new("redis-cluster-slot");
     let Some(server) = RedisServer::start_with(RedisOptions {
         args: vec![
             "--cluster-enabled".into(),
@@ -136,5 +135,4 @@ async fn every_key_of_an_event_is_in_one_cluster_slot() {
         keys.iter().all(|k| k.starts_with("{usher:")),
         "a key outside the events' tags: {keys:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,13 +5,14 @@
 //! the same code once the replica caught up; after the primary is killed
 //! and the replica promoted, every code ever shown is there.
 
-use crate::support::procs;
+use crate::support::process;
 use crate::support::redis;
+use crate::support::TempDir;
 
 use std::time::{Duration, Instant};
 
 use ::redis::aio::ConnectionManager;
-use procs::{keyed_temp_dir, Usher};
+use process::UsherProcess;
 use redis::{RedisOptions, RedisServer};
 use usher::store::redis_conn::connect_url;
 use usher::store::redis_durable::Durability;
@@ -190,14 +191,16 @@ async fn a_visitor_is_told_to_try_again_until_the_replica_has_the_claim() {
     let Some((primary, replica)) = pair().await else {
         return;
     };
-    let dir = keyed_temp_dir("redis-durable");
+    let dir = TempDir::keyed("redis-durable");
     std::fs::write(dir.join("codes.txt"), "SEAT-1\nSEAT-2\nSEAT-3\n").unwrap();
-    let node = Usher::start(&dir, "n1", |port, admin| {
-        format!(
+    let node = UsherProcess::node(
+        &dir,
+        "n1",
+        &format!(
             r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://127.0.0.1:9"
 [room]
@@ -222,9 +225,9 @@ stock = 3
             keys = dir.join("keys").display(),
             url = primary.url(),
             pool = dir.join("codes.txt").display(),
-        )
-    });
-    let port: u16 = node.base.rsplit(':').next().unwrap().parse().unwrap();
+        ),
+    );
+    let port: u16 = node.addr().port();
     let claim = |user: &str| -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -290,5 +293,4 @@ stock = 3
         assert!(started.elapsed() < Duration::from_secs(5), "{body}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,9 +6,10 @@
 //! the replica's copy keep their place, and the grants the failover lost
 //! are granted again.
 
-use crate::support::procs;
+use crate::support::process::UsherProcess;
 use crate::support::redis;
 use crate::support::relay;
+use crate::support::TempDir;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -186,9 +187,9 @@ async fn a_failover_that_lost_writes_repairs_the_line() {
 }
 
 /// The holding page's answer for a visitor with `cookie` (a ticket).
-fn status(u: &procs::Usher, cookie: Option<&str>) -> (serde_json::Value, Option<String>) {
+fn status(u: &UsherProcess, cookie: Option<&str>) -> (serde_json::Value, Option<String>) {
     use std::io::{Read, Write};
-    let port: u16 = u.base.rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = u.addr().port();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
@@ -223,18 +224,16 @@ async fn a_node_logs_and_counts_the_repair_and_its_visitors_keep_their_place() {
     })
     .unwrap();
     let relay = Relay::start(primary.port).await;
-    let dir = procs::keyed_temp_dir("redis-line-failover");
+    let dir = TempDir::keyed("redis-line-failover");
     let url = relay.url();
-    let node = procs::Usher::start(&dir, "n1", |port, admin| {
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\n\
+    let node = UsherProcess::node(&dir, "n1", &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
              [origin]\nurl = \"http://127.0.0.1:9\"\n\
              [room]\nkeys_file = \"{keys}\"\nmax_active_users = 100\nnew_users_per_minute = 600\ntick = \"100ms\"\n\
              [room.limits]\ntickets_per_minute_per_ip = 10000000\nrequests_per_second_per_ip = 0\n\
              [store]\nbackend = \"redis\"\nurl = \"{url}\"\nnode_id = \"n1\"\ntimeout = \"300ms\"\n",
             keys = dir.join("keys").display()
-        )
-    });
+        ));
     // paused: newcomers take tickets, nobody is admitted
     assert_eq!(node.admin_post("/admin/pause"), Some(200));
     let mut tickets = Vec::new();
@@ -265,11 +264,10 @@ async fn a_node_logs_and_counts_the_repair_and_its_visitors_keep_their_place() {
         cmd(&replica.url(), &["GET", "{usher:default}:issued"]).await,
         ::redis::Value::BulkString(b"10".to_vec())
     );
-    let log = std::fs::read_to_string(&node.log).unwrap();
+    let log = node.logs().join("\n");
     assert!(log.contains("the line in Redis had gone back"), "{log}");
     // the last visitor keeps a place, no further back than before
     let (now, fresh) = status(&node, Some(&tickets[9]));
     assert!(fresh.is_none(), "a new ticket: the place was lost ({now})");
     assert!(now["position"].as_u64().is_some_and(|p| p <= 9), "{now}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

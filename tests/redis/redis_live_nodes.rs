@@ -3,13 +3,14 @@
 //! expired) no longer takes a share that nobody would use. First the
 //! count on the line itself, then three real usher processes.
 
-use crate::support::procs;
+use crate::support::process;
 use crate::support::redis;
+use crate::support::TempDir;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use procs::{http_get, keyed_temp_dir, Usher};
+use process::{http_get, UsherProcess};
 use redis::RedisServer;
 use usher::store::redis_line::{RedisLine, RedisLineConfig, SharedGate};
 
@@ -78,13 +79,15 @@ async fn a_node_silent_for_a_few_ticks_is_not_live_though_its_heartbeat_lasts() 
     assert_eq!(t.live_nodes, 3, "{t:?}");
 }
 
-fn usher(dir: &Path, name: &str, redis: &str) -> Usher {
-    Usher::start(dir, name, |port, admin| {
-        format!(
+fn usher(dir: &Path, name: &str, redis: &str) -> UsherProcess {
+    UsherProcess::node(
+        dir,
+        name,
+        &format!(
             r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://127.0.0.1:9"
 [room]
@@ -106,8 +109,8 @@ timeout = "300ms"
 on_failure = "local_share"
 "#,
             keys = dir.join("keys").display(),
-        )
-    })
+        ),
+    )
 }
 
 fn wait_for(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
@@ -119,8 +122,8 @@ fn wait_for(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 /// A newcomer's `/__usher/status` on `u`: its state.
-fn newcomer(u: &Usher) -> String {
-    let port: u16 = u.base.rsplit(':').next().unwrap().parse().unwrap();
+fn newcomer(u: &UsherProcess) -> String {
+    let port: u16 = u.addr().port();
     let (_, body) = http_get(port, "/__usher/status").unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     v["state"].as_str().unwrap_or_default().to_string()
@@ -131,8 +134,8 @@ fn a_node_killed_before_the_outage_takes_no_share() {
     let Some(mut server) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("redis-live-nodes");
-    let mut nodes: Vec<Usher> = ["n1", "n2", "n3"]
+    let dir = TempDir::keyed("redis-live-nodes");
+    let mut nodes: Vec<UsherProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|n| usher(&dir, n, &server.url()))
         .collect();
@@ -160,7 +163,6 @@ fn a_node_killed_before_the_outage_takes_no_share() {
     // each survivor admits 6 / 2 = 3 newcomers, not 6 / 3 = 2
     for n in &nodes[..2] {
         let admitted = (0..5).filter(|_| newcomer(n) == "admitted").count();
-        assert_eq!(admitted, 3, "{}", n.base);
+        assert_eq!(admitted, 3, "{}", n.base());
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,9 +10,10 @@
 
 use crate::support::claims;
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::process;
 use crate::support::redis;
 use crate::support::sentinel;
+use crate::support::TempDir;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,23 +25,25 @@ use http::Request;
 use http_util::{send, HttpClient};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use procs::{keyed_temp_dir, Usher};
+use process::UsherProcess;
 use redis::{RedisOptions, RedisServer};
 use sentinel::Sentinel;
 use usher::store::redis_conn::connect_url;
 use usher::store::RedisLedger;
 
-fn node(dir: &Path, name: &str, primary: u16, sentinels: &[Sentinel]) -> Usher {
+fn node(dir: &Path, name: &str, primary: u16, sentinels: &[Sentinel]) -> UsherProcess {
     let list: Vec<String> = sentinels
         .iter()
         .map(|s| format!("\"{}\"", s.addr()))
         .collect();
-    Usher::start(dir, name, |port, admin| {
-        format!(
+    UsherProcess::node(
+        dir,
+        name,
+        &format!(
             r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://127.0.0.1:9"
 [room]
@@ -72,8 +75,8 @@ recover_after = "2s"
             keys = dir.join("keys").display(),
             list = list.join(", "),
             pool = dir.join("codes.txt").display(),
-        )
-    })
+        ),
+    )
 }
 
 async fn ckquorum(s: &Sentinel) -> bool {
@@ -126,7 +129,7 @@ async fn failover_mid_claims(lagging: bool) {
         .unwrap()
     };
     let replicas = [replica_of(first), replica_of(first)];
-    let dir = keyed_temp_dir(if lagging {
+    let dir = TempDir::keyed(if lagging {
         "redis-sentinel-lagging"
     } else {
         "redis-sentinel"
@@ -144,11 +147,11 @@ async fn failover_mid_claims(lagging: bool) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let nodes: Vec<Usher> = ["n1", "n2", "n3"]
+    let nodes: Vec<UsherProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|n| node(&dir, n, first, &sentinels))
         .collect();
-    let bases = Arc::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>());
+    let bases = Arc::new(nodes.iter().map(|n| n.base()).collect::<Vec<_>>());
     let c: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http();
@@ -230,7 +233,7 @@ async fn failover_mid_claims(lagging: bool) {
                 .admin_get("/readyz")
                 .is_some_and(|(s, b)| s == 200 && b == "ready\n");
             if ready {
-                match send(&c, Request::get(format!("{}/__usher/status", n.base))).await {
+                match send(&c, Request::get(format!("{}/__usher/status", n.base()))).await {
                     Ok(r)
                         if r.cookie("usher_pass").is_some()
                             || r.cookie("usher_ticket").is_some()
@@ -245,7 +248,7 @@ async fn failover_mid_claims(lagging: bool) {
             assert!(
                 promotion.elapsed() < Duration::from_secs(10),
                 "{}: the line did not continue: {last} ({:?})",
-                n.base,
+                n.base(),
                 n.admin_get("/readyz")
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -285,5 +288,4 @@ async fn failover_mid_claims(lagging: bool) {
     assert!(audit.is_ok(), "{:?}", audit.problems);
     assert_eq!(audit.issued, 100);
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
 }

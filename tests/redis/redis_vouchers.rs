@@ -8,6 +8,7 @@
 //! repeated.
 
 use crate::support::redis;
+use crate::support::TempDir;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -287,12 +288,10 @@ async fn two_nodes_recovering_the_same_orphans_issue_each_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_mid_claims_answers_errors_and_resumes_without_repeats() {
-    let dir = std::env::temp_dir().join(format!("usher-redis-vouchers-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("redis-vouchers");
     let persist = |port| RedisOptions {
         port,
-        aof_dir: Some(dir.clone()),
+        aof_dir: Some(dir.to_path_buf()),
         ..RedisOptions::default()
     };
     let Some(mut server) = RedisServer::start_with(persist(None)) else {
@@ -394,5 +393,4 @@ async fn redis_down_mid_claims_answers_errors_and_resumes_without_repeats() {
         before.len(),
         after.len()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

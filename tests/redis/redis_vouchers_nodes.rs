@@ -6,8 +6,9 @@
 //! node finishes by itself, with the same idempotency key.
 
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::process;
 use crate::support::redis;
+use crate::support::TempDir;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -20,7 +21,7 @@ use http::{header, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use procs::{keyed_temp_dir, Usher};
+use process::UsherProcess;
 use redis::RedisServer;
 use usher::store::redis_conn::connect_url;
 use usher::store::{RedisLedger, Reservation};
@@ -34,12 +35,12 @@ fn client() -> HttpClient {
 }
 
 /// One node's config: a wide-open room, the shared line and ledger in Redis.
-fn config(dir: &Path, redis: &str, node: &str, vouchers: &str, port: u16, admin: u16) -> String {
+fn config(dir: &Path, redis: &str, node: &str, vouchers: &str) -> String {
     format!(
         r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://127.0.0.1:9"
 [room]
@@ -65,10 +66,8 @@ identity = "header:x-user"
 }
 
 /// One node on the shared line and ledger.
-fn start(dir: &Path, name: &str, redis: &str, vouchers: &str) -> Usher {
-    Usher::start(dir, name, |port, admin| {
-        config(dir, redis, name, vouchers, port, admin)
-    })
+fn start(dir: &Path, name: &str, redis: &str, vouchers: &str) -> UsherProcess {
+    UsherProcess::node(dir, name, &config(dir, redis, name, vouchers))
 }
 
 /// A pass: at once when the line is empty and the shared gate allows,
@@ -125,7 +124,7 @@ async fn three_processes_issue_the_stock_exactly_once() {
     let Some(server) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("redis-vouchers-nodes");
+    let dir = TempDir::keyed("redis-vouchers-nodes");
     // more codes than the stock: the shared ledger alone bounds the claims
     let codes: Vec<String> = (0..150).map(|i| format!("CINE-{i:05}")).collect();
     std::fs::write(dir.join("codes.txt"), codes.join("\n") + "\n").unwrap();
@@ -137,7 +136,7 @@ async fn three_processes_issue_the_stock_exactly_once() {
     for name in ["n1", "n2", "n3"] {
         nodes.push(start(&dir, name, &server.url(), &vouchers));
     }
-    let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(|n| n.base.clone()).collect());
+    let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(|n| n.base()).collect());
     let c = client();
     let passes = Arc::new(vec![
         pass(&c, &bases[0]).await,
@@ -254,7 +253,6 @@ async fn three_processes_issue_the_stock_exactly_once() {
         "{text}"
     );
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An external issuer that answers after `delay`, the same code per key,
@@ -303,7 +301,7 @@ async fn a_killed_nodes_pending_claims_are_finished_by_another() {
     let Some(server) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("redis-vouchers-kill");
+    let dir = TempDir::keyed("redis-vouchers-kill");
     std::fs::write(
         dir.join("voucher.key"),
         usher::tokens::Keyring::generate_line("v1").unwrap() + "\n",
@@ -320,13 +318,13 @@ async fn a_killed_nodes_pending_claims_are_finished_by_another() {
         start(&dir, "k3", &server.url(), &vouchers),
     ];
     let c = client();
-    let p = Arc::new(pass(&c, &victim.base).await);
+    let p = Arc::new(pass(&c, &victim.base()).await);
 
     // 40 claims on the victim; it dies while the issuer is still answering
     let answered: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
     let mut tasks = Vec::new();
     for i in 0..40usize {
-        let (c, base, p, answered) = (c.clone(), victim.base.clone(), p.clone(), answered.clone());
+        let (c, base, p, answered) = (c.clone(), victim.base(), p.clone(), answered.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i as u64 * 5)).await;
             if let Ok(r) = claim(&c, &base, &p, &format!("user-{i}")).await {
@@ -380,7 +378,7 @@ async fn a_killed_nodes_pending_claims_are_finished_by_another() {
     }
     // the visitors come back on a surviving node: the same codes
     for i in 0..40usize {
-        let r = claim(&c, &survivors[i % 2].base, &p, &format!("user-{i}"))
+        let r = claim(&c, &survivors[i % 2].base(), &p, &format!("user-{i}"))
             .await
             .unwrap();
         assert_eq!(r.status, 200, "user-{i}: {}", r.json);
@@ -403,5 +401,4 @@ async fn a_killed_nodes_pending_claims_are_finished_by_another() {
         calls.load(Ordering::SeqCst)
     );
     drop(survivors);
-    let _ = std::fs::remove_dir_all(&dir);
 }

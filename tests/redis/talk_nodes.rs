@@ -11,23 +11,23 @@ use std::time::{Duration, Instant};
 
 use common::clients::{admin_get, admin_post, exchange};
 use common::origin::Origin;
-use common::proc::UsherProc;
+use common::process::UsherProcess;
 use common::{Response, TempDir};
 use redis::RedisServer;
 
-async fn node(name: &str, origin: SocketAddr, redis: &str) -> UsherProc {
+async fn node(name: &str, origin: SocketAddr, redis: &str) -> UsherProcess {
     node_with(name, origin, redis, "").await
 }
 
 /// [`node`] with more `[room]` lines.
-async fn node_with(name: &str, origin: SocketAddr, redis: &str, more: &str) -> UsherProc {
+async fn node_with(name: &str, origin: SocketAddr, redis: &str, more: &str) -> UsherProcess {
     let tail = format!(
         "[room]\nevent = \"talk-nodes\"\nmax_active_users = 1\nnew_users_per_minute = 1\n{more}\
          session_duration = \"10m\"\nrefresh = \"1s\"\nmessage = \"start\"\n\
          [room.limits]\ntickets_per_minute_per_ip = 100000\nrequests_per_second_per_ip = 0\n\n\
          [store]\nbackend = \"redis\"\nurl = \"{redis}\"\nnode_id = \"{name}\"\n"
     );
-    UsherProc::spawn(
+    UsherProcess::spawn(
         TempDir::new(&format!("talk-{name}")),
         &common::config(origin, "", "", &tail),
     )
@@ -60,10 +60,10 @@ async fn an_announcement_on_one_node_reaches_visitors_on_the_other() {
     let b = node("b", origin.addr, &redis.url()).await;
 
     // The one place goes to the first visitor; the next waits on node b.
-    let _ = get_with(a.addr, "/", "").await;
+    let _ = get_with(a.addr(), "/", "").await;
     let mut cookie = None;
     for _ in 0..50 {
-        let r = get_with(b.addr, "/", "").await;
+        let r = get_with(b.addr(), "/", "").await;
         if let Some(t) = ticket(&r) {
             cookie = Some(t);
             break;
@@ -74,13 +74,13 @@ async fn an_announcement_on_one_node_reaches_visitors_on_the_other() {
     let headers =
         format!("Cookie: {cookie}\r\nAccept: application/json\r\nAccept-Language: en\r\n");
     let poll = || async {
-        let r = get_with(b.addr, "/__usher/status", &headers).await;
+        let r = get_with(b.addr(), "/__usher/status", &headers).await;
         serde_json::from_slice::<serde_json::Value>(&r.body).expect("status JSON")
     };
     assert_eq!(poll().await["message"], "start");
 
     let r = admin_post(
-        a.admin,
+        a.admin(),
         "/admin/message",
         r#"{"ko":"재고 추가","en":"More stock added"}"#,
     )
@@ -109,7 +109,7 @@ async fn an_announcement_on_one_node_reaches_visitors_on_the_other() {
     // Feedback on node b, read through node a.
     let body = "category=cant_get_in&text=stuck+at+the+same+place";
     let r = exchange(
-        b.addr,
+        b.addr(),
         format!(
             "POST /__usher/feedback HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\
              Accept: application/json\r\nContent-Type: application/x-www-form-urlencoded\r\n\
@@ -120,7 +120,7 @@ async fn an_announcement_on_one_node_reaches_visitors_on_the_other() {
     )
     .await;
     assert_eq!(r.status(), 200, "{}", r.text());
-    let r = admin_get(a.admin, "/admin/feedback").await;
+    let r = admin_get(a.admin(), "/admin/feedback").await;
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["source"], "redis", "{v}");
     assert_eq!(v["feedback"][0]["text"], "stuck at the same place");
@@ -169,7 +169,7 @@ async fn the_event_notice_gives_every_node_the_same_time_to_the_opening() {
         let before = unix_ms();
         let mut seen = Vec::new();
         for n in &nodes {
-            let r = get_with(n.addr, "/__usher/event?format=json", "").await;
+            let r = get_with(n.addr(), "/__usher/event?format=json", "").await;
             assert_eq!(r.status(), 200, "{}", r.text());
             let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
             assert_eq!(v["prequeue_draw"], true, "{v}");

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::support::InFlight;
+use crate::support::{InFlight, TempDir};
 
 /// Requests the origin serves at once.
 const CAPACITY: usize = 12;
@@ -194,8 +194,7 @@ async fn twenty_times_overload_is_held_fairly() {
     let _cores = crate::support::BOTH_CORES.lock().await;
     let origin_state = Arc::new(Fragile::default());
     let origin = start_origin(origin_state.clone()).await;
-    let dir = std::env::temp_dir().join(format!("usher-overload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("overload");
     let key_line = usher::tokens::Keyring::generate_line("test").unwrap();
     std::fs::write(dir.join("keys"), format!("{key_line}\n")).unwrap();
     let keys = Arc::new(usher::tokens::Keyring::parse(&key_line).unwrap());

@@ -4,6 +4,7 @@
 //! newcomer, per poll and per admitted visitor (from INFO commandstats).
 
 use crate::support::redis as redis_server;
+use crate::support::TempDir;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -76,9 +77,7 @@ fn cookie_headers(cookies: &[HeaderValue]) -> HeaderMap {
 }
 
 async fn run(label: &str, store: &str, port: Option<u16>) {
-    let dir = std::env::temp_dir().join(format!("usher-bench-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new(&format!("bench-{label}"));
     std::fs::write(
         dir.join("keys"),
         usher::tokens::Keyring::generate_line("b").unwrap() + "\n",
@@ -215,7 +214,6 @@ async fn run(label: &str, store: &str, port: Option<u16>) {
             c as f64 / v as f64
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The pre-queue draw with Redis: how long the one `draw.lua` call (which

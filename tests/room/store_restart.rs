@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::support::child::Child;
-use crate::support::procs::temp_dir;
+use crate::support::process::UsherProcess;
+use crate::support::TempDir;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -46,9 +46,9 @@ state_dir = "{state}"
 
 /// Starts the binary on `cfg`: the process and the base URL of its plain
 /// listener (a port the kernel picks, read back from its log).
-fn start(cfg: &Path) -> (Child, String) {
-    let proc = Child::spawn(cfg, None);
-    let base = format!("http://{}", proc.plain[0]);
+fn start(cfg: &Path) -> (UsherProcess, String) {
+    let proc = UsherProcess::run(cfg);
+    let base = proc.base();
     (proc, base)
 }
 
@@ -104,12 +104,7 @@ fn number(keys: &usher::tokens::Keyring, cookie: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_survive_sigkill_with_their_order_and_numbers_never_repeat() {
-    let dir = temp_dir("store-restart");
-    std::fs::write(
-        dir.join("keys"),
-        usher::tokens::Keyring::generate_line("t1").unwrap() + "\n",
-    )
-    .unwrap();
+    let dir = TempDir::keyed("store-restart");
     let cfg = dir.join("usher.toml");
     let text = config(&dir);
     std::fs::write(&cfg, &text).unwrap();
@@ -136,8 +131,7 @@ async fn tickets_survive_sigkill_with_their_order_and_numbers_never_repeat() {
     let before: Vec<u64> = tickets.iter().map(|t| number(&keys, t)).collect();
     assert!(before.windows(2).all(|w| w[0] < w[1]), "{before:?}");
 
-    proc.child.kill().unwrap(); // SIGKILL: no shutdown snapshot
-    let _ = proc.child.wait();
+    proc.kill(); // SIGKILL: no shutdown snapshot
     let (mut proc, base) = start(&cfg);
 
     for (i, t) in tickets.iter().enumerate() {
@@ -171,7 +165,10 @@ async fn tickets_survive_sigkill_with_their_order_and_numbers_never_repeat() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let exit = proc.child.wait().unwrap();
+    let exit = proc
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("usher exits on SIGTERM");
     assert!(exit.success(), "clean exit: {exit}");
     let (_proc, base) = start(&cfg);
     for (i, t) in tickets.iter().enumerate() {
@@ -180,5 +177,4 @@ async fn tickets_survive_sigkill_with_their_order_and_numbers_never_repeat() {
     }
     let (_, _, newer) = status(&c, &base, None).await;
     assert!(number(&keys, &newer.unwrap()) > n);
-    let _ = std::fs::remove_dir_all(&dir);
 }

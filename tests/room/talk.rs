@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use common::clients::{admin_post, connect, exchange};
 use common::origin::Origin;
-use common::proc::{bin, text, UsherProc};
+use common::process::{bin, text, UsherProcess};
 use common::{Response, TempDir};
 
 /// One place at a time, so the second visitor waits in line; tickets
@@ -29,17 +29,17 @@ fn room(state: &std::path::Path, extra: &str) -> String {
 
 /// usher in front of an origin that answers 200 to everything; feedback
 /// never reaches it (checked by the tests that post).
-async fn start(tag: &str) -> (UsherProc, Origin) {
+async fn start(tag: &str) -> (UsherProcess, Origin) {
     start_with(tag, "").await
 }
 
 /// [`start`] with more `[room]` keys.
-async fn start_with(tag: &str, extra: &str) -> (UsherProc, Origin) {
+async fn start_with(tag: &str, extra: &str) -> (UsherProcess, Origin) {
     let origin = Origin::ok().await;
     let dir = TempDir::new(tag);
     let state = dir.path().join("state");
     let config = common::config(origin.addr, "", "", &room(&state, extra));
-    let u = UsherProc::spawn(dir, &config).await;
+    let u = UsherProcess::spawn(dir, &config).await;
     (u, origin)
 }
 
@@ -89,12 +89,12 @@ fn form_post(path: &str, headers: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn ctl(u: &UsherProc, args: &[&str]) -> serde_json::Value {
+fn ctl(u: &UsherProcess, args: &[&str]) -> serde_json::Value {
     // `--admin`: the port usher picked (the config says :0).
     let out = bin()
         .arg("ctl")
         .arg("--admin")
-        .arg(u.admin.to_string())
+        .arg(u.admin().to_string())
         .arg("--token-file")
         .arg(common::admin_token_file())
         .args(args)
@@ -108,12 +108,12 @@ fn ctl(u: &UsherProc, args: &[&str]) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_visitor_sees_the_announcement_change_on_the_next_poll_in_their_language() {
     let (u, _origin) = start("talk-announce").await;
-    let ticket = waiting_visitor(u.addr).await;
+    let ticket = waiting_visitor(u.addr()).await;
     let en = format!("Cookie: {ticket}\r\nAccept-Language: en-US,en;q=0.9\r\n");
     let ko = format!("Cookie: {ticket}\r\nAccept-Language: ko-KR\r\n");
 
     // The config's texts: `messages.en` over `message`, `message` for ko.
-    let before = status(u.addr, &en).await;
+    let before = status(u.addr(), &en).await;
     assert_eq!(before["state"], "queued");
     assert_eq!(before["message"], "Doors open at ten");
     assert_eq!(before["messages"]["ko"], "both");
@@ -133,18 +133,21 @@ async fn a_waiting_visitor_sees_the_announcement_change_on_the_next_poll_in_thei
     assert_eq!(out["changed"], true, "{out}");
 
     // The very next poll (no waiting) carries the new text, per language.
-    let after = status(u.addr, &en).await;
+    let after = status(u.addr(), &en).await;
     assert_eq!(after["message"], "Starting <b>10 minutes</b> late");
     assert_eq!(after["messages"]["ko"], "10분 늦게 시작합니다");
     assert!(after["message_updated_at"].as_str() >= before["message_updated_at"].as_str());
-    assert_eq!(status(u.addr, &ko).await["message"], "10분 늦게 시작합니다");
-    let st = common::clients::admin_get(u.admin, "/admin/status").await;
+    assert_eq!(
+        status(u.addr(), &ko).await["message"],
+        "10분 늦게 시작합니다"
+    );
+    let st = common::clients::admin_get(u.admin(), "/admin/status").await;
     let st: serde_json::Value = serde_json::from_slice(&st.body).unwrap();
     assert_eq!(st["announcement"]["ko"], "10분 늦게 시작합니다", "{st}");
     assert!(st["announcement"]["updated_at"].is_u64());
 
     // The page shows it escaped, in its own live region, with its time.
-    let page = get_with(u.addr, "/", &en).await.text();
+    let page = get_with(u.addr(), "/", &en).await.text();
     assert!(page.contains("<p id=\"u-msg\">Starting &lt;b&gt;10 minutes&lt;/b&gt; late</p>"));
     assert!(page.contains("id=\"u-msgt\" datetime=\"20"));
     assert!(!page.contains("<b>10 minutes"));
@@ -164,16 +167,16 @@ async fn a_waiting_visitor_sees_the_announcement_change_on_the_next_poll_in_thei
     assert_eq!(again["history"].as_array().map(Vec::len), Some(2));
 
     // The old `set message` is one text for both languages.
-    let r = admin_post(u.admin, "/admin/room", r#"{"message":"Sold out soon"}"#).await;
+    let r = admin_post(u.admin(), "/admin/room", r#"{"message":"Sold out soon"}"#).await;
     assert_eq!(r.status(), 200, "{}", r.text());
-    assert_eq!(status(u.addr, &ko).await["message"], "Sold out soon");
+    assert_eq!(status(u.addr(), &ko).await["message"], "Sold out soon");
     // A reset goes back to the config's texts.
-    let r = admin_post(u.admin, "/admin/room", r#"{"reset":true}"#).await;
+    let r = admin_post(u.admin(), "/admin/room", r#"{"reset":true}"#).await;
     assert_eq!(r.status(), 200, "{}", r.text());
-    assert_eq!(status(u.addr, &en).await["message"], "Doors open at ten");
+    assert_eq!(status(u.addr(), &en).await["message"], "Doors open at ten");
 
     // The event notice: the same for everyone, cacheable, with the history.
-    let ev = get_with(u.addr, "/__usher/event?format=json", "").await;
+    let ev = get_with(u.addr(), "/__usher/event?format=json", "").await;
     assert_eq!(ev.status(), 200);
     assert_eq!(ev.head.get("cache-control"), Some("public, max-age=5"));
     assert!(ev.head.get_all("set-cookie").is_empty());
@@ -182,24 +185,24 @@ async fn a_waiting_visitor_sees_the_announcement_change_on_the_next_poll_in_thei
     assert_eq!(v["mode"], "fifo");
     assert_eq!(v["message"]["en"], "Doors open at ten");
     assert!(v["history"].as_array().map_or(0, Vec::len) >= 4, "{v}");
-    let with_ticket = get_with(u.addr, "/__usher/event?format=json", &en).await;
+    let with_ticket = get_with(u.addr(), "/__usher/event?format=json", &en).await;
     assert_eq!(with_ticket.body, ev.body, "no per-visitor data");
-    let html = get_with(u.addr, "/__usher/event", "Accept-Language: en\r\n").await;
+    let html = get_with(u.addr(), "/__usher/event", "Accept-Language: en\r\n").await;
     assert!(html.text().contains("Starting &lt;b&gt;10 minutes"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_from_a_waiting_visitor_reaches_ctl_with_their_place_and_stays_inert() {
     let (u, origin) = start("talk-feedback").await;
-    let ticket = waiting_visitor(u.addr).await;
-    let position = status(u.addr, &format!("Cookie: {ticket}\r\n")).await["position"]
+    let ticket = waiting_visitor(u.addr()).await;
+    let position = status(u.addr(), &format!("Cookie: {ticket}\r\n")).await["position"]
         .as_u64()
         .expect("a position");
 
     // Without a ticket or pass, or with a forged one: refused, not stored.
     for headers in ["", "Cookie: usher_ticket=v1.AAAA.BBBB\r\n"] {
         let r = exchange(
-            u.addr,
+            u.addr(),
             &form_post(
                 "/__usher/feedback",
                 headers,
@@ -213,7 +216,7 @@ async fn feedback_from_a_waiting_visitor_reaches_ctl_with_their_place_and_stays_
     // Hostile text: markup, a terminal escape, NUL, a bidi override.
     let hostile = "%3Cscript%3Ealert(1)%3C%2Fscript%3E%1B%5B2J%00%E2%80%AEok";
     let r = exchange(
-        u.addr,
+        u.addr(),
         &form_post(
             "/__usher/feedback",
             &format!("Cookie: {ticket}\r\nAccept: application/json\r\n"),
@@ -226,7 +229,7 @@ async fn feedback_from_a_waiting_visitor_reaches_ctl_with_their_place_and_stays_
     assert_eq!(got["received"], true);
     // Without script, a page that says so.
     let r = exchange(
-        u.addr,
+        u.addr(),
         &form_post(
             "/__usher/feedback",
             &format!("Cookie: {ticket}\r\nAccept-Language: en\r\n"),
@@ -258,7 +261,9 @@ async fn feedback_from_a_waiting_visitor_reaches_ctl_with_their_place_and_stays_
     assert!(!disk.iter().any(|b| *b < 0x20 && *b != b'\n'));
     assert_eq!(disk.iter().filter(|b| **b == b'\n').count(), 2);
 
-    let metrics = common::clients::admin_get(u.admin, "/metrics").await.text();
+    let metrics = common::clients::admin_get(u.admin(), "/metrics")
+        .await
+        .text();
     assert!(metrics.contains("usher_feedback_total{category=\"page_error\"} 1"));
     assert!(metrics.contains("usher_feedback_total{category=\"cant_get_in\"} 0"));
     assert!(metrics.contains("usher_feedback_refused_total{reason=\"no_visitor\"} 2"));
@@ -275,16 +280,16 @@ async fn feedback_from_a_waiting_visitor_reaches_ctl_with_their_place_and_stays_
 async fn ten_thousand_posts_from_one_address_are_capped_in_count_disk_and_memory() {
     let _cores = crate::support::BOTH_CORES.lock().await;
     let (u, origin) = start("talk-flood").await;
-    let _ = waiting_visitor(u.addr).await;
+    let _ = waiting_visitor(u.addr()).await;
     // Fifty visitors behind one address, each with a ticket.
     let mut tickets = Vec::new();
     for _ in 0..50 {
-        let r = get_with(u.addr, "/", "").await;
+        let r = get_with(u.addr(), "/", "").await;
         tickets.push(cookie(&r, "usher_ticket").expect("ticket"));
     }
     let rss_before = u.rss_kib();
     let text = "x".repeat(500);
-    let mut conn = connect(u.addr).await;
+    let mut conn = connect(u.addr()).await;
     let (mut ok, mut limited, mut other) = (0, 0, 0);
     for i in 0..10_000 {
         let req = form_post(
@@ -306,7 +311,7 @@ async fn ten_thousand_posts_from_one_address_are_capped_in_count_disk_and_memory
             _ => other += 1,
         }
         if r.head.get("connection") == Some("close") {
-            conn = connect(u.addr).await;
+            conn = connect(u.addr()).await;
         }
     }
     assert_eq!(
@@ -325,7 +330,7 @@ async fn ten_thousand_posts_from_one_address_are_capped_in_count_disk_and_memory
     // A body over the limit is refused before it is read.
     let big = "x".repeat(20_000);
     let r = exchange(
-        u.addr,
+        u.addr(),
         &form_post(
             "/__usher/feedback",
             &format!("Cookie: {}\r\n", tickets[0]),
@@ -343,17 +348,17 @@ async fn ten_thousand_posts_from_one_address_are_capped_in_count_disk_and_memory
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_announces_a_changed_file_and_leaves_a_live_text_alone_otherwise() {
     let (u, _origin) = start("talk-reload").await;
-    let ticket = waiting_visitor(u.addr).await;
+    let ticket = waiting_visitor(u.addr()).await;
     let en = format!("Cookie: {ticket}\r\nAccept-Language: en\r\n");
     let reload = || async {
-        let r = admin_post(u.admin, "/admin/reload", "{}").await;
+        let r = admin_post(u.admin(), "/admin/reload", "{}").await;
         assert_eq!(r.status(), 200, "{}", r.text());
     };
 
     // A live text outlasts a reload of an unchanged file.
     ctl(&u, &["message", "--en", "Live word"]);
     reload().await;
-    assert_eq!(status(u.addr, &en).await["message"], "Live word");
+    assert_eq!(status(u.addr(), &en).await["message"], "Live word");
 
     // A changed file is announced by the reload.
     let text = std::fs::read_to_string(&u.config).unwrap();
@@ -361,7 +366,7 @@ async fn a_reload_announces_a_changed_file_and_leaves_a_live_text_alone_otherwis
     assert_ne!(text, changed);
     std::fs::write(&u.config, changed).unwrap();
     reload().await;
-    let s = status(u.addr, &en).await;
+    let s = status(u.addr(), &en).await;
     assert_eq!(s["message"], "Doors open at eleven");
     assert_eq!(s["messages"]["ko"], "both");
 
@@ -369,10 +374,13 @@ async fn a_reload_announces_a_changed_file_and_leaves_a_live_text_alone_otherwis
     let text = std::fs::read_to_string(&u.config).unwrap();
     let long = "x".repeat(1001);
     std::fs::write(&u.config, text.replace("Doors open at eleven", &long)).unwrap();
-    let r = admin_post(u.admin, "/admin/reload", "{}").await;
+    let r = admin_post(u.admin(), "/admin/reload", "{}").await;
     assert_eq!(r.status(), 422, "{}", r.text());
     assert!(r.text().contains("room.messages.en"), "{}", r.text());
-    assert_eq!(status(u.addr, &en).await["message"], "Doors open at eleven");
+    assert_eq!(
+        status(u.addr(), &en).await["message"],
+        "Doors open at eleven"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,9 +391,9 @@ async fn feedback_is_forwarded_to_the_webhook_and_only_there() {
         &format!("feedback_webhook = \"http://{}/hooks/usher\"", hook.addr),
     )
     .await;
-    let ticket = waiting_visitor(u.addr).await;
+    let ticket = waiting_visitor(u.addr()).await;
     let r = exchange(
-        u.addr,
+        u.addr(),
         &form_post(
             "/__usher/feedback",
             &format!("Cookie: {ticket}\r\n"),
@@ -417,7 +425,9 @@ async fn feedback_is_forwarded_to_the_webhook_and_only_there() {
     // Counted once it is answered.
     let started = std::time::Instant::now();
     loop {
-        let metrics = common::clients::admin_get(u.admin, "/metrics").await.text();
+        let metrics = common::clients::admin_get(u.admin(), "/metrics")
+            .await
+            .text();
         if metrics.contains("usher_feedback_webhook_total{result=\"sent\"} 1") {
             break;
         }
@@ -454,9 +464,9 @@ async fn a_webhook_that_fails_once_gets_the_record_on_the_retry() {
         &format!("feedback_webhook = \"http://{}/hooks/usher\"", hook.addr),
     )
     .await;
-    let ticket = waiting_visitor(u.addr).await;
+    let ticket = waiting_visitor(u.addr()).await;
     let r = exchange(
-        u.addr,
+        u.addr(),
         &form_post(
             "/__usher/feedback",
             &format!("Cookie: {ticket}\r\n"),
@@ -473,7 +483,9 @@ async fn a_webhook_that_fails_once_gets_the_record_on_the_retry() {
     }
     let started = std::time::Instant::now();
     loop {
-        let metrics = common::clients::admin_get(u.admin, "/metrics").await.text();
+        let metrics = common::clients::admin_get(u.admin(), "/metrics")
+            .await
+            .text();
         if metrics.contains("usher_feedback_webhook_total{result=\"sent\"} 1") {
             assert!(
                 metrics.contains("usher_feedback_webhook_total{result=\"failed\"} 0"),

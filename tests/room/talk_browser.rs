@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::browser;
 use common::clients::{admin_get, admin_post, exchange};
 use common::origin::Origin;
-use common::proc::UsherProc;
+use common::process::UsherProcess;
 use common::TempDir;
 
 /// Counts polls (fetch calls) and changes of the live region `#u-say` into attributes
@@ -59,9 +59,9 @@ async fn a_waiting_browser_shows_the_new_announcement_once_without_a_reload() {
          requests_per_second_per_ip = 0\n",
         template.display()
     );
-    let u = UsherProc::spawn(dir, &common::config(origin.addr, "", "", &room)).await;
+    let u = UsherProcess::spawn(dir, &common::config(origin.addr, "", "", &room)).await;
     let first = exchange(
-        u.addr,
+        u.addr(),
         b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -71,7 +71,7 @@ async fn a_waiting_browser_shows_the_new_announcement_once_without_a_reload() {
         .iter()
         .any(|c| c.starts_with("usher_pass=")));
 
-    let url = format!("http://127.0.0.1:{}/", u.addr.port());
+    let url = format!("http://127.0.0.1:{}/", u.addr().port());
     let browsing = tokio::task::spawn_blocking(move || {
         browser::dump_dom(
             chromium,
@@ -84,7 +84,7 @@ async fn a_waiting_browser_shows_the_new_announcement_once_without_a_reload() {
     // Once the browser holds a ticket and has polled for a while, announce.
     let started = Instant::now();
     loop {
-        let m = admin_get(u.admin, "/metrics").await.text();
+        let m = admin_get(u.admin(), "/metrics").await.text();
         if m.lines().any(|l| l == "usher_tickets_issued_total 1") {
             break;
         }
@@ -96,7 +96,7 @@ async fn a_waiting_browser_shows_the_new_announcement_once_without_a_reload() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let r = admin_post(
-        u.admin,
+        u.admin(),
         "/admin/message",
         r#"{"ko":"10분 늦게 시작합니다","en":"Starting 10 minutes late"}"#,
     )

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::support::child::Child;
-use crate::support::procs::temp_dir;
+use crate::support::process::UsherProcess;
+use crate::support::TempDir;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -126,7 +126,7 @@ async fn start_in_process(cfg_text: &str, dir: &Path) -> usher::server::Running 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_never_exceed_the_stock_and_repeat_the_same_code() {
     let _cores = crate::support::BOTH_CORES.lock().await;
-    let dir = temp_dir("vouchers-crowd");
+    let dir = TempDir::new("vouchers-crowd");
     write_common(&dir, 100);
     let running = start_in_process(&config(&dir, "http://127.0.0.1:9", 100, ""), &dir).await;
     let base = format!("http://{}", running.bound.plain[0]);
@@ -228,7 +228,7 @@ async fn the_origins_claim_route_is_intercepted_with_the_code() {
             });
         }
     });
-    let dir = temp_dir("vouchers-intercept");
+    let dir = TempDir::new("vouchers-intercept");
     write_common(&dir, 5);
     let text = config(
         &dir,
@@ -346,16 +346,16 @@ async fn a_browser_gets_the_voucher_page_and_an_app_gets_json() {
 }
 
 /// Starts the binary on `cfg`; its plain listener read back from its log.
-fn start_binary(cfg: &Path) -> (Child, String) {
-    let proc = Child::spawn(cfg, None);
-    let base = format!("http://{}", proc.plain[0]);
+fn start_binary(cfg: &Path) -> (UsherProcess, String) {
+    let proc = UsherProcess::run(cfg);
+    let base = proc.base();
     (proc, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_claims_loses_and_repeats_nothing() {
     let _cores = crate::support::BOTH_CORES.lock().await;
-    let dir = temp_dir("vouchers-kill");
+    let dir = TempDir::new("vouchers-kill");
     write_common(&dir, 300);
     let cfg = dir.join("usher.toml");
     std::fs::write(&cfg, config(&dir, "http://127.0.0.1:9", 300, "")).unwrap();
@@ -386,8 +386,7 @@ async fn sigkill_in_the_middle_of_claims_loses_and_repeats_nothing() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(80)).await;
-    proc.child.kill().unwrap(); // SIGKILL
-    proc.child.wait().unwrap();
+    proc.kill(); // SIGKILL
     let mut before: HashMap<u64, String> = HashMap::new();
     for t in tasks {
         if let Some((i, code)) = t.await.unwrap() {

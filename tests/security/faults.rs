@@ -15,6 +15,7 @@
 //!   serves again once the connections close.
 
 use crate::support::security as security_support;
+use crate::support::{TempDir, ADMIN_TOKEN};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use security_support::child::{Child, TempDir};
+use crate::support::process::UsherProcess;
 use security_support::tls::{served_cert, write_cert};
 use security_support::{config, exchange, probe, Recorder, Usher};
 
@@ -310,16 +311,10 @@ async fn garbage_certificate_on_reload_keeps_the_old_one() {
     running.shutdown(Duration::from_secs(2)).await;
 }
 
-/// The config text of a child usher in front of `origin`.
-/// The admin token of [`child_config`]'s usher.
-const ADMIN_TOKEN: &str = "faults-admin-token-0123456789abcdef-0123";
-
-/// A config for the real binary; its admin token file is written beside
-/// the test binary's temp files once.
+/// A config for the real binary in front of `origin`; its admin API takes
+/// the support module's [`ADMIN_TOKEN`].
 fn child_config(origin: SocketAddr, extra: &str) -> String {
-    let token =
-        std::env::temp_dir().join(format!("usher-faults-admin-{}.token", std::process::id()));
-    std::fs::write(&token, ADMIN_TOKEN).unwrap();
+    let token = crate::support::admin_token_file();
     format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
          admin_token_file = \"{}\"\n{extra}\n\
@@ -334,17 +329,19 @@ async fn deleted_config_and_a_sighup_storm_leave_usher_serving() {
     let dir = TempDir::new("hup");
     let path = dir.path().join("usher.toml");
     std::fs::write(&path, child_config(origin.addr, "")).unwrap();
-    let mut usher = Child::spawn(&path, None);
-    let addr = usher.plain[0];
+    let mut usher = UsherProcess::run(&path);
+    let addr = usher.addr();
     assert_eq!(probe(addr, PROBE_BOUND).await, 200);
 
     // Config file gone, then SIGHUP: the reload fails, the running config stays.
     std::fs::remove_file(&path).unwrap();
     usher.signal(libc::SIGHUP);
     assert!(
-        usher.wait_logged("config reload failed", 1, Duration::from_secs(5)),
+        usher
+            .wait_logged("config reload failed", 1, Duration::from_secs(5))
+            .await,
         "{:?}",
-        usher.lines()
+        usher.logs()
     );
     assert!(usher.alive());
     assert_eq!(probe(addr, PROBE_BOUND).await, 200);
@@ -367,7 +364,11 @@ async fn deleted_config_and_a_sighup_storm_leave_usher_serving() {
         assert_eq!(probe(addr, PROBE_BOUND).await, 200);
     }
     storm.await.unwrap();
-    assert!(usher.wait_logged("config reloaded", 1, Duration::from_secs(5)));
+    assert!(
+        usher
+            .wait_logged("config reloaded", 1, Duration::from_secs(5))
+            .await
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(usher.alive(), "usher died in the SIGHUP storm");
     assert_eq!(probe(addr, PROBE_BOUND).await, 200);
@@ -395,8 +396,8 @@ async fn sigterm_while_draining_finishes_in_flight_requests_and_exits_0() {
         child_config(origin, "") + "[room]\nmode = \"passthrough\"\n",
     )
     .unwrap();
-    let mut usher = Child::spawn(&path, None);
-    let (addr, admin) = (usher.plain[0], usher.admin.expect("admin listener"));
+    let mut usher = UsherProcess::run(&path);
+    let (addr, admin) = (usher.addr(), usher.admin());
     // Drain mode first (the balancer is moving visitors away) ...
     let drained = exchange(
         admin,
@@ -425,8 +426,9 @@ async fn sigterm_while_draining_finishes_in_flight_requests_and_exits_0() {
     }
     let status = usher
         .wait_exit(Duration::from_secs(10))
+        .await
         .expect("usher exits after the drain");
-    assert_eq!(status.code(), Some(0), "{:?}", usher.lines());
+    assert_eq!(status.code(), Some(0), "{:?}", usher.logs());
     // Nothing listens any more.
     assert!(TcpStream::connect(addr).await.is_err());
 }
@@ -444,8 +446,8 @@ async fn file_descriptors_exhausted_then_recovered() {
         ),
     )
     .unwrap();
-    let mut usher = Child::spawn(&path, Some(64));
-    let addr = usher.plain[0];
+    let mut usher = UsherProcess::run_nofile(&path, 64);
+    let addr = usher.addr();
     assert_eq!(probe(addr, PROBE_BOUND).await, 200);
     // More connections than usher has descriptors.
     let mut held = Vec::new();
@@ -470,7 +472,9 @@ async fn file_descriptors_exhausted_then_recovered() {
         .to_string();
     assert_eq!(nofile, "64", "the limit applies: {limits}");
     assert!(
-        usher.wait_logged("accept failed", 1, Duration::from_secs(3)),
+        usher
+            .wait_logged("accept failed", 1, Duration::from_secs(3))
+            .await,
         "usher should have run out of descriptors"
     );
     // They leave; usher serves again.

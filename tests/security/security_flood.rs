@@ -441,7 +441,8 @@ async fn h2_settings_and_ping_floods_are_bounded() {
 /// many that each served a request and went idle (parked), in a fresh usher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cost_bounded_memory() {
-    use security_support::child::{Child, TempDir};
+    use crate::support::process::UsherProcess;
+    use crate::support::TempDir;
     let n: usize = std::env::var("USHER_IDLE_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -458,8 +459,8 @@ async fn idle_connections_cost_bounded_memory() {
         ),
     )
     .unwrap();
-    let usher = Child::spawn(&path, None);
-    let addr = usher.plain[0];
+    let usher = UsherProcess::run(&path);
+    let addr = usher.addr();
     for _ in 0..20 {
         assert_eq!(probe(addr, PROBE_BOUND).await, 200);
     }
@@ -498,8 +499,8 @@ async fn idle_connections_cost_bounded_memory() {
     // build, 4 KiB in a release one; 30 KiB when hyper kept them). A fresh usher, so that the memory
     // freed above is not counted as reused.
     drop(usher);
-    let usher = Child::spawn(&path, None);
-    let addr = usher.plain[0];
+    let usher = UsherProcess::run(&path);
+    let addr = usher.addr();
     assert_eq!(probe(addr, PROBE_BOUND).await, 200);
     let before = usher.rss_kib();
     let mut held = Vec::with_capacity(n);

@@ -3,10 +3,9 @@
 //! listens on 127.0.0.1:0, reads its ports back, and every wait is bounded.
 //!
 //! - usher in-process: [`inproc::Usher`] (the library's `App` and `serve`).
-//! - usher as the real binary, ports read back from its JSON log:
-//!   [`proc::UsherProc`] (signals, CLI, memory), [`child::Child`] (file
-//!   descriptor limits, log counting), [`procs::Usher`] (nodes of a shared
-//!   store, each with its own config file and log file).
+//! - usher as the real binary: [`process::UsherProcess`] (ports read back
+//!   from its log, the log kept; signals, exit codes, the CLI, memory, file
+//!   descriptors and their limit, the admin API; nodes of a shared store).
 //! - origins: the scriptable [`origin::Origin`], the raw recording
 //!   [`security::Recorder`]; [`activated::Activated`] for socket activation.
 //! - Redis: [`redis::RedisServer`], [`cluster::Cluster`], [`sentinel::Sentinel`],
@@ -14,13 +13,12 @@
 //! - clients: raw HTTP/1.1 ([`h1`], [`clients`]), h2c and TLS ([`clients`],
 //!   [`tls`]), raw h2 frames ([`h2raw`]), hyper's client ([`http`]), the
 //!   headless browser ([`browser`]).
-//! - temp dirs: [`TempDir`] (removed on drop) and [`procs::temp_dir`].
+//! - temp dirs: [`TempDir`] (removed on drop; [`TempDir::keyed`] with a room key).
 //! - PromQL and dashboards: [`promql`].
 #![allow(dead_code, unused_imports)]
 
 pub mod activated;
 pub mod browser;
-pub mod child;
 pub mod claims;
 pub mod clients;
 pub mod cluster;
@@ -29,8 +27,7 @@ pub mod h2raw;
 pub mod http;
 pub mod inproc;
 pub mod origin;
-pub mod proc;
-pub mod procs;
+pub mod process;
 pub mod promql;
 pub mod redis;
 pub mod relay;
@@ -183,19 +180,31 @@ impl TempDir {
         TempDir(p)
     }
 
+    /// [`TempDir::new`] with a room signing key in `keys` (every node of a
+    /// test shares it, as every node of a deployment shares its keys file).
+    pub fn keyed(tag: &str) -> TempDir {
+        let d = TempDir::new(tag);
+        let key = usher::tokens::Keyring::generate_line("t1").expect("a room key");
+        d.write("keys", &(key + "\n"));
+        d
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.0
     }
 
-    /// Writes `text` to `name` in it atomically (write, then rename), so a
-    /// reader never sees half a file.
+    /// Writes `text` to `name` in it atomically: [`write_atomic`].
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        let tmp = self.0.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write temp file");
-        std::fs::rename(&tmp, &p).expect("rename temp file");
-        p
+        write_atomic(&self.0, name, text)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -205,12 +214,22 @@ impl Drop for TempDir {
     }
 }
 
+/// Writes `text` to `name` in `dir` atomically (write, then rename), so a
+/// reader (usher reloading its config) never sees half a file.
+pub fn write_atomic(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write temp file");
+    std::fs::rename(&tmp, &p).expect("rename temp file");
+    p
+}
+
 /// Writes a development certificate for localhost / 127.0.0.1 into `dir`;
 /// returns (cert path, key path, cert PEM).
-pub fn dev_cert(dir: &TempDir) -> (PathBuf, PathBuf, String) {
+pub fn dev_cert(dir: &Path) -> (PathBuf, PathBuf, String) {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let (cert, key) = usher::tls::dev_certificate(&names, 2).expect("dev certificate");
-    let c = dir.write("dev.crt", &cert);
-    let k = dir.write("dev.key", &key);
+    let c = write_atomic(dir, "dev.crt", &cert);
+    let k = write_atomic(dir, "dev.key", &key);
     (c, k, cert)
 }

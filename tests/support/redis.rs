@@ -89,6 +89,8 @@ impl RedisServer {
 
     fn try_start(opts: &RedisOptions) -> Result<Option<RedisServer>, std::process::ExitStatus> {
         let port = opts.port.unwrap_or_else(unused_port);
+        // Not a `TempDir`: benches/claims.rs compiles this file on its own,
+        // without the rest of the support module.
         let scratch =
             std::env::temp_dir().join(format!("usher-redis-{port}-{}", std::process::id()));
         let mut cmd = Command::new("redis-server");

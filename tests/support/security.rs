@@ -2,7 +2,7 @@
 //! started from a config string, a raw-TCP origin that records every
 //! request it receives, and raw-socket exchanges with exact bytes.
 
-pub use super::{child, h2raw, tls};
+pub use super::{h2raw, tls};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! check out; what they saw, and the FIFO and cap checks on it.
 
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::process;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,7 +51,7 @@ where
     let admin = |path: &'static str| {
         for &port in admins {
             assert_eq!(
-                procs::admin_request(port, "POST", path).map(|r| r.0),
+                process::admin_request(port, "POST", path).map(|r| r.0),
                 Some(200)
             );
         }
@@ -80,7 +80,7 @@ where
     }
     // and every node's status counts the shared line, not its own
     for &port in admins {
-        let (_, body) = procs::admin_request(port, "GET", "/admin/status").unwrap();
+        let (_, body) = process::admin_request(port, "GET", "/admin/status").unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["room"]["waiting"], count, "{}", v["room"]);
         assert_eq!(v["room"]["shared"]["nodes"], 3, "{}", v["room"]);

@@ -2,7 +2,8 @@
 //! Redis stopped and restarted, Redis paused, a node SIGKILLed.
 
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::TempDir;
+
 use crate::support::redis;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use procs::keyed_temp_dir;
 use redis::{RedisOptions, RedisServer};
 
 use http_util::HttpClient;
@@ -24,7 +24,7 @@ async fn three_processes_one_fifo_line_within_the_active_limit() {
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("redis-steady");
+    let dir = TempDir::keyed("redis-steady");
     let (origin, inside) = origin().await;
     let nodes = three(&redis.url(), origin, &dir, &STEADY).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
@@ -44,17 +44,21 @@ async fn three_processes_one_fifo_line_within_the_active_limit() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let r = get(&c, &format!("{}/__usher/status", nodes[1].base), None, None)
-        .await
-        .unwrap();
+    let r = get(
+        &c,
+        &format!("{}/__usher/status", nodes[1].base()),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.state, "admitted", "direct admission into an empty line");
     assert!(r.cookie("usher_pass").is_some() && r.cookie("usher_ticket").is_none());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_event_and_restarted_loses_nothing() {
-    let dir = keyed_temp_dir("redis-restart");
+    let dir = TempDir::keyed("redis-restart");
     let data = dir.join("redis");
     std::fs::create_dir_all(&data).unwrap();
     let aof = |port| RedisOptions {
@@ -86,7 +90,6 @@ async fn redis_stopped_mid_event_and_restarted_loses_nothing() {
         assert_eq!(n.admin_get("/readyz").map(|r| r.0), Some(200));
         assert_eq!(n.metric("usher_store_up"), Some(1.0));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +104,7 @@ async fn redis_paused_ten_seconds_mid_event_skips_nobody() {
         grace: "10s",
         ..STEADY
     };
-    let dir = keyed_temp_dir("redis-pause");
+    let dir = TempDir::keyed("redis-pause");
     let (origin, inside) = origin().await;
     let nodes = three(&redis.url(), origin, &dir, &room).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
@@ -131,7 +134,6 @@ async fn redis_paused_ten_seconds_mid_event_skips_nobody() {
         "slowest {:?}",
         seen.slowest
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +141,7 @@ async fn a_node_sigkilled_mid_event_the_others_carry_on() {
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("redis-kill");
+    let dir = TempDir::keyed("redis-kill");
     let (origin, inside) = origin().await;
     let mut nodes = three(&redis.url(), origin, &dir, &STEADY).await;
     let keys = usher::tokens::Keyring::load(&dir.join("keys")).unwrap();
@@ -153,5 +155,4 @@ async fn a_node_sigkilled_mid_event_the_others_carry_on() {
     .await;
     assert_fifo(&seen);
     assert_cap(&inside, STEADY.max_active);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,14 +2,14 @@
 //! away, ticket holders first.
 
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::TempDir;
+
 use crate::support::redis;
 
 use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use procs::keyed_temp_dir;
 use redis::RedisServer;
 
 use http_util::HttpClient;
@@ -27,7 +27,7 @@ async fn local_share_admits_each_nodes_share_ticket_holders_first() {
         on_failure: "local_share",
         ..STEADY
     };
-    let dir = keyed_temp_dir("redis-share");
+    let dir = TempDir::keyed("redis-share");
     let (origin, _) = origin().await;
     let nodes = three(&redis.url(), origin, &dir, &room).await;
     let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -41,7 +41,7 @@ async fn local_share_admits_each_nodes_share_ticket_holders_first() {
     }
     // a visitor takes a ticket (the room paused: no direct admission) and
     // does not poll again before Redis goes away
-    let status = |i: usize| format!("{}/__usher/status", nodes[i].base);
+    let status = |i: usize| format!("{}/__usher/status", nodes[i].base());
     nodes
         .iter()
         .for_each(|n| assert_eq!(n.admin_post("/admin/pause"), Some(200)));
@@ -113,5 +113,4 @@ async fn local_share_admits_each_nodes_share_ticket_holders_first() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

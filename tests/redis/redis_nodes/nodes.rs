@@ -2,7 +2,7 @@
 //! Redis, and a visitor's request to them.
 
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::process;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -17,7 +17,7 @@ use http::{header, Request, Response};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use procs::Usher;
+use process::UsherProcess;
 use tokio::net::TcpListener;
 
 use http_util::HttpClient;
@@ -84,7 +84,13 @@ pub(super) const STEADY: Room = Room {
     on_failure: "hold",
 };
 
-pub(super) fn node(redis: &str, origin: SocketAddr, dir: &Path, name: &str, room: &Room) -> Usher {
+pub(super) fn node(
+    redis: &str,
+    origin: SocketAddr,
+    dir: &Path,
+    name: &str,
+    room: &Room,
+) -> UsherProcess {
     node_with(redis, origin, dir, name, room, "")
 }
 
@@ -96,13 +102,15 @@ pub(super) fn node_with(
     name: &str,
     room: &Room,
     more: &str,
-) -> Usher {
-    Usher::start(dir, name, |port, admin| {
-        format!(
+) -> UsherProcess {
+    UsherProcess::node(
+        dir,
+        name,
+        &format!(
             r#"
 [server]
-listen = ["127.0.0.1:{port}"]
-admin = "127.0.0.1:{admin}"
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 [origin]
 url = "http://{origin}"
 [room]
@@ -129,8 +137,8 @@ on_failure = "{on_failure}"
             max = room.max_active,
             grace = room.grace,
             on_failure = room.on_failure,
-        )
-    })
+        ),
+    )
 }
 
 pub(super) struct Reply {
@@ -188,27 +196,29 @@ pub(super) fn number(keys: &usher::tokens::Keyring, cookie: &str) -> u64 {
     .number
 }
 
-pub(super) async fn three(redis: &str, origin: SocketAddr, dir: &Path, room: &Room) -> Vec<Usher> {
+pub(super) async fn three(
+    redis: &str,
+    origin: SocketAddr,
+    dir: &Path,
+    room: &Room,
+) -> Vec<UsherProcess> {
     ["n1", "n2", "n3"]
         .iter()
         .map(|n| node(redis, origin, dir, n, room))
         .collect()
 }
 
-pub(super) fn bases(nodes: &[Usher]) -> Arc<Vec<String>> {
-    Arc::new(nodes.iter().map(|n| n.base.clone()).collect())
+pub(super) fn bases(nodes: &[UsherProcess]) -> Arc<Vec<String>> {
+    Arc::new(nodes.iter().map(|n| n.base()).collect())
 }
 
-pub(super) fn admins(nodes: &[Usher]) -> Vec<u16> {
-    nodes
-        .iter()
-        .map(|n| n.admin.rsplit(':').next().unwrap().parse().unwrap())
-        .collect()
+pub(super) fn admins(nodes: &[UsherProcess]) -> Vec<u16> {
+    nodes.iter().map(|n| n.admin().port()).collect()
 }
 
 /// Newcomers held without a ticket, `/readyz` 503 and `usher_store_up` 0
 /// on every node.
-pub(super) async fn assert_holding(c: &HttpClient, nodes: &[Usher]) {
+pub(super) async fn assert_holding(c: &HttpClient, nodes: &[UsherProcess]) {
     let started = Instant::now();
     for n in nodes {
         loop {
@@ -222,7 +232,7 @@ pub(super) async fn assert_holding(c: &HttpClient, nodes: &[Usher]) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(n.metric("usher_store_up"), Some(0.0));
-        let held = get(c, &format!("{}/__usher/status", n.base), None, None)
+        let held = get(c, &format!("{}/__usher/status", n.base()), None, None)
             .await
             .unwrap();
         assert_eq!((held.state.as_str(), held.position), ("queued", None));

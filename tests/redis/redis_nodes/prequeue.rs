@@ -1,15 +1,16 @@
 //! A prequeue across three processes: drawn once, served in rank order.
 
 use crate::support::http as http_util;
-use crate::support::procs;
+use crate::support::process;
 use crate::support::redis;
+use crate::support::TempDir;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use procs::{keyed_temp_dir, Usher};
+use process::UsherProcess;
 use redis::RedisServer;
 
 use http_util::HttpClient;
@@ -23,7 +24,7 @@ async fn a_prequeue_across_three_processes_is_drawn_once_and_served_in_rank_orde
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let dir = keyed_temp_dir("redis-prequeue");
+    let dir = TempDir::keyed("redis-prequeue");
     let (origin, inside) = origin().await;
     let opens = SystemTime::now() + Duration::from_secs(10);
     let opens_secs = opens
@@ -35,7 +36,7 @@ async fn a_prequeue_across_three_processes_is_drawn_once_and_served_in_rank_orde
         "opens_at = \"{}\"",
         humantime::format_rfc3339_seconds(opens)
     );
-    let nodes: Vec<Usher> = ["n1", "n2", "n3"]
+    let nodes: Vec<UsherProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|n| node_with(&redis.url(), origin, &dir, n, &STEADY, &more))
         .collect();
@@ -46,7 +47,7 @@ async fn a_prequeue_across_three_processes_is_drawn_once_and_served_in_rank_orde
     for i in 0..N {
         let r = get(
             &c,
-            &format!("{}/__usher/status", nodes[i % 3].base),
+            &format!("{}/__usher/status", nodes[i % 3].base()),
             None,
             None,
         )
@@ -127,5 +128,4 @@ async fn a_prequeue_across_three_processes_is_drawn_once_and_served_in_rank_orde
         .filter(|v| v["room"]["prequeue_seed_sha256"].is_string())
         .count();
     assert_eq!(drawn, 1, "one node drew, and says so");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,6 +54,8 @@ async fn origin(hits: Arc<AtomicUsize>) -> SocketAddr {
 /// and client beside it.
 pub(super) struct Usher {
     usher: crate::support::inproc::Usher,
+    /// The folder of its config, keys and token, removed after it.
+    _dir: crate::support::TempDir,
     pub(super) addr: SocketAddr,
     pub(super) admin: SocketAddr,
     pub(super) hits: Arc<AtomicUsize>,
@@ -63,7 +65,7 @@ pub(super) struct Usher {
 pub(super) async fn start(room: &str) -> Usher {
     let hits = Arc::new(AtomicUsize::new(0));
     let origin = origin(hits.clone()).await;
-    let dir = crate::support::procs::temp_dir("room-http");
+    let dir = crate::support::TempDir::new("room-http");
     std::fs::write(dir.join("bypass.secret"), "a-long-enough-shared-secret\n").unwrap();
     std::fs::write(dir.join("test.keys"), TEST_KEYS).unwrap();
     std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
@@ -75,6 +77,7 @@ pub(super) async fn start(room: &str) -> Usher {
         addr: usher.addr,
         admin: usher.admin.expect("an admin listener"),
         usher,
+        _dir: dir,
         hits,
         client: Client::builder(TokioExecutor::new()).build_http(),
     }
