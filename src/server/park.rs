@@ -8,16 +8,25 @@
 //! in between.
 //!
 //! How: [`Parkable`] sits between hyper and the guarded IO. When hyper asks
-//! to read, the socket has nothing, and the connection rests (no request in
-//! flight, every byte written flushed, the smuggling guard between heads),
-//! it answers end-of-stream. hyper, idle, ends the connection gracefully;
+//! to read, the socket has nothing, and the connection has rested for
+//! [`REST`] (no request in flight, every byte written flushed, the smuggling
+//! guard between heads), it answers end-of-stream. hyper, idle, ends the
+//! connection gracefully;
 //! its shutdown is swallowed and the IO handed back through [`Home`]. The
 //! caller then waits for readability (or the idle timeout, or the drain)
 //! and serves the next request with a new hyper connection on the same IO
 //! and guard. Nothing is lost: hyper's read buffer is empty at that point
 //! (the guard saw every byte read, and all were consumed by complete
 //! requests), and so is its write buffer (flushed).
+//!
+//! Why not at the first empty read: a client that sends its next request a
+//! few microseconds after the answer (an app, a load generator, a browser
+//! fetching a page's parts) would build a new hyper connection per request,
+//! more work than the request itself. Why not much later: every connection
+//! of a burst would hold hyper's buffers at once, and the allocator keeps
+//! that peak. A short rest costs one timer reset per request.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +38,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Duration, Instant, Sleep};
 
 use super::stall::SendTimeout;
 use crate::h1_guard::H1Guard;
@@ -121,6 +131,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
+/// How long a connection rests (nothing to read, nothing in flight) before
+/// it parks.
+pub const REST: Duration = Duration::from_millis(10);
+
 /// Where a parked connection's IO goes when hyper lets go of it.
 pub struct Home<S>(Mutex<Option<Guarded<S>>>);
 
@@ -145,6 +159,11 @@ pub struct Parkable<S> {
     dirty: bool,
     /// End-of-stream was answered to park: the IO goes home, not shut down.
     parked: bool,
+    /// Armed while the connection rests; it parks when this fires. Made at
+    /// the first rest, then reset: one allocation per hyper connection.
+    rest: Option<Pin<Box<Sleep>>>,
+    /// Whether `rest` is armed for the current rest.
+    resting: bool,
 }
 
 impl<S: Unpin> Parkable<S> {
@@ -156,6 +175,8 @@ impl<S: Unpin> Parkable<S> {
             flight,
             dirty: false,
             parked: false,
+            rest: None,
+            resting: false,
         }
     }
 
@@ -166,6 +187,22 @@ impl<S: Unpin> Parkable<S> {
     fn wrote<T>(&mut self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.dirty = true;
         polled
+    }
+
+    /// Whether the connection, at rest now, has rested for [`REST`]. The
+    /// first call of a rest arms the timer; its firing wakes hyper to read
+    /// again, and then this answers true.
+    fn rested(&mut self, cx: &mut Context<'_>) -> bool {
+        let timer = match &mut self.rest {
+            Some(t) if self.resting => t,
+            Some(t) => {
+                t.as_mut().reset(Instant::now() + REST);
+                t
+            }
+            None => self.rest.insert(Box::pin(tokio::time::sleep(REST))),
+        };
+        self.resting = true;
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -192,14 +229,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Parkable<S> {
                 let rests = !this.dirty
                     && this.flight.idle()
                     && this.io.as_mut().is_some_and(|io| io.at_rest());
-                if rests {
+                if rests && this.rested(cx) {
                     this.parked = true;
                     Poll::Ready(Ok(()))
                 } else {
                     Poll::Pending
                 }
             }
-            ready => ready,
+            ready => {
+                this.resting = false;
+                ready
+            }
         }
     }
 }
@@ -322,8 +362,25 @@ mod tests {
         // Written but not flushed yet: no parking.
         assert_eq!(read_now(&mut p).await, None);
         p.flush().await.unwrap();
-        // At rest: end-of-stream to hyper, and the IO goes home.
+        // At rest, and bytes come within the rest: read as they come.
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(REST / 4, p.read(&mut buf)).await;
+        assert!(early.is_err(), "parked before REST: {early:?}");
+        client
+            .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_now(&mut p).await, Some(22));
+        let busy = flight.enter();
+        p.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        p.flush().await.unwrap();
+        drop(busy);
+        // At rest for REST: end-of-stream to hyper, and the IO goes home.
+        let rest = Instant::now();
         assert_eq!(read_now(&mut p).await, Some(0));
+        assert!(rest.elapsed() >= REST, "parked after {:?}", rest.elapsed());
         p.shutdown().await.unwrap();
         assert!(home.take().is_none(), "handed over on drop only");
         drop(p);
