@@ -269,7 +269,7 @@ async fn the_origins_claim_route_is_intercepted_with_the_code() {
 
 #[tokio::test]
 async fn a_browser_gets_the_voucher_page_and_an_app_gets_json() {
-    let dir = temp_dir("vouchers-page");
+    let dir = TempDir::new("vouchers-page");
     write_common(&dir, 1);
     let running = start_in_process(&config(&dir, "http://127.0.0.1:9", 1, ""), &dir).await;
     let base = format!("http://{}", running.bound.plain[0]);
