@@ -1,6 +1,16 @@
-//! The request path: one context per request, phases in order
-//! (guard -> route -> forward), errors turned into answers in one place,
-//! then metrics and the access log.
+//! The request path: one context per request, phases in order, errors
+//! turned into answers in one place, then metrics and the access log.
+//!
+//! ```text
+//! guard -> route -> admit -> vouchers -> forward -> finish -> log
+//! ```
+//!
+//! Each phase returns a [`Step`]: the request (with what the phase learnt)
+//! for the next phase, or an answer that ends the path; or an
+//! [`HttpError`], which [`handle`] turns into an answer. `route` answers
+//! usher's own endpoints and sends open paths (and rooms without a
+//! `[room]`) straight to `forward`; `admit`, `vouchers` and `finish` are the
+//! room's (`room.rs`, `vouchers.rs`).
 
 mod accept;
 mod error;
@@ -19,6 +29,7 @@ use hyper::body::Incoming;
 pub use error::HttpError;
 
 use crate::app::App;
+use crate::config::room::RoomConfig;
 use crate::config::Config;
 use crate::h1_guard::GuardHandle;
 use crate::holding;
@@ -100,7 +111,7 @@ pub async fn handle(
         peer_trusted,
         client_ip,
     };
-    let (resp, outcome) = match route(&ctx, req).await {
+    let (resp, outcome) = match serve(&ctx, req).await {
         Ok(answer) => answer,
         Err(e) => {
             if e.outcome() == Outcome::OriginError {
@@ -132,11 +143,59 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Chooses what answers the request.
-async fn route(
+/// What a phase makes of the request: hands it on to the next phase (with
+/// what the phase learnt), or answers it, which ends the path.
+pub(super) enum Step<T> {
+    /// On to the next phase.
+    Next(T),
+    /// Answered here; the later phases do not run.
+    Answer(Response<Body>, Outcome),
+}
+
+/// A phase's result.
+pub(super) type Phase<T> = Result<Step<T>, HttpError>;
+
+/// The request's value from `$phase`, or its answer returned.
+macro_rules! next {
+    ($phase:expr) => {
+        match $phase? {
+            Step::Next(v) => v,
+            Step::Answer(resp, outcome) => return Ok((resp, outcome)),
+        }
+    };
+}
+
+/// Where `route` sends a request on.
+enum Routed<'r> {
+    /// Straight to the origin (no room, or a path the room leaves open).
+    Open,
+    /// Through the room's admission.
+    Room(&'r RoomConfig),
+}
+
+/// The phases in order, up to the answer.
+async fn serve(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
+    let req = next!(guard(ctx, req));
+    let (req, routed) = next!(route(ctx, req).await);
+    let room = match routed {
+        Routed::Open => {
+            let resp = crate::proxy::forward(&ctx.forward(), req).await?;
+            return Ok((room::finish_open(resp), Outcome::Forwarded));
+        }
+        Routed::Room(room) => room,
+    };
+    let (req, admitted) = next!(room::admit(ctx, room, req).await);
+    let req = next!(vouchers::at_claim_route(ctx, req, &admitted).await);
+    let resp = crate::proxy::forward(&ctx.forward(), req).await?;
+    Ok((room::finish(ctx, room, resp, admitted), Outcome::Forwarded))
+}
+
+/// The smuggling guard's verdict on this request's head (HTTP/1), and the
+/// headers only usher may set removed.
+fn guard(ctx: &Ctx<'_>, mut req: Request<Incoming>) -> Phase<Request<Incoming>> {
     if let Some(guard) = &ctx.conn.guard {
         if let Err(r) = guard.next_request() {
             ctx.app
@@ -152,32 +211,47 @@ async fn route(
         }
     }
     // Only usher says which code was issued.
-    let mut req = req;
     req.headers_mut().remove(&vouchers::X_USHER_VOUCHER);
+    Ok(Step::Next(req))
+}
+
+/// usher's own endpoints answered; everything else sent on, to the room or
+/// straight to the origin.
+async fn route<'c>(
+    ctx: &'c Ctx<'_>,
+    req: Request<Incoming>,
+) -> Phase<(Request<Incoming>, Routed<'c>)> {
     if req.uri().path() == vouchers::CLAIM_PATH {
-        return vouchers::endpoint(ctx, req).await;
+        return answered(vouchers::endpoint(ctx, req).await);
     }
     let Some(room) = &ctx.cfg.room else {
         if matches!(req.uri().path(), talk::FEEDBACK_PATH | talk::EVENT_PATH) {
             // No room, no feedback or notice; and never the origin's.
             return Err(HttpError::NotFound);
         }
-        return forward(ctx, req).await;
+        return Ok(Step::Next((req, Routed::Open)));
     };
     match room::classify(ctx, room, &req) {
         // The intercepted claim route needs a pass wherever it stands.
-        room::Route::Open if intercepted(ctx, &req) => room::govern(ctx, room, req, false).await,
-        room::Route::Open => forward(ctx, req).await,
+        room::Route::Open if intercepted(ctx, &req) => Ok(Step::Next((req, Routed::Room(room)))),
+        room::Route::Open => Ok(Step::Next((req, Routed::Open))),
         room::Route::Status if req.uri().path() == "/__usher/status" => {
-            room::govern(ctx, room, req, true).await
+            answered(room::status(ctx, room, req).await)
         }
         room::Route::Status if req.uri().path() == talk::FEEDBACK_PATH => {
-            talk::feedback(ctx, room, req).await
+            answered(talk::feedback(ctx, room, req).await)
         }
-        room::Route::Status if req.uri().path() == talk::EVENT_PATH => talk::event(ctx, room, &req),
+        room::Route::Status if req.uri().path() == talk::EVENT_PATH => {
+            answered(talk::event(ctx, room, &req))
+        }
         room::Route::Status => Err(HttpError::NotFound),
-        room::Route::Protected => room::govern(ctx, room, req, false).await,
+        room::Route::Protected => Ok(Step::Next((req, Routed::Room(room)))),
     }
+}
+
+/// An endpoint's answer as the step that ends the path.
+fn answered<T>(answer: Result<(Response<Body>, Outcome), HttpError>) -> Phase<T> {
+    answer.map(|(resp, outcome)| Step::Answer(resp, outcome))
 }
 
 fn intercepted(ctx: &Ctx<'_>, req: &Request<Incoming>) -> bool {
@@ -185,15 +259,4 @@ fn intercepted(ctx: &Ctx<'_>, req: &Request<Incoming>) -> bool {
         .vouchers
         .as_ref()
         .is_some_and(|v| vouchers::intercepts(v, req, &crate::paths::normalize(req.uri().path())))
-}
-
-/// Forwards without the room (no `[room]`, or an open path); the origin's
-/// `X-Usher-Release` is usher's business and never reaches the client.
-async fn forward(
-    ctx: &Ctx<'_>,
-    req: Request<Incoming>,
-) -> Result<(Response<Body>, Outcome), HttpError> {
-    let mut resp = crate::proxy::forward(&ctx.forward(), req).await?;
-    resp.headers_mut().remove(&room::X_USHER_RELEASE);
-    Ok((resp, Outcome::Forwarded))
 }

@@ -6,7 +6,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::accept::{format, Format};
-use super::{Ctx, HttpError};
+use super::{Ctx, HttpError, Phase, Step};
 use crate::admission::room::{
     Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER, TICKET_COOKIE,
 };
@@ -85,34 +85,94 @@ pub(super) fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Opt
     )
 }
 
-/// Governs one request: the origin's answer (with the room's cookies) for
-/// an admitted visitor, or the room's own answer.
-pub async fn govern(
+/// What admission hands on for an admitted visitor: its pass, and the
+/// cookies its answer must carry (a new or renewed pass).
+pub(super) struct Admitted {
+    pub pass_id: u64,
+    pub cookies: Vec<HeaderValue>,
+}
+
+/// The room's decision on a request it governs (the `admit` phase): a
+/// waiting visitor gets the holding page or JSON here; an admitted one goes
+/// on, with usher's own cookies and headers taken off for the origin.
+pub(super) async fn admit(
     ctx: &Ctx<'_>,
     room: &RoomConfig,
     mut req: Request<Incoming>,
-    status_only: bool,
+) -> Phase<(Request<Incoming>, Admitted)> {
+    let verdict = ctx
+        .app
+        .room
+        .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
+        .await;
+    let near = matches!(&verdict, Verdict::Hold(h) if h.near);
+    let admitted = match settle(ctx, verdict)? {
+        Settled::Hold(hold) => {
+            let resp = hold_answer(ctx, room, &req, hold, false, near);
+            return Ok(Step::Answer(resp, Outcome::Held));
+        }
+        Settled::Admit(admitted) => admitted,
+    };
+    strip_cookies(
+        req.headers_mut(),
+        &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE, POW_COOKIE],
+    );
+    req.headers_mut().remove(POW_HEADER);
+    if let Some((name, _)) = &room.bypass_header {
+        req.headers_mut().remove(name);
+    }
+    Ok(Step::Next((req, admitted)))
+}
+
+/// `/__usher/status`: the same decision, answered as JSON (a long poll
+/// with `?wait=1`).
+pub(super) async fn status(
+    ctx: &Ctx<'_>,
+    room: &RoomConfig,
+    req: Request<Incoming>,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
-    let secure = ctx.conn.tls;
-    let (verdict, near) = if status_only && long_poll(&req) {
+    let (verdict, near) = if long_poll(&req) {
         decide_long(ctx, room, &req).await
     } else {
         let v = ctx
             .app
             .room
-            .decide(room, req.headers(), ctx.client_ip, secure)
+            .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
             .await;
         let near = matches!(&v, Verdict::Hold(h) if h.near);
         (v, near)
     };
-    match verdict {
-        // Only the durable store's refusal: the per-address limits answer
-        // with a holding page (`Hold::retry_after`, `Hold::challenge`).
-        Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
-        Verdict::Hold(hold) => Ok((
-            hold_answer(ctx, room, &req, hold, status_only, near),
+    match settle(ctx, verdict)? {
+        Settled::Hold(hold) => Ok((
+            hold_answer(ctx, room, &req, hold, true, near),
             Outcome::Held,
         )),
+        Settled::Admit(admitted) => {
+            let view = view(room, "", RoomState::Admitted, None, "/");
+            let mut resp = answer(
+                holding::status_json(&view),
+                "application/json",
+                RoomState::Admitted,
+            );
+            append_cookies(&mut resp, admitted.cookies);
+            Ok((resp, Outcome::Usher))
+        }
+    }
+}
+
+/// A verdict that stands: waiting, or admitted within its pass's pace.
+enum Settled {
+    Hold(Hold),
+    Admit(Admitted),
+}
+
+/// The refusals of a verdict as errors: the durable store's (the
+/// per-address limits answer with a holding page instead:
+/// `Hold::retry_after`, `Hold::challenge`), and a pass over its own pace.
+fn settle(ctx: &Ctx<'_>, verdict: Verdict) -> Result<Settled, HttpError> {
+    match verdict {
+        Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
+        Verdict::Hold(hold) => Ok(Settled::Hold(hold)),
         Verdict::Admit { pass_id, .. } if ctx.app.pass_limit.load().check(pass_id).is_err() => {
             // One pass, one visitor's pace: a copied pass shares the rate.
             ctx.app
@@ -123,54 +183,39 @@ pub async fn govern(
                 .inc();
             Err(HttpError::TooManyRequests(1))
         }
-        Verdict::Admit { pass_id, cookies } if status_only => {
-            let _ = pass_id;
-            let view = view(room, "", RoomState::Admitted, None, "/");
-            let mut resp = answer(
-                holding::status_json(&view),
-                "application/json",
-                RoomState::Admitted,
-            );
-            append_cookies(&mut resp, cookies);
-            Ok((resp, Outcome::Usher))
-        }
-        Verdict::Admit { pass_id, cookies } => {
-            if let Some(v) = &ctx.cfg.vouchers {
-                let path = paths::normalize(req.uri().path());
-                if super::vouchers::intercepts(v, &req, &path) {
-                    req = match super::vouchers::intercept(ctx, req, pass_id).await? {
-                        Ok(req) => req,
-                        Err(mut answer) => {
-                            append_cookies(&mut answer, cookies);
-                            return Ok((answer, Outcome::Usher));
-                        }
-                    };
-                }
-            }
-            strip_cookies(
-                req.headers_mut(),
-                &[TICKET_COOKIE, PASS_COOKIE, LANG_COOKIE, POW_COOKIE],
-            );
-            req.headers_mut().remove(POW_HEADER);
-            if let Some((name, _)) = &room.bypass_header {
-                req.headers_mut().remove(name);
-            }
-            let mut resp = crate::proxy::forward(&ctx.forward(), req).await?;
-            if resp.headers_mut().remove(&X_USHER_SOLD_OUT).is_some() {
-                ctx.app.room.origin_sold_out();
-            }
-            if resp.headers_mut().remove(&X_USHER_RELEASE).is_some() {
-                ctx.app.room.release(pass_id);
-                resp.headers_mut().append(
-                    header::SET_COOKIE,
-                    SetCookie::clear(PASS_COOKIE, secure, room.cookie_domain.as_deref()),
-                );
-            } else {
-                append_cookies(&mut resp, cookies);
-            }
-            Ok((resp, Outcome::Forwarded))
-        }
+        Verdict::Admit { pass_id, cookies } => Ok(Settled::Admit(Admitted { pass_id, cookies })),
     }
+}
+
+/// The origin's answer to an admitted visitor (the `finish` phase): its
+/// signals to usher acted on and removed (`X-Usher-Sold-Out`,
+/// `X-Usher-Release`, which also ends the pass), the pass's cookies added.
+pub(super) fn finish(
+    ctx: &Ctx<'_>,
+    room: &RoomConfig,
+    mut resp: Response<Body>,
+    admitted: Admitted,
+) -> Response<Body> {
+    if resp.headers_mut().remove(&X_USHER_SOLD_OUT).is_some() {
+        ctx.app.room.origin_sold_out();
+    }
+    if resp.headers_mut().remove(&X_USHER_RELEASE).is_some() {
+        ctx.app.room.release(admitted.pass_id);
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            SetCookie::clear(PASS_COOKIE, ctx.conn.tls, room.cookie_domain.as_deref()),
+        );
+    } else {
+        append_cookies(&mut resp, admitted.cookies);
+    }
+    resp
+}
+
+/// The origin's answer on a path the room leaves open (or without a room):
+/// `X-Usher-Release` is usher's business and never reaches the client.
+pub(super) fn finish_open(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().remove(&X_USHER_RELEASE);
+    resp
 }
 
 /// `?wait=1` on the status URL: the page can take a long poll.
@@ -213,7 +258,7 @@ async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) 
     }
 }
 
-fn append_cookies(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
+pub(super) fn append_cookies(resp: &mut Response<Body>, cookies: Vec<HeaderValue>) {
     for c in cookies {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }

@@ -9,7 +9,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::accept::{self, Format};
-use super::{Ctx, HttpError};
+use super::room::Admitted;
+use super::{Ctx, HttpError, Phase, Step};
 use crate::config::vouchers::{Identity, VouchersConfig};
 use crate::holding::{self, VoucherState};
 use crate::metrics::Outcome;
@@ -168,10 +169,35 @@ pub async fn endpoint(
     Ok((resp, Outcome::Usher))
 }
 
+/// The `vouchers` phase, for an admitted visitor: on the origin's claim
+/// route (when `[vouchers]` intercepts one) the claim runs here, and the
+/// request goes on with its code or is answered (with the pass's cookies);
+/// any other request goes on as it is.
+pub(super) async fn at_claim_route(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+    admitted: &Admitted,
+) -> Phase<Request<Incoming>> {
+    let at_route = ctx.cfg.vouchers.as_ref().is_some_and(|v| {
+        let path = crate::paths::normalize(req.uri().path());
+        intercepts(v, &req, &path)
+    });
+    if !at_route {
+        return Ok(Step::Next(req));
+    }
+    Ok(match intercept(ctx, req, admitted.pass_id).await? {
+        Ok(req) => Step::Next(req),
+        Err(mut answer) => {
+            super::room::append_cookies(&mut answer, admitted.cookies.clone());
+            Step::Answer(answer, Outcome::Usher)
+        }
+    })
+}
+
 /// The intercepted origin claim route, for an admitted visitor: issue, then
 /// forward with the code; any other outcome is answered here and the origin
 /// is spared.
-pub async fn intercept(
+async fn intercept(
     ctx: &Ctx<'_>,
     mut req: Request<Incoming>,
     pass_id: u64,
