@@ -100,12 +100,7 @@ pub(super) async fn admit(
     room: &RoomConfig,
     mut req: Request<Incoming>,
 ) -> Phase<(Request<Incoming>, Admitted)> {
-    let verdict = ctx
-        .app
-        .room
-        .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
-        .await;
-    let near = matches!(&verdict, Verdict::Hold(h) if h.near);
+    let (verdict, near) = decide(ctx, room, &req).await;
     let admitted = match settle(ctx, verdict)? {
         Settled::Hold(hold) => {
             let resp = hold_answer(ctx, room, &req, hold, false, near);
@@ -134,13 +129,7 @@ pub(super) async fn status(
     let (verdict, near) = if long_poll(&req) {
         decide_long(ctx, room, &req).await
     } else {
-        let v = ctx
-            .app
-            .room
-            .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
-            .await;
-        let near = matches!(&v, Verdict::Hold(h) if h.near);
-        (v, near)
+        decide(ctx, room, &req).await
     };
     match settle(ctx, verdict)? {
         Settled::Hold(hold) => Ok((
@@ -158,6 +147,18 @@ pub(super) async fn status(
             Ok((resp, Outcome::Usher))
         }
     }
+}
+
+/// The room's verdict on `req`, and whether the visitor waits near the
+/// head of the line.
+async fn decide(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) -> (Verdict, bool) {
+    let v = ctx
+        .app
+        .room
+        .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
+        .await;
+    let near = matches!(&v, Verdict::Hold(h) if h.near);
+    (v, near)
 }
 
 /// A verdict that stands: waiting, or admitted within its pass's pace.
@@ -239,15 +240,12 @@ async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) 
     let mut last = false;
     loop {
         let seen = *rx.borrow_and_update();
-        let v = r
-            .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
-            .await;
+        let (v, near) = decide(ctx, room, req).await;
         let position = match &v {
             Verdict::Hold(h) if h.near && h.cookies.is_empty() => h.position,
             _ => None,
         };
         let Some(position) = position else {
-            let near = matches!(&v, Verdict::Hold(h) if h.near);
             return (v, near);
         };
         if last {
