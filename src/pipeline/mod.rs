@@ -169,8 +169,12 @@ macro_rules! next {
 enum Routed<'r> {
     /// Straight to the origin (no room, or a path the room leaves open).
     Open,
-    /// Through the room's admission.
-    Room(&'r RoomConfig),
+    /// Through the room's admission; `claim_route` when it is the origin's
+    /// claim route that `[vouchers]` intercepts (decided here, once).
+    Room {
+        room: &'r RoomConfig,
+        claim_route: bool,
+    },
 }
 
 /// The phases in order, up to the answer.
@@ -180,15 +184,19 @@ async fn serve(
 ) -> Result<(Response<Body>, Outcome), HttpError> {
     let req = next!(guard(ctx, req));
     let (req, routed) = next!(route(ctx, req).await);
-    let room = match routed {
+    let (room, claim_route) = match routed {
         Routed::Open => {
             let resp = crate::proxy::forward(&ctx.forward(), req).await?;
             return Ok((room::finish_open(resp), Outcome::Forwarded));
         }
-        Routed::Room(room) => room,
+        Routed::Room { room, claim_route } => (room, claim_route),
     };
     let (req, admitted) = next!(room::admit(ctx, room, req).await);
-    let req = next!(vouchers::at_claim_route(ctx, req, &admitted).await);
+    let req = if claim_route {
+        next!(vouchers::at_claim_route(ctx, req, &admitted).await)
+    } else {
+        req
+    };
     let resp = crate::proxy::forward(&ctx.forward(), req).await?;
     Ok((room::finish(ctx, room, resp, admitted), Outcome::Forwarded))
 }
@@ -233,7 +241,13 @@ async fn route<'c>(
     };
     match room::classify(ctx, room, &req) {
         // The intercepted claim route needs a pass wherever it stands.
-        room::Route::Open if intercepted(ctx, &req) => Ok(Step::Next((req, Routed::Room(room)))),
+        room::Route::Open if intercepted(ctx, &req) => {
+            let routed = Routed::Room {
+                room,
+                claim_route: true,
+            };
+            Ok(Step::Next((req, routed)))
+        }
         room::Route::Open => Ok(Step::Next((req, Routed::Open))),
         room::Route::Status if req.uri().path() == "/__usher/status" => {
             answered(room::status(ctx, room, req).await)
@@ -245,7 +259,10 @@ async fn route<'c>(
             answered(talk::event(ctx, room, &req))
         }
         room::Route::Status => Err(HttpError::NotFound),
-        room::Route::Protected => Ok(Step::Next((req, Routed::Room(room)))),
+        room::Route::Protected => {
+            let claim_route = intercepted(ctx, &req);
+            Ok(Step::Next((req, Routed::Room { room, claim_route })))
+        }
     }
 }
 

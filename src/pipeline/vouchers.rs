@@ -169,22 +169,15 @@ pub async fn endpoint(
     Ok((resp, Outcome::Usher))
 }
 
-/// The `vouchers` phase, for an admitted visitor: on the origin's claim
-/// route (when `[vouchers]` intercepts one) the claim runs here, and the
-/// request goes on with its code or is answered (with the pass's cookies);
-/// any other request goes on as it is.
+/// The `vouchers` phase, on the origin's claim route that `[vouchers]`
+/// intercepts (`route` decided it), for an admitted visitor: the claim runs
+/// here, and the request goes on with its code or is answered (with the
+/// pass's cookies).
 pub(super) async fn at_claim_route(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
     admitted: &Admitted,
 ) -> Phase<Request<Incoming>> {
-    let at_route = ctx.cfg.vouchers.as_ref().is_some_and(|v| {
-        let path = crate::paths::normalize(req.uri().path());
-        intercepts(v, &req, &path)
-    });
-    if !at_route {
-        return Ok(Step::Next(req));
-    }
     Ok(match intercept(ctx, req, admitted.pass_id).await? {
         Ok(req) => Step::Next(req),
         Err(mut answer) => {
