@@ -241,7 +241,7 @@ async fn route<'c>(
     };
     match room::classify(ctx, room, &req) {
         // The intercepted claim route needs a pass wherever it stands.
-        room::Route::Open if intercepted(ctx, &req) => {
+        room::Route::Open if vouchers::intercepts(ctx.cfg.vouchers.as_ref(), &req) => {
             let routed = Routed::Room {
                 room,
                 claim_route: true,
@@ -260,7 +260,7 @@ async fn route<'c>(
         }
         room::Route::Status => Err(HttpError::NotFound),
         room::Route::Protected => {
-            let claim_route = intercepted(ctx, &req);
+            let claim_route = vouchers::intercepts(ctx.cfg.vouchers.as_ref(), &req);
             Ok(Step::Next((req, Routed::Room { room, claim_route })))
         }
     }
@@ -269,11 +269,4 @@ async fn route<'c>(
 /// An endpoint's answer as the step that ends the path.
 fn answered<T>(answer: Result<(Response<Body>, Outcome), HttpError>) -> Phase<T> {
     answer.map(|(resp, outcome)| Step::Answer(resp, outcome))
-}
-
-fn intercepted(ctx: &Ctx<'_>, req: &Request<Incoming>) -> bool {
-    ctx.cfg
-        .vouchers
-        .as_ref()
-        .is_some_and(|v| vouchers::intercepts(v, req, &crate::paths::normalize(req.uri().path())))
 }

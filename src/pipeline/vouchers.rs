@@ -25,11 +25,11 @@ pub static X_USHER_VOUCHER: HeaderName = HeaderName::from_static("x-usher-vouche
 /// usher's claim endpoint.
 pub use crate::holding::VOUCHER_PATH as CLAIM_PATH;
 
-/// Whether `req` is the intercepted origin claim route.
-pub fn intercepts(cfg: &VouchersConfig, req: &Request<Incoming>, path: &str) -> bool {
-    cfg.intercept
-        .as_ref()
-        .is_some_and(|(m, p)| m == req.method() && p == path)
+/// Whether `req` is the origin's claim route that `[vouchers]` intercepts
+/// (its path compared normalised, and only once the method matches).
+pub fn intercepts(cfg: Option<&VouchersConfig>, req: &Request<Incoming>) -> bool {
+    cfg.and_then(|c| c.intercept.as_ref())
+        .is_some_and(|(m, p)| m == req.method() && *p == crate::paths::normalize(req.uri().path()))
 }
 
 /// The claimant's identity: the pass id, or the origin's user id.
