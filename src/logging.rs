@@ -13,15 +13,16 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{header, Request, Response};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{reload, Registry};
 
 use crate::config::{AccessLog as Format, LogConfig};
 use crate::metrics::Outcome;
 
 /// Changes the log filter of the running process.
-pub struct LogHandle(Option<reload::Handle<EnvFilter, Registry>>);
+pub struct LogHandle(Option<reload::Handle<Targets, Registry>>);
 
 impl LogHandle {
     /// A handle that changes nothing (tests, or when logging was set up elsewhere).
@@ -31,7 +32,7 @@ impl LogHandle {
 
     /// Applies a new filter directive.
     pub fn set_level(&self, level: &str) {
-        if let (Some(h), Ok(f)) = (&self.0, level.parse::<EnvFilter>()) {
+        if let (Some(h), Ok(f)) = (&self.0, level.parse::<Targets>()) {
             let _ = h.reload(f);
         }
     }
@@ -40,7 +41,9 @@ impl LogHandle {
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the config.
 pub fn init(cfg: &LogConfig) -> LogHandle {
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.level.clone());
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = directive
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let (filter, handle) = reload::Layer::new(filter);
     let colour = colour(
         std::io::stderr().is_terminal(),
@@ -360,6 +363,20 @@ mod tests {
             clf_time(SystemTime::UNIX_EPOCH),
             "01/Jan/1970:00:00:00 +0000"
         );
+    }
+
+    #[test]
+    fn level_directives_are_targets_and_levels() {
+        use tracing::Level;
+        use tracing_subscriber::filter::Targets;
+        let t: Targets = "usher=debug,hyper=warn".parse().unwrap();
+        assert!(t.would_enable("usher::proxy", &Level::DEBUG));
+        assert!(!t.would_enable("hyper::proto", &Level::INFO));
+        assert!(!t.would_enable("redis", &Level::ERROR), "no default: off");
+        let t: Targets = "warn".parse().unwrap();
+        assert!(t.would_enable("usher", &Level::WARN));
+        assert!(!t.would_enable("usher", &Level::INFO));
+        assert!("usher=loud".parse::<Targets>().is_err());
     }
 
     #[test]

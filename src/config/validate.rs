@@ -383,7 +383,7 @@ pub(super) fn log(raw: &RawLog, p: &mut Problems) -> LogConfig {
             AccessLog::Off
         }
     };
-    if let Err(e) = raw.level.parse::<tracing_subscriber::EnvFilter>() {
+    if let Err(e) = raw.level.parse::<tracing_subscriber::filter::Targets>() {
         p.push("log.level", format!("`{}`: {e}", raw.level));
     }
     LogConfig {

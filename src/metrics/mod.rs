@@ -32,6 +32,8 @@ macro_rules! line_wide {
 /// The tail of the HELP text of every line-wide gauge.
 pub const LINE_WIDE: &str = line_wide!();
 
+#[cfg(target_os = "linux")]
+mod process;
 mod room;
 mod talk;
 mod vouchers;
@@ -273,9 +275,7 @@ impl Metrics {
             .set(1);
         reg(Box::new(build_info.clone()));
         #[cfg(target_os = "linux")]
-        reg(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        reg(Box::<process::ProcessCollector>::default());
 
         let room = RoomMetrics::new(&registry);
         let vouchers = VoucherMetrics::new(&registry);

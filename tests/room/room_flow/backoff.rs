@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use common::inproc::{metric, Usher};
 use common::{config, within};
 
-/// The tests here that load both cores take the binary's
-/// [`common::BOTH_CORES`]: one at a time, even when the harness runs them in
-/// parallel, and never beside another crowd test of the binary.
-use common::BOTH_CORES as ONE_AT_A_TIME;
+/// Crowd tests share the machine by cost: see [`common::heavy_crowd`].
+use common::heavy_crowd;
 
 use super::crowd::*;
 use super::fragile::*;
@@ -27,7 +25,7 @@ async fn gate_backs_off_when_the_origin_slows_down() {
     const CAPACITY: usize = 16;
     const VISITORS: usize = 300;
     const LATENCY_MS: u64 = 40;
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _heavy = heavy_crowd().await;
     within(45, "gate backs off on a slow origin", async {
         let origin = Fragile::new(CAPACITY, LATENCY_MS, false);
         let addr = origin.start().await;

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use common::inproc::{metric, Usher};
 use common::{config, within};
 
-/// The tests here that load both cores take the binary's
-/// [`common::BOTH_CORES`]: one at a time, even when the harness runs them in
-/// parallel, and never beside another crowd test of the binary.
-use common::BOTH_CORES as ONE_AT_A_TIME;
+/// Crowd tests share the machine by cost: see [`common::heavy_crowd`].
+use common::{heavy_crowd, paced_crowd};
 
 use super::crowd::*;
 use super::fragile::*;
@@ -32,7 +30,7 @@ async fn release_crowd_admits_at_the_configured_rate() {
     const CAPACITY: usize = 20;
     const VISITORS: usize = 600;
     const PER_SECOND: f64 = 60.0;
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _paced = paced_crowd().await;
     within(45, "release crowd at a fixed rate", async {
         let origin = Fragile::new(CAPACITY, 20, true);
         let addr = origin.start().await;
@@ -102,7 +100,7 @@ async fn release_crowd_admits_at_the_configured_rate() {
 async fn release_crowd_closed_loop_keeps_the_origin_busy() {
     const CAPACITY: usize = 20;
     const VISITORS: usize = 2000;
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _heavy = heavy_crowd().await;
     within(45, "release crowd, closed-loop gate", async {
         let origin = Fragile::new(CAPACITY, 20, true);
         let addr = origin.start().await;
