@@ -191,7 +191,7 @@ impl Visitor {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_times_overload_is_held_fairly() {
-    let _paced = crate::support::paced_crowd().await;
+    let _shared = crate::support::crowd_shared().await;
     let origin_state = Arc::new(Fragile::default());
     let origin = start_origin(origin_state.clone()).await;
     let dir = TempDir::new("overload");

@@ -278,7 +278,7 @@ async fn feedback_from_a_waiting_visitor_reaches_ctl_with_their_place_and_stays_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_posts_from_one_address_are_capped_in_count_disk_and_memory() {
-    let _cores = crate::support::heavy_crowd().await;
+    let _shared = crate::support::crowd_shared().await;
     let (u, origin) = start("talk-flood").await;
     let _ = waiting_visitor(u.addr()).await;
     // Fifty visitors behind one address, each with a ticket.

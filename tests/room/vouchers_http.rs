@@ -125,7 +125,7 @@ async fn start_in_process(cfg_text: &str, dir: &Path) -> usher::server::Running 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_never_exceed_the_stock_and_repeat_the_same_code() {
-    let _cores = crate::support::heavy_crowd().await;
+    let _shared = crate::support::crowd_shared().await;
     let dir = TempDir::new("vouchers-crowd");
     write_common(&dir, 100);
     let running = start_in_process(&config(&dir, "http://127.0.0.1:9", 100, ""), &dir).await;
@@ -354,7 +354,7 @@ fn start_binary(cfg: &Path) -> (UsherProcess, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_claims_loses_and_repeats_nothing() {
-    let _cores = crate::support::heavy_crowd().await;
+    let _shared = crate::support::crowd_shared().await;
     let dir = TempDir::new("vouchers-kill");
     write_common(&dir, 300);
     let cfg = dir.join("usher.toml");

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::inproc::{metric, Usher};
 use common::{config, within};
 
-/// Crowd tests share the machine by cost: see [`common::heavy_crowd`].
-use common::heavy_crowd;
+/// Crowd tests share the machine by cost: see [`common::crowd_alone`].
+use common::crowd_alone;
 
 use super::crowd::*;
 use super::fragile::*;
@@ -25,7 +25,7 @@ async fn gate_backs_off_when_the_origin_slows_down() {
     const CAPACITY: usize = 16;
     const VISITORS: usize = 300;
     const LATENCY_MS: u64 = 40;
-    let _heavy = heavy_crowd().await;
+    let _alone = crowd_alone().await;
     within(45, "gate backs off on a slow origin", async {
         let origin = Fragile::new(CAPACITY, LATENCY_MS, false);
         let addr = origin.start().await;

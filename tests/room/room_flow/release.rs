@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::inproc::{metric, Usher};
 use common::{config, within};
 
-/// Crowd tests share the machine by cost: see [`common::heavy_crowd`].
-use common::{heavy_crowd, paced_crowd};
+/// Crowd tests share the machine by cost: see [`common::crowd_alone`].
+use common::{crowd_alone, crowd_shared};
 
 use super::crowd::*;
 use super::fragile::*;
@@ -30,7 +30,7 @@ async fn release_crowd_admits_at_the_configured_rate() {
     const CAPACITY: usize = 20;
     const VISITORS: usize = 600;
     const PER_SECOND: f64 = 60.0;
-    let _paced = paced_crowd().await;
+    let _shared = crowd_shared().await;
     within(45, "release crowd at a fixed rate", async {
         let origin = Fragile::new(CAPACITY, 20, true);
         let addr = origin.start().await;
@@ -100,7 +100,7 @@ async fn release_crowd_admits_at_the_configured_rate() {
 async fn release_crowd_closed_loop_keeps_the_origin_busy() {
     const CAPACITY: usize = 20;
     const VISITORS: usize = 2000;
-    let _heavy = heavy_crowd().await;
+    let _alone = crowd_alone().await;
     within(45, "release crowd, closed-loop gate", async {
         let origin = Fragile::new(CAPACITY, 20, true);
         let addr = origin.start().await;
