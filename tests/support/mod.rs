@@ -46,15 +46,15 @@ pub use origin::{Origin, Recorded, Reply};
 
 /// The crowd tests of a binary share the machine by what they measure.
 /// A crowd that measures how busy the gate keeps the origin
-/// ([`crowd_alone`]: the closed-loop release crowd, the gate's back-off)
-/// never runs beside another crowd: beside two timer-paced crowds the
-/// back-off test's origin fell below half busy in 4 of 7 runs. The other
-/// crowds ([`crowd_shared`]: the fixed-rate release, room_overload, the
-/// voucher and feedback floods) check rates, order and caps that a
-/// neighbour does not move, and run beside each other. Measured alone
-/// (`/usr/bin/time`, user + system CPU over wall time): closed-loop crowd
-/// 0.7 cores, back-off 0.26; feedback flood 1.1, fixed-rate release 0.19,
-/// room_overload 0.08, voucher claims 0.13.
+/// ([`crowd_alone`]: the closed-loop crowd and the gate's back-off, in
+/// `tests/gate`) never runs beside another crowd, and has a binary of its
+/// own besides: any load beside it shows as a gate that cut for nothing.
+/// The other crowds ([`crowd_shared`]: the fixed-rate release,
+/// room_overload, the voucher and feedback floods) check rates, order and
+/// caps that a neighbour does not move, and run beside each other. Measured
+/// alone (`/usr/bin/time`, user + system CPU over wall time): closed-loop
+/// crowd 0.7 cores, back-off 0.26; feedback flood 1.1, fixed-rate release
+/// 0.19, room_overload 0.08, voucher claims 0.13.
 ///
 /// Shared crowds do not queue behind a lone one that waits (a fair lock
 /// would split them into two rounds): a lone crowd waits until no crowd

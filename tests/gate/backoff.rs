@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::inproc::{metric, Usher};
 use common::{config, within};
 
-/// Crowd tests share the machine by cost: see [`common::crowd_alone`].
 use common::crowd_alone;
 
 use super::crowd::*;
