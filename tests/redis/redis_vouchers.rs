@@ -254,10 +254,14 @@ async fn two_nodes_recovering_the_same_orphans_issue_each_once() {
     assert_eq!((r1.pending, r2.pending), (40, 40), "{r1:?} {r2:?}");
     assert_eq!((r1.still_pending, r2.still_pending), (0, 0));
     assert_eq!((r1.issued, r2.issued), (40, 40), "both finished every one");
-    assert_eq!(
-        slow.calls.load(Ordering::SeqCst),
-        80,
-        "the issuer was asked twice"
+    // Both nodes listed every orphan first, so nearly every claim was raced
+    // (on a loaded machine one node may record a code before the other
+    // reaches that claim, and the other then asks no issuer: 79 calls, seen
+    // once at eight test threads); each was still issued once (below).
+    let calls = slow.calls.load(Ordering::SeqCst);
+    assert!(
+        (60..=80).contains(&calls),
+        "the issuer was asked {calls} times: the race happened on most claims, never a third time"
     );
     assert!(nodes[0]
         .ledger()
