@@ -345,7 +345,10 @@ mod tests {
             .map(|r| r.unwrap())
     }
 
-    #[tokio::test]
+    // On tokio's paused clock: time moves only when every task waits, so a
+    // busy machine (eight test threads on two cores) cannot stretch the
+    // 2 ms rest under the test's feet.
+    #[tokio::test(start_paused = true)]
     async fn parks_only_when_the_connection_rests() {
         let (ours, mut client) = tokio::io::duplex(1024);
         let (mut p, home, flight) = parkable(ours);

@@ -1,5 +1,6 @@
-//! The one support module of the integration tests, shared by every test
-//! binary (`tests/<group>/main.rs` includes it as `mod support`). Everything
+//! The one support module of the integration tests, shared by both test
+//! binaries (`tests/integration.rs` has it as `mod support`,
+//! `tests/gate/main.rs` by path). Everything
 //! listens on 127.0.0.1:0, reads its ports back, and every wait is bounded.
 //!
 //! - usher in-process: [`inproc::Usher`] (the library's `App` and `serve`).

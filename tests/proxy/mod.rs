@@ -1,9 +1,6 @@
-//! The proxy's integration tests, one binary: forwarding, protocols (h1, h2c,
+//! The proxy's integration tests: forwarding, protocols (h1, h2c,
 //! TLS), PROXY protocol, failures, streaming, responses, the access log and
 //! live reload. One module per former test file; helpers in `tests/support`.
-
-#[path = "../support/mod.rs"]
-mod support;
 
 mod access_log;
 mod failures;

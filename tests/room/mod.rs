@@ -1,11 +1,8 @@
-//! The waiting room over real sockets, one binary: the line and the gate,
+//! The waiting room over real sockets: the line and the gate,
 //! the room's HTTP answers, overload, sold out, vouchers, announcements and
 //! feedback (and their browser test, skipped without Chromium), the local
 //! store across restarts and its benchmark (ignored). One module per former
 //! test file; helpers in `tests/support`.
-
-#[path = "../support/mod.rs"]
-mod support;
 
 mod room_flow;
 mod room_http;

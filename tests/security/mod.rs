@@ -1,9 +1,6 @@
-//! The security and fault tests, one binary: request smuggling, slow and
+//! The security and fault tests: request smuggling, slow and
 //! flooding clients, line-jumping, origin and process faults. One module per
 //! former test file; helpers in `tests/support`.
-
-#[path = "../support/mod.rs"]
-mod support;
 
 mod faults;
 mod security_flood;

@@ -1,10 +1,7 @@
-//! The operator's side, one binary: the CLI, `usher check`, the admin API
+//! The operator's side: the CLI, `usher check`, the admin API
 //! (and its browser test, skipped without Chromium), monitoring rules and
 //! dashboards, systemd. One module per former test file; helpers in
 //! `tests/support`.
-
-#[path = "../support/mod.rs"]
-mod support;
 
 mod admin_api;
 mod admin_browser;

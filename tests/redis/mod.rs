@@ -1,12 +1,9 @@
-//! Redis and several nodes, one binary: the shared line, vouchers, TLS,
+//! Redis and several nodes: the shared line, vouchers, TLS,
 //! Sentinel, Cluster, durability, clock skew, failover, and three real usher
 //! processes sharing one Redis (metrics, talk). Each test starts its own
 //! redis-server(s) on ports the kernel picks, and says so and passes when
 //! redis-server is not installed (outside CI). One module per former test
 //! file; helpers in `tests/support`.
-
-#[path = "../support/mod.rs"]
-mod support;
 
 mod monitoring_nodes;
 mod redis_clock;
