@@ -191,9 +191,9 @@ async fn serve(
         }
         Routed::Room { room, claim_route } => (room, claim_route),
     };
-    let (req, admitted) = next!(room::admit(ctx, room, req).await);
+    let (req, mut admitted) = next!(room::admit(ctx, room, req).await);
     let req = if claim_route {
-        next!(vouchers::at_claim_route(ctx, req, &admitted).await)
+        next!(vouchers::at_claim_route(ctx, req, &mut admitted).await)
     } else {
         req
     };

@@ -176,12 +176,14 @@ pub async fn endpoint(
 pub(super) async fn at_claim_route(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
-    admitted: &Admitted,
+    admitted: &mut Admitted,
 ) -> Phase<Request<Incoming>> {
     Ok(match intercept(ctx, req, admitted.pass_id).await? {
         Ok(req) => Step::Next(req),
         Err(mut answer) => {
-            super::room::append_cookies(&mut answer, admitted.cookies.clone());
+            // answered here: the cookies go with this answer, not the origin's
+            let cookies = std::mem::take(&mut admitted.cookies);
+            super::room::append_cookies(&mut answer, cookies);
             Step::Answer(answer, Outcome::Usher)
         }
     })

@@ -7,10 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::inproc::{metric, Usher};
-use common::{config, within};
-
-use common::crowd_alone;
+use common::inproc::metric;
+use common::{crowd_alone, within};
 
 use super::crowd::*;
 use super::fragile::*;
@@ -28,13 +26,8 @@ async fn gate_backs_off_when_the_origin_slows_down() {
     within(45, "gate backs off on a slow origin", async {
         let origin = Fragile::new(CAPACITY, LATENCY_MS, false);
         let addr = origin.start().await;
-        let usher = Usher::start(&config(
-            addr,
-            "max_connections_per_ip = 0",
-            &format!("max_in_flight = {CAPACITY}"),
-            &format!("[room]\nrefresh = \"2s\"\nsession_duration = \"30s\"\n{NO_ADDRESS_LIMITS}"),
-        ))
-        .await;
+        let room = "refresh = \"2s\"\nsession_duration = \"30s\"";
+        let usher = usher_before(addr, CAPACITY, room).await;
         let gate = &room_status(&usher).await["gate"];
         assert_eq!(gate["mode"], "closed-loop", "{gate}");
         let (tracer, trace) = trace_gate(usher.admin.expect("admin listener"));

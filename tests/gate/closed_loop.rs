@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::inproc::Usher;
-use common::{config, crowd_alone, within};
+use common::{crowd_alone, within};
 
 use super::crowd::*;
 use super::fragile::*;
@@ -29,13 +28,7 @@ async fn release_crowd_closed_loop_keeps_the_origin_busy() {
     within(45, "release crowd, closed-loop gate", async {
         let origin = Fragile::new(CAPACITY, 20, true);
         let addr = origin.start().await;
-        let usher = Usher::start(&config(
-            addr,
-            "max_connections_per_ip = 0",
-            &format!("max_in_flight = {CAPACITY}"),
-            &format!("[room]\nrefresh = \"2s\"\n{NO_ADDRESS_LIMITS}"),
-        ))
-        .await;
+        let usher = usher_before(addr, CAPACITY, "refresh = \"2s\"").await;
         let (tracer, trace) = trace_gate(usher.admin.expect("admin listener"));
         let seen = Arc::new(Seen::default());
         let t = Instant::now();

@@ -194,6 +194,19 @@ pub(super) const NO_ADDRESS_LIMITS: &str = "[room.limits]\n\
     requests_per_second_per_ip = 0\n\
     requests_per_second_per_pass = 0\n";
 
+/// An in-process usher in front of a crowd test's origin at `origin`: no
+/// per-connection or per-address limits (the crowd is one address),
+/// `max_in_flight` = the origin's `slots`, and `room`'s lines under `[room]`.
+pub(super) async fn usher_before(origin: SocketAddr, slots: usize, room: &str) -> Usher {
+    Usher::start(&common::config(
+        origin,
+        "max_connections_per_ip = 0",
+        &format!("max_in_flight = {slots}"),
+        &format!("[room]\n{room}\n{NO_ADDRESS_LIMITS}"),
+    ))
+    .await
+}
+
 /// Admissions per second from `from` to `to` seconds after the first one.
 pub(super) fn rate_between(admitted: &[Duration], from: f64, to: f64) -> f64 {
     let Some(first) = admitted.first() else {

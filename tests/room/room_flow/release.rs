@@ -7,11 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::inproc::{metric, Usher};
-use common::{config, within};
-
-/// Crowd tests share the machine by cost: see [`common::crowd_shared`].
-use common::crowd_shared;
+use common::inproc::metric;
+use common::{crowd_shared, within};
 
 use super::crowd::*;
 use super::fragile::*;
@@ -34,17 +31,12 @@ async fn release_crowd_admits_at_the_configured_rate() {
     within(45, "release crowd at a fixed rate", async {
         let origin = Fragile::new(CAPACITY, 20, true);
         let addr = origin.start().await;
-        let usher = Usher::start(&config(
-            addr,
-            "max_connections_per_ip = 0",
-            &format!("max_in_flight = {CAPACITY}"),
-            &format!(
-                "[room]\nnew_users_per_minute = {}\nburst = 5\nmax_active_users = {CAPACITY}\n\
-                 tick = \"50ms\"\nrefresh = \"2s\"\n{NO_ADDRESS_LIMITS}",
-                (PER_SECOND * 60.0) as u32
-            ),
-        ))
-        .await;
+        let room = format!(
+            "new_users_per_minute = {}\nburst = 5\nmax_active_users = {CAPACITY}\n\
+             tick = \"50ms\"\nrefresh = \"2s\"",
+            (PER_SECOND * 60.0) as u32
+        );
+        let usher = usher_before(addr, CAPACITY, &room).await;
         let seen = Arc::new(Seen::default());
         let t = Instant::now();
         // 600 at 60/s: 10 s; stop waiting at 20 s (at a third of the rate
