@@ -12,6 +12,8 @@
 //! - `i18n`: Korean and English texts, `Accept-Language` negotiation
 //!   (`i18n_talk`: the announcement, feedback and event page texts).
 //! - `page`: template compile and render.
+//! - `asset`: the page's stylesheet and script, served as files named by
+//!   their content (cached by browsers for a year).
 //! - `fmt`: escaping and number/time writers shared by page and JSON.
 //! - `json`: the status JSON.
 //! - `memo`: the escaped announcement and message, remembered per thread.
@@ -21,6 +23,7 @@
 //! - `feedback_form`: the report-a-problem form (holding and error pages).
 //! - `assets/`: the default template, its CSS and the polling script.
 
+mod asset;
 mod error;
 mod event;
 mod feedback_form;
@@ -36,6 +39,7 @@ mod tests;
 mod tests_talk;
 mod voucher;
 
+pub use asset::{find_asset, Asset, ASSETS_PREFIX};
 pub use error::{error_page, error_page_for};
 pub use event::{event_json, event_page, feedback_page, EventView};
 pub use i18n::{negotiate, Lang};

@@ -1,8 +1,10 @@
 //! Holding page templates: compiled once into static segments and slots,
 //! rendered per request by concatenation.
 //!
-//! Placeholders are `{{name}}`. Language texts, the CSS and the script are
-//! folded into the static segments at compile time; only the per-visitor
+//! Placeholders are `{{name}}`. Language texts are folded into the static
+//! segments at compile time; the script (`{{script}}`) and the stylesheet
+//! (`{{stylesheet}}`) are links to files served by usher and cached by the
+//! browser (`{{style}}` still inlines the CSS); only the per-visitor
 //! values (position, wait, progress, state, message, times) are slots. An
 //! unknown placeholder is a compile error naming it, so a broken operator
 //! template is refused at config load and the last good one stays in use.
@@ -20,6 +22,7 @@
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::asset;
 use super::fmt::{self, MAX_NUMBER_LEN};
 use super::i18n::{Lang, Strings};
 use super::{sanitize_return_to, RoomState, StatusView};
@@ -29,7 +32,7 @@ const DEFAULT_TEMPLATE: &str = include_str!("assets/holding.html");
 /// Shared by the holding and error pages (`{{style}}`).
 pub(crate) const STYLE: &str = include_str!("assets/holding.css");
 /// The polling script; `__USHER_L10N__` becomes the language's texts.
-const SCRIPT: &str = include_str!("assets/holding.js");
+pub(crate) const SCRIPT: &str = include_str!("assets/holding.js");
 /// What `{{script}}` expands to before the script itself: the values the
 /// script needs, as attributes (read through `dataset`, so HTML escaping is
 /// the only escaping they need and no visitor value enters script source).
@@ -111,6 +114,7 @@ enum Placeholder {
     Text(fn(&Strings) -> &'static str),
     LangSwitch,
     Style,
+    Stylesheet,
     Script,
 }
 
@@ -183,6 +187,7 @@ const TABLE: &[(&str, Placeholder)] = &[
     ),
     ("lang_switch", Placeholder::LangSwitch),
     ("style", Placeholder::Style),
+    ("stylesheet", Placeholder::Stylesheet),
     ("script", Placeholder::Script),
 ];
 
@@ -263,6 +268,11 @@ impl Builder {
                 Some(Placeholder::Text(text)) => self.text(text(strings)),
                 Some(Placeholder::LangSwitch) => self.lang_switch(lang),
                 Some(Placeholder::Style) => self.text(STYLE),
+                Some(Placeholder::Stylesheet) => {
+                    self.text("<link rel=\"stylesheet\" href=\"");
+                    self.text(&asset::stylesheet().path);
+                    self.text("\">");
+                }
                 Some(Placeholder::Script) => {
                     saw_script = true;
                     self.script(lang)?;
@@ -299,14 +309,11 @@ impl Builder {
 
     fn script(&mut self, lang: Lang) -> Result<(), TemplateError> {
         self.template(SCRIPT_DATA, lang)?;
-        // The texts are ours, but escape `</` anyway so no string can ever
-        // close the script element early.
-        let l10n = serde_json::to_string(lang.strings())
-            .unwrap_or_else(|_| String::from("{}"))
-            .replace("</", "<\\/");
-        self.text("<script>");
-        self.text(&SCRIPT.replace("__USHER_L10N__", &l10n));
-        self.text("</script>");
+        // A file of its own (see [`asset`]): fetched once per browser,
+        // not with every page.
+        self.text("<script src=\"");
+        self.text(&asset::script(lang).path);
+        self.text("\" defer></script>");
         Ok(())
     }
 

@@ -119,6 +119,50 @@ pub(super) async fn admit(
     Ok(Step::Next((req, admitted)))
 }
 
+/// `/__usher/assets/...`: the holding page's stylesheet and script. Alike
+/// for everyone, so nothing of the visitor is read; a name with another
+/// version's hash gets this version's file, uncached.
+pub(super) fn asset(req: &Request<Incoming>) -> Result<(Response<Body>, Outcome), HttpError> {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return Err(HttpError::MethodNotAllowed);
+    }
+    let (file, current) = holding::find_asset(req.uri().path()).ok_or(HttpError::NotFound)?;
+    let etag = HeaderValue::from_str(&file.etag).map_err(|_| HttpError::NotFound)?;
+    let unchanged = current
+        && req
+            .headers()
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == file.etag || t.trim() == "*");
+    let mut resp = if unchanged {
+        let mut r = Response::new(crate::empty_body());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(full_body(file.body.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(file.content_type),
+        );
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if current {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-store"
+        }),
+    );
+    if current {
+        h.insert(header::ETAG, etag);
+    }
+    Ok((resp, Outcome::Usher))
+}
+
 /// `/__usher/status`: the same decision, answered as JSON (a long poll
 /// with `?wait=1`).
 pub(super) async fn status(

@@ -90,6 +90,7 @@ pub(super) struct Answer {
     pub(super) cookies: Vec<String>,
     pub(super) body: String,
     pub(super) retry_after: Option<String>,
+    pub(super) headers: http::HeaderMap,
 }
 
 impl Usher {
@@ -116,6 +117,7 @@ impl Usher {
             retry_after: h
                 .get(header::RETRY_AFTER)
                 .map(|v| v.to_str().unwrap().into()),
+            headers: h,
         }
     }
 

@@ -222,3 +222,75 @@ async fn language_switch_and_negotiation() {
     assert!(again.body.contains("lang=\"en\""));
     u.stop().await;
 }
+
+/// The value of attribute `attr` on the first element that has it.
+fn attr_value<'a>(page: &'a str, attr: &str) -> &'a str {
+    let at = page.find(&format!("{attr}=\"")).expect(attr) + attr.len() + 2;
+    page[at..].split('"').next().expect("closing quote")
+}
+
+#[tokio::test]
+async fn the_pages_script_and_stylesheet_are_files_cached_alike_for_everyone() {
+    let u = start(&format!("mode = \"paused\"\n{HIGH_LIMITS}")).await;
+    let held = u.get("/movies/1", None).await;
+    assert_eq!(held.state.as_deref(), Some("paused"));
+    let script = attr_value(&held.body, "src").to_owned();
+    let style = held
+        .body
+        .split("<link rel=\"stylesheet\" ")
+        .nth(1)
+        .map(|rest| attr_value(rest, "href").to_owned())
+        .expect("a stylesheet link");
+    assert!(script.starts_with("/__usher/assets/holding.ko.") && script.ends_with(".js"));
+    assert!(style.starts_with("/__usher/assets/holding.") && style.ends_with(".css"));
+    // The page is light: the files are fetched once per browser.
+    assert!(held.body.len() < 4096, "{} bytes", held.body.len());
+
+    for (path, ctype, inside) in [
+        (&script, "text/javascript; charset=utf-8", "/__usher/status"),
+        (&style, "text/css; charset=utf-8", "box-sizing"),
+    ] {
+        let a = u.get(path, None).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert!(a.body.contains(inside), "{path}");
+        assert_eq!(a.headers[header::CONTENT_TYPE], ctype);
+        assert_eq!(
+            a.headers[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+        // Alike for everyone: no ticket, no cookie, no room state.
+        assert!(a.cookies.is_empty() && a.state.is_none(), "{path}");
+        let etag = a.headers[header::ETAG].to_str().unwrap().to_owned();
+        assert!(path.contains(etag.trim_matches('"')), "{path} {etag}");
+        // A browser that has it is told so, with no body.
+        let r = Request::get(format!("http://{}{path}", u.addr))
+            .header(header::IF_NONE_MATCH, format!("W/\"x\", {etag}"));
+        let again = u.send(r, "").await;
+        assert_eq!((again.status, again.body.as_str()), (304, ""), "{path}");
+        // A page from a node of another version: this file, never cached.
+        let hash = etag.trim_matches('"');
+        let other = u.get(&path.replace(hash, "0123456789ab"), None).await;
+        assert_eq!((other.status, other.body.as_str()), (200, a.body.as_str()));
+        assert_eq!(other.headers[header::CACHE_CONTROL], "no-store");
+        assert!(!other.headers.contains_key(header::ETAG));
+        let post = Request::post(format!("http://{}{path}", u.addr));
+        assert_eq!(u.send(post, "").await.status, 405, "{path}");
+    }
+    let english = u.get("/movies/1?usher_lang=en", None).await;
+    let en = attr_value(&english.body, "src");
+    assert!(en.starts_with("/__usher/assets/holding.en.") && en != script);
+    assert!(u.get(en, None).await.body.contains("Preparing your place"));
+    for missing in [
+        "/__usher/assets/holding.css",
+        "/__usher/assets/holding.fr.0123.js",
+        "/__usher/assets/other.js",
+    ] {
+        assert_eq!(u.get(missing, None).await.status, 404, "{missing}");
+    }
+    assert_eq!(
+        u.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the origin"
+    );
+    u.stop().await;
+}
