@@ -372,8 +372,9 @@ where
     let home = Home::new();
     let idle = cfg.server.header_read_timeout;
     let mut head_timeout = idle;
+    let mut rest = park::REST;
     loop {
-        let io_ = TokioIo::new(Parkable::new(io, home.clone(), flight.clone()));
+        let io_ = TokioIo::new(Parkable::new(io, home.clone(), flight.clone(), rest));
         // Boxed: while parked, the task keeps none of hyper's state.
         let mut conn = Box::pin(
             h1_builder(cfg, head_timeout)
@@ -414,9 +415,11 @@ where
             }
         }
         // The idle wait and the next head share one timeout, as in hyper.
+        let parked_for = parked.elapsed();
         head_timeout = idle
-            .saturating_sub(parked.elapsed())
+            .saturating_sub(parked_for)
             .max(Duration::from_millis(1));
+        rest = park::rest_after(parked_for);
     }
 }
 

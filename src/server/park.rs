@@ -24,7 +24,9 @@
 //! fetching a page's parts) would build a new hyper connection per request,
 //! more work than the request itself. Why not much later: every connection
 //! of a burst would hold hyper's buffers at once, and the allocator keeps
-//! that peak. A short rest costs one timer reset per request.
+//! that peak. A short rest costs one timer reset per request. A client
+//! that comes back within [`BUSY_REST`] of its connection parking is busy,
+//! and its next hyper connection rests that long instead.
 
 use std::future::Future;
 use std::io;
@@ -138,6 +140,26 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
 /// allocator keeps the peak), 2 ms did not.
 pub const REST: Duration = Duration::from_millis(2);
 
+/// How long a *busy* connection rests before it parks: one whose client
+/// came back within this time of its last parking. Such a client sends
+/// its requests a few milliseconds apart (a load generator with hundreds
+/// of connections, a browser fetching a page's parts, an app's burst),
+/// and parking it after every answer built a new hyper connection per
+/// request: at 256 connections, each 3 ms apart, every request. A phone
+/// polling every few seconds is never busy; neither is a connection that
+/// served one request, so idle memory is unchanged.
+pub const BUSY_REST: Duration = Duration::from_millis(25);
+
+/// The rest of the next hyper connection, from how long the connection
+/// stayed parked (see [`BUSY_REST`]).
+pub fn rest_after(parked_for: Duration) -> Duration {
+    if parked_for < BUSY_REST {
+        BUSY_REST
+    } else {
+        REST
+    }
+}
+
 /// Where a parked connection's IO goes when hyper lets go of it.
 pub struct Home<S>(Mutex<Option<Guarded<S>>>);
 
@@ -167,11 +189,14 @@ pub struct Parkable<S> {
     rest: Option<Pin<Box<Sleep>>>,
     /// Whether `rest` is armed for the current rest.
     resting: bool,
+    /// How long a rest lasts ([`REST`] or [`BUSY_REST`]).
+    rest_for: Duration,
 }
 
 impl<S: Unpin> Parkable<S> {
-    /// Wraps `io` for one hyper connection.
-    pub fn new(io: Guarded<S>, home: Arc<Home<S>>, flight: Flight) -> Self {
+    /// Wraps `io` for one hyper connection that parks after resting
+    /// `rest_for`.
+    pub fn new(io: Guarded<S>, home: Arc<Home<S>>, flight: Flight, rest_for: Duration) -> Self {
         Parkable {
             io: Some(io),
             home,
@@ -180,6 +205,7 @@ impl<S: Unpin> Parkable<S> {
             parked: false,
             rest: None,
             resting: false,
+            rest_for,
         }
     }
 
@@ -192,17 +218,19 @@ impl<S: Unpin> Parkable<S> {
         polled
     }
 
-    /// Whether the connection, at rest now, has rested for [`REST`]. The
+    /// Whether the connection, at rest now, has rested for `rest_for`. The
     /// first call of a rest arms the timer; its firing wakes hyper to read
     /// again, and then this answers true.
     fn rested(&mut self, cx: &mut Context<'_>) -> bool {
         let timer = match &mut self.rest {
             Some(t) if self.resting => t,
             Some(t) => {
-                t.as_mut().reset(Instant::now() + REST);
+                t.as_mut().reset(Instant::now() + self.rest_for);
                 t
             }
-            None => self.rest.insert(Box::pin(tokio::time::sleep(REST))),
+            None => self
+                .rest
+                .insert(Box::pin(tokio::time::sleep(self.rest_for))),
         };
         self.resting = true;
         timer.as_mut().poll(cx).is_ready()
@@ -325,12 +353,15 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-    fn parkable(io: DuplexStream) -> (Parkable<DuplexStream>, Arc<Home<DuplexStream>>, Flight) {
+    fn parkable(
+        io: DuplexStream,
+        rest_for: Duration,
+    ) -> (Parkable<DuplexStream>, Arc<Home<DuplexStream>>, Flight) {
         let (guarded, _handle) =
             H1Guard::new(SendTimeout::new(io, Duration::ZERO), GuardLimits::default());
         let (home, flight) = (Home::new(), Flight::default());
         (
-            Parkable::new(guarded, home.clone(), flight.clone()),
+            Parkable::new(guarded, home.clone(), flight.clone(), rest_for),
             home,
             flight,
         )
@@ -351,7 +382,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn parks_only_when_the_connection_rests() {
         let (ours, mut client) = tokio::io::duplex(1024);
-        let (mut p, home, flight) = parkable(ours);
+        let (mut p, home, flight) = parkable(ours, REST);
         client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
         assert_eq!(read_now(&mut p).await, Some(18));
         // Mid-head: waits for the rest.
@@ -401,7 +432,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_never_rested_is_shut_down() {
         let (ours, mut client) = tokio::io::duplex(1024);
-        let (mut p, home, _flight) = parkable(ours);
+        let (mut p, home, _flight) = parkable(ours, REST);
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         assert_eq!(read_now(&mut p).await, Some(16));
         p.shutdown().await.unwrap();
@@ -409,5 +440,33 @@ mod tests {
         assert!(home.take().is_none());
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed");
+    }
+
+    /// A client that came back soon after its connection parked is busy:
+    /// its next hyper connection rests [`BUSY_REST`] before parking.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_rests_longer_before_it_parks() {
+        assert_eq!(rest_after(Duration::from_micros(300)), BUSY_REST);
+        assert_eq!(rest_after(BUSY_REST - Duration::from_millis(1)), BUSY_REST);
+        assert_eq!(rest_after(BUSY_REST), REST);
+        assert_eq!(rest_after(Duration::from_secs(5)), REST);
+        let (ours, mut client) = tokio::io::duplex(1024);
+        let (mut p, home, _flight) = parkable(ours, BUSY_REST);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(read_now(&mut p).await, Some(18));
+        // Past the short rest: still in hyper.
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(REST * 4, p.read(&mut buf)).await;
+        assert!(early.is_err(), "parked before BUSY_REST: {early:?}");
+        let rest = Instant::now();
+        assert_eq!(read_now(&mut p).await, Some(0));
+        assert!(
+            rest.elapsed() + REST * 4 >= BUSY_REST,
+            "parked after {:?}",
+            rest.elapsed()
+        );
+        drop(p);
+        assert!(home.take().is_some(), "parked, the IO came home");
+        drop(client);
     }
 }
