@@ -94,9 +94,9 @@ fn assets() -> &'static Assets {
 }
 
 /// The polling script with `lang`'s texts in it.
-pub(crate) fn script_source(lang: Lang) -> String {
-    // The texts are ours, but escape `</` anyway: an operator template may
-    // still inline the script, and no string may close it early there.
+fn script_source(lang: Lang) -> String {
+    // The texts are ours. `</` is escaped all the same, so the source stays
+    // safe inside a `<script>` element (where it lived before it was a file).
     let l10n = serde_json::to_string(lang.strings())
         .unwrap_or_else(|_| String::from("{}"))
         .replace("</", "<\\/");

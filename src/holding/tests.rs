@@ -349,7 +349,7 @@ fn script_and_stylesheet_are_files_named_by_their_content() {
         assert_eq!(name, format!("holding.{}.{hash}.js", lang.as_str()));
         assert!(hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
         let script = std::str::from_utf8(&file.body).expect("UTF-8");
-        // An operator template may still inline it: no `</` may close it.
+        // Still safe inside a `<script>` element: no `</` may close it.
         assert!(!script.contains("</"), "script must not contain `</`");
         assert!(!script.contains("__USHER_L10N__"));
         assert!(script.contains("Accept:\"application/json\""));

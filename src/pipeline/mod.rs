@@ -273,6 +273,7 @@ async fn route<'c>(
 fn answered<T>(answer: Result<(Response<Body>, Outcome), HttpError>) -> Phase<T> {
     answer.map(|(resp, outcome)| Step::Answer(resp, outcome))
 }
+
 #[cfg(test)]
 mod tests {
     /// The size of the future `f` returns, without calling it.

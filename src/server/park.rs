@@ -147,7 +147,7 @@ pub const REST: Duration = Duration::from_millis(2);
 /// and parking it after every answer built a new hyper connection per
 /// request: at 256 connections, each 3 ms apart, every request. A phone
 /// polling every few seconds is never busy; neither is a connection that
-/// served one request, so idle memory is unchanged.
+/// served one request, so idle connections still park after [`REST`].
 pub const BUSY_REST: Duration = Duration::from_millis(25);
 
 /// The rest of the next hyper connection, from how long the connection
