@@ -14,6 +14,7 @@ use crate::config::room::RoomConfig;
 use crate::holding::{self, Lang, RoomState, StatusView};
 use crate::metrics::Outcome;
 use crate::paths;
+use crate::proxy::headers;
 use crate::tokens::cookie::{get_cookie, strip_cookies, SetCookie};
 use crate::{full_body, Body};
 
@@ -127,15 +128,9 @@ pub(super) fn asset(req: &Request<Incoming>) -> Result<(Response<Body>, Outcome)
         return Err(HttpError::MethodNotAllowed);
     }
     let (file, current) = holding::find_asset(req.uri().path()).ok_or(HttpError::NotFound)?;
-    let etag = HeaderValue::from_str(&file.etag).map_err(|_| HttpError::NotFound)?;
     let unchanged = current
-        && req
-            .headers()
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim() == file.etag || t.trim() == "*");
+        && headers::list_items(req.headers(), header::IF_NONE_MATCH)
+            .any(|t| t == file.etag || t == "*");
     let mut resp = if unchanged {
         let mut r = Response::new(crate::empty_body());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -158,7 +153,8 @@ pub(super) fn asset(req: &Request<Incoming>) -> Result<(Response<Body>, Outcome)
         }),
     );
     if current {
-        h.insert(header::ETAG, etag);
+        // Made once per process: hex digits in quotes.
+        h.insert(header::ETAG, HeaderValue::from_static(file.etag.as_str()));
     }
     Ok((resp, Outcome::Usher))
 }

@@ -27,6 +27,21 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `X-Forwarded-Host`
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The items of a comma-separated list field (`Connection`, `TE`,
+/// `If-None-Match`, ...) over all its lines, trimmed; lines that are not
+/// text are skipped.
+pub fn list_items<'h>(
+    headers: &'h HeaderMap,
+    name: HeaderName,
+) -> impl Iterator<Item = &'h str> + 'h {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// Removes hop-by-hop fields and every field named in `Connection`.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (for a
 /// tunnelled upgrade, which must reach the origin to be agreed).
@@ -45,16 +60,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
         .iter()
         .cloned()
         .collect();
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+    let trailers = list_items(headers, header::TE).any(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    });
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();

@@ -87,13 +87,8 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 fn wants_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && headers::list_items(req.headers(), header::CONNECTION)
+            .any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Sends `req` to the origin and returns its response.

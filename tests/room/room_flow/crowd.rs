@@ -46,6 +46,16 @@ impl Seen {
         )
     }
 
+    /// No visitor saw a 5xx, a 429, another odd status or a broken
+    /// connection.
+    pub(super) fn assert_no_errors(&self) {
+        assert_eq!(
+            self.errors(),
+            (0, 0, 0, 0),
+            "visitors saw (5xx, 429, other statuses, broken connections)"
+        );
+    }
+
     pub(super) fn admitted(&self) -> Vec<Duration> {
         let mut a = self.admitted.lock().unwrap().clone();
         a.sort();
