@@ -16,6 +16,48 @@ use usher::notify::Notifier;
 use usher::server::{self, activation, Listeners};
 use usher::startup::Loaded;
 
+/// The process's allocator: mimalloc. glibc's malloc was 11% of the CPU
+/// samples of forwarding (hyper's header maps, the request's future, the
+/// origin connection's buffers: blocks past its per-thread cache go to its
+/// shared bins); with mimalloc a forwarded request takes 10% fewer
+/// instructions. docs/BENCHMARKS.md has the figures, for requests and for
+/// idle connections.
+mod allocator {
+    #[global_allocator]
+    static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+    /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (the crate
+    /// names only the options older versions had; a test checks this one
+    /// by its default).
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+    /// Memory freed by a connection going idle goes back to the system 50 ms
+    /// later, not mimalloc's 1 s: a crowd that connects and then waits
+    /// leaves nothing behind to purge it, and 10,000 idle connections held
+    /// 4.9-6.1 KB each instead of 3.6 KB.
+    pub fn tune() {
+        // SAFETY: sets a plain integer option, before any other thread runs.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 50) };
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_purge_delay_option_is_the_one_named() {
+            // mimalloc 3's default purge delay is 1000 ms; another option
+            // at this index would have another default.
+            // SAFETY: reads an integer option.
+            let delay = unsafe { libmimalloc_sys::mi_option_get(super::PURGE_DELAY) };
+            assert_eq!(delay, 1000);
+            super::tune();
+            assert_eq!(
+                unsafe { libmimalloc_sys::mi_option_get(super::PURGE_DELAY) },
+                50
+            );
+        }
+    }
+}
+
 /// sysexits.h EX_CONFIG: what systemd and ops scripts expect for a bad config.
 const EX_CONFIG: u8 = 78;
 /// sysexits.h EX_UNAVAILABLE: `usher ctl` could not reach the admin listener.
@@ -162,6 +204,7 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match load(config.as_ref()) {
