@@ -21,10 +21,18 @@ for _ in $(seq 1 100); do curl -s -o /dev/null "$url" && break; sleep 0.3; done
 pid=$(pgrep -f -n "callgrind.*$conf") || pid=$vg
 taskset -c 1 wrk -t1 -c64 -d2s "$url" >/dev/null
 callgrind_control -z "$pid" >/dev/null 2>&1
-n=$(taskset -c 1 wrk -t1 -c64 -d8s "$url" | awk '/requests in/{print $1}')
+run=$(taskset -c 1 wrk -t1 -c64 -d8s "$url")
+n=$(awk '/requests in/{print $1}' <<<"$run")
+# An error answer (say, the origin down) costs other instructions: count
+# only runs where every answer was 2xx or 3xx.
+if grep -q 'Non-2xx' <<<"$run"; then
+  echo "refusing the count: $(grep 'Non-2xx' <<<"$run" | xargs) of $n (is the origin up?)" >&2
+  bad=1
+fi
 callgrind_control -d "$pid" >/dev/null 2>&1
 sleep 1
 kill "$pid" 2>/dev/null; wait "$vg" 2>/dev/null || true
 f=$(ls "$out"/cg.*.1 | head -1)
 ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
+[ -z "${bad:-}" ] || exit 1
 echo "$(basename "$bin") $(basename "$conf") requests=$n instructions=$ir per_request=$((ir / n))"
