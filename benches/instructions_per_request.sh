@@ -3,7 +3,7 @@
 # server executes per request, counted by valgrind's callgrind: the one
 # figure here the shared machine's noise does not move. Runs BIN with
 # CONFIG under callgrind on CPU 0, warms it with wrk (2 s, CPU 1), zeroes
-# the counters, counts over an 8 s wrk run at 64 connections, and divides
+# the counters, counts over an 8 s wrk run at C connections (64), and divides
 # by the requests wrk made. Loopback only. Needs valgrind (apt-get install
 # valgrind). Start the harness's origin first when CONFIG forwards.
 #   benches/instructions_per_request.sh target/release/usher benches/forward.toml 18100
@@ -19,9 +19,9 @@ trap 'rm -rf "$out"' EXIT
 vg=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "$url" && break; sleep 0.3; done
 pid=$(pgrep -f -n "callgrind.*$conf") || pid=$vg
-taskset -c 1 wrk -t1 -c64 -d2s "$url" >/dev/null
+taskset -c 1 wrk -t1 -c"${C:-64}" -d2s "$url" >/dev/null
 callgrind_control -z "$pid" >/dev/null 2>&1
-run=$(taskset -c 1 wrk -t1 -c64 -d8s "$url")
+run=$(taskset -c 1 wrk -t1 -c"${C:-64}" -d8s "$url")
 n=$(awk '/requests in/{print $1}' <<<"$run")
 # An error answer (say, the origin down) costs other instructions: count
 # only runs where every answer was 2xx or 3xx.

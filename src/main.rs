@@ -24,6 +24,7 @@ use usher::startup::Loaded;
 /// idle connections.
 mod allocator {
     use std::alloc::{GlobalAlloc, Layout};
+    use std::ffi::c_void;
 
     use libmimalloc_sys as mi;
 
@@ -41,6 +42,23 @@ mod allocator {
     /// 6.6% of its instructions with the call around them.
     struct MiMalloc;
 
+    type Plain = unsafe extern "C" fn(usize) -> *mut c_void;
+    type Aligned = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+
+    /// A new block for `layout`: from `plain` when mimalloc's own alignment
+    /// is enough, else from `aligned`.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`]: `layout` has a non-zero size.
+    #[inline]
+    unsafe fn fresh(layout: Layout, plain: Plain, aligned: Aligned) -> *mut u8 {
+        if layout.align() <= PLAIN_ALIGN {
+            plain(layout.size()).cast()
+        } else {
+            aligned(layout.size(), layout.align()).cast()
+        }
+    }
+
     // SAFETY: every block comes from mimalloc with at least the layout's
     // size and alignment (`PLAIN_ALIGN` above, or asked for), and only
     // blocks it returned go back to it, through `mi_free` or its realloc of
@@ -48,20 +66,12 @@ mod allocator {
     unsafe impl GlobalAlloc for MiMalloc {
         #[inline]
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if layout.align() <= PLAIN_ALIGN {
-                mi::mi_malloc(layout.size()).cast()
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
+            fresh(layout, mi::mi_malloc, mi::mi_malloc_aligned)
         }
 
         #[inline]
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            if layout.align() <= PLAIN_ALIGN {
-                mi::mi_zalloc(layout.size()).cast()
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
+            fresh(layout, mi::mi_zalloc, mi::mi_zalloc_aligned)
         }
 
         #[inline]
