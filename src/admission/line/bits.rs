@@ -228,11 +228,23 @@ impl Bits {
             let from: u64 = self.blocks.range(block..).map(|&c| u64::from(c)).sum();
             self.waiting - from
         };
-        for j in block * BLOCK_WORDS..i {
-            n += u64::from(self.lw(j).count_ones());
-        }
+        // Within the block, from its nearer end too: a newcomer's word is
+        // the last one, so nothing after it is counted.
+        let start = block * BLOCK_WORDS;
+        let end = (start + BLOCK_WORDS).min(self.cur.len());
         let below = (1u64 << (rank % 64)) - 1;
-        n + u64::from((self.lw(i) & below).count_ones())
+        if i - start <= end - 1 - i {
+            for j in start..i {
+                n += u64::from(self.lw(j).count_ones());
+            }
+            n + u64::from((self.lw(i) & below).count_ones())
+        } else {
+            let mut from = u64::from((self.lw(i) & !below).count_ones());
+            for j in i + 1..end {
+                from += u64::from(self.lw(j).count_ones());
+            }
+            n + u64::from(self.blocks[block]) - from
+        }
     }
 
     /// The `k`-th (0-based, in rank order) live waiting rank.
