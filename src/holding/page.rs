@@ -19,6 +19,8 @@
 //! `u-cdv` (countdown), `u-fbf`/`u-fbr` (the feedback form and its
 //! result line). `{{script}}` brings its own data element.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -26,6 +28,8 @@ use super::asset;
 use super::fmt::{self, MAX_NUMBER_LEN};
 use super::i18n::{Lang, Strings};
 use super::{sanitize_return_to, RoomState, StatusView};
+
+mod moment;
 
 /// The built-in template.
 const DEFAULT_TEMPLATE: &str = include_str!("assets/holding.html");
@@ -353,7 +357,13 @@ fn compile(template: &str, lang: Lang) -> Result<Compiled, TemplateError> {
 #[derive(Debug)]
 pub struct HoldingPages {
     compiled: [Compiled; 2],
+    /// This set's own number: the pages a thread keeps prerendered for a
+    /// moment ([`moment`]) belong to one set, never to a reloaded one.
+    id: u64,
 }
+
+/// The number of the next [`HoldingPages`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl HoldingPages {
     /// Compiles `template_override` (the operator's template file's text) or
@@ -362,6 +372,7 @@ impl HoldingPages {
         let template = template_override.unwrap_or(DEFAULT_TEMPLATE);
         Ok(HoldingPages {
             compiled: [compile(template, Lang::Ko)?, compile(template, Lang::En)?],
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -371,6 +382,16 @@ impl HoldingPages {
     }
 
     pub(crate) fn render_vec(&self, lang: Lang, view: &StatusView) -> Vec<u8> {
+        let values = Values::new(lang.strings(), view);
+        moment::render(&self.compiled[lang as usize], self.id, lang, &values)
+    }
+
+    /// The page rendered part by part, nothing kept: what [`render`]
+    /// must always equal.
+    ///
+    /// [`render`]: HoldingPages::render
+    #[cfg(test)]
+    pub(crate) fn render_fresh(&self, lang: Lang, view: &StatusView) -> Vec<u8> {
         let compiled = &self.compiled[lang as usize];
         let values = Values::new(lang.strings(), view);
         let mut out = Vec::with_capacity(compiled.capacity(&values));
@@ -382,11 +403,13 @@ impl HoldingPages {
         }
         out
     }
+
     /// The buffer size a render starts with; the tests check that no
     /// render outgrows it (one allocation per page).
     #[cfg(test)]
     pub(crate) fn capacity(&self, lang: Lang, view: &StatusView) -> usize {
-        self.compiled[lang as usize].capacity(&Values::new(lang.strings(), view))
+        let values = Values::new(lang.strings(), view);
+        moment::capacity(&self.compiled[lang as usize], self.id, lang, &values)
     }
 }
 
