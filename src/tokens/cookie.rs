@@ -29,8 +29,33 @@ pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 
 /// The value of the first cookie called `name` (case-sensitive), if any.
 /// `name=` gives `Some("")`.
+///
+/// What [`cookies`] reads, searched without trimming and unquoting every
+/// pair on the way: only a piece whose name matches is read whole. A poll
+/// asks for three cookies; the pair-by-pair search took some 870
+/// instructions each.
 pub fn get_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookies(headers).find(|(n, _)| *n == name).map(|(_, v)| v)
+    let mut pieces = 0;
+    for value in headers.get_all(COOKIE).iter().take(MAX_COOKIE_PAIRS) {
+        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+            continue;
+        };
+        for piece in text.split(';') {
+            if pieces == MAX_COOKIE_PAIRS {
+                return None;
+            }
+            pieces += 1;
+            let Some(eq) = memchr::memchr(b'=', piece.as_bytes()) else {
+                continue;
+            };
+            if trim_ows_bytes(&piece.as_bytes()[..eq]) == name.as_bytes() {
+                if let Some((_, v)) = parse_pair(piece) {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
 }
 
 fn parse_pair(piece: &str) -> Option<(&str, &str)> {
@@ -320,6 +345,63 @@ mod tests {
         assert_eq!(get_cookie(&h, "usher"), Some("good"));
         let h = map(&[b"a=\xc3\xa9; usher=x"]);
         assert_eq!(get_cookie(&h, "usher"), Some("x"), "valid UTF-8 is fine");
+    }
+
+    /// The search finds what the first matching pair of [`cookies`] holds,
+    /// over headers built from awkward pieces (spaces and tabs around
+    /// names, quotes, `=` in values, empty names, no `=`, a header that is
+    /// not UTF-8, more pairs than are read).
+    #[test]
+    fn the_search_finds_what_the_pairs_say() {
+        fn by_pairs<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+            cookies(h).find(|(n, _)| *n == name).map(|(_, v)| v)
+        }
+        let pieces = [
+            "a=1",
+            " a=2",
+            "a =3",
+            "\ta\t=\t4\t",
+            "usher=\"q\"",
+            "usher= x ",
+            "b",
+            "=v",
+            "c=a=b",
+            "usher=",
+            " =",
+            "usher=\"",
+            "ab=5",
+            "a b=6",
+        ];
+        let names = ["a", "usher", "b", "c", "", "ab", "a b", " a"];
+        let mut headers: Vec<Vec<Vec<u8>>> = Vec::new();
+        for (i, x) in pieces.iter().enumerate() {
+            for y in &pieces[i..] {
+                headers.push(vec![format!("{x};{y}").into_bytes()]);
+                headers.push(vec![
+                    format!("{y}; {x}").into_bytes(),
+                    x.as_bytes().to_vec(),
+                ]);
+                headers.push(vec![
+                    b"usher=\xff; a=9".to_vec(),
+                    format!("{x};;{y}").into_bytes(),
+                ]);
+            }
+        }
+        let mut many = "x=1;".repeat(MAX_COOKIE_PAIRS - 1).into_bytes();
+        many.extend_from_slice(b"a=last; usher=late");
+        headers.push(vec![many.clone()]);
+        headers.push(vec![b"\xff".to_vec(), many]);
+        for values in &headers {
+            let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let h = map(&values);
+            for name in names {
+                assert_eq!(
+                    get_cookie(&h, name),
+                    by_pairs(&h, name),
+                    "{name:?} in {values:?}"
+                );
+            }
+        }
     }
 
     #[test]
