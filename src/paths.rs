@@ -48,7 +48,7 @@ pub fn normalize(path: &str) -> Cow<'_, str> {
 }
 
 /// Whether `path` is its own normal form: starts with `/`; no `%`, `;`,
-/// `\\` or capital letter; no `//`, `/.` or `./`; no `.` at the end. One
+/// `\` or capital letter; no `//`, `/.` or `./`; no `.` at the end. One
 /// pass over the bytes (a `str::contains` per pair built a searcher each:
 /// 1.6k instructions for `/__usher/status`, polled by every waiting visitor).
 fn is_normal(path: &str) -> bool {
@@ -82,6 +82,8 @@ pub fn under(path: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// The one-pass check says what the pattern searches it replaced say,
     /// for every path of up to five bytes over the bytes that matter.
     #[test]
@@ -104,14 +106,12 @@ mod tests {
                 .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
                 .collect();
             for p in paths.iter().chain(&longer) {
-                assert_eq!(super::is_normal(p), searched(p), "{p:?}");
+                assert_eq!(is_normal(p), searched(p), "{p:?}");
             }
             paths = longer;
         }
-        assert!(super::is_normal("/__usher/status"));
+        assert!(is_normal("/__usher/status"));
     }
-
-    use super::*;
 
     #[test]
     fn variants_fold_to_one_path() {

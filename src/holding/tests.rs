@@ -519,7 +519,8 @@ fn renders_use_one_allocation() {
             assert!(status_json(&v).len() <= json::capacity(&v), "{state:?}");
         }
     }
-    // Repeated renders of the same view are identical (no hidden state).
+    // Repeated renders of the same view are identical (the second from
+    // the moment the first kept).
     assert_eq!(
         pages.render(Lang::Ko, &views[0]),
         pages.render(Lang::Ko, &views[0])
