@@ -140,15 +140,7 @@ impl Kept {
     }
 
     fn render(&self, values: &Values) -> Vec<u8> {
-        let visitor: usize = self
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Run(..) => 0,
-                Piece::Visitor(slot) => values.bound(*slot),
-            })
-            .sum();
-        let mut out = Vec::with_capacity(self.text.len() + visitor);
+        let mut out = Vec::with_capacity(self.capacity(values));
         for p in &self.pieces {
             match p {
                 Piece::Run(a, b) => out.extend_from_slice(&self.text[*a..*b]),
@@ -158,8 +150,8 @@ impl Kept {
         out
     }
 
-    /// The buffer size a render starts with (for the tests' bound check).
-    #[cfg(test)]
+    /// The buffer size a render starts with: the kept text and the
+    /// visitor's values at their largest.
     fn capacity(&self, values: &Values) -> usize {
         self.text.len()
             + self
