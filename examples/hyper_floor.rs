@@ -1,6 +1,7 @@
 //! The floor under usher's hot path: what hyper alone costs, with nothing of
 //! usher's around it (no guard, room, ticket, metrics, log or parking), on
-//! the runtime usher builds on one CPU. Two modes:
+//! the runtime usher builds on one CPU; and what a proxy without hyper
+//! costs. Three modes:
 //!
 //!   hyper_floor page  127.0.0.1:18130 [seconds]
 //!   hyper_floor proxy 127.0.0.1:18131 127.0.0.1:18080 [seconds]
