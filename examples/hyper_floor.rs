@@ -101,6 +101,9 @@ async fn serve_proxy(s: TcpStream, origin: SocketAddr) {
     let _ = server().serve_connection(TokioIo::new(s), svc).await;
 }
 
+/// The largest answer body `raw` relays (it holds each answer whole).
+const MAX_ANSWER: usize = 1 << 20;
+
 /// The end of the head in `buf` (just past its empty line), if it is all there.
 fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
@@ -176,9 +179,10 @@ async fn serve_raw(mut c: TcpStream, origin: SocketAddr) {
                         .parse::<usize>()
                         .ok()
                 });
+            // A bounded buffer: a longer answer ends the connection.
             match length {
-                Some(n) => n,
-                None => return,
+                Some(n) if n <= MAX_ANSWER => n,
+                _ => return,
             }
         };
         let total = rend + length;

@@ -308,13 +308,17 @@ fn override_with_unknown_placeholder_names_it() {
     }
 }
 
-#[test]
-fn override_template_renders_every_placeholder() {
-    let template: String = PLACEHOLDERS
+/// A template that shows every placeholder as `[name=value]`, one a line.
+pub(super) fn every_placeholder() -> String {
+    PLACEHOLDERS
         .iter()
         .map(|p| format!("[{p}={{{{ {p} }}}}]\n"))
-        .collect();
-    let pages = HoldingPages::new(Some(&template)).expect("all placeholders known");
+        .collect()
+}
+
+#[test]
+fn override_template_renders_every_placeholder() {
+    let pages = HoldingPages::new(Some(&every_placeholder())).expect("all placeholders known");
     let page = html(&pages, Lang::En, &view(RoomState::Queued));
     assert!(page.contains("[position=12,345]"));
     assert!(page.contains("[eta=about 25 min]"));

@@ -211,8 +211,8 @@ pub(super) fn capacity(compiled: &Compiled, pages: u64, lang: Lang, values: &Val
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HoldingPages, PLACEHOLDERS};
-    use crate::holding::tests::view;
+    use super::super::HoldingPages;
+    use crate::holding::tests::{every_placeholder, view};
     use crate::holding::{Lang, RoomState, StatusView};
 
     /// Views that each differ from the first in one field, every field in
@@ -222,10 +222,6 @@ mod tests {
     /// does not match.
     #[test]
     fn a_kept_page_equals_a_fresh_render_whatever_changed() {
-        let every: String = PLACEHOLDERS
-            .iter()
-            .map(|p| format!("[{p}={{{{{p}}}}}]"))
-            .collect();
         let base = view(RoomState::Queued);
         let steps = [
             base,
@@ -298,7 +294,7 @@ mod tests {
         ];
         let pages = [
             HoldingPages::default(),
-            HoldingPages::new(Some(&every)).expect("every placeholder is known"),
+            HoldingPages::new(Some(&every_placeholder())).expect("every placeholder is known"),
         ];
         for pages in &pages {
             for round in 0..2 {
