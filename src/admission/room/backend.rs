@@ -318,12 +318,17 @@ impl Room {
         } else {
             0
         });
-        let line = match sh.line.tick(self.unix_ms(), max_active, gate).await {
+        let now = self.unix_ms();
+        let line = match sh.line.tick(now, max_active, gate).await {
             Ok(t) => {
                 sh.note_health(true, "tick", None);
                 self.check_clock(sh, cfg).await;
                 self.note_repairs(sh);
-                sh.in_draw.store(t.drawing, Ordering::Relaxed);
+                // A tick from before the opening leaves the line undrawn:
+                // until the first tick after it, the room still shows the
+                // pre-queue (newcomers are not let in before the draw).
+                let undrawn = t.drawing || super::before_opening(cfg, now);
+                sh.in_draw.store(undrawn, Ordering::Relaxed);
                 if t.draw > 0 {
                     self.draw_shared(sh, cfg, t.draw).await;
                 }

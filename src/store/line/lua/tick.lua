@@ -21,8 +21,8 @@
 -- waiting, draw, drawing, live, issued, frontier, repaired}: holder 1 on the ticking node, 0 on the others
 -- (which grant nothing and see the figures of the last tick); draw P > 0
 -- when the holder must now draw the ranks of the P pre-queue tickets
--- (draw.lua); drawing 1 from the opening until the draw is done (nobody
--- is admitted meanwhile, on any node); live: the nodes that beat within
+-- (draw.lua); drawing 1 from the opening time until the draw is done
+-- (nobody is admitted meanwhile, on any node); live: the nodes that beat within
 -- the live window (the N of the local share: a node that died just before
 -- an outage is not one of them).
 local now = tonumber(ARGV[3])
@@ -65,7 +65,10 @@ if holder and holder ~= ARGV[1] then
     tonumber(redis.call('GET', KEYS[13]) or '0'),
     tonumber(redis.call('GET', KEYS[14]) or '0'),
     0,
-    (redis.call('GET', KEYS[18]) and not redis.call('GET', KEYS[19])) and 1 or 0,
+    -- drawing from the opening time on, before the holder's next tick has
+    -- marked it: newcomers are not let in (issue.lua) until the draw is done
+    ((redis.call('GET', KEYS[18]) or (ARGV[10] == '1' and ARGV[11] == '1'))
+      and not redis.call('GET', KEYS[19])) and 1 or 0,
     live, i, f, repaired}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
