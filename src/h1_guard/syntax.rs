@@ -57,6 +57,21 @@ fn is_field_byte(b: u8) -> bool {
     (b >= 0x20 || b == b'\t') && b != 0x7f
 }
 
+/// Whether every byte of `s` is a field byte. Written without an early exit so the compiler
+/// checks 16 bytes at a time: a cookie value costs ~2 instructions a byte instead of ~14 (the
+/// values are most of a head, and almost always good).
+fn all_field_bytes(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| {
+        ok & ((b >= 0x20) | (b == b'\t')) & (b != 0x7f)
+    })
+}
+
+/// Whether every byte of a request target is visible (obs-text allowed): no space, no control,
+/// no DEL. Without an early exit, as `all_field_bytes`.
+fn all_target_bytes(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| ok & (b > b' ') & (b != 0x7f))
+}
+
 fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = s {
         if !is_ows(*first) {
@@ -86,7 +101,7 @@ pub(super) fn request_line(line: &[u8]) -> Result<RequestLine, Rejection> {
         return Err(bad);
     }
     // The target may hold obs-text (hyper lets it through) but never a space or a control.
-    if target.is_empty() || !target.iter().all(|&b| b > b' ' && b != 0x7f) {
+    if target.is_empty() || !all_target_bytes(target) {
         return Err(bad);
     }
     let http11 = match version {
@@ -114,7 +129,7 @@ pub(super) fn field_line(line: &[u8]) -> Result<FieldLine<'_>, Rejection> {
     if name.is_empty() || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
         return Err(Rejection::InvalidHeaderName);
     }
-    if !value.iter().all(|&b| is_field_byte(b)) {
+    if !all_field_bytes(value) {
         return Err(Rejection::InvalidHeaderValue);
     }
     Ok(FieldLine {

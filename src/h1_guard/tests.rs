@@ -208,6 +208,46 @@ fn header_values_must_not_hold_controls() {
     }
 }
 
+/// The value and target checks run 16 bytes at a time: every byte value, at each place of a
+/// 40-byte value or target (the vector body and its tail), gets the per-byte rule's answer.
+#[test]
+fn every_byte_is_judged_alike_at_every_place_of_a_value_and_a_target() {
+    let field_byte = |b: u8| (b >= 0x20 || b == b'\t') && b != 0x7f;
+    let target_byte = |b: u8| b > b' ' && b != 0x7f;
+    for b in 0..=255u8 {
+        // A value may not end in a byte that OWS trimming or the line's end would change.
+        for at in 0..39 {
+            let mut value = vec![b'v'; 40];
+            value[at] = b;
+            let mut head = b"GET / HTTP/1.1\r\nX-A: ".to_vec();
+            head.extend_from_slice(&value);
+            head.extend_from_slice(b"\r\n\r\n");
+            if b == b'\n' {
+                refuse(&head, BareLf);
+            } else if field_byte(b) {
+                pass(&head);
+            } else {
+                refuse(&head, InvalidHeaderValue);
+            }
+            let mut line = b"GET /".to_vec();
+            line.extend_from_slice(&value[..at]);
+            line.push(b);
+            line.extend_from_slice(&value[at + 1..]);
+            line.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+            if b == b'\n' {
+                refuse(&line, BareLf);
+            } else if b == b' ' {
+                // A second space splits the line into four parts.
+                refuse(&line, InvalidRequestLine);
+            } else if target_byte(b) {
+                pass(&line);
+            } else {
+                refuse(&line, InvalidRequestLine);
+            }
+        }
+    }
+}
+
 #[test]
 fn request_line_is_strict() {
     pass(b"OPTIONS * HTTP/1.1\r\n\r\n");

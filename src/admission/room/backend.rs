@@ -92,6 +92,11 @@ impl Room {
     /// Where ticket `number` stands. A poll also marks it live. `mark`:
     /// whether the answer counts as Redis's health (a decision; not a
     /// feedback's lookup).
+    ///
+    /// Here, in `take` and in `enter`, the Redis command's future is boxed:
+    /// inline, its ~500 bytes made every decision's future (and each one
+    /// around it) that much larger, copied on every request with or without
+    /// Redis (docs/BENCHMARKS.md).
     pub(super) async fn observe(&self, number: u64, mark: bool) -> Result<Spot, Unreachable> {
         let Some(sh) = self.redis() else {
             let now = self.now_ms();
@@ -102,7 +107,7 @@ impl Room {
                 _ => Spot::Gone,
             });
         };
-        match sh.line.observe(number, self.unix_ms()).await {
+        match Box::pin(sh.line.observe(number, self.unix_ms())).await {
             Ok(place) => {
                 let spot = match place {
                     RedisPlace::Granted => Spot::Granted,
@@ -138,7 +143,7 @@ impl Room {
             return Ok(self.lock().line.take(number, now));
         };
         let until = self.unix_ms() + pass_life_secs(cfg) * 1000;
-        match sh.line.take(number, pass_id, until).await {
+        match Box::pin(sh.line.take(number, pass_id, until)).await {
             Ok(taken) => {
                 if taken {
                     sh.note_health(true, "take", None);
@@ -169,7 +174,7 @@ impl Room {
             pass_id,
             until: self.unix_ms() + pass_life_secs(cfg) * 1000,
         });
-        match sh.line.enter(self.unix_ms(), direct).await {
+        match Box::pin(sh.line.enter(self.unix_ms(), direct)).await {
             Ok(entry) => {
                 sh.note_health(true, "issue", None);
                 Ok(match entry {
