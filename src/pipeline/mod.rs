@@ -87,15 +87,15 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let started = Instant::now();
     let cfg = app.config.load_full();
     let trusted = &cfg.server.trusted_proxies;
     let peer_trusted = !trusted.is_empty() && crate::net::is_trusted(conn.peer.ip(), trusted);
     let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), trusted);
+    // The clock is read for the access log only.
     let access = app
         .access_log
         .enabled()
-        .then(|| crate::logging::RequestLine::of(&req));
+        .then(|| (crate::logging::RequestLine::of(&req), Instant::now()));
     // HTTP/1 only: the smuggling guard stops reading the byte stream after a
     // head that asks for an upgrade (what follows may not be HTTP/1), so
     // unless the upgrade happens, the connection must not carry another request.
@@ -136,7 +136,7 @@ pub async fn handle(
         );
     }
     app.metrics.request(outcome, resp.status().as_u16());
-    if let Some(line) = access {
+    if let Some((line, started)) = access {
         app.access_log
             .write(&line, ctx.client_ip, &resp, outcome, started.elapsed());
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use super::seal::pass_life_secs;
 use super::shared::{shared_gate, Shared};
 use super::tick::Figures;
-use super::{Room, Settings, State};
+use super::{Now, Room, Settings, State};
 use crate::admission::line::Place;
 use crate::config::room::{Mode, RoomConfig};
 use crate::store::line::files::LineFiles;
@@ -98,16 +98,25 @@ impl Room {
     /// around it) that much larger, copied on every request with or without
     /// Redis (docs/BENCHMARKS.md).
     pub(super) async fn observe(&self, number: u64, mark: bool) -> Result<Spot, Unreachable> {
+        self.observe_at(number, mark, self.now()).await
+    }
+
+    /// [`Room::observe`] at `now` (a decision's one clock reading).
+    pub(super) async fn observe_at(
+        &self,
+        number: u64,
+        mark: bool,
+        now: Now,
+    ) -> Result<Spot, Unreachable> {
         let Some(sh) = self.redis() else {
-            let now = self.now_ms();
-            return Ok(match self.lock().line.observe(number, now) {
+            return Ok(match self.lock().line.observe(number, now.room_ms) {
                 Place::Granted => Spot::Granted,
                 Place::Waiting { position } => Spot::Waiting(position),
                 Place::InDraw { .. } => Spot::Drawing,
                 _ => Spot::Gone,
             });
         };
-        match Box::pin(sh.line.observe(number, self.unix_ms())).await {
+        match Box::pin(sh.line.observe(number, now.unix_ms)).await {
             Ok(place) => {
                 let spot = match place {
                     RedisPlace::Granted => Spot::Granted,
@@ -137,12 +146,12 @@ impl Room {
         cfg: &RoomConfig,
         number: u64,
         pass_id: u64,
+        now: Now,
     ) -> Result<bool, Unreachable> {
         let Some(sh) = self.redis() else {
-            let now = self.now_ms();
-            return Ok(self.lock().line.take(number, now));
+            return Ok(self.lock().line.take(number, now.room_ms));
         };
-        let until = self.unix_ms() + pass_life_secs(cfg) * 1000;
+        let until = now.unix_ms + pass_life_secs(cfg) * 1000;
         match Box::pin(sh.line.take(number, pass_id, until)).await {
             Ok(taken) => {
                 if taken {
@@ -164,17 +173,18 @@ impl Room {
         cfg: &RoomConfig,
         settings: &Settings,
         pass_id: u64,
+        now: Now,
     ) -> Result<Entry, Unreachable> {
         let Some(sh) = self.redis() else {
-            return Ok(self.enter_local(cfg, settings));
+            return Ok(self.enter_local(cfg, settings, now.room_ms));
         };
         let direct = settings.admits().then(|| Direct {
             max_active: settings.max_active_users,
             gate: shared_gate(cfg, settings),
             pass_id,
-            until: self.unix_ms() + pass_life_secs(cfg) * 1000,
+            until: now.unix_ms + pass_life_secs(cfg) * 1000,
         });
-        match Box::pin(sh.line.enter(self.unix_ms(), direct)).await {
+        match Box::pin(sh.line.enter(now.unix_ms, direct)).await {
             Ok(entry) => {
                 sh.note_health(true, "issue", None);
                 Ok(match entry {
@@ -192,8 +202,7 @@ impl Room {
         }
     }
 
-    fn enter_local(&self, cfg: &RoomConfig, settings: &Settings) -> Entry {
-        let now = self.now_ms();
+    fn enter_local(&self, cfg: &RoomConfig, settings: &Settings, now: u64) -> Entry {
         let mut s = self.lock();
         if settings.admits() && s.line.is_open() && s.line.waiting() == 0 {
             let free = self.free_places(cfg, settings, s.active.len(), &s.line, now);

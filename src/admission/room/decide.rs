@@ -13,7 +13,7 @@ use super::backend::{Entry, Spot, Unreachable};
 use super::limits::Seen;
 use super::seal::{clear_ticket, pass_is_fresh, pass_life_secs};
 use super::verdict::{eta_seconds, hold_state};
-use super::{opens_in_seconds, Hold, Room, Settings, Verdict};
+use super::{opens_in_seconds, Hold, Now, Room, Settings, Verdict};
 use crate::config::room::{Mode, RoomConfig};
 use crate::holding::RoomState;
 use crate::tokens::{Pass, Ticket};
@@ -28,9 +28,15 @@ impl Room {
         ip: IpAddr,
         secure: bool,
     ) -> Verdict {
-        let v = match self.early(cfg, headers, ip, secure) {
+        // One clock reading and one look at the settings for the whole decision.
+        let now = self.now();
+        let settings = self.settings(cfg);
+        let v = match self.early(cfg, &settings, headers, ip, secure, now) {
             Some(v) => v,
-            None => self.decide_line(cfg, headers, ip, secure).await,
+            None => {
+                self.decide_line(cfg, &settings, headers, ip, secure, now)
+                    .await
+            }
         };
         self.finish(cfg, v)
     }
@@ -59,15 +65,16 @@ impl Room {
     pub(super) fn early(
         &self,
         cfg: &RoomConfig,
+        settings: &Settings,
         headers: &HeaderMap,
         ip: IpAddr,
         secure: bool,
+        now: Now,
     ) -> Option<Verdict> {
         let m = &self.metrics.room;
         let event = self.event_id.load(Ordering::Relaxed);
-        let now_unix = self.unix_ms() / 1000;
-        if let Some(pass) = self.seal.open_pass(headers, event, now_unix, m) {
-            return Some(self.admit_pass(cfg, pass, now_unix, secure));
+        if let Some(pass) = self.seal.open_pass(headers, event, now.unix_secs(), m) {
+            return Some(self.admit_pass(cfg, pass, now, secure));
         }
         if let Some(hold) = self.limits.request_limited(cfg, ip, m) {
             return Some(Verdict::Hold(hold));
@@ -75,12 +82,13 @@ impl Room {
         if self.vouchers_left() == Some(0) {
             return Some(Verdict::Hold(Hold::bare(RoomState::SoldOut)));
         }
-        match self.settings(cfg).mode {
+        match settings.mode {
             Mode::Closed => Some(Verdict::Hold(Hold::bare(RoomState::Closed))),
             Mode::Passthrough => {
                 let pass_id = self.lock().rng.random();
                 m.admitted_direct.inc();
-                Some(self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new()))
+                let admitted_at = now.unix_secs();
+                Some(self.new_pass(cfg, pass_id, admitted_at, now, secure, Vec::new()))
             }
             _ => None,
         }
@@ -92,11 +100,12 @@ impl Room {
         cfg: &RoomConfig,
         headers: &HeaderMap,
         ip: IpAddr,
+        now: Now,
     ) -> Option<Verdict> {
         let seen = Seen {
             keys: &self.seal.keys(),
             event: self.event_id.load(Ordering::Relaxed),
-            now_unix: self.unix_ms() / 1000,
+            now_unix: now.unix_secs(),
             metrics: &self.metrics.room,
         };
         self.limits
@@ -107,28 +116,29 @@ impl Room {
     async fn decide_line(
         &self,
         cfg: &RoomConfig,
+        settings: &Settings,
         headers: &HeaderMap,
         ip: IpAddr,
         secure: bool,
+        now: Now,
     ) -> Verdict {
         let m = &self.metrics.room;
         let event = self.event_id.load(Ordering::Relaxed);
-        let now_unix = self.unix_ms() / 1000;
-        let settings = self.settings(cfg);
+        let now_unix = now.unix_secs();
         let ticket = self.seal.open_ticket(cfg, headers, event, now_unix, m);
         if self.redis().is_some_and(|sh| !sh.is_up()) {
             // Only the tick probes a lost Redis: requests never wait for it.
-            return self.decide_outage(cfg, &settings, ticket, headers, ip, secure);
+            return self.decide_outage(cfg, settings, ticket, headers, ip, secure);
         }
-        let hold = |position| Verdict::Hold(self.hold(cfg, &settings, position));
+        let hold = |position| Verdict::Hold(self.hold(cfg, settings, position, now));
         if let Some(ticket) = ticket {
-            match self.observe(ticket.number, true).await {
+            match self.observe_at(ticket.number, true, now).await {
                 Ok(Spot::Granted) => {
                     let pass_id = self.lock().rng.random();
-                    match self.take(cfg, ticket.number, pass_id).await {
+                    match self.take(cfg, ticket.number, pass_id, now).await {
                         Ok(true) => {
                             m.admitted_line.inc();
-                            return self.ticket_to_pass(cfg, &ticket, pass_id, secure);
+                            return self.ticket_to_pass(cfg, &ticket, pass_id, secure, now);
                         }
                         Ok(false) => {}
                         Err(Unreachable) => return hold(None),
@@ -145,18 +155,18 @@ impl Room {
         }
 
         // A new visitor.
-        if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
+        if let Some(limited) = self.ticket_gate(cfg, headers, ip, now) {
             return limited;
         }
         let pass_id = self.lock().rng.random();
-        match self.enter(cfg, &settings, pass_id).await {
+        match self.enter(cfg, settings, pass_id, now).await {
             Ok(Entry::Admitted) => {
                 m.admitted_direct.inc();
-                self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new())
+                self.new_pass(cfg, pass_id, now_unix, now, secure, Vec::new())
             }
             Ok(Entry::Ticket { number, position }) => {
                 m.tickets_issued.inc();
-                let mut h = self.hold(cfg, &settings, position);
+                let mut h = self.hold(cfg, settings, position, now);
                 h.cookies.push(
                     self.seal
                         .ticket_cookie(cfg, event, number, now_unix, secure),
@@ -178,12 +188,13 @@ impl Room {
         cfg: &RoomConfig,
         settings: &Settings,
         position: Option<u64>,
+        now: Now,
     ) -> Hold {
-        let opens_in = opens_in_seconds(cfg, self.unix_ms());
+        let opens_in = opens_in_seconds(cfg, now.unix_ms);
         let view = self.line_view(opens_in.is_some());
         let state = hold_state(view.prequeue, settings.mode == Mode::Paused);
         let eta = view.waiting.and_then(|waiting| {
-            let rate = self.lock().rate.per_second(self.now_ms());
+            let rate = self.lock().rate.per_second(now.room_ms);
             eta_seconds(state, position.unwrap_or(waiting), rate)
         });
         Hold {
@@ -196,21 +207,14 @@ impl Room {
 
     /// A valid pass: go on, refreshing it (and the active slot) at most
     /// once per refresh step so most requests take no lock at all.
-    fn admit_pass(&self, cfg: &RoomConfig, pass: Pass, now_unix: u64, secure: bool) -> Verdict {
-        if pass_is_fresh(cfg, &pass, now_unix) {
+    fn admit_pass(&self, cfg: &RoomConfig, pass: Pass, now: Now, secure: bool) -> Verdict {
+        if pass_is_fresh(cfg, &pass, now.unix_secs()) {
             return Verdict::Admit {
                 pass_id: pass.pass_id,
                 cookies: Vec::new(),
             };
         }
-        self.new_pass(
-            cfg,
-            pass.pass_id,
-            pass.admitted_at,
-            now_unix,
-            secure,
-            Vec::new(),
-        )
+        self.new_pass(cfg, pass.pass_id, pass.admitted_at, now, secure, Vec::new())
     }
 
     /// A waiting visitor's turn: the pass, and the ticket cleared.
@@ -220,34 +224,35 @@ impl Room {
         ticket: &Ticket,
         pass_id: u64,
         secure: bool,
+        now: Now,
     ) -> Verdict {
-        let now_unix = self.unix_ms() / 1000;
+        let now_unix = now.unix_secs();
         self.metrics
             .room
             .wait_seconds
             .observe(now_unix.saturating_sub(ticket.issued_at) as f64);
         let clear = clear_ticket(cfg, secure);
-        self.new_pass(cfg, pass_id, now_unix, now_unix, secure, vec![clear])
+        self.new_pass(cfg, pass_id, now_unix, now, secure, vec![clear])
     }
 
-    /// Seals a pass valid for [`pass_life_secs`] from now and counts its
+    /// Seals a pass valid for [`pass_life_secs`] from `now` and counts its
     /// holder as active until then.
     pub(super) fn new_pass(
         &self,
         cfg: &RoomConfig,
         pass_id: u64,
         admitted_at: u64,
-        now_unix: u64,
+        now: Now,
         secure: bool,
         mut cookies: Vec<HeaderValue>,
     ) -> Verdict {
         let life_ms = pass_life_secs(cfg) * 1000;
-        let until = self.now_ms() + life_ms;
-        self.lock().active.touch(pass_id, until);
+        self.lock().active.touch(pass_id, now.room_ms + life_ms);
         if let Some(sh) = self.redis() {
-            sh.touch_later(pass_id, self.unix_ms() + life_ms);
+            sh.touch_later(pass_id, now.unix_ms + life_ms);
         }
         let event = self.event_id.load(Ordering::Relaxed);
+        let now_unix = now.unix_secs();
         cookies.push(
             self.seal
                 .pass_cookie(cfg, event, pass_id, admitted_at, now_unix, secure),

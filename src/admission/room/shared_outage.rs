@@ -46,16 +46,18 @@ impl Room {
         ip: std::net::IpAddr,
         secure: bool,
     ) -> Verdict {
-        let hold = || Verdict::Hold(self.hold(cfg, settings, None));
+        // The outage's own clock reading (a rare path, and one argument fewer).
+        let at = self.now();
+        let hold = || Verdict::Hold(self.hold(cfg, settings, None, at));
         let Some(sh) = self.redis() else {
             return hold();
         };
         // until the pre-queue's draw is done nobody is admitted, shared or not
-        let drawing = before_opening(cfg, self.unix_ms()) || sh.in_draw.load(Ordering::Relaxed);
+        let drawing = before_opening(cfg, at.unix_ms) || sh.in_draw.load(Ordering::Relaxed);
         if !sh.sharing() || !settings.admits() || drawing {
             return hold();
         }
-        let now = self.now_ms();
+        let now = at.room_ms;
         if ticket.is_some() {
             sh.waiting_seen.store(now.max(1), Ordering::Relaxed);
         } else {
@@ -64,7 +66,7 @@ impl Room {
             if seen > 0 && now.saturating_sub(seen) < window {
                 return hold();
             }
-            if let Some(limited) = self.ticket_gate(cfg, headers, ip) {
+            if let Some(limited) = self.ticket_gate(cfg, headers, ip, at) {
                 return limited;
             }
         }
@@ -83,11 +85,8 @@ impl Room {
         drop(s);
         self.metrics.room.admitted_local_share.inc();
         match ticket {
-            Some(t) => self.ticket_to_pass(cfg, &t, pass_id, secure),
-            None => {
-                let now_unix = self.unix_ms() / 1000;
-                self.new_pass(cfg, pass_id, now_unix, now_unix, secure, Vec::new())
-            }
+            Some(t) => self.ticket_to_pass(cfg, &t, pass_id, secure, at),
+            None => self.new_pass(cfg, pass_id, at.unix_secs(), at, secure, Vec::new()),
         }
     }
 }
