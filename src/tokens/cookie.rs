@@ -261,22 +261,16 @@ pub fn is_valid_name(name: &str) -> bool {
 
 /// A cookie value is `cookie-octet`s (RFC 6265 §4.1.1): visible ASCII except
 /// `"` `,` `;` `\`. Empty is allowed.
+///
+/// Every new visitor's ticket cookie (some 100 bytes) is checked: written
+/// as comparisons without an early exit, the compiler checks 16 bytes at a
+/// time (the early-exit range tests took 12 instructions a byte, a lookup
+/// table 5).
 pub fn is_valid_value(value: &str) -> bool {
-    value.bytes().all(|b| COOKIE_OCTET[usize::from(b)])
+    value.bytes().fold(true, |ok, b| {
+        ok & (0x21..=0x7E).contains(&b) & (b != b'"') & (b != b',') & (b != b';') & (b != b'\\')
+    })
 }
-
-/// Which bytes are `cookie-octet`s, looked up: a new visitor's ticket
-/// cookie is some 100 bytes, and the range tests took 12 instructions a
-/// byte.
-static COOKIE_OCTET: [bool; 256] = {
-    let mut octet = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        octet[b] = matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
-        b += 1;
-    }
-    octet
-};
 
 /// A domain attribute: letters, digits, `-` and `.`, optionally one leading
 /// `.`, at most 253 bytes.
@@ -490,11 +484,11 @@ mod tests {
             let rfc = (0x21..=0x7E).contains(&b) && !b"\",;\\".contains(&b);
             let one = char::from(b).to_string();
             assert_eq!(is_valid_value(&one), rfc, "byte {b:#04x}");
-            assert_eq!(
-                is_valid_value(&format!("abc{one}def")),
-                rfc,
-                "byte {b:#04x}"
-            );
+            // at each place of a 40-byte value: the 16-byte steps and the tail
+            for at in 0..40 {
+                let value = format!("{}{one}{}", "a".repeat(at), "b".repeat(39 - at));
+                assert_eq!(is_valid_value(&value), rfc, "byte {b:#04x} at {at}");
+            }
         }
         assert!(!is_valid_value("é"));
         assert!(is_valid_value(""));
