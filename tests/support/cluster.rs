@@ -61,8 +61,10 @@ impl Cluster {
             .expect("redis-cli");
         assert!(
             out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "redis-cli --cluster create ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
         let c = Cluster { nodes };
         // every node sees the whole cluster, every replica is in sync
