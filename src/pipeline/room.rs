@@ -8,14 +8,14 @@ use hyper::body::Incoming;
 use super::accept::{format, Format};
 use super::{Ctx, HttpError, Phase, Step};
 use crate::admission::room::{
-    Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER, TICKET_COOKIE,
+    Asking, Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER, TICKET_COOKIE,
 };
 use crate::config::room::RoomConfig;
 use crate::holding::{self, Lang, RoomState, StatusView};
 use crate::metrics::Outcome;
 use crate::paths;
 use crate::proxy::headers;
-use crate::tokens::cookie::{get_cookie, strip_cookies, SetCookie};
+use crate::tokens::cookie::{get_cookies, strip_cookies, SetCookie};
 use crate::{full_body, Body};
 
 /// Header the origin sends to end a visitor's session (e.g. after checkout).
@@ -64,13 +64,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The page language: `?usher_lang=`, then the `usher_lang` cookie, then
 /// `Accept-Language`, then the room's default.
-pub(super) fn language(room: &RoomConfig, req: &Request<Incoming>) -> (Lang, Option<Lang>) {
+/// `cookie`: the `usher_lang` cookie's value (found with the room's).
+pub(super) fn language(
+    room: &RoomConfig,
+    req: &Request<Incoming>,
+    cookie: Option<&str>,
+) -> (Lang, Option<Lang>) {
     let asked = req
         .uri()
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("usher_lang=")))
         .and_then(Lang::from_tag);
-    let chosen = asked.or_else(|| get_cookie(req.headers(), LANG_COOKIE).and_then(Lang::from_tag));
+    let chosen = asked.or_else(|| cookie.and_then(Lang::from_tag));
     let accept = req
         .headers()
         .get(header::ACCEPT_LANGUAGE)
@@ -101,10 +106,11 @@ pub(super) async fn admit(
     room: &RoomConfig,
     mut req: Request<Incoming>,
 ) -> Phase<(Request<Incoming>, Admitted)> {
-    let (verdict, near) = decide(ctx, room, &req).await;
+    let own = Own::of(&req);
+    let (verdict, near) = decide(ctx, room, &own).await;
     let admitted = match settle(ctx, verdict)? {
         Settled::Hold(hold) => {
-            let resp = hold_answer(ctx, room, &req, hold, false, near);
+            let resp = hold_answer(ctx, room, &req, own.lang, hold, false, near);
             return Ok(Step::Answer(resp, Outcome::Held));
         }
         Settled::Admit(admitted) => admitted,
@@ -166,14 +172,15 @@ pub(super) async fn status(
     room: &RoomConfig,
     req: Request<Incoming>,
 ) -> Result<(Response<Body>, Outcome), HttpError> {
+    let own = Own::of(&req);
     let (verdict, near) = if long_poll(&req) {
-        decide_long(ctx, room, &req).await
+        decide_long(ctx, room, &own).await
     } else {
-        decide(ctx, room, &req).await
+        decide(ctx, room, &own).await
     };
     match settle(ctx, verdict)? {
         Settled::Hold(hold) => Ok((
-            hold_answer(ctx, room, &req, hold, true, near),
+            hold_answer(ctx, room, &req, own.lang, hold, true, near),
             Outcome::Held,
         )),
         Settled::Admit(admitted) => {
@@ -191,14 +198,36 @@ pub(super) async fn status(
 
 /// The room's verdict on `req`, and whether the visitor waits near the
 /// head of the line.
-async fn decide(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) -> (Verdict, bool) {
+async fn decide(ctx: &Ctx<'_>, room: &RoomConfig, own: &Own<'_>) -> (Verdict, bool) {
     let v = ctx
         .app
         .room
-        .decide(room, req.headers(), ctx.client_ip, ctx.conn.tls)
+        .decide_asking(room, own.asking, ctx.client_ip, ctx.conn.tls)
         .await;
     let near = matches!(&v, Verdict::Hold(h) if h.near);
     (v, near)
+}
+
+/// usher's cookies in a request, found in one walk over its `Cookie`
+/// headers: the room's pass and ticket, and the language.
+struct Own<'a> {
+    asking: Asking<'a>,
+    lang: Option<&'a str>,
+}
+
+impl<'a> Own<'a> {
+    fn of(req: &'a Request<Incoming>) -> Self {
+        let headers = req.headers();
+        let [pass, ticket, lang] = get_cookies(headers, [PASS_COOKIE, TICKET_COOKIE, LANG_COOKIE]);
+        Own {
+            asking: Asking {
+                headers,
+                pass,
+                ticket,
+            },
+            lang,
+        }
+    }
 }
 
 /// A verdict that stands: waiting, or admitted within its pass's pace.
@@ -272,7 +301,7 @@ fn long_poll(req: &Request<Incoming>) -> bool {
 /// [`LONG_POLL_MAX`](crate::admission::room::LONG_POLL_MAX)) with a fresh
 /// position. Everyone else is answered at once, as without `wait=1`.
 /// Returns the verdict and whether the visitor is near the head.
-async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) -> (Verdict, bool) {
+async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, own: &Own<'_>) -> (Verdict, bool) {
     let r = &ctx.app.room;
     let hold_for = room.refresh.min(crate::admission::room::LONG_POLL_MAX);
     let deadline = tokio::time::Instant::now() + hold_for;
@@ -280,7 +309,7 @@ async fn decide_long(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) 
     let mut last = false;
     loop {
         let seen = *rx.borrow_and_update();
-        let (v, near) = decide(ctx, room, req).await;
+        let (v, near) = decide(ctx, room, own).await;
         let position = match &v {
             Verdict::Hold(h) if h.near && h.cookies.is_empty() => h.position,
             _ => None,
@@ -348,6 +377,7 @@ fn hold_answer(
     ctx: &Ctx<'_>,
     room: &RoomConfig,
     req: &Request<Incoming>,
+    lang_cookie: Option<&str>,
     hold: Hold,
     status_only: bool,
     near: bool,
@@ -357,7 +387,7 @@ fn hold_answer(
     } else {
         req.uri().path_and_query().map_or("/", |p| p.as_str())
     };
-    let (lang, asked) = language(room, req);
+    let (lang, asked) = language(room, req, lang_cookie);
     // The announcement in the visitor's language, both texts for the
     // script, and when it changed (one atomic load, no lock).
     let board = ctx.app.talk.board.current();

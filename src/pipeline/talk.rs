@@ -12,11 +12,13 @@ use hyper::body::Incoming;
 use super::accept::{format, Format};
 use super::room::language;
 use super::{Ctx, HttpError};
+use crate::admission::room::LANG_COOKIE;
 use crate::config::room::RoomConfig;
 use crate::holding::{self, EventView};
 use crate::metrics::Outcome;
 use crate::talk::feedback::MAX_BODY_BYTES;
 use crate::talk::{Post, Refused};
+use crate::tokens::cookie::get_cookie;
 use crate::{full_body, Body};
 
 /// The feedback endpoint.
@@ -60,7 +62,7 @@ pub async fn feedback(
         refused.with_label_values(&["body"]).inc();
         return Err(HttpError::PayloadTooLarge(MAX_BODY_BYTES as u64));
     }
-    let (lang, _) = language(room, &req);
+    let (lang, _) = language(room, &req, get_cookie(req.headers(), LANG_COOKIE));
     let json_in = req
         .headers()
         .get(header::CONTENT_TYPE)

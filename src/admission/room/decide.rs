@@ -13,7 +13,7 @@ use super::backend::{Entry, Spot, Unreachable};
 use super::limits::Seen;
 use super::seal::{clear_ticket, pass_is_fresh, pass_life_secs};
 use super::verdict::{eta_seconds, hold_state};
-use super::{opens_in_seconds, Hold, Now, Room, Settings, Verdict};
+use super::{opens_in_seconds, Asking, Hold, Now, Room, Settings, Verdict};
 use crate::config::room::{Mode, RoomConfig};
 use crate::holding::RoomState;
 use crate::tokens::{Pass, Ticket};
@@ -28,13 +28,25 @@ impl Room {
         ip: IpAddr,
         secure: bool,
     ) -> Verdict {
+        self.decide_asking(cfg, Asking::of(headers), ip, secure)
+            .await
+    }
+
+    /// [`Room::decide`] with the request's cookies already found.
+    pub async fn decide_asking(
+        &self,
+        cfg: &RoomConfig,
+        asking: Asking<'_>,
+        ip: IpAddr,
+        secure: bool,
+    ) -> Verdict {
         // One clock reading and one look at the settings for the whole decision.
         let now = self.now();
         let settings = self.settings(cfg);
-        let v = match self.early(cfg, &settings, headers, ip, secure, now) {
+        let v = match self.early(cfg, &settings, asking.pass, ip, secure, now) {
             Some(v) => v,
             None => {
-                self.decide_line(cfg, &settings, headers, ip, secure, now)
+                self.decide_line(cfg, &settings, asking, ip, secure, now)
                     .await
             }
         };
@@ -66,14 +78,14 @@ impl Room {
         &self,
         cfg: &RoomConfig,
         settings: &Settings,
-        headers: &HeaderMap,
+        pass: Option<&str>,
         ip: IpAddr,
         secure: bool,
         now: Now,
     ) -> Option<Verdict> {
         let m = &self.metrics.room;
         let event = self.event_id.load(Ordering::Relaxed);
-        if let Some(pass) = self.seal.open_pass(headers, event, now.unix_secs(), m) {
+        if let Some(pass) = self.seal.open_pass(pass, event, now.unix_secs(), m) {
             return Some(self.admit_pass(cfg, pass, now, secure));
         }
         if let Some(hold) = self.limits.request_limited(cfg, ip, m) {
@@ -117,7 +129,7 @@ impl Room {
         &self,
         cfg: &RoomConfig,
         settings: &Settings,
-        headers: &HeaderMap,
+        asking: Asking<'_>,
         ip: IpAddr,
         secure: bool,
         now: Now,
@@ -125,7 +137,10 @@ impl Room {
         let m = &self.metrics.room;
         let event = self.event_id.load(Ordering::Relaxed);
         let now_unix = now.unix_secs();
-        let ticket = self.seal.open_ticket(cfg, headers, event, now_unix, m);
+        let headers = asking.headers;
+        let ticket = self
+            .seal
+            .open_ticket(cfg, asking.ticket, event, now_unix, m);
         if self.redis().is_some_and(|sh| !sh.is_up()) {
             // Only the tick probes a lost Redis: requests never wait for it.
             return self.decide_outage(cfg, settings, ticket, headers, ip, secure);

@@ -33,6 +33,7 @@ use crate::holding::{HoldingPages, TemplateError};
 use crate::metrics::Metrics;
 use crate::proxy::health::OriginHealth;
 use crate::store::line::files::{LineFiles, LineFilesError};
+use crate::tokens::cookie::{get_cookie, get_cookies};
 use crate::tokens::{event_id, KeyError, Keyring};
 
 mod backend;
@@ -193,6 +194,31 @@ impl Now {
     /// Unix time in seconds (what tokens carry).
     pub fn unix_secs(self) -> u64 {
         self.unix_ms / 1000
+    }
+}
+
+/// A request as the room reads it: its headers, and usher's pass and ticket
+/// cookies in them, found in one walk ([`Asking::of`]; the pipeline finds
+/// the language cookie in the same walk).
+#[derive(Clone, Copy, Debug)]
+pub struct Asking<'a> {
+    /// The request's headers.
+    pub headers: &'a http::HeaderMap,
+    /// The `usher_pass` cookie's value.
+    pub pass: Option<&'a str>,
+    /// The `usher_ticket` cookie's value.
+    pub ticket: Option<&'a str>,
+}
+
+impl<'a> Asking<'a> {
+    /// `headers` with their pass and ticket cookies looked up.
+    pub fn of(headers: &'a http::HeaderMap) -> Self {
+        let [pass, ticket] = get_cookies(headers, [PASS_COOKIE, TICKET_COOKIE]);
+        Asking {
+            headers,
+            pass,
+            ticket,
+        }
     }
 }
 
@@ -486,8 +512,12 @@ impl Room {
     /// counting a rejected token).
     pub fn check_pass(&self, headers: &http::HeaderMap) -> Option<crate::tokens::Pass> {
         let event = self.event_id.load(Ordering::Relaxed);
-        self.seal
-            .open_pass(headers, event, self.unix_ms() / 1000, &self.metrics.room)
+        self.seal.open_pass(
+            get_cookie(headers, PASS_COOKIE),
+            event,
+            self.unix_ms() / 1000,
+            &self.metrics.room,
+        )
     }
 
     /// Frees a visitor's slot at once (`X-Usher-Release` from the origin).

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 
 use super::{PASS_COOKIE, TICKET_COOKIE};
 use crate::config::room::RoomConfig;
 use crate::metrics::RoomMetrics;
-use crate::tokens::cookie::{get_cookie, SetCookie};
+use crate::tokens::cookie::SetCookie;
 use crate::tokens::{Keyring, Pass, Ticket};
 
 /// A pass is refreshed at most once per step: a tenth of the session, at
@@ -58,12 +58,12 @@ impl Seal {
     /// The valid pass `headers` carry, counting a rejected one.
     pub(super) fn open_pass(
         &self,
-        headers: &HeaderMap,
+        token: Option<&str>,
         event: u64,
         now_unix: u64,
         m: &RoomMetrics,
     ) -> Option<Pass> {
-        let token = get_cookie(headers, PASS_COOKIE)?;
+        let token = token?;
         self.keys
             .load()
             .open_pass(token, event, now_unix)
@@ -79,12 +79,12 @@ impl Seal {
     pub(super) fn open_ticket(
         &self,
         cfg: &RoomConfig,
-        headers: &HeaderMap,
+        token: Option<&str>,
         event: u64,
         now_unix: u64,
         m: &RoomMetrics,
     ) -> Option<Ticket> {
-        let token = get_cookie(headers, TICKET_COOKIE)?;
+        let token = token?;
         self.keys
             .load()
             .open_ticket(token, event, now_unix, cfg.ticket_max_age.as_secs())
