@@ -196,8 +196,8 @@ pub(super) async fn status(
     }
 }
 
-/// The room's verdict on `req`, and whether the visitor waits near the
-/// head of the line.
+/// The room's verdict on the request `own` was read from, and whether the
+/// visitor waits near the head of the line.
 async fn decide(ctx: &Ctx<'_>, room: &RoomConfig, own: &Own<'_>) -> (Verdict, bool) {
     let v = ctx
         .app

@@ -406,9 +406,10 @@ impl Room {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One reading of the room's clock for a whole decision: each part of
-    /// it read the clock on its own, some ten times a request, at ~50 ns
-    /// a read on this machine (`perf`: 3% of a holding page's time).
+    /// One reading of the room's clock for a whole decision: its parts read
+    /// the clock on their own, six times a decision (eleven reads a request
+    /// in all), at ~50 ns a read on this machine (`perf`: 3% of a holding
+    /// page's time).
     pub(super) fn now(&self) -> Now {
         let elapsed = self.epoch.elapsed().as_millis() as u64;
         Now {
