@@ -201,12 +201,32 @@ pub fn spawn_watchdog(notifier: Arc<Notifier>, every: Duration) -> tokio::task::
 mod tests {
     use super::*;
 
-    fn pair(name: &str) -> (UnixDatagram, Notifier) {
-        let dir = std::env::temp_dir().join(format!("usher-notify-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&dir);
-        let rx = UnixDatagram::bind(&dir).unwrap();
-        let n = Notifier::to(dir.as_os_str()).unwrap();
-        (rx, n)
+    /// A bound socket and a notifier to it; the socket's file goes when
+    /// the receiver is dropped.
+    fn pair(name: &str) -> (Receiver, Notifier) {
+        let path = std::env::temp_dir().join(format!("usher-notify-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let rx = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::to(path.as_os_str()).unwrap();
+        (Receiver { rx, path }, n)
+    }
+
+    struct Receiver {
+        rx: UnixDatagram,
+        path: std::path::PathBuf,
+    }
+
+    impl std::ops::Deref for Receiver {
+        type Target = UnixDatagram;
+        fn deref(&self) -> &UnixDatagram {
+            &self.rx
+        }
+    }
+
+    impl Drop for Receiver {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 
     fn recv(rx: &UnixDatagram) -> String {

@@ -202,8 +202,10 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_an_error() {
-        let p = dir("gone").join("no-such-dir").join(FILE_NAME);
+        let d = dir("gone");
+        let p = d.join("no-such-dir").join(FILE_NAME);
         assert!(load_or_create(&p).unwrap_err().contains("no-such-dir"));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -142,12 +142,17 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F:
 /// (`server.admin_token_file` = [`admin_token_file`]).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef-0123456789";
 
-/// A file holding [`ADMIN_TOKEN`], written once per test process.
+/// A file holding [`ADMIN_TOKEN`], written once per test process: one
+/// file for every test process (the same text, replaced atomically, so a
+/// reader never sees half of it), not one left behind by each.
 pub fn admin_token_file() -> &'static Path {
     static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     FILE.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("usher-test-admin-{}.token", std::process::id()));
-        std::fs::write(&p, format!("{ADMIN_TOKEN}\n")).expect("write the admin token file");
+        let dir = std::env::temp_dir();
+        let temp = dir.join(format!("usher-test-admin-{}.token.new", std::process::id()));
+        std::fs::write(&temp, format!("{ADMIN_TOKEN}\n")).expect("write the admin token file");
+        let p = dir.join("usher-test-admin.token");
+        std::fs::rename(&temp, &p).expect("put the admin token file in place");
         p
     })
 }
