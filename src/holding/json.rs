@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use bytes::Bytes;
 
 use super::fmt::{json_string, json_string_len, write_rfc3339, write_u64, MAX_NUMBER_LEN};
+use super::memo::find_or_keep;
 use super::{sanitize_return_to, RoomState, StatusView};
 
 /// The body for `GET /__usher/status`.
@@ -61,7 +62,6 @@ pub fn status_json(view: &StatusView) -> Bytes {
 /// operator speaks or a voucher goes), so each thread keeps the last few,
 /// keyed by everything they hold: a poll copies it instead of escaping
 /// three texts and formatting a time (some 1,000 instructions).
-#[derive(Default)]
 struct Tail {
     message: Box<str>,
     messages: Option<(Box<str>, Box<str>)>,
@@ -109,16 +109,7 @@ thread_local! {
 /// Runs `f` on the tail of `view`, kept or written now (the oldest kept goes).
 fn with_tail<R>(view: &StatusView, f: impl FnOnce(&[u8]) -> R) -> R {
     TAILS_KEPT.with_borrow_mut(|kept| {
-        let at = match kept.iter().position(|t| t.is(view)) {
-            Some(at) => at,
-            None => {
-                if kept.len() == TAILS {
-                    kept.remove(0);
-                }
-                kept.push(Tail::of(view));
-                kept.len() - 1
-            }
-        };
+        let at = find_or_keep(kept, TAILS, |t| t.is(view), || Tail::of(view));
         f(&kept[at].bytes)
     })
 }

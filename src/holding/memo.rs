@@ -68,6 +68,25 @@ pub(crate) fn escape_into(
     })
 }
 
+/// Where in `kept` the entry `is` finds is, or the one `make` adds now
+/// (the oldest goes when `keep` are kept): the per-thread keeping of the
+/// page's moment (`page::moment`) and the status JSON's tail (`json`).
+pub(crate) fn find_or_keep<T>(
+    kept: &mut Vec<T>,
+    keep: usize,
+    is: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> usize {
+    if let Some(at) = kept.iter().position(is) {
+        return at;
+    }
+    if kept.len() == keep {
+        kept.remove(0);
+    }
+    kept.push(make());
+    kept.len() - 1
+}
+
 /// The length of the escape of `s`, when remembered.
 pub(crate) fn escaped_len(
     memo: &'static std::thread::LocalKey<RefCell<Memo>>,

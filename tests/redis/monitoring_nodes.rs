@@ -10,7 +10,7 @@ use crate::support::http as http_util;
 use crate::support::process;
 use crate::support::promql;
 use crate::support::redis;
-use crate::support::TempDir;
+use crate::support::{within, TempDir};
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -110,35 +110,29 @@ fn value(s: &[Sample], name: &str) -> f64 {
         .value
 }
 
-/// Waits (at most 10 s) until every node's scrape satisfies `ok`.
-async fn until_every_node(nodes: &[UsherProcess], what: &str, ok: impl Fn(&[Sample]) -> bool) {
-    let started = Instant::now();
-    loop {
-        if nodes.iter().all(|n| ok(&scrape(n))) {
-            return;
+/// Checks every 5 ms (for at most 10 s) until `check` finds what it waits for.
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    within(10, what, async {
+        loop {
+            if let Some(found) = check() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not every node reports {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
-/// Watches every node (at most 10 s) until one's scrape satisfies `ok`:
-/// that node's index.
+/// Waits until every node's scrape satisfies `ok`.
+async fn until_every_node(nodes: &[UsherProcess], what: &str, ok: impl Fn(&[Sample]) -> bool) {
+    let what = format!("every node to report {what}");
+    until(&what, || nodes.iter().all(|n| ok(&scrape(n))).then_some(())).await
+}
+
+/// Waits until one node's scrape satisfies `ok`: that node's index.
 async fn until_a_node(nodes: &[UsherProcess], what: &str, ok: impl Fn(&[Sample]) -> bool) -> usize {
-    let started = Instant::now();
-    loop {
-        if let Some(i) = nodes.iter().position(|n| ok(&scrape(n))) {
-            return i;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no node reports {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let what = format!("a node to report {what}");
+    until(&what, || nodes.iter().position(|n| ok(&scrape(n)))).await
 }
 
 /// One status request: (state, cookie set by name).

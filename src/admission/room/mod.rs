@@ -420,12 +420,12 @@ impl Room {
 
     /// Unix time in milliseconds on the room's clock.
     pub fn unix_ms(&self) -> u64 {
-        self.wall_epoch + self.epoch.elapsed().as_millis() as u64
+        self.now().unix_ms
     }
 
     /// Milliseconds on the room's clock (tokio's, so tests can pause it).
     pub fn now_ms(&self) -> u64 {
-        self.clock_base + self.epoch.elapsed().as_millis() as u64
+        self.now().room_ms
     }
 
     /// The settings in force: config plus admin overrides.

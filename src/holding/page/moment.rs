@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 
 use super::{Compiled, Part, Slot, Values};
+use crate::holding::memo::find_or_keep;
 use crate::holding::{Lang, RoomState, StatusView};
 
 /// Moments kept per thread: the two languages, each for visitors near the
@@ -178,22 +179,13 @@ fn with_kept<R>(
     values: &Values,
     f: impl FnOnce(&Kept) -> R,
 ) -> R {
-    KEPT.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        let at = match kept
-            .iter()
-            .position(|k| k.moment.is(pages, lang, values.view))
-        {
-            Some(at) => at,
-            None => {
-                if kept.len() == KEEP {
-                    kept.remove(0);
-                }
-                let moment = Moment::of(pages, lang, values.view);
-                kept.push(Kept::new(compiled, moment, values));
-                kept.len() - 1
-            }
-        };
+    KEPT.with_borrow_mut(|kept| {
+        let at = find_or_keep(
+            kept,
+            KEEP,
+            |k| k.moment.is(pages, lang, values.view),
+            || Kept::new(compiled, Moment::of(pages, lang, values.view), values),
+        );
         f(&kept[at])
     })
 }
