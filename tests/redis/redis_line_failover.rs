@@ -248,8 +248,16 @@ async fn a_node_logs_and_counts_the_repair_and_its_visitors_keep_their_place() {
     for _ in 0..5 {
         tickets.push(status(&node, None).1.expect("a ticket"));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (last, _) = status(&node, Some(&tickets[9]));
+    // the ticks count them in (three ticks unloaded; under a full test run
+    // it can take longer, so wait for it, bounded)
+    let started = Instant::now();
+    let last = loop {
+        let (last, _) = status(&node, Some(&tickets[9]));
+        if last["position"] == 9 || started.elapsed() > Duration::from_secs(5) {
+            break last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(last["position"], 9, "{last}");
     promote_after_death(&mut primary, &replica).await;
     relay.switch(replica.port);
