@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use scan::Scanner;
@@ -153,6 +154,16 @@ impl GuardHandle {
     /// head the guard has not scanned (after a passthrough) is `Ok`.
     pub fn next_request(&self) -> Result<(), Rejection> {
         let index = self.0.asked.fetch_add(1, Ordering::Relaxed);
+        self.verdict(index)
+    }
+
+    /// The verdict [`next_request`](Self::next_request) would return, without taking it: the
+    /// relay looks before it decides whether the request is its own or hyper's.
+    pub fn peek_next(&self) -> Result<(), Rejection> {
+        self.verdict(self.0.asked.load(Ordering::Relaxed))
+    }
+
+    fn verdict(&self, index: u64) -> Result<(), Rejection> {
         if index < self.0.ok_heads.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -176,6 +187,10 @@ impl std::fmt::Debug for GuardHandle {
 pub struct H1Guard<T> {
     inner: T,
     scanner: Scanner,
+    /// Bytes read (and scanned) already, given back to be read again before the socket's:
+    /// a head the relay read and left to hyper, or what a client pipelined after a relayed
+    /// request.
+    unread: Bytes,
 }
 
 impl<T> H1Guard<T> {
@@ -183,7 +198,15 @@ impl<T> H1Guard<T> {
     pub fn new(inner: T, limits: GuardLimits) -> (Self, GuardHandle) {
         let verdicts = Arc::new(Verdicts::default());
         let scanner = Scanner::new(limits, Arc::clone(&verdicts));
-        (Self { inner, scanner }, GuardHandle(verdicts))
+        let unread = Bytes::new();
+        (
+            Self {
+                inner,
+                scanner,
+                unread,
+            },
+            GuardHandle(verdicts),
+        )
     }
 
     /// The wrapped IO (for its peer address, TLS session...).
@@ -195,7 +218,24 @@ impl<T> H1Guard<T> {
     /// complete request and nothing of the next one has arrived (never after a passthrough or
     /// a rejection). Releases the guard's line buffer when it does.
     pub fn at_rest(&mut self) -> bool {
-        self.scanner.at_rest()
+        self.unread.is_empty() && self.scanner.at_rest()
+    }
+
+    /// Gives back `bytes`, read through this guard (so scanned already): the next reads return
+    /// them first (before any given back earlier and not read yet: they were read from it
+    /// first), unscanned, then the socket's bytes.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        self.unread = if self.unread.is_empty() {
+            Bytes::copy_from_slice(bytes)
+        } else {
+            // Read before what still waits here: they come first.
+            [bytes, &self.unread[..]].concat().into()
+        };
+    }
+
+    /// Whether bytes given back wait to be read.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
     }
 }
 
@@ -206,6 +246,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         this.scanner.feed(&buf.filled()[before..]);

@@ -118,6 +118,28 @@ impl RequestLine {
             user_agent: text(header::USER_AGENT),
         }
     }
+
+    /// The same from an HTTP/1.1 head's parts (the relay's, which builds no
+    /// `Request`): fields that are not visible ASCII are left out, as
+    /// [`of`](Self::of) leaves them.
+    pub fn from_head(
+        method: &str,
+        target: &str,
+        referer: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> RequestLine {
+        let text = |v: Option<&str>| {
+            v.filter(|s| s.bytes().all(|b| b == b'\t' || (32..127).contains(&b)))
+                .map(|s| s.chars().take(512).collect::<String>())
+        };
+        RequestLine {
+            method: http::Method::from_bytes(method.as_bytes()).unwrap_or_default(),
+            target: redact_target(target),
+            version: http::Version::HTTP_11,
+            referer: text(referer).map(|r| redact_target(&r)),
+            user_agent: text(user_agent),
+        }
+    }
 }
 
 /// Replaces the values of secret query parameters with `REDACTED`.

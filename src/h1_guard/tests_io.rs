@@ -294,3 +294,32 @@ async fn hyper_accepts_smuggled_framing_that_the_guard_refuses() {
     assert!(guarded.starts_with("HTTP/1.1 400 Bad Request"), "{guarded}");
     assert!(guarded.ends_with("duplicate_content_length"), "{guarded}");
 }
+
+/// Bytes given back are read again first, in the order they were first read, and are not
+/// scanned twice: the verdicts stay one per head.
+#[tokio::test]
+async fn unread_bytes_come_back_first_and_are_scanned_once() {
+    let (ours, mut client) = tokio::io::duplex(1024);
+    let (mut guard, handle) = H1Guard::new(ours, GuardLimits::default());
+    client.write_all(&cat(&[GET, GET])).await.unwrap();
+    let mut first = vec![0u8; GET.len() * 2];
+    guard.read_exact(&mut first).await.unwrap();
+    // Given back in two pieces: the later piece first, as a reader that took more meanwhile
+    // gives back what it read before what was already waiting.
+    guard.unread(&first[GET.len()..]);
+    guard.unread(&first[..GET.len()]);
+    assert!(guard.has_unread() && !guard.at_rest());
+    client.write_all(b"GET /3 HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut again = vec![0u8; GET.len() * 2];
+    guard.read_exact(&mut again).await.unwrap();
+    assert_eq!(again, first);
+    assert!(!guard.has_unread());
+    let mut third = [0u8; 19];
+    guard.read_exact(&mut third).await.unwrap();
+    assert_eq!(&third, b"GET /3 HTTP/1.1\r\n\r\n");
+    for _ in 0..3 {
+        assert_eq!(handle.peek_next(), Ok(()));
+        assert_eq!(handle.next_request(), Ok(()));
+    }
+    assert!(format!("{handle:?}").contains("ok_heads: 3"), "{handle:?}");
+}

@@ -204,11 +204,32 @@ pub fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
+    let element = forwarded_element(peer, peer_text, hop.proto, hop.host.map(|h| h.as_bytes()));
+    if hop.trusted {
+        let mut e = Vec::with_capacity(64);
+        for p in element {
+            e.extend_from_slice(p);
+        }
+        append_list(headers, &header::FORWARDED, &e);
+    } else if let Some(v) = joined(&element) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// This hop's `Forwarded` element (RFC 7239 §4) in parts:
+/// `for=...;proto=...[;host="..."]`, the host only when it is plain
+/// (letters, digits, `-.:[]`), so it needs no escaping.
+fn forwarded_element<'a>(
+    peer: IpAddr,
+    peer_text: &'a [u8],
+    proto: &'a str,
+    host: Option<&'a [u8]>,
+) -> [&'a [u8]; 9] {
     let (open, close): (&[u8], &[u8]) = match peer {
         IpAddr::V4(_) => (b"", b""),
         IpAddr::V6(_) => (b"\"[", b"]\""),
     };
-    let host = hop.host.map(|h| h.as_bytes()).filter(|h| {
+    let host = host.filter(|h| {
         h.iter()
             .all(|&b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
     });
@@ -216,30 +237,49 @@ pub fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         Some(h) => (b";host=\"", h, b"\""),
         None => (b"", b"", b""),
     };
-    let element: [&[u8]; 8] = [
+    [
         b"for=",
         open,
         peer_text,
         close,
         b";proto=",
-        hop.proto.as_bytes(),
+        proto.as_bytes(),
         host_open,
         host,
-    ];
-    if hop.trusted {
-        let mut e = Vec::with_capacity(64);
-        for p in element.iter().chain([&host_close]) {
-            e.extend_from_slice(p);
+        host_close,
+    ]
+}
+
+/// The forwarding fields of a hop from an untrusted peer as head lines,
+/// for the relay (`server::relay`), which writes heads as bytes: the values
+/// [`set_forwarding`] sets, the client's own such fields having been
+/// dropped. `host` is the client's `Host`.
+pub fn write_untrusted_forwarding(
+    out: &mut Vec<u8>,
+    peer: IpAddr,
+    proto: &'static str,
+    host: Option<&[u8]>,
+) {
+    let peer = canonical(peer);
+    let ip = IpText::of(peer);
+    let peer_text = ip.as_bytes();
+    let mut line = |name: &[u8], parts: &[&[u8]]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        for p in parts {
+            out.extend_from_slice(p);
         }
-        append_list(headers, &header::FORWARDED, &e);
-    } else {
-        let mut parts = [&b""[..]; 9];
-        parts[..8].copy_from_slice(&element);
-        parts[8] = host_close;
-        if let Some(v) = joined(&parts) {
-            headers.insert(header::FORWARDED, v);
-        }
+        out.extend_from_slice(b"\r\n");
+    };
+    line(b"x-forwarded-for", &[peer_text]);
+    line(b"x-forwarded-proto", &[proto.as_bytes()]);
+    if let Some(h) = host {
+        line(b"x-forwarded-host", &[h]);
     }
+    line(
+        b"forwarded",
+        &forwarded_element(peer, peer_text, proto, host),
+    );
 }
 
 /// The text of an IP address, written without allocating.

@@ -19,8 +19,9 @@ use http::{Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::{Body, BoxError};
@@ -48,6 +49,13 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle plain connection of the relay (`server::relay`): a bare socket
+/// between two exchanges.
+struct RawIdle {
+    io: TcpStream,
+    since: Instant,
+}
+
 /// The pool of one origin.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
@@ -55,6 +63,7 @@ pub struct Pool {
     target: Uri,
     builder: http1::Builder,
     idle: Mutex<VecDeque<Idle>>,
+    raw_idle: Mutex<VecDeque<RawIdle>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -83,6 +92,7 @@ impl Pool {
             target,
             builder,
             idle: Mutex::new(VecDeque::new()),
+            raw_idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
         });
@@ -94,6 +104,65 @@ impl Pool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_raw(&self) -> std::sync::MutexGuard<'_, VecDeque<RawIdle>> {
+        self.raw_idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A plain connection for the relay: the most recently used idle one
+    /// younger than `idle_timeout` (`true`: reused, the origin may have
+    /// closed it since), or a new one (`false`).
+    pub async fn checkout_raw(&self) -> Result<(TcpStream, bool), SendError> {
+        let popped = {
+            let mut idle = self.lock_raw();
+            let now = Instant::now();
+            while idle
+                .front()
+                .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout)
+            {
+                idle.pop_front();
+            }
+            idle.pop_back()
+        };
+        if let Some(RawIdle { io, .. }) = popped {
+            return Ok((io, true));
+        }
+        self.connect_raw().await.map(|io| (io, false))
+    }
+
+    /// A new plain connection to the origin, made by the pool's connector
+    /// (its connect timeout, `TCP_NODELAY`, keep-alive).
+    pub async fn connect_raw(&self) -> Result<TcpStream, SendError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        match connector
+            .call(self.target.clone())
+            .await
+            .map_err(SendError::Connect)?
+        {
+            MaybeHttpsStream::Http(io) => Ok(io.into_inner()),
+            MaybeHttpsStream::Https(_) => Err(SendError::Connect(
+                "the relay speaks plain HTTP/1.1 only".into(),
+            )),
+        }
+    }
+
+    /// Takes back a plain connection between two exchanges.
+    pub fn put_raw(&self, io: TcpStream) {
+        if self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.lock_raw();
+        if idle.len() >= self.max_idle {
+            return;
+        }
+        idle.push_back(RawIdle {
+            io,
+            since: Instant::now(),
+        });
     }
 
     /// Drops idle connections older than `idle_timeout`.
@@ -174,8 +243,10 @@ async fn reap(pool: Weak<Pool>) {
     loop {
         tokio::time::sleep(every).await;
         let Some(p) = pool.upgrade() else { return };
-        let mut idle = p.lock();
-        Pool::prune(&mut idle, p.idle_timeout, Instant::now());
+        let now = Instant::now();
+        Pool::prune(&mut p.lock(), p.idle_timeout, now);
+        p.lock_raw()
+            .retain(|i| now.duration_since(i.since) < p.idle_timeout);
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use super::park::{self, Drain, Flight, Home, Parkable, Readable, Tracked};
 use super::per_ip::{PerIp, PerIpSlot};
 use super::proxy_protocol::{self, Refusal};
+use super::relay;
 use super::stall::SendTimeout;
 use crate::app::App;
 use crate::config::Config;
@@ -352,12 +353,12 @@ where
         max_headers: cfg.server.max_headers,
     };
     let (mut io, handle) = H1Guard::new(SendTimeout::new(io, cfg.server.send_timeout), limits);
-    info.guard = Some(handle);
+    info.guard = Some(handle.clone());
     let info = Arc::new(info);
     let _open = OpenGauge::new(&app, &info, Proto::H1);
     let flight = Flight::default();
     let svc = {
-        let (info, flight) = (info.clone(), flight.clone());
+        let (app, info, flight) = (app.clone(), info.clone(), flight.clone());
         service_fn(move |req| {
             let busy = flight.enter();
             let answer = pipeline::handle(app.clone(), info.clone(), req);
@@ -374,35 +375,56 @@ where
     let mut head_timeout = idle;
     let mut rest = park::REST;
     loop {
-        let io_ = TokioIo::new(Parkable::new(io, home.clone(), flight.clone(), rest));
-        // Boxed: while parked, the task keeps none of hyper's state.
-        let mut conn = Box::pin(
-            h1_builder(cfg, head_timeout)
-                .serve_connection(io_, svc.clone())
-                .with_upgrades(),
-        );
-        let mut told = false;
-        let ended = loop {
-            tokio::select! {
-                r = conn.as_mut() => break r,
-                _ = drain.signal(), if !told => {
-                    told = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
+        // The relay first (plain forwarding without hyper), when the
+        // config of the moment lets it; hyper for the rest.
+        let next = if relay::applies(&app.config.load(), &app, &info) {
+            relay::serve_next(&mut io, &handle, &app, &info, head_timeout, drain.fired()).await
+        } else {
+            relay::Next::Hyper
         };
-        drop(conn);
-        let Some(back) = home.take() else {
-            if let Err(e) = ended {
-                tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+        match next {
+            relay::Next::KeepAlive => {}
+            relay::Next::Close => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                return;
             }
-            return;
-        };
-        io = back;
+            relay::Next::Hyper => {
+                let io_ = TokioIo::new(Parkable::new(io, home.clone(), flight.clone(), rest));
+                // Boxed: while parked, the task keeps none of hyper's state.
+                let mut conn = Box::pin(
+                    h1_builder(cfg, head_timeout)
+                        .serve_connection(io_, svc.clone())
+                        .with_upgrades(),
+                );
+                let mut told = false;
+                let ended = loop {
+                    tokio::select! {
+                        r = conn.as_mut() => break r,
+                        _ = drain.signal(), if !told => {
+                            told = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                };
+                drop(conn);
+                let Some(back) = home.take() else {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                };
+                io = back;
+            }
+        }
         if drain.fired() {
             // As hyper closes an idle connection on the drain.
             let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
             return;
+        }
+        if io.has_unread() {
+            // A pipelined request is here already.
+            head_timeout = idle;
+            continue;
         }
         let parked = Instant::now();
         tokio::select! {

@@ -7,6 +7,7 @@ mod conn;
 pub mod park;
 pub mod per_ip;
 pub mod proxy_protocol;
+mod relay;
 pub mod stall;
 
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@ mod forwarding;
 mod idle_park;
 mod protocols;
 mod proxy_protocol;
+mod relay;
 mod reload;
 mod responses;
 mod streaming;

@@ -1,0 +1,151 @@
+//! The relay (src/server/relay.rs): plain GETs and HEADs forwarded without
+//! hyper, on the same connections as the requests hyper serves. What it
+//! must keep: order on a shared connection, the framing of every answer,
+//! the Date a forwarding proxy adds, and no difference a client can see.
+
+use crate::support as common;
+
+use std::time::Duration;
+
+use common::clients::connect;
+use common::inproc::Usher;
+use common::{within, Origin, Reply};
+
+const HOST: &str = "cinema.example";
+
+fn replies(path: &str) -> Reply {
+    match path {
+        "/chunked" => Reply::Chunked {
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            chunks: vec![b"chunk ".to_vec(), b"by chunk".to_vec()],
+            trailers: vec![],
+        },
+        "/undated" => Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\nundated".to_vec(),
+        ),
+        "/until-close" => Reply::ThenClose(
+            Duration::ZERO,
+            Box::new(Reply::Raw(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the origin closes".to_vec(),
+            )),
+        ),
+        "/dated" => Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 09:00:00 GMT\r\nContent-Length: 5\r\n\r\ndated"
+                .to_vec(),
+        ),
+        "/big" => Reply::Pattern(300_000),
+        p => Reply::ok(&format!("for {p}")),
+    }
+}
+
+/// Relayed requests and hyper's (a body: hyper's), pipelined in one write,
+/// are answered in order and reach the origin in order, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_and_hyper_requests_share_a_connection_in_order() {
+    within(15, "mixed pipeline", async {
+        let origin = Origin::start(|r| replies(r.target())).await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        let batch = format!(
+            "GET /chunked HTTP/1.1\r\nHost: {HOST}\r\n\r\n\
+             POST /form HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhello\
+             HEAD /head HTTP/1.1\r\nHost: {HOST}\r\n\r\n\
+             GET /big HTTP/1.1\r\nHost: {HOST}\r\n\r\n\
+             GET /last HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+        );
+        c.send(batch.as_bytes()).await.unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert!(r.head.chunked(), "{}", String::from_utf8_lossy(&r.head.raw));
+        assert_eq!(r.text(), "chunk by chunk");
+        assert_eq!(c.read_response("POST").await.unwrap().text(), "for /form");
+        let r = c.read_response("HEAD").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.body.is_empty());
+        let r = c.read_response("GET").await.unwrap();
+        assert_eq!(r.body.len(), 300_000);
+        assert_eq!(c.read_response("GET").await.unwrap().text(), "for /last");
+        let seen: Vec<String> = origin
+            .wait_for(5)
+            .await
+            .iter()
+            .map(|r| format!("{} {}", r.head.method(), r.target()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "GET /chunked",
+                "POST /form",
+                "HEAD /head",
+                "GET /big",
+                "GET /last"
+            ]
+        );
+    })
+    .await;
+}
+
+/// An answer without a length ends when the origin closes: the visitor
+/// gets all of it, told the connection closes, and then it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_until_close_closes_the_visitors_connection() {
+    within(10, "close-delimited", async {
+        let origin = Origin::start(|r| replies(r.target())).await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        c.send(format!("GET /until-close HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert_eq!(r.text(), "until the origin closes");
+        assert_eq!(r.head.get("connection"), Some("close"));
+        assert!(c.closed_within(Duration::from_secs(2)).await);
+    })
+    .await;
+}
+
+/// The origin's Date is kept; an answer without one gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_a_date_gets_one() {
+    within(10, "date", async {
+        let origin = Origin::start(|r| replies(r.target())).await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        c.send(format!("GET /undated HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert_eq!(r.text(), "undated");
+        let date = r.head.get_all("date");
+        assert_eq!(date.len(), 1, "{}", String::from_utf8_lossy(&r.head.raw));
+        assert!(httpdate::parse_http_date(date[0]).is_ok(), "{date:?}");
+        // one the origin sent stays as sent
+        c.send(format!("GET /dated HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert_eq!(r.head.get_all("date"), ["Tue, 01 Dec 2026 09:00:00 GMT"]);
+    })
+    .await;
+}
+
+/// `Connection: close` from the visitor: answered, said, and closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_asking_to_close_is_answered_then_closed() {
+    within(10, "visitor close", async {
+        let origin = Origin::start(|r| replies(r.target())).await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        c.send(
+            format!("GET /bye HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert_eq!(r.text(), "for /bye");
+        assert_eq!(r.head.get("connection"), Some("close"));
+        assert!(c.closed_within(Duration::from_secs(2)).await);
+        let seen = origin.wait_for(1).await.remove(0);
+        assert_eq!(seen.head.get("connection"), None);
+    })
+    .await;
+}
