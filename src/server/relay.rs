@@ -275,33 +275,57 @@ fn range_in(buf: &[u8], part: &[u8]) -> (usize, usize) {
     (from, from + part.len())
 }
 
-/// Field names the relay drops: hop-by-hop (`Connection` itself is read
-/// first), usher's own, and, the peer being untrusted, the forwarding
-/// fields it replaces.
-fn dropped(name: &str) -> bool {
-    const DROPPED: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "x-usher-voucher",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-    ];
-    DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || name.eq_ignore_ascii_case("forwarded")
+/// The fields the relay looks at, on either side; the rest pass as they
+/// are.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Field {
+    Other,
+    Connection,
+    /// Hop-by-hop besides `Connection`: `Keep-Alive`, `Proxy-Connection`.
+    Hop,
+    /// Only usher says these: `X-Usher-Voucher` to the origin, and
+    /// `X-Usher-Release` from it (a room's, never passed on).
+    Usher,
+    /// `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`: replaced.
+    Forwarding,
+    ContentLength,
+    TransferEncoding,
+    Te,
+    Upgrade,
+    Expect,
+    Host,
+    Date,
+    AcceptLanguage,
+    Referer,
+    UserAgent,
 }
 
-/// Field names that send a request to hyper: a body, an upgrade, an
-/// expectation, trailers asked for.
-fn not_ours(name: &str) -> bool {
-    const HYPER: [&str; 5] = [
-        "content-length",
-        "transfer-encoding",
-        "upgrade",
-        "expect",
-        "te",
-    ];
-    HYPER.iter().any(|d| name.eq_ignore_ascii_case(d))
+impl Field {
+    /// One look per name: by length, then the few names of that length.
+    fn of(name: &str) -> Field {
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            2 if is("te") => Field::Te,
+            4 if is("host") => Field::Host,
+            4 if is("date") => Field::Date,
+            6 if is("expect") => Field::Expect,
+            7 if is("upgrade") => Field::Upgrade,
+            7 if is("referer") => Field::Referer,
+            9 if is("forwarded") => Field::Forwarding,
+            10 if is("connection") => Field::Connection,
+            10 if is("keep-alive") => Field::Hop,
+            10 if is("user-agent") => Field::UserAgent,
+            14 if is("content-length") => Field::ContentLength,
+            15 if is("x-forwarded-for") => Field::Forwarding,
+            15 if is("accept-language") => Field::AcceptLanguage,
+            15 if is("x-usher-voucher") || is("x-usher-release") => Field::Usher,
+            16 if is("proxy-connection") => Field::Hop,
+            16 if is("x-forwarded-host") => Field::Forwarding,
+            17 if is("x-forwarded-proto") => Field::Forwarding,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            _ => Field::Other,
+        }
+    }
 }
 
 /// The origin's `Host`, and whether it replaces the visitor's
@@ -339,30 +363,33 @@ fn plan_request(head: &[u8], peer: IpAddr, proto: &'static str, host: &Host<'_>)
         user_agent: None,
     };
     let mut visitor_host = None;
-    for f in req.headers.iter() {
-        if not_ours(f.name) {
-            return None;
-        }
-        if f.name.eq_ignore_ascii_case("connection") {
-            for token in f.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    plan.close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
-                    // It names fields to drop: hyper's rules apply.
-                    return None;
+    let mut kinds = [Field::Other; MAX_FIELDS];
+    for (f, kind) in req.headers.iter().zip(kinds.iter_mut()) {
+        *kind = Field::of(f.name);
+        match kind {
+            // A body, an upgrade, an expectation, trailers asked for: hyper's.
+            Field::ContentLength
+            | Field::TransferEncoding
+            | Field::Upgrade
+            | Field::Expect
+            | Field::Te => return None,
+            Field::Connection => {
+                for token in f.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        plan.close = true;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                        // It names fields to drop: hyper's rules apply.
+                        return None;
+                    }
                 }
             }
-        } else if f.name.eq_ignore_ascii_case("host") {
-            if visitor_host.replace(f.value).is_some() {
-                return None;
-            }
-        } else if f.name.eq_ignore_ascii_case("accept-language") {
-            plan.accept_language = Some(range_in(head, f.value));
-        } else if f.name.eq_ignore_ascii_case("referer") {
-            plan.referer = Some(range_in(head, f.value));
-        } else if f.name.eq_ignore_ascii_case("user-agent") {
-            plan.user_agent = Some(range_in(head, f.value));
+            // Kept as it is looked at; a second one sends the request to hyper.
+            Field::Host if visitor_host.replace(f.value).is_some() => return None,
+            Field::AcceptLanguage => plan.accept_language = Some(range_in(head, f.value)),
+            Field::Referer => plan.referer = Some(range_in(head, f.value)),
+            Field::UserAgent => plan.user_agent = Some(range_in(head, f.value)),
+            _ => {}
         }
     }
     let out = &mut plan.out;
@@ -370,19 +397,17 @@ fn plan_request(head: &[u8], peer: IpAddr, proto: &'static str, host: &Host<'_>)
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for f in req.headers.iter() {
-        if dropped(f.name) {
-            continue;
+    let mut lines = Lines::new(head, req.headers, head.len() - 2);
+    for (i, kind) in kinds.into_iter().enumerate().take(req.headers.len()) {
+        match kind {
+            // Hop-by-hop, usher's own, and (the peer being untrusted) the
+            // forwarding fields, replaced below.
+            Field::Connection | Field::Hop | Field::Usher | Field::Forwarding => {}
+            Field::Host if host.replaces => lines.write(out, i, host.origin),
+            _ => lines.keep(out, i),
         }
-        out.extend_from_slice(f.name.as_bytes());
-        out.extend_from_slice(b": ");
-        if host.replaces && f.name.eq_ignore_ascii_case("host") {
-            out.extend_from_slice(host.origin);
-        } else {
-            out.extend_from_slice(f.value);
-        }
-        out.extend_from_slice(b"\r\n");
     }
+    lines.flush(out);
     if visitor_host.is_none() {
         // HTTP/1.1 needs one: the origin's (as the hyper path does).
         out.extend_from_slice(b"host: ");
@@ -392,6 +417,69 @@ fn plan_request(head: &[u8], peer: IpAddr, proto: &'static str, host: &Host<'_>)
     headers::write_untrusted_forwarding(out, peer, proto, visitor_host);
     out.extend_from_slice(b"\r\n");
     Some(plan)
+}
+
+/// Writes a head's kept field lines as they were written (runs of adjacent
+/// lines in one copy), or, where a value changes or a line does not end in
+/// CRLF, as `name: value`.
+struct Lines<'h, 'b> {
+    head: &'b [u8],
+    fields: &'h [httparse::Header<'b>],
+    /// Where the last field line ends (before the head's empty line).
+    end: usize,
+    /// The run of kept lines not copied yet.
+    run: Option<(usize, usize)>,
+}
+
+impl<'h, 'b> Lines<'h, 'b> {
+    fn new(head: &'b [u8], fields: &'h [httparse::Header<'b>], end: usize) -> Self {
+        Lines {
+            head,
+            fields,
+            end,
+            run: None,
+        }
+    }
+
+    /// Field `i`'s line, CRLF included.
+    fn line(&self, i: usize) -> (usize, usize) {
+        let start = range_in(self.head, self.fields[i].name.as_bytes()).0;
+        let end = match self.fields.get(i + 1) {
+            Some(next) => range_in(self.head, next.name.as_bytes()).0,
+            None => self.end,
+        };
+        (start, end)
+    }
+
+    /// Field `i` as it was written.
+    fn keep(&mut self, out: &mut Vec<u8>, i: usize) {
+        let (start, end) = self.line(i);
+        if !self.head[start..end].ends_with(b"\r\n") {
+            return self.write(out, i, self.fields[i].value);
+        }
+        match &mut self.run {
+            Some((_, run_end)) if *run_end == start => *run_end = end,
+            _ => {
+                self.flush(out);
+                self.run = Some((start, end));
+            }
+        }
+    }
+
+    /// Field `i` with `value`.
+    fn write(&mut self, out: &mut Vec<u8>, i: usize, value: &[u8]) {
+        self.flush(out);
+        out.extend_from_slice(self.fields[i].name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if let Some((start, end)) = self.run.take() {
+            out.extend_from_slice(&self.head[start..end]);
+        }
+    }
 }
 
 /// How the origin's answer body is framed.
@@ -641,9 +729,14 @@ enum Parsed {
 
 /// Reads the answer head at the start of `buf` and writes the visitor's.
 fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let n = match resp.parse(buf) {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let n = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Bad("malformed answer head"),
@@ -657,35 +750,47 @@ fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
     if (100..200).contains(&status) {
         return Parsed::Interim(n);
     }
-    // Framing, and which fields `Connection` names (dropped with it).
+    // Framing, and whether `Connection` names fields (dropped with it).
     let mut chunked = false;
     let mut length: Option<u64> = None;
     let mut origin_keeps = version == 1;
     let mut dated = false;
-    for f in resp.headers.iter() {
-        dated = dated || f.name.eq_ignore_ascii_case("date");
-        if f.name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Parsed::Bad("transfer coding other than chunked");
+    let mut names_fields = false;
+    let mut kinds = [Field::Other; MAX_RESPONSE_FIELDS];
+    for (f, kind) in resp.headers.iter().zip(kinds.iter_mut()) {
+        *kind = Field::of(f.name);
+        match kind {
+            Field::Date => dated = true,
+            Field::TransferEncoding => {
+                if chunked || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Parsed::Bad("transfer coding other than chunked");
+                }
+                chunked = true;
             }
-            chunked = true;
-        } else if f.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(f.value.trim_ascii())
-                .ok()
-                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|t| t.parse::<u64>().ok());
-            match (n, length) {
-                (None, _) => return Parsed::Bad("invalid content-length"),
-                (Some(n), Some(m)) if n != m => return Parsed::Bad("conflicting content-length"),
-                (n, _) => length = n,
-            }
-        } else if f.name.eq_ignore_ascii_case("connection") {
-            for t in f.value.split(|&b| b == b',') {
-                let t = t.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    origin_keeps = false;
+            Field::ContentLength => {
+                let n = std::str::from_utf8(f.value.trim_ascii())
+                    .ok()
+                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|t| t.parse::<u64>().ok());
+                match (n, length) {
+                    (None, _) => return Parsed::Bad("invalid content-length"),
+                    (Some(n), Some(m)) if n != m => {
+                        return Parsed::Bad("conflicting content-length")
+                    }
+                    (n, _) => length = n,
                 }
             }
+            Field::Connection => {
+                for t in f.value.split(|&b| b == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"close") {
+                        origin_keeps = false;
+                    } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") {
+                        names_fields = true;
+                    }
+                }
+            }
+            _ => {}
         }
     }
     let framing = if is_head || status == 204 || status == 304 {
@@ -698,43 +803,32 @@ fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
         origin_keeps = false;
         Framing::Close
     };
-    let mut out = Vec::with_capacity(n + 32);
+    let mut out = Vec::with_capacity(n + 64);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&itoa_3(status));
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named: Vec<&[u8]> = resp
-        .headers
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|f| f.value.split(|&b| b == b','))
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for f in resp.headers.iter() {
-        let hop = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "upgrade",
-            "x-usher-release",
-        ]
-        .iter()
-        .any(|h| f.name.eq_ignore_ascii_case(h))
-            || (chunked && f.name.eq_ignore_ascii_case("content-length"))
-            || named
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(f.name.as_bytes()));
-        if hop {
-            continue;
+    let named = |name: &str| {
+        resp.headers
+            .iter()
+            .filter(|f| Field::of(f.name) == Field::Connection)
+            .flat_map(|f| f.value.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let mut lines = Lines::new(buf, resp.headers, n - 2);
+    for (i, (f, kind)) in resp.headers.iter().zip(kinds).enumerate() {
+        let hop = match kind {
+            Field::Connection | Field::Hop | Field::Te | Field::Upgrade | Field::Usher => true,
+            // Chunked framing wins over a length (RFC 9112 §6.3).
+            Field::ContentLength => chunked,
+            _ => names_fields && named(f.name),
+        };
+        if !hop {
+            lines.keep(&mut out, i);
         }
-        out.extend_from_slice(f.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(f.value);
-        out.extend_from_slice(b"\r\n");
     }
+    lines.flush(&mut out);
     if !dated {
         // A proxy forwarding an answer without a date adds one (RFC 9110
         // §6.6.1), as hyper does.
@@ -1056,12 +1150,12 @@ mod tests {
     fn the_relay_takes_plain_bodiless_requests_only() {
         let out = planned(
             "GET /a?b HTTP/1.1\r\nHost: x.example\r\nX-A: 1\r\nConnection: keep-alive\r\n\
-             Keep-Alive: timeout=5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Usher-Voucher: v\r\nX-a: 2\r\n\r\n",
+             Keep-Alive: timeout=5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Usher-Voucher: v\r\nX-a: 2\r\nX-Raw:as  sent \r\n\r\n",
         )
         .expect("relayed");
         assert_eq!(
             out,
-            "GET /a?b HTTP/1.1\r\nHost: x.example\r\nX-A: 1\r\nX-a: 2\r\n\
+            "GET /a?b HTTP/1.1\r\nHost: x.example\r\nX-A: 1\r\nX-a: 2\r\nX-Raw:as  sent \r\n\
              x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\nx-forwarded-host: x.example\r\n\
              forwarded: for=192.0.2.7;proto=http;host=\"x.example\"\r\n\r\n"
         );

@@ -149,3 +149,37 @@ async fn a_visitor_asking_to_close_is_answered_then_closed() {
     })
     .await;
 }
+
+/// `origin.preserve_host = false`: the origin gets its own name as `Host`
+/// (in the visitor's line), the visitor's in `X-Forwarded-Host`; a request
+/// without a `Host` gets the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_can_get_its_own_host() {
+    within(10, "origin host", async {
+        let origin = Origin::start(|r| replies(r.target())).await;
+        let usher = Usher::in_front_of(origin.addr, "preserve_host = false").await;
+        let mut c = connect(usher.addr).await;
+        c.send(
+            format!("GET /h HTTP/1.1\r\nX-Before: 1\r\nhOsT: {HOST}\r\nX-After: 2\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.read_response("GET").await.unwrap().text(), "for /h");
+        let seen = origin.wait_for(1).await.remove(0).head;
+        let own = origin.addr.to_string();
+        assert_eq!(seen.get_all("host"), [own.as_str()]);
+        assert_eq!(seen.get_all("x-forwarded-host"), [HOST]);
+        let raw = String::from_utf8_lossy(&seen.raw).to_string();
+        assert!(
+            raw.contains(&format!("X-Before: 1\r\nhOsT: {own}\r\nX-After: 2\r\n")),
+            "{raw}"
+        );
+        c.send(b"GET /none HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(c.read_response("GET").await.unwrap().text(), "for /none");
+        let seen = origin.wait_for(1).await.remove(0).head;
+        assert_eq!(seen.get_all("host"), [own.as_str()]);
+        assert!(seen.get("x-forwarded-host").is_none());
+    })
+    .await;
+}
