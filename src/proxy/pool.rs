@@ -128,7 +128,8 @@ impl Pool {
         if let Some(RawIdle { io, .. }) = popped {
             return Ok((io, true));
         }
-        self.connect_raw().await.map(|io| (io, false))
+        // Boxed: the rare path, kept out of every request's future.
+        Box::pin(self.connect_raw()).await.map(|io| (io, false))
     }
 
     /// A new plain connection to the origin, made by the pool's connector

@@ -378,7 +378,16 @@ where
         // The relay first (plain forwarding without hyper), when the
         // config of the moment lets it; hyper for the rest.
         let next = if relay::applies(&app.config.load(), &app, &info) {
-            relay::serve_next(&mut io, &handle, &app, &info, head_timeout, drain.fired()).await
+            // Boxed: an idle connection's task keeps none of its state.
+            Box::pin(relay::serve_next(
+                &mut io,
+                &handle,
+                &app,
+                &info,
+                head_timeout,
+                drain.fired(),
+            ))
+            .await
         } else {
             relay::Next::Hyper
         };
