@@ -165,14 +165,7 @@ pub async fn forward(
         }
     };
 
-    let slot = ctx
-        .slots
-        .acquire(cfg.origin.max_queue, cfg.origin.queue_timeout)
-        .await
-        .map_err(|e| {
-            ctx.metrics.origin_error("overloaded");
-            ForwardError::OriginBusy(e)
-        })?;
+    let slot = origin_slot(ctx.slots, cfg, ctx.metrics).await?;
     let started = Instant::now();
     let send = async {
         match &origin.pool {
@@ -240,6 +233,22 @@ pub async fn forward(
         parts,
         body::SlotBody::new(body, slot).boxed(),
     ))
+}
+
+/// An origin slot for one request (`origin.max_in_flight`), waiting in the
+/// bounded queue; none free in time is counted and refused.
+pub async fn origin_slot(
+    slots: &Arc<Slots>,
+    cfg: &Config,
+    metrics: &Metrics,
+) -> Result<slots::Slot, ForwardError> {
+    slots
+        .acquire(cfg.origin.max_queue, cfg.origin.queue_timeout)
+        .await
+        .map_err(|e| {
+            metrics.origin_error("overloaded");
+            ForwardError::OriginBusy(e)
+        })
 }
 
 /// Methods whose requests may be sent twice (RFC 9110 §9.2.2).

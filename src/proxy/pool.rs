@@ -153,17 +153,12 @@ impl Pool {
 
     /// Takes back a plain connection between two exchanges.
     pub fn put_raw(&self, io: TcpStream) {
-        if self.max_idle == 0 {
-            return;
+        if self.max_idle > 0 {
+            keep(&mut self.lock_raw(), self.max_idle, |since| RawIdle {
+                io,
+                since,
+            });
         }
-        let mut idle = self.lock_raw();
-        if idle.len() >= self.max_idle {
-            return;
-        }
-        idle.push_back(RawIdle {
-            io,
-            since: Instant::now(),
-        });
     }
 
     /// Drops idle connections older than `idle_timeout`.
@@ -221,17 +216,17 @@ impl Pool {
 
     /// Takes back a connection whose last response ended cleanly.
     fn put(&self, tx: SendRequest<Body>) {
-        if tx.is_closed() || self.max_idle == 0 {
-            return;
+        if !tx.is_closed() && self.max_idle > 0 {
+            keep(&mut self.lock(), self.max_idle, |since| Idle { tx, since });
         }
-        let mut idle = self.lock();
-        if idle.len() >= self.max_idle {
-            return;
-        }
-        idle.push_back(Idle {
-            tx,
-            since: Instant::now(),
-        });
+    }
+}
+
+/// Adds an idle connection, made by `idle` from the time it went idle,
+/// unless `max` wait already (then it is dropped: closed).
+fn keep<T>(list: &mut VecDeque<T>, max: usize, idle: impl FnOnce(Instant) -> T) {
+    if list.len() < max {
+        list.push_back(idle(Instant::now()));
     }
 }
 
