@@ -1,7 +1,9 @@
 //! The whole request path: arbitrary bytes sent to a running usher (with a
-//! room, in front of a small origin) over a real loopback connection. usher
-//! must neither panic (libFuzzer aborts on a panic in any thread) nor hang,
-//! and answers only with HTTP (or HTTP/2 frames after the h2c preface).
+//! room, in front of a small origin) over a real loopback connection, or,
+//! for inputs of odd length, to one without a room (where plain GETs take
+//! the relay, src/server/relay/). usher must neither panic (libFuzzer
+//! aborts on a panic in any thread) nor hang, and answers only with HTTP
+//! (or HTTP/2 frames after the h2c preface).
 #![no_main]
 
 use std::convert::Infallible;
@@ -22,6 +24,8 @@ use tokio::runtime::Runtime;
 struct World {
     rt: Runtime,
     usher: SocketAddr,
+    /// The same without a room: the relay's path.
+    relayed: SocketAddr,
 }
 
 async fn origin() -> SocketAddr {
@@ -56,25 +60,29 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .expect("runtime");
-        let usher = rt.block_on(async {
+        let (usher, relayed) = rt.block_on(async {
             let origin = origin().await;
-            let text = format!(
+            let server = format!(
                 "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"\"\nheader_read_timeout = \"1s\"\n\
                  body_read_timeout = \"1s\"\nsend_timeout = \"1s\"\nmax_connections_per_ip = 0\n\
-                 [origin]\nurl = \"http://{origin}\"\nresponse_timeout = \"2s\"\n\
-                 [room]\nprotect = [\"/coupon\"]\nmax_active_users = 1000\n\
-                 [room.limits]\ntickets_per_minute_per_ip = 100000000\nrequests_per_second_per_ip = 0\n"
+                 [origin]\nurl = \"http://{origin}\"\nresponse_timeout = \"2s\"\n"
             );
-            let cfg = usher::config::Config::parse(&text, "fuzz", std::path::Path::new("."))
-                .expect("config");
-            let app = usher::app::App::new(cfg, usher::logging::LogHandle::none()).expect("app");
-            let listeners = usher::server::Listeners::bind(&app).await.expect("bind");
-            let running = usher::server::serve(app, listeners);
-            let addr = running.bound.plain[0];
-            std::mem::forget(running);
-            addr
+            let room = "[room]\nprotect = [\"/coupon\"]\nmax_active_users = 1000\n\
+                 [room.limits]\ntickets_per_minute_per_ip = 100000000\nrequests_per_second_per_ip = 0\n";
+            let mut addrs = Vec::new();
+            for text in [format!("{server}{room}"), server] {
+                let cfg = usher::config::Config::parse(&text, "fuzz", std::path::Path::new("."))
+                    .expect("config");
+                let app =
+                    usher::app::App::new(cfg, usher::logging::LogHandle::none()).expect("app");
+                let listeners = usher::server::Listeners::bind(&app).await.expect("bind");
+                let running = usher::server::serve(app, listeners);
+                addrs.push(running.bound.plain[0]);
+                std::mem::forget(running);
+            }
+            (addrs[0], addrs[1])
         });
-        World { rt, usher }
+        World { rt, usher, relayed }
     })
 }
 
@@ -92,7 +100,8 @@ async fn connect(to: SocketAddr) -> TcpStream {
 fuzz_target!(|data: &[u8]| {
     let w = world();
     let reply = w.rt.block_on(async {
-        let mut s = connect(w.usher).await;
+        let to = if data.len() % 2 == 1 { w.relayed } else { w.usher };
+        let mut s = connect(to).await;
         let _ = s.write_all(data).await;
         let _ = s.shutdown().await;
         let mut out = Vec::new();

@@ -215,3 +215,59 @@ mod tests {
         assert_eq!(Body::new(Framing::Close).feed(b"xyz"), (3, false));
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// Bytes an origin may send, made up: pieces of chunked framing and
+    /// noise, cut anywhere. The follower never claims more bytes than it
+    /// was given, and a body it calls ended stays within what came.
+    #[test]
+    fn any_bytes_in_any_pieces_are_followed_without_overrun() {
+        let pieces: [&[u8]; 12] = [
+            b"5\r\nhello\r\n",
+            b"0\r\n\r\n",
+            b"ffffffffffffffff\r\n",
+            b"1;a=\"b\"\r\nx\r\n",
+            b"X-T: 1\r\n",
+            b"\r\n",
+            b"\r",
+            b"\n",
+            b"zz",
+            b"10\r\n",
+            &[0, 255, 13, 10, 59],
+            b"0\r\n",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..(next() % 12) {
+                input.extend_from_slice(pieces[(next() % 12) as usize]);
+            }
+            for framing in [Framing::Chunked, Framing::Length(next() % 64)] {
+                let mut body = Body::new(framing);
+                let mut at = 0;
+                while at < input.len() {
+                    let cut = at + 1 + (next() as usize % (input.len() - at));
+                    let piece = &input[at..cut];
+                    let (take, done) = body.feed(piece);
+                    assert!(take <= piece.len(), "{input:?}");
+                    // Short of the piece only where the body ended.
+                    assert!(done || take == piece.len(), "{input:?}");
+                    at += take;
+                    if done {
+                        break;
+                    }
+                }
+                assert!(at <= input.len());
+            }
+        }
+    }
+}

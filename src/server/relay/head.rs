@@ -587,3 +587,54 @@ mod tests {
         assert!(a.origin_keeps);
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// Answer heads an origin may send, made up from pieces of real ones
+    /// and noise: planning never panics, and a head it passes on ends with
+    /// its empty line and says where the body starts within what came.
+    #[test]
+    fn any_answer_head_is_planned_or_refused() {
+        let pieces: [&[u8]; 14] = [
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 304 \r\n",
+            b"HTTP/1.1 103 Early\r\n",
+            b"Content-Length: 5\r\n",
+            b"Content-Length: x\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: gzip\r\n",
+            b"Connection: close, X-A\r\n",
+            b"X-A: 1\r\n",
+            b"Date: d\r\n",
+            b"\r\n",
+            b"\n",
+            b" folded\r\n",
+            &[0, 255, 58, 13],
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..(next() % 10) {
+                input.extend_from_slice(pieces[(next() % 14) as usize]);
+            }
+            let (is_head, close) = (next() % 2 == 0, next() % 2 == 0);
+            match plan_answer(&input, is_head, close) {
+                Parsed::Final(answer, n) => {
+                    assert!(n <= input.len());
+                    assert!(answer.out.ends_with(b"\r\n\r\n"), "{input:?}");
+                    assert!(answer.out.starts_with(b"HTTP/1.1 "));
+                }
+                Parsed::Interim(n) => assert!(n <= input.len()),
+                Parsed::Partial | Parsed::Bad(_) => {}
+            }
+        }
+    }
+}
