@@ -86,9 +86,12 @@ pub(super) enum Field {
     Connection,
     /// Hop-by-hop besides `Connection`: `Keep-Alive`, `Proxy-Connection`.
     Hop,
-    /// Only usher says these: `X-Usher-Voucher` to the origin, and
-    /// `X-Usher-Release` from it (a room's, never passed on).
-    Usher,
+    /// `X-Usher-Voucher`: only usher says which code was issued (dropped
+    /// from requests, as the hyper path's guard phase drops it).
+    Voucher,
+    /// `X-Usher-Release`: the origin's word to a room, never passed on
+    /// (dropped from answers, as `finish_open` drops it).
+    Release,
     /// `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`: replaced.
     Forwarding,
     ContentLength,
@@ -121,7 +124,8 @@ impl Field {
             14 if is("content-length") => Field::ContentLength,
             15 if is("x-forwarded-for") => Field::Forwarding,
             15 if is("accept-language") => Field::AcceptLanguage,
-            15 if is("x-usher-voucher") || is("x-usher-release") => Field::Usher,
+            15 if is("x-usher-voucher") => Field::Voucher,
+            15 if is("x-usher-release") => Field::Release,
             16 if is("proxy-connection") => Field::Hop,
             16 if is("x-forwarded-host") => Field::Forwarding,
             17 if is("x-forwarded-proto") => Field::Forwarding,
@@ -210,7 +214,7 @@ pub(super) fn plan_request(
         match kind {
             // Hop-by-hop, usher's own, and (the peer being untrusted) the
             // forwarding fields, replaced below.
-            Field::Connection | Field::Hop | Field::Usher | Field::Forwarding => {}
+            Field::Connection | Field::Hop | Field::Voucher | Field::Forwarding => {}
             Field::Host if host.replaces => lines.write(out, i, host.origin),
             _ => lines.keep(out, i),
         }
@@ -415,7 +419,7 @@ pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
     let mut lines = Lines::new(buf, resp.headers, n - 2);
     for (i, (f, kind)) in resp.headers.iter().zip(kinds).enumerate() {
         let hop = match kind {
-            Field::Connection | Field::Hop | Field::Te | Field::Upgrade | Field::Usher => true,
+            Field::Connection | Field::Hop | Field::Te | Field::Upgrade | Field::Release => true,
             // Chunked framing wins over a length (RFC 9112 §6.3).
             Field::ContentLength => chunked,
             _ => names_fields && named(f.name),
@@ -525,7 +529,7 @@ mod tests {
     #[test]
     fn the_origin_answer_loses_its_hop_by_hop_fields() {
         let head = b"HTTP/1.1 200 Fine\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=1\r\n\
-                     Content-Length: 2\r\nX-Usher-Release: 1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+                     Content-Length: 2\r\nX-Usher-Release: 1\r\nX-Usher-Voucher: k\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
                      Date: Sun, 06 Dec 2026 18:00:00 GMT\r\n\r\nok";
         let Parsed::Final(a, n) = plan_answer(head, false, false) else {
             panic!("parsed")
@@ -535,7 +539,7 @@ mod tests {
         assert!(!a.origin_keeps);
         assert_eq!(
             String::from_utf8(a.out).unwrap(),
-            "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+            "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nX-Usher-Voucher: k\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
              Date: Sun, 06 Dec 2026 18:00:00 GMT\r\n\r\n"
         );
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
