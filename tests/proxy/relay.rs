@@ -33,6 +33,9 @@ fn replies(path: &str) -> Reply {
             b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 09:00:00 GMT\r\nContent-Length: 5\r\n\r\ndated"
                 .to_vec(),
         ),
+        "/broken-chunks" => Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n".to_vec(),
+        ),
         "/big" => Reply::Pattern(300_000),
         p => Reply::ok(&format!("for {p}")),
     }
@@ -180,6 +183,33 @@ async fn the_origin_can_get_its_own_host() {
         let seen = origin.wait_for(1).await.remove(0).head;
         assert_eq!(seen.get_all("host"), [own.as_str()]);
         assert!(seen.get("x-forwarded-host").is_none());
+    })
+    .await;
+}
+
+/// A malformed chunked answer is relayed up to where it breaks, then both
+/// connections end: the origin's is not reused (the next request gets a
+/// whole answer on a new one), the visitor's closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_answer_ends_both_connections() {
+    within(10, "broken chunks", async {
+        let origin = Origin::start(|r| replies(r.target())).await;
+        let usher = Usher::in_front_of(origin.addr, "").await;
+        let mut c = connect(usher.addr).await;
+        c.send(format!("GET /broken-chunks HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert!(
+            c.read_response("GET").await.is_err(),
+            "a whole answer from a broken one"
+        );
+        let before = origin.connections();
+        let mut c = connect(usher.addr).await;
+        c.send(format!("GET /after HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(c.read_response("GET").await.unwrap().text(), "for /after");
+        assert_eq!(origin.connections(), before + 1, "a new origin connection");
     })
     .await;
 }

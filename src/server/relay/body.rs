@@ -78,6 +78,12 @@ impl Body {
         }
     }
 
+    /// Whether the body broke its framing (a malformed chunk): it ended
+    /// there, and neither connection may carry another message.
+    pub(super) fn broken(&self) -> bool {
+        self.chunk == Chunk::Broken
+    }
+
     fn feed_chunked(&mut self, bytes: &[u8]) -> (usize, bool) {
         let mut i = 0;
         while i < bytes.len() {

@@ -350,6 +350,7 @@ where
     let mut visitor_ok = io.write_all(&out).await.is_ok();
     drop(out);
     let mut ended = done;
+    let mut broken = body.broken();
     while visitor_ok && !ended {
         rbuf.clear();
         match origin_io.read_buf(&mut *rbuf).await {
@@ -361,6 +362,7 @@ where
                 }
                 visitor_ok = io.write_all(&rbuf[..take]).await.is_ok();
                 ended = done;
+                broken = body.broken();
             }
             Ok(_) | Err(_) => {
                 // The origin broke off the body: the visitor's answer is
@@ -370,6 +372,13 @@ where
                 visitor_ok = false;
             }
         }
+    }
+    if broken {
+        // A malformed chunked body: relayed up to where it broke; the
+        // visitor's reader fails there too, and neither connection goes on.
+        app.metrics.origin_error("protocol");
+        origin_keeps = false;
+        visitor_ok = false;
     }
     visitor_ok = visitor_ok && io.flush().await.is_ok();
     drop(slot);
