@@ -242,6 +242,9 @@ pub struct RawOrigin {
     pub preserve_host: bool,
     /// Speak HTTP/2 to the origin (ALPN on https, prior knowledge on http).
     pub http2: bool,
+    /// Forward plain HTTP/1.1 GETs and HEADs without hyper (the relay,
+    /// `src/server/relay/`); false sends every request through hyper.
+    pub relay: bool,
     /// Extra CA bundle (PEM) trusted for an https origin, beside the system roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
@@ -260,6 +263,7 @@ impl Default for RawOrigin {
             max_idle: DEFAULT_MAX_IDLE,
             preserve_host: true,
             http2: false,
+            relay: true,
             ca_file: None,
         }
     }

@@ -165,6 +165,7 @@ fn origin(cfg: &Config) -> RawOrigin {
         max_idle: o.max_idle,
         preserve_host: o.preserve_host,
         http2: o.http2,
+        relay: o.relay,
         ca_file: o.ca_file.as_deref().map(path),
     }
 }

@@ -146,6 +146,8 @@ pub struct OriginConfig {
     pub preserve_host: bool,
     /// Speak HTTP/2 to the origin.
     pub http2: bool,
+    /// Plain HTTP/1.1 GETs and HEADs forwarded by the relay (`server::relay`).
+    pub relay: bool,
     /// Extra CA bundle.
     pub ca_file: Option<PathBuf>,
 }
@@ -332,6 +334,7 @@ pub(super) fn origin(raw: &RawOrigin, base: &std::path::Path, p: &mut Problems) 
         max_idle: raw.max_idle,
         preserve_host: raw.preserve_host,
         http2: raw.http2,
+        relay: raw.relay,
         ca_file: raw.ca_file.as_ref().map(|f| base.join(f)),
     }
 }

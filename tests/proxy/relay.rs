@@ -213,3 +213,25 @@ async fn a_malformed_chunked_answer_ends_both_connections() {
     })
     .await;
 }
+
+/// `origin.relay = false`: every request goes through hyper (an answer
+/// without a length comes re-chunked, on a connection that stays open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_can_be_switched_off() {
+    within(10, "relay off", async {
+        let origin = Origin::start(|r| replies(r.target())).await;
+        let usher = Usher::in_front_of(origin.addr, "relay = false").await;
+        let mut c = connect(usher.addr).await;
+        c.send(format!("GET /until-close HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert_eq!(r.text(), "until the origin closes");
+        assert!(r.head.chunked(), "{}", String::from_utf8_lossy(&r.head.raw));
+        c.send(format!("GET /next HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(c.read_response("GET").await.unwrap().text(), "for /next");
+    })
+    .await;
+}

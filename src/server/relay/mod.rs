@@ -10,7 +10,8 @@
 //! the origin's answer back as the lines the origin sent (minus its
 //! hop-by-hop ones), and moves bodies as bytes, following their framing.
 //!
-//! What it takes: on a plain-HTTP/1.1 origin (`origin.pool`), from a peer
+//! What it takes (unless `origin.relay = false`, which sends every request
+//! to hyper): on a plain-HTTP/1.1 origin (`origin.pool`), from a peer
 //! that is not a trusted proxy, with no `[room]`, an HTTP/1.1 `GET` or
 //! `HEAD` with no body, no upgrade, no `Expect`, no `TE`, no `Connection`
 //! other than `keep-alive`/`close`, one `Host` at most, a target in origin
@@ -72,7 +73,8 @@ const CHUNK: usize = 8 * 1024;
 /// Whether this connection's requests may take the relay under `cfg`.
 pub fn applies(cfg: &Config, app: &App, info: &ConnInfo) -> bool {
     let origin = app.origin.load();
-    cfg.room.is_none()
+    cfg.origin.relay
+        && cfg.room.is_none()
         && origin.pool.is_some()
         && !origin.built_from.https
         && !origin.built_from.http2
