@@ -377,12 +377,14 @@ where
     loop {
         // The relay first (plain forwarding without hyper), when the
         // config of the moment lets it; hyper for the rest.
-        let next = if relay::applies(&app.config.load(), &app, &info) {
+        let now = app.config.load_full();
+        let next = if relay::applies(&now, &app, &info) {
             // Boxed: an idle connection's task keeps none of its state.
             Box::pin(relay::serve_next(
                 &mut io,
                 &handle,
                 &app,
+                now,
                 &info,
                 head_timeout,
                 drain.fired(),

@@ -1,4 +1,4 @@
-//! The relay (src/server/relay.rs): plain GETs and HEADs forwarded without
+//! The relay (src/server/relay/): plain GETs and HEADs forwarded without
 //! hyper, on the same connections as the requests hyper serves. What it
 //! must keep: order on a shared connection, the framing of every answer,
 //! the Date a forwarding proxy adds, and no difference a client can see.
@@ -8,10 +8,28 @@ use crate::support as common;
 use std::time::Duration;
 
 use common::clients::connect;
+use common::h1::{Conn, Response};
 use common::inproc::Usher;
 use common::{within, Origin, Reply};
+use tokio::net::TcpStream;
 
 const HOST: &str = "cinema.example";
+
+/// The test origin answering [`replies`], and an usher in front of it with
+/// `origin` (lines under `[origin]`).
+async fn start(origin: &str) -> (Origin, Usher) {
+    let o = Origin::start(|r| replies(r.target())).await;
+    let usher = Usher::in_front_of(o.addr, origin).await;
+    (o, usher)
+}
+
+/// `GET path` with this file's `Host` on `c`, and its answer.
+async fn get(c: &mut Conn<TcpStream>, path: &str) -> Response {
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    c.read_response("GET").await.unwrap()
+}
 
 fn replies(path: &str) -> Reply {
     match path {
@@ -46,8 +64,7 @@ fn replies(path: &str) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_and_hyper_requests_share_a_connection_in_order() {
     within(15, "mixed pipeline", async {
-        let origin = Origin::start(|r| replies(r.target())).await;
-        let usher = Usher::in_front_of(origin.addr, "").await;
+        let (origin, usher) = start("").await;
         let mut c = connect(usher.addr).await;
         let batch = format!(
             "GET /chunked HTTP/1.1\r\nHost: {HOST}\r\n\r\n\
@@ -92,13 +109,9 @@ async fn relayed_and_hyper_requests_share_a_connection_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_until_close_closes_the_visitors_connection() {
     within(10, "close-delimited", async {
-        let origin = Origin::start(|r| replies(r.target())).await;
-        let usher = Usher::in_front_of(origin.addr, "").await;
+        let (_origin, usher) = start("").await;
         let mut c = connect(usher.addr).await;
-        c.send(format!("GET /until-close HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let r = c.read_response("GET").await.unwrap();
+        let r = get(&mut c, "/until-close").await;
         assert_eq!(r.text(), "until the origin closes");
         assert_eq!(r.head.get("connection"), Some("close"));
         assert!(c.closed_within(Duration::from_secs(2)).await);
@@ -110,22 +123,15 @@ async fn an_answer_until_close_closes_the_visitors_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_without_a_date_gets_one() {
     within(10, "date", async {
-        let origin = Origin::start(|r| replies(r.target())).await;
-        let usher = Usher::in_front_of(origin.addr, "").await;
+        let (_origin, usher) = start("").await;
         let mut c = connect(usher.addr).await;
-        c.send(format!("GET /undated HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let r = c.read_response("GET").await.unwrap();
+        let r = get(&mut c, "/undated").await;
         assert_eq!(r.text(), "undated");
         let date = r.head.get_all("date");
         assert_eq!(date.len(), 1, "{}", String::from_utf8_lossy(&r.head.raw));
         assert!(httpdate::parse_http_date(date[0]).is_ok(), "{date:?}");
         // one the origin sent stays as sent
-        c.send(format!("GET /dated HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let r = c.read_response("GET").await.unwrap();
+        let r = get(&mut c, "/dated").await;
         assert_eq!(r.head.get_all("date"), ["Tue, 01 Dec 2026 09:00:00 GMT"]);
     })
     .await;
@@ -135,8 +141,7 @@ async fn an_answer_without_a_date_gets_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_asking_to_close_is_answered_then_closed() {
     within(10, "visitor close", async {
-        let origin = Origin::start(|r| replies(r.target())).await;
-        let usher = Usher::in_front_of(origin.addr, "").await;
+        let (origin, usher) = start("").await;
         let mut c = connect(usher.addr).await;
         c.send(
             format!("GET /bye HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -159,8 +164,7 @@ async fn a_visitor_asking_to_close_is_answered_then_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_can_get_its_own_host() {
     within(10, "origin host", async {
-        let origin = Origin::start(|r| replies(r.target())).await;
-        let usher = Usher::in_front_of(origin.addr, "preserve_host = false").await;
+        let (origin, usher) = start("preserve_host = false").await;
         let mut c = connect(usher.addr).await;
         c.send(
             format!("GET /h HTTP/1.1\r\nX-Before: 1\r\nhOsT: {HOST}\r\nX-After: 2\r\n\r\n")
@@ -193,8 +197,7 @@ async fn the_origin_can_get_its_own_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_chunked_answer_ends_both_connections() {
     within(10, "broken chunks", async {
-        let origin = Origin::start(|r| replies(r.target())).await;
-        let usher = Usher::in_front_of(origin.addr, "").await;
+        let (origin, usher) = start("").await;
         let mut c = connect(usher.addr).await;
         c.send(format!("GET /broken-chunks HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
             .await
@@ -205,10 +208,7 @@ async fn a_malformed_chunked_answer_ends_both_connections() {
         );
         let before = origin.connections();
         let mut c = connect(usher.addr).await;
-        c.send(format!("GET /after HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(c.read_response("GET").await.unwrap().text(), "for /after");
+        assert_eq!(get(&mut c, "/after").await.text(), "for /after");
         assert_eq!(origin.connections(), before + 1, "a new origin connection");
     })
     .await;
@@ -219,19 +219,12 @@ async fn a_malformed_chunked_answer_ends_both_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_can_be_switched_off() {
     within(10, "relay off", async {
-        let origin = Origin::start(|r| replies(r.target())).await;
-        let usher = Usher::in_front_of(origin.addr, "relay = false").await;
+        let (_origin, usher) = start("relay = false").await;
         let mut c = connect(usher.addr).await;
-        c.send(format!("GET /until-close HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let r = c.read_response("GET").await.unwrap();
+        let r = get(&mut c, "/until-close").await;
         assert_eq!(r.text(), "until the origin closes");
         assert!(r.head.chunked(), "{}", String::from_utf8_lossy(&r.head.raw));
-        c.send(format!("GET /next HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(c.read_response("GET").await.unwrap().text(), "for /next");
+        assert_eq!(get(&mut c, "/next").await.text(), "for /next");
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! The relay's bodies: where an answer body ends, followed as its bytes
 //! pass (a length, chunks and trailers, or the origin's close).
 
-use super::head::Framing;
+use super::answer::Framing;
 
 /// Follows an answer body as its bytes pass, to tell where it ends.
 pub(super) struct Body {
@@ -224,6 +224,7 @@ mod tests {
 
 #[cfg(test)]
 mod hostile {
+    use super::super::MadeUp;
     use super::*;
 
     /// Bytes an origin may send, made up: pieces of chunked framing and
@@ -245,23 +246,14 @@ mod hostile {
             &[0, 255, 13, 10, 59],
             b"0\r\n",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut made = MadeUp(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            let mut input = Vec::new();
-            for _ in 0..(next() % 12) {
-                input.extend_from_slice(pieces[(next() % 12) as usize]);
-            }
-            for framing in [Framing::Chunked, Framing::Length(next() % 64)] {
+            let input = made.pieced(&pieces, 12);
+            for framing in [Framing::Chunked, Framing::Length(made.next() % 64)] {
                 let mut body = Body::new(framing);
                 let mut at = 0;
                 while at < input.len() {
-                    let cut = at + 1 + (next() as usize % (input.len() - at));
+                    let cut = at + 1 + (made.next() as usize % (input.len() - at));
                     let piece = &input[at..cut];
                     let (take, done) = body.feed(piece);
                     assert!(take <= piece.len(), "{input:?}");

@@ -25,9 +25,11 @@
 //! it differs (field lines kept exactly as written; an answer without a
 //! length closes the connection after it) docs/ARCHITECTURE.md says.
 //!
-//! `head.rs` plans the heads, `body.rs` follows the bodies' framing.
+//! `head.rs` plans the request heads, `answer.rs` the answer heads,
+//! `body.rs` follows the bodies' framing.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -43,11 +45,13 @@ use crate::pipeline::{ConnInfo, HttpError};
 use crate::proxy::pool::{Pool, SendError};
 use crate::proxy::ForwardError;
 
+mod answer;
 mod body;
 mod head;
 
+use answer::{itoa_3, plan_answer, Answer, Framing, Parsed};
 use body::Body;
-use head::{itoa_3, plan_answer, plan_request, Answer, Framing, Host, Parsed, Plan};
+use head::{plan_request, Host, Plan};
 
 /// What became of the connection's next request.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,11 +87,13 @@ pub fn applies(cfg: &Config, app: &App, info: &ConnInfo) -> bool {
 }
 
 /// Serves the connection's next request if it is the relay's (see the
-/// module documentation); `head_timeout` bounds the wait for its head.
+/// module documentation), under `cfg`, the config [`applies`] looked at;
+/// `head_timeout` bounds the wait for its head.
 pub async fn serve_next<S>(
     io: &mut Guarded<S>,
     guard: &GuardHandle,
     app: &App,
+    cfg: Arc<Config>,
     info: &ConnInfo,
     head_timeout: Duration,
     draining: bool,
@@ -95,7 +101,6 @@ pub async fn serve_next<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let cfg = app.config.load_full();
     let mut buf = Spare::take();
     let read = tokio::time::timeout(
         head_timeout,
@@ -525,4 +530,29 @@ where
     }
     io.write_all(&out).await?;
     io.flush().await
+}
+
+/// Made-up input for the hostile-bytes tests (`answer.rs`, `body.rs`):
+/// pieces of real messages and noise, chosen by a fixed xorshift sequence,
+/// the same on every run.
+#[cfg(test)]
+struct MadeUp(u64);
+
+#[cfg(test)]
+impl MadeUp {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fewer than `most` pieces, each one of `pieces`, one after another.
+    fn pieced(&mut self, pieces: &[&[u8]], most: u64) -> Vec<u8> {
+        let mut input = Vec::new();
+        for _ in 0..(self.next() % most) {
+            input.extend_from_slice(pieces[(self.next() % pieces.len() as u64) as usize]);
+        }
+        input
+    }
 }
