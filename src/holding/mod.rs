@@ -27,7 +27,7 @@ mod asset;
 mod error;
 mod event;
 mod feedback_form;
-mod fmt;
+pub(crate) mod fmt;
 mod i18n;
 mod i18n_talk;
 mod json;

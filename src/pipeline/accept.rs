@@ -22,10 +22,15 @@ pub(super) enum Format {
 /// call (a plain `fetch` or `curl` sends `*/*`), so it defaults to `Json`.
 /// Parameters and q-values are not weighed: naming a type is what counts.
 pub(super) fn format(headers: &HeaderMap, default: Format) -> Format {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    format_of(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+        default,
+    )
+}
+
+/// [`format`] by the `Accept` field's value, if it was sent as text.
+pub(super) fn format_of(accept: Option<&str>, default: Format) -> Format {
+    let accept = accept.unwrap_or("");
     match (
         accept.contains("application/json"),
         accept.contains("text/html"),

@@ -14,6 +14,7 @@
 
 mod accept;
 mod error;
+pub mod relayed;
 mod room;
 mod talk;
 mod vouchers;

@@ -5,17 +5,18 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::accept::{format, Format};
+use super::accept::{format_of, Format};
 use super::{Ctx, HttpError, Phase, Step};
 use crate::admission::room::{
-    Asking, Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER, TICKET_COOKIE,
+    pow_header, Asking, Hold, Verdict, LANG_COOKIE, PASS_COOKIE, POW_COOKIE, POW_HEADER,
+    TICKET_COOKIE,
 };
 use crate::config::room::RoomConfig;
 use crate::holding::{self, Lang, RoomState, StatusView};
 use crate::metrics::Outcome;
 use crate::paths;
 use crate::proxy::headers;
-use crate::tokens::cookie::{get_cookies, strip_cookies, SetCookie};
+use crate::tokens::cookie::{get_cookies_in, strip_cookies, SetCookie};
 use crate::{full_body, Body};
 
 /// Header the origin sends to end a visitor's session (e.g. after checkout).
@@ -38,15 +39,30 @@ pub enum Route {
 
 /// Classifies a request by its normalised path and the bypass rules.
 pub fn classify(ctx: &Ctx<'_>, room: &RoomConfig, req: &Request<Incoming>) -> Route {
-    let path = paths::normalize(req.uri().path());
+    let given = room
+        .bypass_header
+        .as_ref()
+        .and_then(|(name, _)| req.headers().get(name))
+        .map(|v| v.as_bytes());
+    classify_path(ctx, room, req.uri().path(), given)
+}
+
+/// [`classify`] by the request's path and the value of the room's bypass
+/// header (`given`), if it was sent.
+pub(super) fn classify_path(
+    ctx: &Ctx<'_>,
+    room: &RoomConfig,
+    path: &str,
+    given: Option<&[u8]>,
+) -> Route {
+    let path = paths::normalize(path);
     if path.starts_with("/__usher/") {
         return Route::Status;
     }
     if room.bypass_paths.iter().any(|p| paths::under(&path, p)) || room.bypass_ip(ctx.client_ip) {
         return Route::Open;
     }
-    if let Some((name, secret)) = &room.bypass_header {
-        let given = req.headers().get(name).map(|v| v.as_bytes());
+    if let Some((_, secret)) = &room.bypass_header {
         if given.is_some_and(|g| constant_time_eq(g, secret.as_bytes())) {
             return Route::Open;
         }
@@ -62,24 +78,45 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What usher's own answers in the room read of a request besides its
+/// cookies: the target and the `Accept` and `Accept-Language` fields, from
+/// hyper's request or from the relay's raw head.
+pub struct Asked<'a> {
+    /// The path and query, as sent.
+    pub target: &'a str,
+    pub accept: Option<&'a str>,
+    pub accept_language: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    pub(super) fn of(req: &'a Request<Incoming>) -> Self {
+        let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        Asked {
+            target: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            accept: text(header::ACCEPT),
+            accept_language: text(header::ACCEPT_LANGUAGE),
+        }
+    }
+
+    fn query(&self) -> Option<&'a str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+}
+
 /// The page language: `?usher_lang=`, then the `usher_lang` cookie, then
 /// `Accept-Language`, then the room's default.
 /// `cookie`: the `usher_lang` cookie's value (found with the room's).
 pub(super) fn language(
     room: &RoomConfig,
-    req: &Request<Incoming>,
+    req: &Asked<'_>,
     cookie: Option<&str>,
 ) -> (Lang, Option<Lang>) {
     let asked = req
-        .uri()
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("usher_lang=")))
         .and_then(Lang::from_tag);
     let chosen = asked.or_else(|| cookie.and_then(Lang::from_tag));
-    let accept = req
-        .headers()
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
+    let accept = req.accept_language;
     let default = if room.default_english {
         Lang::En
     } else {
@@ -93,7 +130,7 @@ pub(super) fn language(
 
 /// What admission hands on for an admitted visitor: its pass, and the
 /// cookies its answer must carry (a new or renewed pass).
-pub(super) struct Admitted {
+pub struct Admitted {
     pub pass_id: u64,
     pub cookies: Vec<HeaderValue>,
 }
@@ -110,7 +147,8 @@ pub(super) async fn admit(
     let (verdict, near) = decide(ctx, room, &own).await;
     let admitted = match settle(ctx, verdict)? {
         Settled::Hold(hold) => {
-            let resp = hold_answer(ctx, room, &req, own.lang, hold, false, near);
+            let resp = hold_answer(ctx, room, &Asked::of(&req), own.lang, hold, false, near);
+            let resp = resp.into_response();
             return Ok(Step::Answer(resp, Outcome::Held));
         }
         Settled::Admit(admitted) => admitted,
@@ -178,27 +216,42 @@ pub(super) async fn status(
     } else {
         decide(ctx, room, &own).await
     };
+    let (reply, outcome) = status_answer(ctx, room, &Asked::of(&req), &own, verdict, near)?;
+    Ok((reply.into_response(), outcome))
+}
+
+/// The status JSON for `verdict` (see [`status`]).
+pub(super) fn status_answer(
+    ctx: &Ctx<'_>,
+    room: &RoomConfig,
+    req: &Asked<'_>,
+    own: &Own<'_>,
+    verdict: Verdict,
+    near: bool,
+) -> Result<(Reply, Outcome), HttpError> {
     match settle(ctx, verdict)? {
         Settled::Hold(hold) => Ok((
-            hold_answer(ctx, room, &req, own.lang, hold, true, near),
+            hold_answer(ctx, room, req, own.lang, hold, true, near),
             Outcome::Held,
         )),
         Settled::Admit(admitted) => {
             let view = view(room, "", RoomState::Admitted, None, "/");
-            let mut resp = answer(
-                holding::status_json(&view),
-                "application/json",
-                RoomState::Admitted,
-            );
-            append_cookies(&mut resp, admitted.cookies);
-            Ok((resp, Outcome::Usher))
+            let reply = Reply {
+                body: holding::status_json(&view),
+                content_type: "application/json",
+                state: RoomState::Admitted,
+                vary: false,
+                retry_after: None,
+                cookies: admitted.cookies,
+            };
+            Ok((reply, Outcome::Usher))
         }
     }
 }
 
 /// The room's verdict on the request `own` was read from, and whether the
 /// visitor waits near the head of the line.
-async fn decide(ctx: &Ctx<'_>, room: &RoomConfig, own: &Own<'_>) -> (Verdict, bool) {
+pub(super) async fn decide(ctx: &Ctx<'_>, room: &RoomConfig, own: &Own<'_>) -> (Verdict, bool) {
     let v = ctx
         .app
         .room
@@ -209,21 +262,40 @@ async fn decide(ctx: &Ctx<'_>, room: &RoomConfig, own: &Own<'_>) -> (Verdict, bo
 }
 
 /// usher's cookies in a request, found in one walk over its `Cookie`
-/// headers: the room's pass and ticket, and the language.
-struct Own<'a> {
+/// headers: the room's pass and ticket, the proof of work, and the
+/// language.
+pub(super) struct Own<'a> {
     asking: Asking<'a>,
     lang: Option<&'a str>,
 }
 
 impl<'a> Own<'a> {
+    /// The `usher_lang` cookie's value.
+    pub(super) fn lang(&self) -> Option<&'a str> {
+        self.lang
+    }
+
     fn of(req: &'a Request<Incoming>) -> Self {
         let headers = req.headers();
-        let [pass, ticket, lang] = get_cookies(headers, [PASS_COOKIE, TICKET_COOKIE, LANG_COOKIE]);
+        let cookies = headers.get_all(header::COOKIE).iter();
+        Own::in_cookies(cookies.map(|v| v.as_bytes()), pow_header(headers))
+    }
+
+    /// From the values of the request's `Cookie` fields, and its
+    /// `X-Usher-Pow` field's.
+    pub(super) fn in_cookies(
+        cookies: impl Iterator<Item = &'a [u8]>,
+        pow: Option<&'a str>,
+    ) -> Self {
+        let [pass, ticket, lang, pow_cookie] = get_cookies_in(
+            cookies,
+            [PASS_COOKIE, TICKET_COOKIE, LANG_COOKIE, POW_COOKIE],
+        );
         Own {
             asking: Asking {
-                headers,
                 pass,
                 ticket,
+                pow: pow.or(pow_cookie),
             },
             lang,
         }
@@ -231,7 +303,7 @@ impl<'a> Own<'a> {
 }
 
 /// A verdict that stands: waiting, or admitted within its pass's pace.
-enum Settled {
+pub(super) enum Settled {
     Hold(Hold),
     Admit(Admitted),
 }
@@ -239,7 +311,7 @@ enum Settled {
 /// The refusals of a verdict as errors: the durable store's (the
 /// per-address limits answer with a holding page instead:
 /// `Hold::retry_after`, `Hold::challenge`), and a pass over its own pace.
-fn settle(ctx: &Ctx<'_>, verdict: Verdict) -> Result<Settled, HttpError> {
+pub(super) fn settle(ctx: &Ctx<'_>, verdict: Verdict) -> Result<Settled, HttpError> {
     match verdict {
         Verdict::Limited { retry_after, .. } => Err(HttpError::TooManyRequests(retry_after)),
         Verdict::Hold(hold) => Ok(Settled::Hold(hold)),
@@ -266,19 +338,36 @@ pub(super) fn finish(
     mut resp: Response<Body>,
     admitted: Admitted,
 ) -> Response<Body> {
-    if resp.headers_mut().remove(&X_USHER_SOLD_OUT).is_some() {
+    let sold_out = resp.headers_mut().remove(&X_USHER_SOLD_OUT).is_some();
+    let released = resp.headers_mut().remove(&X_USHER_RELEASE).is_some();
+    let cookies = signals(ctx, room, admitted, released, sold_out);
+    append_cookies(&mut resp, cookies);
+    resp
+}
+
+/// The origin's signals in its answer to an admitted visitor acted on
+/// (`sold_out`: it sent `X-Usher-Sold-Out`; `released`: `X-Usher-Release`,
+/// which ends the pass), and the `Set-Cookie` values the answer gets.
+pub(super) fn signals(
+    ctx: &Ctx<'_>,
+    room: &RoomConfig,
+    admitted: Admitted,
+    released: bool,
+    sold_out: bool,
+) -> Vec<HeaderValue> {
+    if sold_out {
         ctx.app.room.origin_sold_out();
     }
-    if resp.headers_mut().remove(&X_USHER_RELEASE).is_some() {
+    if released {
         ctx.app.room.release(admitted.pass_id);
-        resp.headers_mut().append(
-            header::SET_COOKIE,
-            SetCookie::clear(PASS_COOKIE, ctx.conn.tls, room.cookie_domain.as_deref()),
-        );
+        vec![SetCookie::clear(
+            PASS_COOKIE,
+            ctx.conn.tls,
+            room.cookie_domain.as_deref(),
+        )]
     } else {
-        append_cookies(&mut resp, admitted.cookies);
+        admitted.cookies
     }
-    resp
 }
 
 /// The origin's answer on a path the room leaves open (or without a room):
@@ -290,9 +379,12 @@ pub(super) fn finish_open(mut resp: Response<Body>) -> Response<Body> {
 
 /// `?wait=1` on the status URL: the page can take a long poll.
 fn long_poll(req: &Request<Incoming>) -> bool {
-    req.uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "wait=1"))
+    is_long_poll(req.uri().query())
+}
+
+/// Whether a status request's query asks for a long poll.
+pub(super) fn is_long_poll(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|kv| kv == "wait=1"))
 }
 
 /// The status decision as a long poll: a waiting visitor near the head of
@@ -359,34 +451,86 @@ fn view<'a>(
     }
 }
 
-fn answer(body: bytes::Bytes, content_type: &'static str, state: RoomState) -> Response<Body> {
-    let mut resp = Response::new(full_body(body));
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        X_USHER_STATE.clone(),
-        HeaderValue::from_static(state.as_str()),
-    );
-    resp
+/// The room's own answer to a visitor (the holding page, the status
+/// JSON), before it is written: as hyper's response ([`Reply::into_response`])
+/// or, on the relay, straight as HTTP/1.1 bytes ([`Reply::write_h1`]), the
+/// same fields in the same order either way.
+pub struct Reply {
+    pub body: bytes::Bytes,
+    content_type: &'static str,
+    state: RoomState,
+    /// `Vary: Accept, Accept-Language, Cookie` (a waiting visitor's answer).
+    vary: bool,
+    retry_after: Option<u64>,
+    /// `Set-Cookie` values, in order.
+    cookies: Vec<HeaderValue>,
+}
+
+/// The `Vary` of a waiting visitor's answer.
+const HOLD_VARY: &str = "Accept, Accept-Language, Cookie";
+
+impl Reply {
+    pub(super) fn into_response(self) -> Response<Body> {
+        let mut resp = Response::new(full_body(self.body));
+        *resp.status_mut() = StatusCode::OK;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            X_USHER_STATE.clone(),
+            HeaderValue::from_static(self.state.as_str()),
+        );
+        if self.vary {
+            h.insert(header::VARY, HeaderValue::from_static(HOLD_VARY));
+        }
+        if let Some(n) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(n));
+        }
+        append_cookies(&mut resp, self.cookies);
+        resp
+    }
+
+    /// The answer's head up to its framing fields (`200 OK` and the fields
+    /// [`Reply::into_response`] sets, as hyper writes them); the writer adds
+    /// `content-length`, `date` and the body.
+    pub fn write_h1_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: ");
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(b"\r\ncache-control: no-store\r\nx-usher-state: ");
+        out.extend_from_slice(self.state.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if self.vary {
+            out.extend_from_slice(b"vary: ");
+            out.extend_from_slice(HOLD_VARY.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(n) = self.retry_after {
+            out.extend_from_slice(b"retry-after: ");
+            crate::holding::fmt::write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        for c in &self.cookies {
+            out.extend_from_slice(b"set-cookie: ");
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// The holding page (HTML) or status JSON for a waiting visitor.
-fn hold_answer(
+pub(super) fn hold_answer(
     ctx: &Ctx<'_>,
     room: &RoomConfig,
-    req: &Request<Incoming>,
+    req: &Asked<'_>,
     lang_cookie: Option<&str>,
     hold: Hold,
     status_only: bool,
     near: bool,
-) -> Response<Body> {
-    let return_to = if status_only {
-        "/"
-    } else {
-        req.uri().path_and_query().map_or("/", |p| p.as_str())
-    };
+) -> Reply {
+    let return_to = if status_only { "/" } else { req.target };
     let (lang, asked) = language(room, req, lang_cookie);
     // The announcement in the visitor's language, both texts for the
     // script, and when it changed (one atomic load, no lock).
@@ -422,31 +566,26 @@ fn hold_answer(
         // Honest: when far more people wait ahead than vouchers remain, say so.
         v.low_chance = ahead as f64 > ratio * left as f64;
     }
-    let mut resp = if status_only || format(req.headers(), Format::Html) == Format::Json {
-        answer(holding::status_json(&v), "application/json", hold.state)
+    let (body, content_type) = if status_only || format_of(req.accept, Format::Html) == Format::Json
+    {
+        (holding::status_json(&v), "application/json")
     } else {
         let pages = hold
             .pages
             .clone()
             .unwrap_or_else(|| ctx.app.room.pages().clone());
-        answer(
-            pages.render(lang, &v),
-            "text/html; charset=utf-8",
-            hold.state,
-        )
+        (pages.render(lang, &v), "text/html; charset=utf-8")
     };
-    resp.headers_mut().insert(
-        header::VARY,
-        HeaderValue::from_static("Accept, Accept-Language, Cookie"),
-    );
-    if let Some(n) = hold.retry_after {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(n));
-    }
-    append_cookies(&mut resp, hold.cookies);
+    let mut reply = Reply {
+        body,
+        content_type,
+        state: hold.state,
+        vary: true,
+        retry_after: hold.retry_after,
+        cookies: hold.cookies,
+    };
     if let Some(l) = asked {
-        resp.headers_mut().append(
-            header::SET_COOKIE,
+        reply.cookies.push(
             SetCookie {
                 name: LANG_COOKIE,
                 value: l.as_str(),
@@ -457,5 +596,5 @@ fn hold_answer(
             .to_header_value(),
         );
     }
-    resp
+    reply
 }

@@ -62,7 +62,11 @@ pub async fn feedback(
         refused.with_label_values(&["body"]).inc();
         return Err(HttpError::PayloadTooLarge(MAX_BODY_BYTES as u64));
     }
-    let (lang, _) = language(room, &req, get_cookie(req.headers(), LANG_COOKIE));
+    let (lang, _) = language(
+        room,
+        &super::room::Asked::of(&req),
+        get_cookie(req.headers(), LANG_COOKIE),
+    );
     let json_in = req
         .headers()
         .get(header::CONTENT_TYPE)

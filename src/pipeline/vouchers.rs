@@ -28,8 +28,13 @@ pub use crate::holding::VOUCHER_PATH as CLAIM_PATH;
 /// Whether `req` is the origin's claim route that `[vouchers]` intercepts
 /// (its path compared normalised, and only once the method matches).
 pub fn intercepts(cfg: Option<&VouchersConfig>, req: &Request<Incoming>) -> bool {
+    intercepts_at(cfg, req.method(), req.uri().path())
+}
+
+/// [`intercepts`] by the request's method and path.
+pub fn intercepts_at(cfg: Option<&VouchersConfig>, method: &http::Method, path: &str) -> bool {
     cfg.and_then(|c| c.intercept.as_ref())
-        .is_some_and(|(m, p)| m == req.method() && *p == crate::paths::normalize(req.uri().path()))
+        .is_some_and(|(m, p)| m == method && *p == crate::paths::normalize(path))
 }
 
 /// The claimant's identity: the pass id, or the origin's user id.

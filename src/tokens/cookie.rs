@@ -49,11 +49,20 @@ pub fn get_cookies<'a, const N: usize>(
     headers: &'a HeaderMap,
     names: [&str; N],
 ) -> [Option<&'a str>; N] {
+    get_cookies_in(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()), names)
+}
+
+/// [`get_cookies`] over the values of `Cookie` fields as they were read
+/// (the relay's, from a head's raw lines).
+pub fn get_cookies_in<'a, const N: usize>(
+    values: impl Iterator<Item = &'a [u8]>,
+    names: [&str; N],
+) -> [Option<&'a str>; N] {
     let mut found = [None; N];
     let mut left = N;
     let mut pieces = 0;
-    for value in headers.get_all(COOKIE).iter().take(MAX_COOKIE_PAIRS) {
-        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+    for value in values.take(MAX_COOKIE_PAIRS) {
+        let Ok(text) = std::str::from_utf8(value) else {
             continue;
         };
         for piece in text.split(';') {
@@ -125,23 +134,40 @@ fn is_named(piece: &[u8], names: &[&str]) -> bool {
 /// [`get_cookie`] ignores as non-UTF-8. A lone header without any of `names`
 /// is left untouched (no allocation).
 pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let values = || headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
+    let Some(joined) = stripped(values, names) else {
+        return;
+    };
+    headers.remove(COOKIE);
+    // The pieces come from valid header values and "; " is valid, so this
+    // cannot fail; if it ever did, dropping the header fails closed.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        if !joined.is_empty() {
+            headers.insert(COOKIE, value);
+        }
+    }
+}
+
+/// What [`strip_cookies`] makes of the values of a request's `Cookie`
+/// fields (`values` walks them, and is called twice): `None` to leave them
+/// as they are (no field, or one without any of `names`), else the one
+/// value that replaces them all (empty: none).
+pub fn stripped<'v, I: Iterator<Item = &'v [u8]>>(
+    values: impl Fn() -> I,
+    names: &[&str],
+) -> Option<Vec<u8>> {
     let mut count = 0usize;
     let mut hit = false;
-    for value in headers.get_all(COOKIE) {
+    for value in values() {
         count += 1;
-        hit = hit
-            || value
-                .as_bytes()
-                .split(|&b| b == b';')
-                .any(|p| is_named(p, names));
+        hit = hit || value.split(|&b| b == b';').any(|p| is_named(p, names));
     }
     if count == 0 || (count == 1 && !hit) {
-        return;
+        return None;
     }
-
     let mut joined: Vec<u8> = Vec::new();
-    for value in headers.get_all(COOKIE) {
-        for piece in value.as_bytes().split(|&b| b == b';') {
+    for value in values() {
+        for piece in value.split(|&b| b == b';') {
             let piece = trim_ows_bytes(piece);
             if piece.is_empty() || is_named(piece, names) {
                 continue;
@@ -152,14 +178,7 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
             joined.extend_from_slice(piece);
         }
     }
-    headers.remove(COOKIE);
-    // The pieces come from valid header values and "; " is valid, so this
-    // cannot fail; if it ever did, dropping the header fails closed.
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        if !joined.is_empty() {
-            headers.insert(COOKIE, value);
-        }
-    }
+    Some(joined)
 }
 
 /// A `Set-Cookie` for one of usher's cookies. Always `Path=/`, `HttpOnly`

@@ -110,7 +110,7 @@ impl Room {
     pub(super) fn ticket_gate(
         &self,
         cfg: &RoomConfig,
-        headers: &HeaderMap,
+        pow: Option<&str>,
         ip: IpAddr,
         now: Now,
     ) -> Option<Verdict> {
@@ -121,7 +121,7 @@ impl Room {
             metrics: &self.metrics.room,
         };
         self.limits
-            .ticket_gate(cfg, headers, ip, &seen)
+            .ticket_gate(cfg, pow, ip, &seen)
             .map(Verdict::Hold)
     }
 
@@ -137,13 +137,12 @@ impl Room {
         let m = &self.metrics.room;
         let event = self.event_id.load(Ordering::Relaxed);
         let now_unix = now.unix_secs();
-        let headers = asking.headers;
         let ticket = self
             .seal
             .open_ticket(cfg, asking.ticket, event, now_unix, m);
         if self.redis().is_some_and(|sh| !sh.is_up()) {
             // Only the tick probes a lost Redis: requests never wait for it.
-            return self.decide_outage(cfg, settings, ticket, headers, ip, secure);
+            return self.decide_outage(cfg, settings, ticket, asking.pow, ip, secure);
         }
         let hold = |position| Verdict::Hold(self.hold(cfg, settings, position, now));
         if let Some(ticket) = ticket {
@@ -170,7 +169,7 @@ impl Room {
         }
 
         // A new visitor.
-        if let Some(limited) = self.ticket_gate(cfg, headers, ip, now) {
+        if let Some(limited) = self.ticket_gate(cfg, asking.pow, ip, now) {
             return limited;
         }
         let pass_id = self.lock().rng.random();

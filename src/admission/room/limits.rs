@@ -21,13 +21,11 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use http::HeaderMap;
 
 use super::Hold;
 use crate::config::room::RoomConfig;
 use crate::holding::RoomState;
 use crate::metrics::RoomMetrics;
-use crate::tokens::cookie::get_cookie;
 use crate::tokens::{proof, Challenge, Keyring};
 
 /// Cookie the holding page's script sets with a solved challenge.
@@ -164,18 +162,14 @@ impl AddressLimits {
     pub(super) fn ticket_gate(
         &self,
         cfg: &RoomConfig,
-        headers: &HeaderMap,
+        pow: Option<&str>,
         ip: IpAddr,
         seen: &Seen<'_>,
     ) -> Option<Hold> {
         let m = seen.metrics;
         let bits = cfg.ticket_proof_bits;
         if bits > 0 {
-            let solution = headers
-                .get(POW_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .or_else(|| get_cookie(headers, POW_COOKIE));
-            if let Some(solution) = solution {
+            if let Some(solution) = pow {
                 if self.accept_proof(solution, bits, seen) {
                     m.proof_of_work.with_label_values(&["solved"]).inc();
                     return None;

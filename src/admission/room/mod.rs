@@ -197,29 +197,36 @@ impl Now {
     }
 }
 
-/// A request as the room reads it: its headers, and usher's pass and ticket
-/// cookies in them, found in one walk ([`Asking::of`]; the pipeline finds
-/// the language cookie in the same walk).
-#[derive(Clone, Copy, Debug)]
+/// A request as the room reads it: usher's pass and ticket cookies, and a
+/// proof-of-work solution, found in one walk ([`Asking::of`]; the pipeline
+/// finds the language cookie in the same walk, and the relay reads them
+/// from the head's raw lines: nothing here needs a header map).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Asking<'a> {
-    /// The request's headers.
-    pub headers: &'a http::HeaderMap,
     /// The `usher_pass` cookie's value.
     pub pass: Option<&'a str>,
     /// The `usher_ticket` cookie's value.
     pub ticket: Option<&'a str>,
+    /// A proof-of-work solution: the `X-Usher-Pow` header's value, else the
+    /// `usher_pow` cookie's.
+    pub pow: Option<&'a str>,
 }
 
 impl<'a> Asking<'a> {
-    /// `headers` with their pass and ticket cookies looked up.
+    /// What `headers` ask with.
     pub fn of(headers: &'a http::HeaderMap) -> Self {
-        let [pass, ticket] = get_cookies(headers, [PASS_COOKIE, TICKET_COOKIE]);
+        let [pass, ticket, pow] = get_cookies(headers, [PASS_COOKIE, TICKET_COOKIE, POW_COOKIE]);
         Asking {
-            headers,
             pass,
             ticket,
+            pow: pow_header(headers).or(pow),
         }
     }
+}
+
+/// The `X-Usher-Pow` header's value, if it is text.
+pub fn pow_header(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get(POW_HEADER).and_then(|v| v.to_str().ok())
 }
 
 fn unix_ms(t: SystemTime) -> u64 {

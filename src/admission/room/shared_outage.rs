@@ -4,7 +4,6 @@
 
 use std::sync::atomic::Ordering;
 
-use http::HeaderMap;
 use rand::Rng;
 
 use super::seal::pass_life_secs;
@@ -42,7 +41,7 @@ impl Room {
         cfg: &RoomConfig,
         settings: &Settings,
         ticket: Option<Ticket>,
-        headers: &HeaderMap,
+        pow: Option<&str>,
         ip: std::net::IpAddr,
         secure: bool,
     ) -> Verdict {
@@ -66,7 +65,7 @@ impl Room {
             if seen > 0 && now.saturating_sub(seen) < window {
                 return hold();
             }
-            if let Some(limited) = self.ticket_gate(cfg, headers, ip, at) {
+            if let Some(limited) = self.ticket_gate(cfg, pow, ip, at) {
                 return limited;
             }
         }

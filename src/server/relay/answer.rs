@@ -31,6 +31,29 @@ pub(super) struct Answer {
     pub(super) origin_keeps: bool,
     /// The `Content-Length` passed on, if any (the access log's bytes).
     pub(super) content_length: Option<u64>,
+    /// The origin sent `X-Usher-Release` (never passed on).
+    pub(super) released: bool,
+    /// The origin sent `X-Usher-Sold-Out` (dropped from an admitted
+    /// visitor's answer).
+    pub(super) sold_out: bool,
+}
+
+impl Answer {
+    /// Adds a `name: value` line for each of `values` to the head.
+    pub(super) fn add_fields(&mut self, name: &str, values: &[http::HeaderValue]) {
+        if values.is_empty() {
+            return;
+        }
+        // The head ends with its empty line: the fields go before it.
+        self.out.truncate(self.out.len() - 2);
+        for v in values {
+            self.out.extend_from_slice(name.as_bytes());
+            self.out.extend_from_slice(b": ");
+            self.out.extend_from_slice(v.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+    }
 }
 
 pub(super) enum Parsed {
@@ -41,8 +64,9 @@ pub(super) enum Parsed {
     Final(Answer, usize),
 }
 
-/// Reads the answer head at the start of `buf` and writes the visitor's.
-pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
+/// Reads the answer head at the start of `buf` and writes the visitor's
+/// (`admitted`: an admitted visitor's, which loses `X-Usher-Sold-Out`).
+pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool, admitted: bool) -> Parsed {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_FIELDS];
     let mut resp = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -70,11 +94,15 @@ pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
     let mut origin_keeps = version == 1;
     let mut dated = false;
     let mut names_fields = false;
+    let mut released = false;
+    let mut sold_out = false;
     let mut kinds = [Field::Other; MAX_RESPONSE_FIELDS];
     for (f, kind) in resp.headers.iter().zip(kinds.iter_mut()) {
         *kind = Field::of(f.name);
         match kind {
             Field::Date => dated = true,
+            Field::Release => released = true,
+            Field::SoldOut => sold_out = true,
             Field::TransferEncoding => {
                 if chunked || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                     return Parsed::Bad("transfer coding other than chunked");
@@ -134,6 +162,7 @@ pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
     for (i, (f, kind)) in resp.headers.iter().zip(kinds).enumerate() {
         let hop = match kind {
             Field::Connection | Field::Hop | Field::Te | Field::Upgrade | Field::Release => true,
+            Field::SoldOut => admitted,
             // Chunked framing wins over a length (RFC 9112 §6.3).
             Field::ContentLength => chunked,
             _ => names_fields && named(f.name),
@@ -161,6 +190,8 @@ pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool) -> Parsed {
             framing,
             origin_keeps,
             content_length: length.filter(|_| !chunked),
+            released,
+            sold_out,
         },
         n,
     )
@@ -204,7 +235,7 @@ mod tests {
         let head = b"HTTP/1.1 200 Fine\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=1\r\n\
                      Content-Length: 2\r\nX-Usher-Release: 1\r\nX-Usher-Voucher: k\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
                      Date: Sun, 06 Dec 2026 18:00:00 GMT\r\n\r\nok";
-        let Parsed::Final(a, n) = plan_answer(head, false, false) else {
+        let Parsed::Final(a, n) = plan_answer(head, false, false, false) else {
             panic!("parsed")
         };
         assert_eq!(n, head.len() - 2);
@@ -216,7 +247,7 @@ mod tests {
              Date: Sun, 06 Dec 2026 18:00:00 GMT\r\n\r\n"
         );
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
-        let Parsed::Final(a, _) = plan_answer(chunked, false, true) else {
+        let Parsed::Final(a, _) = plan_answer(chunked, false, true, false) else {
             panic!("parsed")
         };
         assert_eq!(a.framing, Framing::Chunked);
@@ -231,6 +262,7 @@ mod tests {
             plan_answer(
                 b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1",
                 false,
+                false,
                 false
             ),
             Parsed::Interim(40)
@@ -238,6 +270,7 @@ mod tests {
         assert!(matches!(
             plan_answer(
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false,
                 false,
                 false
             ),
@@ -247,17 +280,22 @@ mod tests {
             plan_answer(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 false,
+                false,
                 false
             ),
             Parsed::Bad(_)
         ));
-        let Parsed::Final(a, _) = plan_answer(b"HTTP/1.0 200 OK\r\n\r\n", false, false) else {
+        let Parsed::Final(a, _) = plan_answer(b"HTTP/1.0 200 OK\r\n\r\n", false, false, false)
+        else {
             panic!("parsed")
         };
         assert_eq!(a.framing, Framing::Close);
-        let Parsed::Final(a, _) =
-            plan_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, false)
-        else {
+        let Parsed::Final(a, _) = plan_answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            true,
+            false,
+            false,
+        ) else {
             panic!("parsed")
         };
         assert_eq!(a.framing, Framing::Empty);
@@ -295,7 +333,7 @@ mod hostile {
         for _ in 0..20_000 {
             let input = made.pieced(&pieces, 10);
             let (is_head, close) = (made.next() % 2 == 0, made.next() % 2 == 0);
-            match plan_answer(&input, is_head, close) {
+            match plan_answer(&input, is_head, close, made.next() % 2 == 0) {
                 Parsed::Final(answer, n) => {
                     assert!(n <= input.len());
                     assert!(answer.out.ends_with(b"\r\n\r\n"), "{input:?}");

@@ -14,6 +14,43 @@ use crate::proxy::headers;
 /// goes to hyper, which applies `server.max_headers`.
 pub(super) const MAX_FIELDS: usize = 128;
 
+/// Most `Cookie` fields in a head the relay reads for a room (browsers send
+/// one; HTTP/2 splits them, but that is not the relay's); more go to hyper.
+pub(super) const MAX_COOKIE_FIELDS: usize = 8;
+
+/// What the relay makes of a head, and what of it the room reads.
+#[derive(Clone, Copy)]
+pub(super) struct Reading<'c> {
+    /// What is written for the origin.
+    pub(super) build: Build,
+    /// With a `[room]`: `/__usher/` targets are read too (the room answers
+    /// some of them), and so are the cookies and the room's fields.
+    pub(super) room: bool,
+    /// The room's bypass header's name (`room.bypass_header`), if any.
+    pub(super) bypass: Option<&'c str>,
+}
+
+/// The head for the origin that [`plan_request`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Build {
+    /// None yet: the room decides first.
+    Nothing,
+    /// The visitor's lines, minus hop-by-hop fields, plus forwarding ones.
+    Plain,
+    /// As `Plain`, without usher's cookies, `X-Usher-Pow` and the room's
+    /// bypass header (an admitted visitor's request, as `room::admit`
+    /// strips it).
+    Stripped,
+}
+
+/// usher's cookies, taken off an admitted visitor's request.
+const OWN_COOKIES: [&str; 4] = [
+    crate::admission::room::TICKET_COOKIE,
+    crate::admission::room::PASS_COOKIE,
+    crate::admission::room::LANG_COOKIE,
+    crate::admission::room::POW_COOKIE,
+];
+
 /// A request the relay takes, ready to go: the head for the origin, and
 /// where in the visitor's head what it may need later lies.
 pub(super) struct Plan {
@@ -29,11 +66,27 @@ pub(super) struct Plan {
     pub(super) accept_language: Option<(usize, usize)>,
     pub(super) referer: Option<(usize, usize)>,
     pub(super) user_agent: Option<(usize, usize)>,
+    /// With a room: where `Accept`, `X-Usher-Pow`, the room's bypass
+    /// header and the `Cookie` fields' values lie.
+    pub(super) accept: Option<(usize, usize)>,
+    pub(super) pow: Option<(usize, usize)>,
+    pub(super) bypass: Option<(usize, usize)>,
+    pub(super) cookies: [(usize, usize); MAX_COOKIE_FIELDS],
+    pub(super) cookie_count: usize,
 }
 
 impl Plan {
-    fn text(buf: &[u8], at: Option<(usize, usize)>) -> Option<&str> {
+    pub(super) fn text(buf: &[u8], at: Option<(usize, usize)>) -> Option<&str> {
         at.and_then(|(from, to)| std::str::from_utf8(&buf[from..to]).ok())
+    }
+
+    /// The `Cookie` fields' values.
+    pub(super) fn cookies<'b>(&self, buf: &'b [u8]) -> [&'b [u8]; MAX_COOKIE_FIELDS] {
+        let mut values: [&[u8]; MAX_COOKIE_FIELDS] = [&[]; MAX_COOKIE_FIELDS];
+        for (v, &(from, to)) in values.iter_mut().zip(&self.cookies[..self.cookie_count]) {
+            *v = &buf[from..to];
+        }
+        values
     }
 
     pub(super) fn accept_language<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
@@ -101,6 +154,13 @@ pub(super) enum Field {
     AcceptLanguage,
     Referer,
     UserAgent,
+    Accept,
+    Cookie,
+    /// `X-Usher-Pow`: a proof-of-work solution, for the room.
+    Pow,
+    /// `X-Usher-Sold-Out`: the origin's word to a room (dropped from an
+    /// admitted visitor's answer, as `room::finish` drops it).
+    SoldOut,
 }
 
 impl Field {
@@ -112,12 +172,15 @@ impl Field {
             4 if is("host") => Field::Host,
             4 if is("date") => Field::Date,
             6 if is("expect") => Field::Expect,
+            6 if is("accept") => Field::Accept,
+            6 if is("cookie") => Field::Cookie,
             7 if is("upgrade") => Field::Upgrade,
             7 if is("referer") => Field::Referer,
             9 if is("forwarded") => Field::Forwarding,
             10 if is("connection") => Field::Connection,
             10 if is("keep-alive") => Field::Hop,
             10 if is("user-agent") => Field::UserAgent,
+            11 if is("x-usher-pow") => Field::Pow,
             14 if is("content-length") => Field::ContentLength,
             15 if is("x-forwarded-for") => Field::Forwarding,
             15 if is("accept-language") => Field::AcceptLanguage,
@@ -125,6 +188,7 @@ impl Field {
             15 if is("x-usher-release") => Field::Release,
             16 if is("proxy-connection") => Field::Hop,
             16 if is("x-forwarded-host") => Field::Forwarding,
+            16 if is("x-usher-sold-out") => Field::SoldOut,
             17 if is("x-forwarded-proto") => Field::Forwarding,
             17 if is("transfer-encoding") => Field::TransferEncoding,
             _ => Field::Other,
@@ -139,13 +203,14 @@ pub(super) struct Host<'a> {
     pub(super) replaces: bool,
 }
 
-/// The origin's head for `head` (a whole request head), or `None` when the
-/// request is not the relay's.
+/// The origin's head for `head` (a whole request head), as `reading`
+/// says, or `None` when the request is not the relay's.
 pub(super) fn plan_request(
     head: &[u8],
     peer: IpAddr,
     proto: &'static str,
     host: &Host<'_>,
+    reading: Reading<'_>,
 ) -> Option<Plan> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
@@ -158,7 +223,7 @@ pub(super) fn plan_request(
     if req.version != Some(1)
         || !matches!(method, "GET" | "HEAD")
         || !target.starts_with('/')
-        || target.starts_with("/__usher/")
+        || (!reading.room && target.starts_with("/__usher/"))
     {
         return None;
     }
@@ -170,6 +235,11 @@ pub(super) fn plan_request(
         accept_language: None,
         referer: None,
         user_agent: None,
+        accept: None,
+        pow: None,
+        bypass: None,
+        cookies: [(0, 0); MAX_COOKIE_FIELDS],
+        cookie_count: 0,
     };
     let mut visitor_host = None;
     let mut kinds = [Field::Other; MAX_FIELDS];
@@ -198,9 +268,41 @@ pub(super) fn plan_request(
             Field::AcceptLanguage => plan.accept_language = Some(range_in(head, f.value)),
             Field::Referer => plan.referer = Some(range_in(head, f.value)),
             Field::UserAgent => plan.user_agent = Some(range_in(head, f.value)),
+            Field::Accept if reading.room => plan.accept = Some(range_in(head, f.value)),
+            Field::Pow if reading.room => plan.pow = Some(range_in(head, f.value)),
+            Field::Cookie if reading.room => {
+                if plan.cookie_count == MAX_COOKIE_FIELDS {
+                    return None;
+                }
+                plan.cookies[plan.cookie_count] = range_in(head, f.value);
+                plan.cookie_count += 1;
+            }
+            Field::Other
+                if reading
+                    .bypass
+                    .is_some_and(|b| f.name.eq_ignore_ascii_case(b)) =>
+            {
+                // The room's own bypass header: read, and dropped when stripped.
+                *kind = Field::Pow;
+                plan.bypass.get_or_insert(range_in(head, f.value));
+            }
             _ => {}
         }
     }
+    if reading.build == Build::Nothing {
+        return Some(plan);
+    }
+    let stripped = reading.build == Build::Stripped;
+    // usher's cookies off: the remaining pairs, in one field where the
+    // first stood (as `strip_cookies` does), or all fields as they were.
+    let cookies = plan.cookies(head);
+    let cookies = &cookies[..plan.cookie_count];
+    let kept_cookies = if stripped {
+        crate::tokens::cookie::stripped(|| cookies.iter().copied(), &OWN_COOKIES)
+    } else {
+        None
+    };
+    let mut cookie_written = false;
     let out = &mut plan.out;
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -212,6 +314,17 @@ pub(super) fn plan_request(
             // Hop-by-hop, usher's own, and (the peer being untrusted) the
             // forwarding fields, replaced below.
             Field::Connection | Field::Hop | Field::Voucher | Field::Forwarding => {}
+            // usher's own for an admitted visitor: the proof of work, the
+            // bypass secret (marked `Pow` above), its cookies.
+            Field::Pow if stripped => {}
+            Field::Cookie if kept_cookies.is_some() => {
+                if let Some(value) = kept_cookies.as_deref().filter(|v| !v.is_empty()) {
+                    if !cookie_written {
+                        lines.write(out, i, value);
+                    }
+                }
+                cookie_written = true;
+            }
             Field::Host if host.replaces => lines.write(out, i, host.origin),
             _ => lines.keep(out, i),
         }
@@ -301,7 +414,12 @@ mod tests {
             origin: b"origin.example",
             replaces: false,
         };
-        plan_request(head.as_bytes(), peer, "http", &host)
+        let reading = Reading {
+            build: Build::Plain,
+            room: false,
+            bypass: None,
+        };
+        plan_request(head.as_bytes(), peer, "http", &host, reading)
             .map(|p| String::from_utf8(p.out).unwrap())
     }
 

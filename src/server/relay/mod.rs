@@ -41,6 +41,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::h1_guard::GuardHandle;
 use crate::metrics::Outcome;
+use crate::pipeline::relayed::{self, RawRequest, Relayed};
 use crate::pipeline::{ConnInfo, HttpError};
 use crate::proxy::pool::{Pool, SendError};
 use crate::proxy::ForwardError;
@@ -49,9 +50,9 @@ mod answer;
 mod body;
 mod head;
 
-use answer::{itoa_3, plan_answer, Answer, Framing, Parsed};
+use answer::{itoa_3, now_http_date, plan_answer, Answer, Framing, Parsed};
 use body::Body;
-use head::{plan_request, Host, Plan};
+use head::{plan_request, Build, Host, Plan, Reading};
 
 /// What became of the connection's next request.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,7 +79,6 @@ const CHUNK: usize = 8 * 1024;
 pub fn applies(cfg: &Config, app: &App, info: &ConnInfo) -> bool {
     let origin = app.origin.load();
     cfg.origin.relay
-        && cfg.room.is_none()
         && origin.pool.is_some()
         && !origin.built_from.https
         && !origin.built_from.http2
@@ -129,33 +129,128 @@ where
         replaces: !cfg.origin.preserve_host,
     };
     let proto = if info.tls { "https" } else { "http" };
-    let plan = match plan_request(&buf[..head_len], peer, proto, &host) {
+    let room = cfg.room.as_ref();
+    let mut reading = Reading {
+        build: if room.is_some() {
+            Build::Nothing
+        } else {
+            Build::Plain
+        },
+        room: room.is_some(),
+        bypass: room.and_then(|r| r.bypass_header.as_ref().map(|(name, _)| name.as_str())),
+    };
+    let head = &buf[..head_len];
+    let mut plan = match plan_request(head, peer, proto, &host, reading) {
         Some(plan) if guard.peek_next().is_ok() => plan,
         _ => {
             io.unread(&buf);
             return Next::Hyper;
         }
     };
-    let _ = guard.next_request();
-    if buf.len() > head_len {
-        // Pipelined: the next request waits in the guard.
-        io.unread(&buf[head_len..]);
-    }
     let started = app.access_log.enabled().then(Instant::now);
     // Counted and logged once the answer's head is known, before it is
     // written (as the hyper path does: a visitor who has its answer finds
     // its line in the log).
-    let counted = |status: u16, length: Option<u64>, outcome: Outcome| {
+    let counted = |plan: &Plan, status: u16, length: Option<u64>, outcome: Outcome| {
         app.metrics.request(outcome, status);
         if let Some(started) = started {
             plan.log(&buf, app, peer, status, length, outcome, started);
         }
     };
-    match exchange(io, pool, &cfg, app, &plan, draining, |status, length| {
-        counted(status, length, Outcome::Forwarded)
-    })
-    .await
-    {
+    let mut admitted = None;
+    if room.is_some() {
+        let text = |at| Plan::text(head, at);
+        let cookies = plan.cookies(head);
+        let raw = RawRequest {
+            head: plan.head,
+            target: text(Some(plan.target)).unwrap_or("/"),
+            accept: text(plan.accept),
+            accept_language: text(plan.accept_language),
+            cookies: &cookies[..plan.cookie_count],
+            pow: text(plan.pow),
+            bypass: plan.bypass.map(|(from, to)| &head[from..to]),
+        };
+        let said = Box::pin(relayed::decide(app, cfg.clone(), info, &raw)).await;
+        reading.build = match said {
+            Relayed::Hyper => {
+                io.unread(&buf);
+                return Next::Hyper;
+            }
+            Relayed::Reply(reply, outcome) => {
+                let _ = guard.next_request();
+                if buf.len() > head_len {
+                    io.unread(&buf[head_len..]);
+                }
+                let close = plan.close || draining;
+                let mut out = Spare::take();
+                reply.write_h1_fields(&mut out);
+                end_head(&mut out, reply.body.len(), close);
+                if !plan.head {
+                    out.extend_from_slice(&reply.body);
+                }
+                counted(&plan, 200, Some(reply.body.len() as u64), outcome);
+                let written = io.write_all(&out).await.is_ok() && io.flush().await.is_ok();
+                return if written && !close {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+            Relayed::Answer(resp, outcome) => {
+                let _ = guard.next_request();
+                if buf.len() > head_len {
+                    io.unread(&buf[head_len..]);
+                }
+                let close = plan.close || draining;
+                let status = resp.status().as_u16();
+                let written = Box::pin(write_answer(io, resp, plan.head, close, |length| {
+                    counted(&plan, status, Some(length), outcome)
+                }))
+                .await;
+                return if written.is_ok() && !close {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+            Relayed::Open => Build::Plain,
+            Relayed::Admitted(a) => {
+                admitted = Some(a);
+                Build::Stripped
+            }
+        };
+        match plan_request(head, peer, proto, &host, reading) {
+            Some(built) => plan = built,
+            // Read once already: it reads the same again.
+            None => return Next::Close,
+        }
+    }
+    let _ = guard.next_request();
+    if buf.len() > head_len {
+        // Pipelined: the next request waits in the guard.
+        io.unread(&buf[head_len..]);
+    }
+    let on_head = |answer: &mut Answer| {
+        if let Some(admitted) = admitted {
+            let cookies = relayed::finish(
+                app,
+                cfg.clone(),
+                info,
+                admitted,
+                answer.released,
+                answer.sold_out,
+            );
+            answer.add_fields(http::header::SET_COOKIE.as_str(), &cookies);
+        }
+        counted(
+            &plan,
+            answer.status,
+            answer.content_length,
+            Outcome::Forwarded,
+        )
+    };
+    let stripped = reading.build == Build::Stripped;
+    match exchange(io, pool, &cfg, app, &plan, draining, stripped, on_head).await {
         Ok(Some(next)) => next,
         // Nothing to answer, nothing to count (as hyper drops the request).
         Ok(None) => Next::Close,
@@ -169,12 +264,12 @@ where
             tracing::warn!(client = %peer, error = %e, "origin request failed");
             let outcome = e.outcome();
             let resp = e.into_response_for(lang, cfg.room.is_some());
-            let length = resp
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            counted(resp.status().as_u16(), length, outcome);
-            let written = Box::pin(write_answer(io, resp, plan.head, plan.close || draining)).await;
+            let status = resp.status().as_u16();
+            let close = plan.close || draining;
+            let written = Box::pin(write_answer(io, resp, plan.head, close, |length| {
+                counted(&plan, status, Some(length), outcome)
+            }))
+            .await;
             if written.is_ok() && !plan.close && !draining {
                 Next::KeepAlive
             } else {
@@ -295,10 +390,12 @@ impl std::ops::DerefMut for Spare {
     }
 }
 
-/// Sends the planned request and relays the answer; `on_head` learns its
-/// status and length (when known) before the visitor does. `Ok(Some)`:
-/// what becomes of the connection; `Ok(None)`: the visitor left before
-/// the answer came.
+/// Sends the planned request and relays the answer; `on_head` sees the
+/// answer's head (and may add to it) before the visitor does; `admitted`:
+/// the request is an admitted visitor's, whose answer loses
+/// `X-Usher-Sold-Out`. `Ok(Some)`: what becomes of the connection;
+/// `Ok(None)`: the visitor left before the answer came.
+#[allow(clippy::too_many_arguments)]
 async fn exchange<S>(
     io: &mut Guarded<S>,
     pool: &Pool,
@@ -306,7 +403,8 @@ async fn exchange<S>(
     app: &App,
     plan: &Plan,
     draining: bool,
-    on_head: impl FnOnce(u16, Option<u64>),
+    admitted: bool,
+    on_head: impl FnOnce(&mut Answer),
 ) -> Result<Option<Next>, ForwardError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -319,7 +417,7 @@ where
     let sent = tokio::select! {
         sent = tokio::time::timeout(
             cfg.origin.response_timeout,
-            send(pool, &plan.out, &mut rbuf, plan.head, close),
+            send(pool, &plan.out, &mut rbuf, plan.head, close, admitted),
         ) => sent,
         // A visitor who leaves gives the origin slot back at once (its
         // origin connection is closed: the answer would go nowhere).
@@ -332,7 +430,7 @@ where
     app.metrics.origin_duration.observe(took.as_secs_f64());
     let failed = !matches!(&sent, Ok(Ok((_, a, _))) if a.status < 500);
     app.room.health.record(took, failed);
-    let (mut origin_io, answer, head_len) = match sent {
+    let (mut origin_io, mut answer, head_len) = match sent {
         Err(_) => {
             app.metrics.origin_error("timeout");
             return Err(ForwardError::OriginTimeout(cfg.origin.response_timeout));
@@ -346,14 +444,14 @@ where
         }
         Ok(Ok(sent)) => sent,
     };
+    on_head(&mut answer);
     // The head and what came with it of the body, in one write.
-    let mut out = answer.out;
+    let mut out = std::mem::take(&mut answer.out);
     let extra = &rbuf[head_len..];
     let mut body = Body::new(answer.framing);
     let (take, done) = body.feed(extra);
     out.extend_from_slice(&extra[..take]);
     let mut origin_keeps = answer.origin_keeps && take == extra.len();
-    on_head(answer.status, answer.content_length);
     let mut visitor_ok = io.write_all(&out).await.is_ok();
     drop(out);
     let mut ended = done;
@@ -427,13 +525,14 @@ async fn send(
     rbuf: &mut Vec<u8>,
     is_head: bool,
     close: bool,
+    admitted: bool,
 ) -> Result<(TcpStream, Answer, usize), Failure> {
     let (mut conn, mut reused) = pool.checkout_raw().await?;
     loop {
         rbuf.clear();
         let tried = async {
             conn.write_all(head).await?;
-            read_answer(&mut conn, rbuf, is_head, close).await
+            read_answer(&mut conn, rbuf, is_head, close, admitted).await
         };
         match tried.await {
             Ok(Ok((answer, n))) => return Ok((conn, answer, n)),
@@ -465,6 +564,7 @@ async fn read_answer(
     rbuf: &mut Vec<u8>,
     is_head: bool,
     close: bool,
+    admitted: bool,
 ) -> io::Result<Result<(Answer, usize), &'static str>> {
     loop {
         if rbuf.capacity() - rbuf.len() < 1024 {
@@ -474,7 +574,7 @@ async fn read_answer(
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         loop {
-            match plan_answer(rbuf, is_head, close) {
+            match plan_answer(rbuf, is_head, close, admitted) {
                 Parsed::Partial if rbuf.len() > MAX_RESPONSE_HEAD => {
                     return Ok(Err("answer head too large"))
                 }
@@ -489,12 +589,15 @@ async fn read_answer(
     }
 }
 
-/// Writes one of usher's own answers (an error page) as HTTP/1.1.
+/// Writes one of usher's own answers (a holding page, status JSON, an
+/// error page) as HTTP/1.1, as hyper writes it; `on_length` learns the
+/// body's length before the visitor does.
 async fn write_answer<S>(
     io: &mut Guarded<S>,
     resp: http::Response<crate::Body>,
     is_head: bool,
     close: bool,
+    on_length: impl FnOnce(u64),
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -520,16 +623,28 @@ where
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    end_head(&mut out, body.len(), close);
+    on_length(body.len() as u64);
     if !is_head {
         out.extend_from_slice(&body);
     }
     io.write_all(&out).await?;
     io.flush().await
+}
+
+/// Ends one of usher's own answer heads as hyper does: the body's length,
+/// `connection: close` when the connection ends after it, the date, and
+/// the empty line.
+fn end_head(out: &mut Vec<u8>, length: usize, close: bool) {
+    out.extend_from_slice(b"content-length: ");
+    crate::holding::fmt::write_u64(out, length as u64);
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    now_http_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Made-up input for the hostile-bytes tests (`answer.rs`, `body.rs`):
