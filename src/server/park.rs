@@ -337,6 +337,12 @@ impl Drain {
         self.fired
     }
 
+    /// The drain's own receiver, for a connection that keeps one wait for
+    /// its whole life (`changed()` resolves when the drain begins).
+    pub fn watch(&self) -> watch::Receiver<()> {
+        self.rx.clone()
+    }
+
     /// Resolves when the drain begins (at once if it has).
     pub async fn signal(&mut self) {
         if !self.fired {

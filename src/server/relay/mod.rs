@@ -185,11 +185,10 @@ where
                 let mut out = Spare::take();
                 reply.write_h1_fields(&mut out);
                 end_head(&mut out, reply.body.len(), close);
-                if !plan.head {
-                    out.extend_from_slice(&reply.body);
-                }
+                let body: &[u8] = if plan.head { &[] } else { &reply.body };
                 counted(&plan, 200, Some(reply.body.len() as u64), outcome);
-                let written = io.write_all(&out).await.is_ok() && io.flush().await.is_ok();
+                // The head and the body in one write, the body not copied.
+                let written = write_both(io, &out, body).await.is_ok() && io.flush().await.is_ok();
                 return if written && !close {
                     Next::KeepAlive
                 } else {
@@ -250,7 +249,13 @@ where
         )
     };
     let stripped = reading.build == Build::Stripped;
-    match exchange(io, pool, &cfg, app, &plan, draining, stripped, on_head).await {
+    // Boxed: only forwarding needs its state (most of this future's size),
+    // and a smaller future is a smaller copy into its box for every request.
+    match Box::pin(exchange(
+        io, pool, &cfg, app, &plan, draining, stripped, on_head,
+    ))
+    .await
+    {
         Ok(Some(next)) => next,
         // Nothing to answer, nothing to count (as hyper drops the request).
         Ok(None) => Next::Close,
@@ -630,6 +635,25 @@ where
     }
     io.write_all(&out).await?;
     io.flush().await
+}
+
+/// Writes `head` and then `body`, in one vectored write when the socket
+/// takes it all.
+async fn write_both<S>(io: &mut Guarded<S>, mut head: &[u8], mut body: &[u8]) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while !head.is_empty() {
+        let parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
+        let n = io.write_vectored(&parts).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let in_head = n.min(head.len());
+        head = &head[in_head..];
+        body = &body[n - in_head..];
+    }
+    io.write_all(body).await
 }
 
 /// Ends one of usher's own answer heads as hyper does: the body's length,
