@@ -7,8 +7,6 @@
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
-
 use super::fmt::{json_string, json_string_len, write_rfc3339, write_u64, MAX_NUMBER_LEN};
 use super::memo::find_or_keep;
 use super::{sanitize_return_to, RoomState, StatusView};
@@ -21,14 +19,14 @@ use super::{sanitize_return_to, RoomState, StatusView};
 /// what is unknown, plus `"challenge","difficulty"` when the visitor must
 /// solve a proof of work before getting a ticket (see `tokens::proof`). Once admitted: `{"state":"admitted","return_to":…}`,
 /// `return_to` limited to a same-origin path.
-pub fn status_json(view: &StatusView) -> Bytes {
+pub fn status_json(view: &StatusView) -> Vec<u8> {
     if view.state == RoomState::Admitted {
         let mut out = Vec::with_capacity(capacity(view));
         let return_to = sanitize_return_to(view.return_to);
         out.extend_from_slice(b"{\"state\":\"admitted\",\"return_to\":");
         json_string(&mut out, return_to);
         out.push(b'}');
-        return Bytes::from(out);
+        return out;
     }
     with_tail(view, |tail| {
         let mut out = Vec::with_capacity(waiting_capacity(view, tail.len()));
@@ -52,7 +50,7 @@ pub fn status_json(view: &StatusView) -> Bytes {
             write_u64(&mut out, u64::from(bits));
         }
         out.push(b'}');
-        Bytes::from(out)
+        out
     })
 }
 

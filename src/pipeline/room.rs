@@ -456,7 +456,9 @@ fn view<'a>(
 /// or, on the relay, straight as HTTP/1.1 bytes ([`Reply::write_h1`]), the
 /// same fields in the same order either way.
 pub struct Reply {
-    pub body: bytes::Bytes,
+    /// A `Vec`, not `Bytes`: made into `Bytes` (one allocation more) only
+    /// for hyper.
+    pub body: Vec<u8>,
     content_type: &'static str,
     state: RoomState,
     /// `Vary: Accept, Accept-Language, Cookie` (a waiting visitor's answer).
@@ -471,7 +473,7 @@ const HOLD_VARY: &str = "Accept, Accept-Language, Cookie";
 
 impl Reply {
     pub(super) fn into_response(self) -> Response<Body> {
-        let mut resp = Response::new(full_body(self.body));
+        let mut resp = Response::new(full_body(bytes::Bytes::from(self.body)));
         *resp.status_mut() = StatusCode::OK;
         let h = resp.headers_mut();
         h.insert(
@@ -574,7 +576,7 @@ pub(super) fn hold_answer(
             .pages
             .clone()
             .unwrap_or_else(|| ctx.app.room.pages().clone());
-        (pages.render(lang, &v), "text/html; charset=utf-8")
+        (pages.render_vec(lang, &v), "text/html; charset=utf-8")
     };
     let mut reply = Reply {
         body,

@@ -228,7 +228,11 @@ pub(super) fn plan_request(
         return None;
     }
     let mut plan = Plan {
-        out: Vec::with_capacity(head.len() + 160),
+        out: if reading.build == Build::Nothing {
+            Vec::new()
+        } else {
+            Vec::with_capacity(head.len() + 160)
+        },
         head: method == "HEAD",
         close: false,
         target: range_in(head, target.as_bytes()),

@@ -170,7 +170,7 @@ where
             pow: text(plan.pow),
             bypass: plan.bypass.map(|(from, to)| &head[from..to]),
         };
-        let said = Box::pin(relayed::decide(app, cfg.clone(), info, &raw)).await;
+        let said = relayed::decide(app, cfg.clone(), info, &raw).await;
         reading.build = match said {
             Relayed::Hyper => {
                 io.unread(&buf);
