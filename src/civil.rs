@@ -54,3 +54,42 @@ mod tests {
         assert_eq!(at(1_798_761_600), (2027, 1, 1, 0));
     }
 }
+
+/// Unix seconds now, read from the coarse wall clock (the kernel's tick,
+/// a few milliseconds behind at most; no time-stamp counter read): for
+/// what shows seconds only (an answer's `Date`, the holding page's "now"),
+/// read on every holding answer.
+pub fn coarse_unix_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the clock id is a
+    // constant Linux has had since 2.6.32.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc == 0 && ts.tv_sec >= 0 {
+        ts.tv_sec as u64
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod coarse_tests {
+    /// The coarse clock agrees with the precise one to the second (one
+    /// tick late at most, across a second's turn).
+    #[test]
+    fn the_coarse_clock_tells_the_second() {
+        let precise = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let coarse = super::coarse_unix_secs();
+        assert!(
+            coarse + 1 >= precise && coarse <= precise + 1,
+            "{coarse} vs {precise}"
+        );
+    }
+}

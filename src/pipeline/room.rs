@@ -445,9 +445,7 @@ fn view<'a>(
         low_chance: false,
         challenge: hold.and_then(|h| h.challenge.as_ref().map(|(t, b)| (t.as_str(), *b))),
         return_to,
-        now_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        now_unix: crate::civil::coarse_unix_secs(),
     }
 }
 

@@ -198,19 +198,18 @@ pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool, admitted: bool
 }
 
 /// Appends the current time as an HTTP date, formatted once a second per
-/// thread.
+/// thread (the coarse clock: seconds are all a date shows).
 pub(super) fn now_http_date(out: &mut Vec<u8>) {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, UNIX_EPOCH};
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let second = crate::civil::coarse_unix_secs();
     DATE.with_borrow_mut(|(at, text)| {
         if *at != second || text.is_empty() {
             *at = second;
-            *text = httpdate::fmt_http_date(now);
+            *text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
         }
         out.extend_from_slice(text.as_bytes());
     });

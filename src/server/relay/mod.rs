@@ -28,8 +28,10 @@
 //! `head.rs` plans the request heads, `answer.rs` the answer heads,
 //! `body.rs` follows the bodies' framing.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -102,11 +104,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = Spare::take();
-    let read = tokio::time::timeout(
-        head_timeout,
-        read_head(io, guard, &mut buf, cfg.server.max_header_bytes),
-    )
-    .await;
+    // A keep-alive request is most often here whole already: read at once,
+    // with no deadline to work out; the timeout only for a head that waits.
+    let read = {
+        let reading = read_head(io, guard, &mut buf, cfg.server.max_header_bytes);
+        tokio::pin!(reading);
+        match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
+            Poll::Ready(read) => Ok(read),
+            Poll::Pending => tokio::time::timeout(head_timeout, reading).await,
+        }
+    };
     let head_len = match read {
         Ok(Ok(Some(n))) => n,
         Ok(Ok(None)) => {
