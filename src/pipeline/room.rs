@@ -450,9 +450,9 @@ fn view<'a>(
 }
 
 /// The room's own answer to a visitor (the holding page, the status
-/// JSON), before it is written: as hyper's response ([`Reply::into_response`])
-/// or, on the relay, straight as HTTP/1.1 bytes ([`Reply::write_h1`]), the
-/// same fields in the same order either way.
+/// JSON), before it is written: as hyper's response (`Reply::into_response`)
+/// or, on the relay, straight as HTTP/1.1 bytes ([`Reply::write_h1_fields`]
+/// and the body), the same fields in the same order either way.
 pub struct Reply {
     /// A `Vec`, not `Bytes`: made into `Bytes` (one allocation more) only
     /// for hyper.
@@ -494,7 +494,7 @@ impl Reply {
     }
 
     /// The answer's head up to its framing fields (`200 OK` and the fields
-    /// [`Reply::into_response`] sets, as hyper writes them); the writer adds
+    /// `Reply::into_response` sets, as hyper writes them); the writer adds
     /// `content-length`, `date` and the body.
     pub fn write_h1_fields(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: ");

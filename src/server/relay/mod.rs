@@ -12,12 +12,19 @@
 //!
 //! What it takes (unless `origin.relay = false`, which sends every request
 //! to hyper): on a plain-HTTP/1.1 origin (`origin.pool`), from a peer
-//! that is not a trusted proxy, with no `[room]`, an HTTP/1.1 `GET` or
-//! `HEAD` with no body, no upgrade, no `Expect`, no `TE`, no `Connection`
-//! other than `keep-alive`/`close`, one `Host` at most, a target in origin
-//! form outside `/__usher/`, and a clean verdict from the smuggling guard.
-//! Everything else (usher's own answers, bodies, upgrades, trusted chains,
-//! rooms, HTTP/2, TLS origins, anything odd) goes to hyper: the bytes read
+//! that is not a trusted proxy, an HTTP/1.1 `GET` or `HEAD` with no body,
+//! no upgrade, no `Expect`, no `TE`, no `Connection` other than
+//! `keep-alive`/`close`, one `Host` at most, a target in origin form, and
+//! a clean verdict from the smuggling guard. Without a `[room]`, targets
+//! under `/__usher/` are hyper's. With one, the room decides first on what
+//! the relay read ([`crate::pipeline::relayed`]): a waiting visitor's
+//! holding page or status JSON is written here ([`Relayed::Reply`]), an
+//! open path goes to the origin as sent, an admitted visitor's request
+//! without usher's cookies and fields (`head::Build::Stripped`), its
+//! answer with the origin's signals acted on; usher's other endpoints,
+//! long polls and the intercepted claim route are hyper's.
+//! Everything else (bodies, upgrades, trusted chains, HTTP/2, TLS
+//! origins, anything odd) goes to hyper: the bytes read
 //! are given back to the guard ([`crate::h1_guard::H1Guard::unread`]) and
 //! hyper reads them as if the relay had never looked. The relay changes no
 //! rule: the same fields dropped and set, guard verdicts, metrics, access
