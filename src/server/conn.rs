@@ -456,6 +456,9 @@ where
         let idle_until = parked + idle;
         loop {
             tokio::select! {
+                // In this order: woken by the visitor's bytes (most wake-ups),
+                // the timer and the drain wait are not polled again.
+                biased;
                 r = park::readable(&io) => if r.is_err() { return } else { break },
                 // The timer is set for an earlier rest's end at most once an
                 // idle period, not at every rest: when it fires, the rest is

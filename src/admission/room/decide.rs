@@ -42,7 +42,7 @@ impl Room {
     ) -> Verdict {
         // One clock reading and one look at the settings for the whole decision.
         let now = self.now();
-        let settings = self.settings(cfg);
+        let settings = self.decision_settings(cfg);
         let v = match self.early(cfg, &settings, asking.pass, ip, secure, now) {
             Some(v) => v,
             None => {

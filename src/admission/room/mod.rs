@@ -440,6 +440,12 @@ impl Room {
         self.knobs.settings(cfg, self.flow_limit(cfg))
     }
 
+    /// The settings in force for one decision (without the operator's
+    /// message: see `Knobs::for_decision`).
+    pub(super) fn decision_settings(&self, cfg: &RoomConfig) -> Settings {
+        self.knobs.for_decision(cfg, self.flow_limit(cfg))
+    }
+
     /// Changes the overrides (`None` fields keep theirs) and applies them.
     pub fn set_overrides(&self, cfg: &RoomConfig, change: Overrides) -> Result<Settings, String> {
         self.knobs.change(change)?;

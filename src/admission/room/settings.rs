@@ -73,6 +73,18 @@ impl Knobs {
     /// The settings in force: config plus overrides, with `flow` the
     /// closed-loop gate's limit when it is on.
     pub(super) fn settings(&self, cfg: &RoomConfig, flow: Option<u64>) -> Settings {
+        self.settings_as(cfg, flow, true)
+    }
+
+    /// [`Knobs::settings`] for one decision: everything but the operator's
+    /// message, which no decision reads (the page's announcement is the
+    /// board's) and which cost a `String` copy per request; `message` is
+    /// left empty.
+    pub(super) fn for_decision(&self, cfg: &RoomConfig, flow: Option<u64>) -> Settings {
+        self.settings_as(cfg, flow, false)
+    }
+
+    fn settings_as(&self, cfg: &RoomConfig, flow: Option<u64>, message: bool) -> Settings {
         let o = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
         // With the closed-loop gate, the file's and the operator's numbers
         // are ceilings over its limit; without it, they are the numbers.
@@ -95,7 +107,11 @@ impl Knobs {
                     _ => cfg.new_users_per_minute,
                 }
             }),
-            message: o.message.clone().unwrap_or_else(|| cfg.message.clone()),
+            message: if message {
+                o.message.clone().unwrap_or_else(|| cfg.message.clone())
+            } else {
+                String::new()
+            },
         }
     }
 
