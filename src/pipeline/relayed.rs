@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Response};
 
-pub use super::room::Reply;
-use super::room::{self, Admitted, Asked, Own, Route};
+use super::room::{self, Asked, Own, Route};
+pub use super::room::{Admitted, Reply};
 use super::{vouchers, ConnInfo, Ctx, HttpError};
 use crate::app::App;
 use crate::config::Config;

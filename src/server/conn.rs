@@ -391,16 +391,23 @@ where
         let now = app.config.load_full();
         let next = if relay::applies(&now, &app, &info) {
             // Boxed: an idle connection's task keeps none of its state.
-            Box::pin(relay::serve_next(
-                &mut io,
-                &handle,
-                &app,
-                now,
-                &info,
-                head_timeout,
-                drain.fired(),
-            ))
-            .await
+            let draining = drain.fired();
+            if now.room.is_some() {
+                let next = relay::serve_next_in_room(
+                    &mut io,
+                    &handle,
+                    &app,
+                    now,
+                    &info,
+                    head_timeout,
+                    draining,
+                );
+                Box::pin(next).await
+            } else {
+                let next =
+                    relay::serve_next(&mut io, &handle, &app, now, &info, head_timeout, draining);
+                Box::pin(next).await
+            }
         } else {
             relay::Next::Hyper
         };

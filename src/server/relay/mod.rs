@@ -110,6 +110,184 @@ pub async fn serve_next<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let origin = app.origin.load();
+    let Some(pool) = origin.pool.as_ref() else {
+        return Next::Hyper;
+    };
+    let host = Host {
+        origin: origin.host.as_bytes(),
+        replaces: !cfg.origin.preserve_host,
+    };
+    let reading = Reading {
+        build: Build::Plain,
+        room: false,
+        bypass: None,
+    };
+    let read = match read_plan(io, guard, app, &cfg, info, head_timeout, &host, reading).await {
+        Ok(read) => read,
+        Err(next) => return next,
+    };
+    let _ = guard.next_request();
+    // Inline: without a room, forwarding is all this future does.
+    forward(io, app, &cfg, info, pool, read, draining, None).await
+}
+
+/// [`serve_next`] when the config has a `[room]`: the room decides first
+/// ([`crate::pipeline::relayed`]) on what the relay read. A separate
+/// future (the caller boxes one or the other): a waiting visitor's answer
+/// carries none of forwarding's state, and a forwarded request without a
+/// room none of the room's.
+pub async fn serve_next_in_room<S>(
+    io: &mut Guarded<S>,
+    guard: &GuardHandle,
+    app: &App,
+    cfg: Arc<Config>,
+    info: &ConnInfo,
+    head_timeout: Duration,
+    draining: bool,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let origin = app.origin.load();
+    let (Some(pool), Some(room)) = (origin.pool.as_ref(), cfg.room.as_ref()) else {
+        return Next::Hyper;
+    };
+    let host = Host {
+        origin: origin.host.as_bytes(),
+        replaces: !cfg.origin.preserve_host,
+    };
+    let mut reading = Reading {
+        build: Build::Nothing,
+        room: true,
+        bypass: room.bypass_header.as_ref().map(|(name, _)| name.as_str()),
+    };
+    let mut read = match read_plan(io, guard, app, &cfg, info, head_timeout, &host, reading).await {
+        Ok(read) => read,
+        Err(next) => return next,
+    };
+    let (buf, plan) = (&read.buf, &read.plan);
+    let head = &buf[..read.head_len];
+    let text = |at| Plan::text(head, at);
+    let cookies = plan.cookies(head);
+    let raw = RawRequest {
+        head: plan.head,
+        target: text(Some(plan.target)).unwrap_or("/"),
+        accept: text(plan.accept),
+        accept_language: text(plan.accept_language),
+        cookies: &cookies[..plan.cookie_count],
+        pow: text(plan.pow),
+        bypass: plan.bypass.map(|(from, to)| &head[from..to]),
+    };
+    let said = relayed::decide(app, cfg.clone(), info, &raw).await;
+    let answered = |io: &mut Guarded<S>| {
+        let _ = guard.next_request();
+        if buf.len() > read.head_len {
+            io.unread(&buf[read.head_len..]);
+        }
+        plan.close || draining
+    };
+    let admitted = match said {
+        Relayed::Hyper => {
+            io.unread(buf);
+            return Next::Hyper;
+        }
+        Relayed::Reply(reply, outcome) => {
+            let close = answered(io);
+            let mut out = Spare::take();
+            reply.write_h1_fields(&mut out);
+            end_head(&mut out, reply.body.len(), close);
+            let body: &[u8] = if plan.head { &[] } else { &reply.body };
+            read.counted(app, info, 200, Some(reply.body.len() as u64), outcome);
+            // The head and the body in one write, the body not copied.
+            let written = write_both(io, &out, body).await.is_ok() && io.flush().await.is_ok();
+            return if written && !close {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+        }
+        Relayed::Answer(resp, outcome) => {
+            let close = answered(io);
+            let status = resp.status().as_u16();
+            let written = Box::pin(write_answer(io, resp, plan.head, close, |length| {
+                read.counted(app, info, status, Some(length), outcome)
+            }))
+            .await;
+            return if written.is_ok() && !close {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+        }
+        Relayed::Open => None,
+        Relayed::Admitted(a) => Some(a),
+    };
+    reading.build = if admitted.is_some() {
+        Build::Stripped
+    } else {
+        Build::Plain
+    };
+    let peer = crate::net::canonical(info.peer.ip());
+    let proto = if info.tls { "https" } else { "http" };
+    match plan_request(&read.buf[..read.head_len], peer, proto, &host, reading) {
+        Some(built) => read.plan = built,
+        // Read once already: it reads the same again.
+        None => return Next::Close,
+    }
+    let _ = guard.next_request();
+    // Boxed: a waiting visitor's answer (most of a room's requests) need
+    // not carry forwarding's state, copied into this future's box.
+    Box::pin(forward(io, app, &cfg, info, pool, read, draining, admitted)).await
+}
+
+/// A request head read and planned.
+struct Read {
+    buf: Spare,
+    head_len: usize,
+    plan: Plan,
+    /// When it was read, for the access log (when it is on).
+    started: Option<Instant>,
+}
+
+impl Read {
+    /// Counted and logged once the answer's head is known, before it is
+    /// written (as the hyper path does: a visitor who has its answer finds
+    /// its line in the log).
+    fn counted(
+        &self,
+        app: &App,
+        info: &ConnInfo,
+        status: u16,
+        length: Option<u64>,
+        outcome: Outcome,
+    ) {
+        app.metrics.request(outcome, status);
+        if let Some(started) = self.started {
+            let peer = crate::net::canonical(info.peer.ip());
+            self.plan
+                .log(&self.buf, app, peer, status, length, outcome, started);
+        }
+    }
+}
+
+/// Reads the connection's next head and plans it as `reading` says;
+/// `Err`: what became of the connection instead (the bytes given back to
+/// hyper, or the connection's end).
+#[allow(clippy::too_many_arguments)]
+async fn read_plan<S>(
+    io: &mut Guarded<S>,
+    guard: &GuardHandle,
+    app: &App,
+    cfg: &Config,
+    info: &ConnInfo,
+    head_timeout: Duration,
+    host: &Host<'_>,
+    reading: Reading<'_>,
+) -> Result<Read, Next>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = Spare::take();
     // A keep-alive request is most often here whole already: read at once,
     // with no deadline to work out; the timeout only for a head that waits.
@@ -127,122 +305,50 @@ where
             // Not a head the relay can parse (malformed, too large): hyper
             // and the guard answer it.
             io.unread(&buf);
-            return Next::Hyper;
+            return Err(Next::Hyper);
         }
         // Timed out, closed or broken before a whole head: as hyper does.
-        Ok(Err(_)) | Err(_) => return Next::Close,
+        Ok(Err(_)) | Err(_) => return Err(Next::Close),
     };
     let peer = crate::net::canonical(info.peer.ip());
-    let origin = app.origin.load();
-    let Some(pool) = origin.pool.as_ref() else {
-        io.unread(&buf);
-        return Next::Hyper;
-    };
-    let host = Host {
-        origin: origin.host.as_bytes(),
-        replaces: !cfg.origin.preserve_host,
-    };
     let proto = if info.tls { "https" } else { "http" };
-    let room = cfg.room.as_ref();
-    let mut reading = Reading {
-        build: if room.is_some() {
-            Build::Nothing
-        } else {
-            Build::Plain
-        },
-        room: room.is_some(),
-        bypass: room.and_then(|r| r.bypass_header.as_ref().map(|(name, _)| name.as_str())),
-    };
-    let head = &buf[..head_len];
-    let mut plan = match plan_request(head, peer, proto, &host, reading) {
-        Some(plan) if guard.peek_next().is_ok() => plan,
+    match plan_request(&buf[..head_len], peer, proto, host, reading) {
+        Some(plan) if guard.peek_next().is_ok() => Ok(Read {
+            buf,
+            head_len,
+            plan,
+            started: app.access_log.enabled().then(Instant::now),
+        }),
         _ => {
             io.unread(&buf);
-            return Next::Hyper;
-        }
-    };
-    let started = app.access_log.enabled().then(Instant::now);
-    // Counted and logged once the answer's head is known, before it is
-    // written (as the hyper path does: a visitor who has its answer finds
-    // its line in the log).
-    let counted = |plan: &Plan, status: u16, length: Option<u64>, outcome: Outcome| {
-        app.metrics.request(outcome, status);
-        if let Some(started) = started {
-            plan.log(&buf, app, peer, status, length, outcome, started);
-        }
-    };
-    let mut admitted = None;
-    if room.is_some() {
-        let text = |at| Plan::text(head, at);
-        let cookies = plan.cookies(head);
-        let raw = RawRequest {
-            head: plan.head,
-            target: text(Some(plan.target)).unwrap_or("/"),
-            accept: text(plan.accept),
-            accept_language: text(plan.accept_language),
-            cookies: &cookies[..plan.cookie_count],
-            pow: text(plan.pow),
-            bypass: plan.bypass.map(|(from, to)| &head[from..to]),
-        };
-        let said = relayed::decide(app, cfg.clone(), info, &raw).await;
-        reading.build = match said {
-            Relayed::Hyper => {
-                io.unread(&buf);
-                return Next::Hyper;
-            }
-            Relayed::Reply(reply, outcome) => {
-                let _ = guard.next_request();
-                if buf.len() > head_len {
-                    io.unread(&buf[head_len..]);
-                }
-                let close = plan.close || draining;
-                let mut out = Spare::take();
-                reply.write_h1_fields(&mut out);
-                end_head(&mut out, reply.body.len(), close);
-                let body: &[u8] = if plan.head { &[] } else { &reply.body };
-                counted(&plan, 200, Some(reply.body.len() as u64), outcome);
-                // The head and the body in one write, the body not copied.
-                let written = write_both(io, &out, body).await.is_ok() && io.flush().await.is_ok();
-                return if written && !close {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
-            }
-            Relayed::Answer(resp, outcome) => {
-                let _ = guard.next_request();
-                if buf.len() > head_len {
-                    io.unread(&buf[head_len..]);
-                }
-                let close = plan.close || draining;
-                let status = resp.status().as_u16();
-                let written = Box::pin(write_answer(io, resp, plan.head, close, |length| {
-                    counted(&plan, status, Some(length), outcome)
-                }))
-                .await;
-                return if written.is_ok() && !close {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
-            }
-            Relayed::Open => Build::Plain,
-            Relayed::Admitted(a) => {
-                admitted = Some(a);
-                Build::Stripped
-            }
-        };
-        match plan_request(head, peer, proto, &host, reading) {
-            Some(built) => plan = built,
-            // Read once already: it reads the same again.
-            None => return Next::Close,
+            Err(Next::Hyper)
         }
     }
-    let _ = guard.next_request();
-    if buf.len() > head_len {
+}
+
+/// Forwards a read request (its guard verdict taken) and relays the
+/// answer; `admitted`: an admitted visitor's, whose answer gets the
+/// room's cookies and loses the origin's signals to usher.
+#[allow(clippy::too_many_arguments)]
+async fn forward<S>(
+    io: &mut Guarded<S>,
+    app: &App,
+    cfg: &Arc<Config>,
+    info: &ConnInfo,
+    pool: &Pool,
+    read: Read,
+    draining: bool,
+    admitted: Option<crate::pipeline::relayed::Admitted>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if read.buf.len() > read.head_len {
         // Pipelined: the next request waits in the guard.
-        io.unread(&buf[head_len..]);
+        io.unread(&read.buf[read.head_len..]);
     }
+    let stripped = admitted.is_some();
+    let read = &read;
     let on_head = |answer: &mut Answer| {
         if let Some(admitted) = admitted {
             let cookies = relayed::finish(
@@ -255,41 +361,37 @@ where
             );
             answer.add_fields(http::header::SET_COOKIE.as_str(), &cookies);
         }
-        counted(
-            &plan,
+        read.counted(
+            app,
+            info,
             answer.status,
             answer.content_length,
             Outcome::Forwarded,
         )
     };
-    let stripped = reading.build == Build::Stripped;
-    // Boxed: only forwarding needs its state (most of this future's size),
-    // and a smaller future is a smaller copy into its box for every request.
-    match Box::pin(exchange(
-        io, pool, &cfg, app, &plan, draining, stripped, on_head,
-    ))
-    .await
-    {
+    let plan = &read.plan;
+    match exchange(io, pool, cfg, app, plan, draining, stripped, on_head).await {
         Ok(Some(next)) => next,
         // Nothing to answer, nothing to count (as hyper drops the request).
         Ok(None) => Next::Close,
         Err(e) => {
             let lang = crate::holding::negotiate(
-                plan.accept_language(&buf),
+                plan.accept_language(&read.buf),
                 None,
                 crate::holding::Lang::Ko,
             );
             let e = HttpError::from(e);
+            let peer = crate::net::canonical(info.peer.ip());
             tracing::warn!(client = %peer, error = %e, "origin request failed");
             let outcome = e.outcome();
             let resp = e.into_response_for(lang, cfg.room.is_some());
             let status = resp.status().as_u16();
             let close = plan.close || draining;
             let written = Box::pin(write_answer(io, resp, plan.head, close, |length| {
-                counted(&plan, status, Some(length), outcome)
+                read.counted(app, info, status, Some(length), outcome)
             }))
             .await;
-            if written.is_ok() && !plan.close && !draining {
+            if written.is_ok() && !close {
                 Next::KeepAlive
             } else {
                 Next::Close
