@@ -391,22 +391,20 @@ where
         let now = app.config.load_full();
         let next = if relay::applies(&now, &app, &info) {
             // Boxed: an idle connection's task keeps none of its state.
-            let draining = drain.fired();
-            if now.room.is_some() {
-                let next = relay::serve_next_in_room(
-                    &mut io,
-                    &handle,
-                    &app,
-                    now,
-                    &info,
-                    head_timeout,
-                    draining,
-                );
-                Box::pin(next).await
+            let in_room = now.room.is_some();
+            let turn = relay::Turn {
+                io: &mut io,
+                guard: &handle,
+                app: &app,
+                cfg: now,
+                info: &info,
+                head_timeout,
+                draining: drain.fired(),
+            };
+            if in_room {
+                Box::pin(relay::serve_next_in_room(turn)).await
             } else {
-                let next =
-                    relay::serve_next(&mut io, &handle, &app, now, &info, head_timeout, draining);
-                Box::pin(next).await
+                Box::pin(relay::serve_next(turn)).await
             }
         } else {
             relay::Next::Hyper

@@ -32,8 +32,10 @@
 //! it differs (field lines kept exactly as written; an answer without a
 //! length closes the connection after it) docs/ARCHITECTURE.md says.
 //!
-//! `head.rs` plans the request heads, `answer.rs` the answer heads,
-//! `body.rs` follows the bodies' framing.
+//! This file reads and plans a head and forwards it; `room.rs` serves a
+//! room's turn, `exchange.rs` one exchange with the origin, `own.rs`
+//! writes usher's own answers, `head.rs` plans the request heads,
+//! `answer.rs` the answer heads, `body.rs` follows the bodies' framing.
 
 use std::future::Future;
 use std::io;
@@ -57,11 +59,17 @@ use crate::proxy::ForwardError;
 
 mod answer;
 mod body;
+mod exchange;
 mod head;
+mod own;
+mod room;
 
 use answer::{itoa_3, now_http_date, plan_answer, Answer, Framing, Parsed};
 use body::Body;
+use exchange::exchange;
 use head::{plan_request, Build, Host, Plan, Reading};
+use own::write_answer;
+pub use room::serve_next_in_room;
 
 /// What became of the connection's next request.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,21 +103,36 @@ pub fn applies(cfg: &Config, app: &App, info: &ConnInfo) -> bool {
             || !crate::net::is_trusted(info.peer.ip(), &cfg.server.trusted_proxies))
 }
 
+/// One request's turn on a connection, as the relay serves it.
+pub struct Turn<'a, S> {
+    pub io: &'a mut Guarded<S>,
+    pub guard: &'a GuardHandle,
+    pub app: &'a App,
+    /// The config [`applies`] looked at.
+    pub cfg: Arc<Config>,
+    pub info: &'a ConnInfo,
+    /// Bounds the wait for the head.
+    pub head_timeout: Duration,
+    /// The drain has begun: the answer closes the connection.
+    pub draining: bool,
+}
+
 /// Serves the connection's next request if it is the relay's (see the
-/// module documentation), under `cfg`, the config [`applies`] looked at;
-/// `head_timeout` bounds the wait for its head.
-pub async fn serve_next<S>(
-    io: &mut Guarded<S>,
-    guard: &GuardHandle,
-    app: &App,
-    cfg: Arc<Config>,
-    info: &ConnInfo,
-    head_timeout: Duration,
-    draining: bool,
-) -> Next
+/// module documentation) and the config has no `[room]`
+/// ([`serve_next_in_room`] when it has).
+pub async fn serve_next<S>(turn: Turn<'_, S>) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Turn {
+        io,
+        guard,
+        app,
+        cfg,
+        info,
+        head_timeout,
+        draining,
+    } = turn;
     let origin = app.origin.load();
     let Some(pool) = origin.pool.as_ref() else {
         return Next::Hyper;
@@ -130,115 +153,6 @@ where
     let _ = guard.next_request();
     // Inline: without a room, forwarding is all this future does.
     forward(io, app, &cfg, info, pool, read, draining, None).await
-}
-
-/// [`serve_next`] when the config has a `[room]`: the room decides first
-/// ([`crate::pipeline::relayed`]) on what the relay read. A separate
-/// future (the caller boxes one or the other): a waiting visitor's answer
-/// carries none of forwarding's state, and a forwarded request without a
-/// room none of the room's.
-pub async fn serve_next_in_room<S>(
-    io: &mut Guarded<S>,
-    guard: &GuardHandle,
-    app: &App,
-    cfg: Arc<Config>,
-    info: &ConnInfo,
-    head_timeout: Duration,
-    draining: bool,
-) -> Next
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let origin = app.origin.load();
-    let (Some(pool), Some(room)) = (origin.pool.as_ref(), cfg.room.as_ref()) else {
-        return Next::Hyper;
-    };
-    let host = Host {
-        origin: origin.host.as_bytes(),
-        replaces: !cfg.origin.preserve_host,
-    };
-    let mut reading = Reading {
-        build: Build::Nothing,
-        room: true,
-        bypass: room.bypass_header.as_ref().map(|(name, _)| name.as_str()),
-    };
-    let mut read = match read_plan(io, guard, app, &cfg, info, head_timeout, &host, reading).await {
-        Ok(read) => read,
-        Err(next) => return next,
-    };
-    let (buf, plan) = (&read.buf, &read.plan);
-    let head = &buf[..read.head_len];
-    let text = |at| Plan::text(head, at);
-    let cookies = plan.cookies(head);
-    let raw = RawRequest {
-        head: plan.head,
-        target: text(Some(plan.target)).unwrap_or("/"),
-        accept: text(plan.accept),
-        accept_language: text(plan.accept_language),
-        cookies: &cookies[..plan.cookie_count],
-        pow: text(plan.pow),
-        bypass: plan.bypass.map(|(from, to)| &head[from..to]),
-    };
-    let said = relayed::decide(app, cfg.clone(), info, &raw).await;
-    let answered = |io: &mut Guarded<S>| {
-        let _ = guard.next_request();
-        if buf.len() > read.head_len {
-            io.unread(&buf[read.head_len..]);
-        }
-        plan.close || draining
-    };
-    let admitted = match said {
-        Relayed::Hyper => {
-            io.unread(buf);
-            return Next::Hyper;
-        }
-        Relayed::Reply(reply, outcome) => {
-            let close = answered(io);
-            let mut out = Spare::take();
-            reply.write_h1_fields(&mut out);
-            end_head(&mut out, reply.body.len(), close);
-            let body: &[u8] = if plan.head { &[] } else { &reply.body };
-            read.counted(app, info, 200, Some(reply.body.len() as u64), outcome);
-            // The head and the body in one write, the body not copied.
-            let written = write_both(io, &out, body).await.is_ok() && io.flush().await.is_ok();
-            return if written && !close {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            };
-        }
-        Relayed::Answer(resp, outcome) => {
-            let close = answered(io);
-            let status = resp.status().as_u16();
-            let written = Box::pin(write_answer(io, resp, plan.head, close, |length| {
-                read.counted(app, info, status, Some(length), outcome)
-            }))
-            .await;
-            return if written.is_ok() && !close {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            };
-        }
-        Relayed::Open => None,
-        Relayed::Admitted(a) => Some(a),
-    };
-    reading.build = if admitted.is_some() {
-        Build::Stripped
-    } else {
-        Build::Plain
-    };
-    let peer = crate::net::canonical(info.peer.ip());
-    let proto = if info.tls { "https" } else { "http" };
-    match plan_request(&read.buf[..read.head_len], peer, proto, &host, reading) {
-        Some(built) => read.plan = built,
-        // Read once already: it reads the same again.
-        None => return Next::Close,
-    }
-    let _ = guard.next_request();
-    // Boxed: a waiting visitor's answer (most of a room's requests) need
-    // not carry forwarding's state, copied into this future's box.
-    Box::pin(forward(io, app, &cfg, info, pool, read, draining, admitted)).await
 }
 
 /// A request head read and planned.
@@ -439,28 +353,6 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// Reads what the visitor sends while its answer is awaited (a pipelined
-/// request, kept in `pipelined`, up to a bound); returns when the visitor
-/// has closed its side or the connection broke.
-async fn watch_visitor<S>(io: &mut Guarded<S>, pipelined: &mut Vec<u8>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    // Read into a small buffer here, not into `pipelined`: most visitors
-    // send nothing, and nothing is allocated for them.
-    let mut chunk = [0u8; 512];
-    loop {
-        if pipelined.len() >= MAX_PIPELINED {
-            // Enough waits already: read no more until this answer is out.
-            return std::future::pending().await;
-        }
-        match io.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => pipelined.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 /// Read buffers kept per thread between requests: a buffer freed and
 /// taken again at once stays in memory the allocator has at hand, where
 /// fresh ones (two a request) made the allocator purge and fault pages in
@@ -509,282 +401,6 @@ impl std::ops::DerefMut for Spare {
     fn deref_mut(&mut self) -> &mut Vec<u8> {
         &mut self.0
     }
-}
-
-/// Sends the planned request and relays the answer; `on_head` sees the
-/// answer's head (and may add to it) before the visitor does; `admitted`:
-/// the request is an admitted visitor's, whose answer loses
-/// `X-Usher-Sold-Out`. `Ok(Some)`: what becomes of the connection;
-/// `Ok(None)`: the visitor left before the answer came.
-#[allow(clippy::too_many_arguments)]
-async fn exchange<S>(
-    io: &mut Guarded<S>,
-    pool: &Pool,
-    cfg: &Config,
-    app: &App,
-    plan: &Plan,
-    draining: bool,
-    admitted: bool,
-    on_head: impl FnOnce(&mut Answer),
-) -> Result<Option<Next>, ForwardError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let slot = crate::proxy::origin_slot(&app.slots, cfg, &app.metrics).await?;
-    let close = plan.close || draining;
-    let started = Instant::now();
-    let mut rbuf = Spare::take();
-    let mut pipelined = Vec::new();
-    let sent = tokio::select! {
-        sent = tokio::time::timeout(
-            cfg.origin.response_timeout,
-            send(pool, &plan.out, &mut rbuf, plan.head, close, admitted),
-        ) => sent,
-        // A visitor who leaves gives the origin slot back at once (its
-        // origin connection is closed: the answer would go nowhere).
-        () = watch_visitor(io, &mut pipelined) => return Ok(None),
-    };
-    if !pipelined.is_empty() {
-        io.unread(&pipelined);
-    }
-    let took = started.elapsed();
-    app.metrics.origin_duration.observe(took.as_secs_f64());
-    let failed = !matches!(&sent, Ok(Ok((_, a, _))) if a.status < 500);
-    app.room.health.record(took, failed);
-    let (mut origin_io, mut answer, head_len) = match sent {
-        Err(_) => {
-            app.metrics.origin_error("timeout");
-            return Err(ForwardError::OriginTimeout(cfg.origin.response_timeout));
-        }
-        Ok(Err(e)) => {
-            app.metrics.origin_error(e.kind);
-            return Err(ForwardError::OriginFailed {
-                kind: e.kind,
-                detail: e.detail,
-            });
-        }
-        Ok(Ok(sent)) => sent,
-    };
-    on_head(&mut answer);
-    // The head and what came with it of the body, in one write.
-    let mut out = std::mem::take(&mut answer.out);
-    let extra = &rbuf[head_len..];
-    let mut body = Body::new(answer.framing);
-    let (take, done) = body.feed(extra);
-    out.extend_from_slice(&extra[..take]);
-    let mut origin_keeps = answer.origin_keeps && take == extra.len();
-    let mut visitor_ok = io.write_all(&out).await.is_ok();
-    drop(out);
-    let mut ended = done;
-    let mut broken = body.broken();
-    while visitor_ok && !ended {
-        rbuf.clear();
-        match origin_io.read_buf(&mut *rbuf).await {
-            Ok(0) if answer.framing == Framing::Close => ended = true,
-            Ok(n) if n > 0 => {
-                let (take, done) = body.feed(&rbuf);
-                if take < rbuf.len() {
-                    origin_keeps = false;
-                }
-                visitor_ok = io.write_all(&rbuf[..take]).await.is_ok();
-                ended = done;
-                broken = body.broken();
-            }
-            Ok(_) | Err(_) => {
-                // The origin broke off the body: the visitor's answer is
-                // cut short, so its connection ends too.
-                app.metrics.origin_error("reset");
-                origin_keeps = false;
-                visitor_ok = false;
-            }
-        }
-    }
-    if broken {
-        // A malformed chunked body: relayed up to where it broke; the
-        // visitor's reader fails there too, and neither connection goes on.
-        app.metrics.origin_error("protocol");
-        origin_keeps = false;
-        visitor_ok = false;
-    }
-    visitor_ok = visitor_ok && io.flush().await.is_ok();
-    drop(slot);
-    if ended && origin_keeps {
-        pool.put_raw(origin_io);
-    } else {
-        let _ = origin_io.shutdown().await;
-    }
-    let next = if visitor_ok && ended && !close && answer.framing != Framing::Close {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    };
-    Ok(Some(next))
-}
-
-/// Why the origin gave no answer head.
-struct Failure {
-    kind: &'static str,
-    detail: String,
-}
-
-impl From<SendError> for Failure {
-    fn from(e: SendError) -> Self {
-        Failure {
-            kind: if e.is_connect() { "connect" } else { "reset" },
-            detail: e.to_string(),
-        }
-    }
-}
-
-/// Writes `head` to an origin connection and reads its answer head into
-/// `rbuf` (interim 1xx answers skipped, as hyper's client does). A reused
-/// connection that the origin had closed gets the request once more on a
-/// new one (a bodiless GET or HEAD can be repeated).
-async fn send(
-    pool: &Pool,
-    head: &[u8],
-    rbuf: &mut Vec<u8>,
-    is_head: bool,
-    close: bool,
-    admitted: bool,
-) -> Result<(TcpStream, Answer, usize), Failure> {
-    let (mut conn, mut reused) = pool.checkout_raw().await?;
-    loop {
-        rbuf.clear();
-        let tried = async {
-            conn.write_all(head).await?;
-            read_answer(&mut conn, rbuf, is_head, close, admitted).await
-        };
-        match tried.await {
-            Ok(Ok((answer, n))) => return Ok((conn, answer, n)),
-            Ok(Err(bad)) => {
-                return Err(Failure {
-                    kind: "protocol",
-                    detail: bad.into(),
-                })
-            }
-            Err(_) if reused && rbuf.is_empty() => {
-                tracing::debug!("origin closed the connection under the request; sending it again");
-                conn = Box::pin(pool.connect_raw()).await?;
-                reused = false;
-            }
-            Err(e) => {
-                return Err(Failure {
-                    kind: "reset",
-                    detail: e.to_string(),
-                })
-            }
-        }
-    }
-}
-
-/// Reads the origin's final answer head. `Err` for the socket's failures,
-/// `Ok(Err)` for an answer the relay will not pass on.
-async fn read_answer(
-    conn: &mut TcpStream,
-    rbuf: &mut Vec<u8>,
-    is_head: bool,
-    close: bool,
-    admitted: bool,
-) -> io::Result<Result<(Answer, usize), &'static str>> {
-    loop {
-        if rbuf.capacity() - rbuf.len() < 1024 {
-            rbuf.reserve(CHUNK);
-        }
-        if conn.read_buf(rbuf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        loop {
-            match plan_answer(rbuf, is_head, close, admitted) {
-                Parsed::Partial if rbuf.len() > MAX_RESPONSE_HEAD => {
-                    return Ok(Err("answer head too large"))
-                }
-                Parsed::Partial => break,
-                Parsed::Bad(why) => return Ok(Err(why)),
-                Parsed::Interim(n) => {
-                    rbuf.drain(..n);
-                }
-                Parsed::Final(answer, n) => return Ok(Ok((answer, n))),
-            }
-        }
-    }
-}
-
-/// Writes one of usher's own answers (a holding page, status JSON, an
-/// error page) as HTTP/1.1, as hyper writes it; `on_length` learns the
-/// body's length before the visitor does.
-async fn write_answer<S>(
-    io: &mut Guarded<S>,
-    resp: http::Response<crate::Body>,
-    is_head: bool,
-    close: bool,
-    on_length: impl FnOnce(u64),
-) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(256 + body.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&itoa_3(parts.status.as_u16()));
-    out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in parts.headers.iter() {
-        if name == http::header::CONTENT_LENGTH || name == http::header::CONNECTION {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    end_head(&mut out, body.len(), close);
-    on_length(body.len() as u64);
-    if !is_head {
-        out.extend_from_slice(&body);
-    }
-    io.write_all(&out).await?;
-    io.flush().await
-}
-
-/// Writes `head` and then `body`, in one vectored write when the socket
-/// takes it all.
-async fn write_both<S>(io: &mut Guarded<S>, mut head: &[u8], mut body: &[u8]) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while !head.is_empty() {
-        let parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
-        let n = io.write_vectored(&parts).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let in_head = n.min(head.len());
-        head = &head[in_head..];
-        body = &body[n - in_head..];
-    }
-    io.write_all(body).await
-}
-
-/// Ends one of usher's own answer heads as hyper does: the body's length,
-/// `connection: close` when the connection ends after it, the date, and
-/// the empty line.
-fn end_head(out: &mut Vec<u8>, length: usize, close: bool) {
-    out.extend_from_slice(b"content-length: ");
-    crate::holding::fmt::write_u64(out, length as u64);
-    out.extend_from_slice(b"\r\n");
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"date: ");
-    now_http_date(out);
-    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Made-up input for the hostile-bytes tests (`answer.rs`, `body.rs`):
