@@ -21,7 +21,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use thiserror::Error;
 
 use super::asset;
@@ -377,11 +376,7 @@ impl HoldingPages {
     }
 
     /// The full HTML page for one visitor.
-    pub fn render(&self, lang: Lang, view: &StatusView) -> Bytes {
-        Bytes::from(self.render_vec(lang, view))
-    }
-
-    pub(crate) fn render_vec(&self, lang: Lang, view: &StatusView) -> Vec<u8> {
+    pub fn render(&self, lang: Lang, view: &StatusView) -> Vec<u8> {
         let values = Values::new(lang.strings(), view);
         moment::render(&self.compiled[lang as usize], self.id, lang, &values)
     }

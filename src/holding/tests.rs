@@ -511,7 +511,7 @@ fn renders_use_one_allocation() {
     ];
     for v in &views {
         for lang in Lang::ALL {
-            let out = pages.render_vec(lang, v);
+            let out = pages.render(lang, v);
             assert!(
                 out.len() <= pages.capacity(lang, v),
                 "{lang:?} {:?}",

@@ -574,7 +574,7 @@ pub(super) fn hold_answer(
             .pages
             .clone()
             .unwrap_or_else(|| ctx.app.room.pages().clone());
-        (pages.render_vec(lang, &v), "text/html; charset=utf-8")
+        (pages.render(lang, &v), "text/html; charset=utf-8")
     };
     let mut reply = Reply {
         body,

@@ -292,7 +292,7 @@ mod tests {
             for round in 0..2 {
                 for lang in Lang::ALL {
                     for (i, v) in steps.iter().enumerate() {
-                        let kept = pages.render_vec(lang, v);
+                        let kept = pages.render(lang, v);
                         assert_eq!(
                             String::from_utf8_lossy(&kept),
                             String::from_utf8_lossy(&pages.render_fresh(lang, v)),
@@ -312,7 +312,7 @@ mod tests {
         let v = view(RoomState::Queued);
         let old = HoldingPages::new(Some("old {{position}} {{script}}")).expect("compiles");
         let new = HoldingPages::new(Some("new {{position}} {{script}}")).expect("compiles");
-        assert!(old.render_vec(Lang::En, &v).starts_with(b"old 12,345"));
-        assert!(new.render_vec(Lang::En, &v).starts_with(b"new 12,345"));
+        assert!(old.render(Lang::En, &v).starts_with(b"old 12,345"));
+        assert!(new.render(Lang::En, &v).starts_with(b"new 12,345"));
     }
 }
