@@ -13,9 +13,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::alarm::{Alarm, Tick};
 use super::park::{self, Drain, Flight, Home, Parkable, Readable, Tracked};
 use super::per_ip::{PerIp, PerIpSlot};
 use super::proxy_protocol::{self, Refusal};
@@ -374,17 +374,16 @@ where
     let idle = cfg.server.header_read_timeout;
     let mut head_timeout = idle;
     let mut rest = park::REST;
-    // One wait for the drain and one idle timer for the connection's life,
-    // the timer moved on only when it fires (see the rest below). A fresh
-    // wait and timer at each rest cost a holding-page request about 4% of
-    // its time (perf): registered, then dropped, every request; moving the
+    // One wait for the drain and one timer (the alarm) for the connection's
+    // life, the timer moved on only when it rings (`alarm`). A fresh wait
+    // and timer at each rest cost a holding-page request about 4% of its
+    // time (perf): registered, then dropped, every request; moving the
     // timer at each rest still cost 0.5%.
     let mut drain_rx = drain.watch();
     let drained = drain_rx.changed();
     tokio::pin!(drained);
     let mut drain_seen = false;
-    let idle_timer = tokio::time::sleep(idle);
-    tokio::pin!(idle_timer);
+    let mut alarm = Alarm::new(idle.min(cfg.origin.response_timeout));
     loop {
         // The relay first (plain forwarding without hyper), when the
         // config of the moment lets it; hyper for the rest.
@@ -400,6 +399,7 @@ where
                 info: &info,
                 head_timeout,
                 draining: drain.fired(),
+                alarm: &mut alarm,
             };
             if in_room {
                 Box::pin(relay::serve_next_in_room(turn)).await
@@ -457,32 +457,22 @@ where
             head_timeout = idle;
             continue;
         }
-        let parked = Instant::now();
+        let parked = Tick::now();
         let idle_until = parked + idle;
-        loop {
-            tokio::select! {
-                // In this order: woken by the visitor's bytes (most wake-ups),
-                // the timer and the drain wait are not polled again.
-                biased;
-                r = park::readable(&io) => if r.is_err() { return } else { break },
-                // The timer is set for an earlier rest's end at most once an
-                // idle period, not at every rest: when it fires, the rest is
-                // over only if this one's end has come.
-                () = &mut idle_timer => {
-                    if Instant::now() >= idle_until {
-                        // Idle too long: closed, as hyper's head timeout would have.
-                        return;
-                    }
-                    idle_timer.as_mut().reset(idle_until);
-                }
-                _ = &mut drained, if !drain_seen => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
-                    return;
-                }
+        tokio::select! {
+            // In this order: woken by the visitor's bytes (most wake-ups),
+            // the timer and the drain wait are not polled again.
+            biased;
+            r = park::readable(&io) => if r.is_err() { return },
+            // Idle too long: closed, as hyper's head timeout would have.
+            () = alarm.until(idle_until) => return,
+            _ = &mut drained, if !drain_seen => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                return;
             }
         }
         // The idle wait and the next head share one timeout, as in hyper.
-        let parked_for = parked.elapsed();
+        let parked_for = Tick::now().since(parked);
         head_timeout = idle
             .saturating_sub(parked_for)
             .max(Duration::from_millis(1));

@@ -3,6 +3,7 @@
 //! are bound here or inherited from systemd ([`activation`]).
 
 pub mod activation;
+mod alarm;
 mod conn;
 pub mod park;
 pub mod per_ip;

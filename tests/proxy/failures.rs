@@ -5,7 +5,7 @@ use crate::support as common;
 
 use std::time::{Duration, Instant};
 
-use common::clients::{exchange, get};
+use common::clients::{connect, exchange, get};
 use common::inproc::{metric, Usher};
 use common::{within, Origin, Reply};
 
@@ -69,6 +69,39 @@ async fn origin_slower_than_response_timeout_is_a_504() {
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    })
+    .await;
+}
+
+/// On a kept-alive connection too: the deadline of each request counts
+/// from its own start, whatever the connection waited before (its timer
+/// is the connection's, moved only when it rings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connections_later_request_still_times_out() {
+    within(15, "slow origin, second request", async {
+        let origin = Origin::start(|r| match r.target() {
+            "/slow" => slow(Duration::from_secs(5)),
+            _ => Reply::ok("fast"),
+        })
+        .await;
+        let usher = Usher::in_front_of(origin.addr, "response_timeout = \"300ms\"").await;
+        let mut c = connect(usher.addr).await;
+        let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: cinema.example\r\n\r\n");
+        for rest in [0, 200, 450] {
+            // Rests shorter and longer than the response timeout.
+            tokio::time::sleep(Duration::from_millis(rest)).await;
+            c.send(ask("/fast").as_bytes()).await.unwrap();
+            assert_eq!(c.read_response("GET").await.unwrap().status(), 200);
+        }
+        let started = Instant::now();
+        c.send(ask("/slow").as_bytes()).await.unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert_error_page(&r, 504);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(3),
             "{took:?}"
         );
     })

@@ -34,6 +34,7 @@ where
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange<S>(
     io: &mut Guarded<S>,
+    alarm: &mut Alarm,
     pool: &Pool,
     cfg: &Config,
     app: &App,
@@ -50,11 +51,11 @@ where
     let started = Instant::now();
     let mut rbuf = Spare::take();
     let mut pipelined = Vec::new();
+    // The deadline on the connection's alarm, not a timer of its own.
     let sent = tokio::select! {
-        sent = tokio::time::timeout(
-            cfg.origin.response_timeout,
-            send(pool, &plan.out, &mut rbuf, plan.head, close, admitted),
-        ) => sent,
+        biased;
+        sent = send(pool, &plan.out, &mut rbuf, plan.head, close, admitted) => Some(sent),
+        () = alarm.until(Tick::now() + cfg.origin.response_timeout) => None,
         // A visitor who leaves gives the origin slot back at once (its
         // origin connection is closed: the answer would go nowhere).
         () = watch_visitor(io, &mut pipelined) => return Ok(None),
@@ -64,21 +65,21 @@ where
     }
     let took = started.elapsed();
     app.metrics.origin_duration.observe(took.as_secs_f64());
-    let failed = !matches!(&sent, Ok(Ok((_, a, _))) if a.status < 500);
+    let failed = !matches!(&sent, Some(Ok((_, a, _))) if a.status < 500);
     app.room.health.record(took, failed);
     let (mut origin_io, mut answer, head_len) = match sent {
-        Err(_) => {
+        None => {
             app.metrics.origin_error("timeout");
             return Err(ForwardError::OriginTimeout(cfg.origin.response_timeout));
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             app.metrics.origin_error(e.kind);
             return Err(ForwardError::OriginFailed {
                 kind: e.kind,
                 detail: e.detail,
             });
         }
-        Ok(Ok(sent)) => sent,
+        Some(Ok(sent)) => sent,
     };
     on_head(&mut answer);
     // The head and what came with it of the body, in one write.

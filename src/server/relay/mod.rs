@@ -47,6 +47,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::alarm::{Alarm, Tick};
 use super::park::Guarded;
 use crate::app::App;
 use crate::config::Config;
@@ -115,6 +116,8 @@ pub struct Turn<'a, S> {
     pub head_timeout: Duration,
     /// The drain has begun: the answer closes the connection.
     pub draining: bool,
+    /// The connection's timer, for the origin's answer.
+    pub alarm: &'a mut Alarm,
 }
 
 /// Serves the connection's next request if it is the relay's (see the
@@ -132,6 +135,7 @@ where
         info,
         head_timeout,
         draining,
+        alarm,
     } = turn;
     let origin = app.origin.load();
     let Some(pool) = origin.pool.as_ref() else {
@@ -152,7 +156,7 @@ where
     };
     let _ = guard.next_request();
     // Inline: without a room, forwarding is all this future does.
-    forward(io, app, &cfg, info, pool, read, draining, None).await
+    forward(io, alarm, app, &cfg, info, pool, read, draining, None).await
 }
 
 /// A request head read and planned.
@@ -246,6 +250,7 @@ where
 #[allow(clippy::too_many_arguments)]
 async fn forward<S>(
     io: &mut Guarded<S>,
+    alarm: &mut Alarm,
     app: &App,
     cfg: &Arc<Config>,
     info: &ConnInfo,
@@ -284,7 +289,7 @@ where
         )
     };
     let plan = &read.plan;
-    match exchange(io, pool, cfg, app, plan, draining, stripped, on_head).await {
+    match exchange(io, alarm, pool, cfg, app, plan, draining, stripped, on_head).await {
         Ok(Some(next)) => next,
         // Nothing to answer, nothing to count (as hyper drops the request).
         Ok(None) => Next::Close,

@@ -22,6 +22,7 @@ where
         info,
         head_timeout,
         draining,
+        alarm,
     } = turn;
     let origin = app.origin.load();
     let (Some(pool), Some(room)) = (origin.pool.as_ref(), cfg.room.as_ref()) else {
@@ -112,5 +113,8 @@ where
     let _ = guard.next_request();
     // Boxed: a waiting visitor's answer (most of a room's requests) need
     // not carry forwarding's state, copied into this future's box.
-    Box::pin(forward(io, app, &cfg, info, pool, read, draining, admitted)).await
+    Box::pin(forward(
+        io, alarm, app, &cfg, info, pool, read, draining, admitted,
+    ))
+    .await
 }
