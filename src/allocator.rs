@@ -84,8 +84,17 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// later, not mimalloc's 1 s: a crowd that connects and then waits
 /// makes no calls that would purge it. With 1 s, 10,000 idle
 /// connections held 4.9-6.1 KB each; with 50 ms, 3.6-5.0 KB (glibc's
-/// malloc: 4.3-4.6 KB).
+/// malloc: 4.3-4.6 KB). Measured again with the alarm (2026-12-06):
+/// 3,160 B each with 50 ms, 3,600 B with 1 s; under forwarding at c=256,
+/// 50 ms costs 4,500 page faults a second (1 s: 200) and about 1% of
+/// usher's CPU, within the run's noise in requests/s. The crowd's memory
+/// wins. `MIMALLOC_PURGE_DELAY` in the environment (mimalloc's own
+/// setting) is left as the operator set it.
 pub fn tune() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        // Set by whoever started usher: mimalloc read it at its start.
+        return;
+    }
     // SAFETY: sets a plain integer option, before any other thread runs.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 50) };
 }
