@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -24,6 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use crate::civil::Tick;
 use crate::{Body, BoxError};
 
 /// Why a request got no response from the origin.
@@ -46,14 +47,14 @@ impl SendError {
 
 struct Idle {
     tx: SendRequest<Body>,
-    since: Instant,
+    since: Tick,
 }
 
 /// An idle plain connection of the relay (`server::relay`): a bare socket
 /// between two exchanges.
 struct RawIdle {
     io: TcpStream,
-    since: Instant,
+    since: Tick,
 }
 
 /// The pool of one origin.
@@ -116,10 +117,10 @@ impl Pool {
     pub async fn checkout_raw(&self) -> Result<(TcpStream, bool), SendError> {
         let popped = {
             let mut idle = self.lock_raw();
-            let now = Instant::now();
+            let now = Tick::now();
             while idle
                 .front()
-                .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout)
+                .is_some_and(|i| now.since(i.since) >= self.idle_timeout)
             {
                 idle.pop_front();
             }
@@ -162,10 +163,10 @@ impl Pool {
     }
 
     /// Drops idle connections older than `idle_timeout`.
-    fn prune(idle: &mut VecDeque<Idle>, timeout: Duration, now: Instant) {
+    fn prune(idle: &mut VecDeque<Idle>, timeout: Duration, now: Tick) {
         while idle
             .front()
-            .is_some_and(|i| now.duration_since(i.since) >= timeout || i.tx.is_closed())
+            .is_some_and(|i| now.since(i.since) >= timeout || i.tx.is_closed())
         {
             idle.pop_front();
         }
@@ -178,7 +179,7 @@ impl Pool {
             let popped = {
                 let mut idle = self.lock();
                 if !idle.is_empty() {
-                    Self::prune(&mut idle, self.idle_timeout, Instant::now());
+                    Self::prune(&mut idle, self.idle_timeout, Tick::now());
                 }
                 idle.pop_back()
             };
@@ -222,11 +223,12 @@ impl Pool {
     }
 }
 
-/// Adds an idle connection, made by `idle` from the time it went idle,
-/// unless `max` wait already (then it is dropped: closed).
-fn keep<T>(list: &mut VecDeque<T>, max: usize, idle: impl FnOnce(Instant) -> T) {
+/// Adds an idle connection, made by `idle` from the time it went idle
+/// (to the coarse clock's tick: an idle timeout is seconds), unless `max`
+/// wait already (then it is dropped: closed).
+fn keep<T>(list: &mut VecDeque<T>, max: usize, idle: impl FnOnce(Tick) -> T) {
     if list.len() < max {
-        list.push_back(idle(Instant::now()));
+        list.push_back(idle(Tick::now()));
     }
 }
 
@@ -239,10 +241,9 @@ async fn reap(pool: Weak<Pool>) {
     loop {
         tokio::time::sleep(every).await;
         let Some(p) = pool.upgrade() else { return };
-        let now = Instant::now();
+        let now = Tick::now();
         Pool::prune(&mut p.lock(), p.idle_timeout, now);
-        p.lock_raw()
-            .retain(|i| now.duration_since(i.since) < p.idle_timeout);
+        p.lock_raw().retain(|i| now.since(i.since) < p.idle_timeout);
     }
 }
 

@@ -15,13 +15,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::alarm::{Alarm, Tick};
+use super::alarm::Alarm;
 use super::park::{self, Drain, Flight, Home, Parkable, Readable, Tracked};
 use super::per_ip::{PerIp, PerIpSlot};
 use super::proxy_protocol::{self, Refusal};
 use super::relay;
 use super::stall::SendTimeout;
 use crate::app::App;
+use crate::civil::Tick;
 use crate::config::Config;
 use crate::h1_guard::{GuardLimits, H1Guard};
 use crate::net::is_trusted;

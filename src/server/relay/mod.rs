@@ -47,9 +47,10 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::alarm::{Alarm, Tick};
+use super::alarm::Alarm;
 use super::park::Guarded;
 use crate::app::App;
+use crate::civil::Tick;
 use crate::config::Config;
 use crate::h1_guard::GuardHandle;
 use crate::metrics::Outcome;
