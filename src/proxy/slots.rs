@@ -2,12 +2,13 @@
 //! queue in front of them, and an RAII guard that gives the slot back.
 //! The cap can change on reload without disturbing requests in flight.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::civil::Tick;
 use crate::metrics::Metrics;
 
 /// Why no slot was given.
@@ -32,6 +33,9 @@ pub struct Slots {
     load: LoadCounters,
     /// (current size, slots still to retire after a shrink)
     size: Mutex<(usize, usize)>,
+    /// Whether slots are still to retire: a slot given back looks here
+    /// before it takes the lock (set and cleared under it).
+    in_debt: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -70,7 +74,11 @@ pub struct Load {
 
 #[derive(Debug)]
 struct LoadCounters {
-    epoch: Instant,
+    /// The load clock's zero. The coarse clock: `busy_us` sums slot
+    /// times over thousands of requests, and the tick's error, at the
+    /// start and the end alike, cancels out in the sum; two precise
+    /// clock reads a request were 0.6% of a forwarded one's instructions.
+    epoch: Tick,
     /// (slot-microseconds of finished requests, sum of the start times of
     /// those in flight, how many are in flight): one short lock, so a
     /// reading never sees a request half started or half finished.
@@ -80,7 +88,7 @@ struct LoadCounters {
 
 impl LoadCounters {
     fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        Tick::now().since(self.epoch).as_micros() as u64
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64, u64)> {
@@ -95,11 +103,12 @@ impl Slots {
             sem: Arc::new(Semaphore::new(size)),
             queued: AtomicUsize::new(0),
             load: LoadCounters {
-                epoch: Instant::now(),
+                epoch: Tick::now(),
                 busy: Mutex::new((0, 0, 0)),
                 refused: AtomicU64::new(0),
             },
             size: Mutex::new((size, 0)),
+            in_debt: AtomicBool::new(false),
             metrics,
         })
     }
@@ -162,6 +171,7 @@ impl Slots {
             let forgotten = self.sem.forget_permits(shrink);
             *size = (new, debt + shrink - forgotten);
         }
+        self.in_debt.store(size.1 > 0, Ordering::Relaxed);
     }
 
     /// The origin's load so far (see [`Load`]).
@@ -198,12 +208,17 @@ impl Drop for Slot {
             b.1 -= self.taken_us;
             b.2 -= 1;
         }
+        if !self.slots.in_debt.load(Ordering::Relaxed) {
+            // The permit goes back as it drops.
+            return;
+        }
         if let Some(p) = self.permit.take() {
             let mut size = self.slots.size.lock().unwrap_or_else(|e| e.into_inner());
             if size.1 > 0 {
                 size.1 -= 1;
                 p.forget();
             }
+            self.slots.in_debt.store(size.1 > 0, Ordering::Relaxed);
         }
     }
 }

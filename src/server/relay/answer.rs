@@ -145,7 +145,11 @@ pub(super) fn plan_answer(buf: &[u8], is_head: bool, close: bool, admitted: bool
         origin_keeps = false;
         Framing::Close
     };
-    let mut out = Vec::with_capacity(n + 64);
+    // Room for the body that came with the head too (the exchange writes
+    // both at once), and for an admitted visitor's cookies: growing it
+    // later was a reallocation and a copy per request (600 instructions
+    // of a forwarded one, callgrind).
+    let mut out = Vec::with_capacity(buf.len() + if admitted { 512 } else { 64 });
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&itoa_3(status));
     out.push(b' ');

@@ -61,30 +61,30 @@ pub(super) struct Plan {
     /// The visitor asked to close the connection after the answer.
     pub(super) close: bool,
     /// Where the target lies in the visitor's head.
-    pub(super) target: (usize, usize),
+    pub(super) target: Span,
     /// Where `Accept-Language`, `Referer` and `User-Agent` lie, if sent.
-    pub(super) accept_language: Option<(usize, usize)>,
-    pub(super) referer: Option<(usize, usize)>,
-    pub(super) user_agent: Option<(usize, usize)>,
+    pub(super) accept_language: Option<Span>,
+    pub(super) referer: Option<Span>,
+    pub(super) user_agent: Option<Span>,
     /// With a room: where `Accept`, `X-Usher-Pow`, the room's bypass
     /// header and the `Cookie` fields' values lie.
-    pub(super) accept: Option<(usize, usize)>,
-    pub(super) pow: Option<(usize, usize)>,
-    pub(super) bypass: Option<(usize, usize)>,
-    pub(super) cookies: [(usize, usize); MAX_COOKIE_FIELDS],
+    pub(super) accept: Option<Span>,
+    pub(super) pow: Option<Span>,
+    pub(super) bypass: Option<Span>,
+    pub(super) cookies: [Span; MAX_COOKIE_FIELDS],
     pub(super) cookie_count: usize,
 }
 
 impl Plan {
-    pub(super) fn text(buf: &[u8], at: Option<(usize, usize)>) -> Option<&str> {
-        at.and_then(|(from, to)| std::str::from_utf8(&buf[from..to]).ok())
+    pub(super) fn text(buf: &[u8], at: Option<Span>) -> Option<&str> {
+        at.and_then(|span| std::str::from_utf8(span.of(buf)).ok())
     }
 
     /// The `Cookie` fields' values.
     pub(super) fn cookies<'b>(&self, buf: &'b [u8]) -> [&'b [u8]; MAX_COOKIE_FIELDS] {
         let mut values: [&[u8]; MAX_COOKIE_FIELDS] = [&[]; MAX_COOKIE_FIELDS];
-        for (v, &(from, to)) in values.iter_mut().zip(&self.cookies[..self.cookie_count]) {
-            *v = &buf[from..to];
+        for (v, span) in values.iter_mut().zip(&self.cookies[..self.cookie_count]) {
+            *v = span.of(buf);
         }
         values
     }
@@ -122,10 +122,37 @@ impl Plan {
     }
 }
 
-/// The range of `part` (a slice of `buf`) within `buf`.
-pub(super) fn range_in(buf: &[u8], part: &[u8]) -> (usize, usize) {
-    let from = part.as_ptr() as usize - buf.as_ptr() as usize;
-    (from, from + part.len())
+/// Where a part lies in a head: `from..to`. In 32 bits (a head is at
+/// most `server.max_header_bytes`, far under 4 GiB): a plan is moved a
+/// few times per request, and its twelve places took half its size in
+/// `usize` pairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Span {
+    from: u32,
+    to: u32,
+}
+
+impl Span {
+    /// The part of `buf` it marks.
+    pub(super) fn of(self, buf: &[u8]) -> &[u8] {
+        &buf[self.from as usize..self.to as usize]
+    }
+}
+
+/// Where `part` (a slice of `buf`) starts within `buf`.
+fn offset_in(buf: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - buf.as_ptr() as usize
+}
+
+/// The span of `part` (a slice of `buf`, a head) within `buf`.
+pub(super) fn range_in(buf: &[u8], part: &[u8]) -> Span {
+    let from = offset_in(buf, part);
+    let to = from + part.len();
+    debug_assert!(u32::try_from(to).is_ok(), "a head over 4 GiB");
+    Span {
+        from: from as u32,
+        to: to as u32,
+    }
 }
 
 /// The fields the relay looks at, on either side; the rest pass as they
@@ -242,7 +269,7 @@ pub(super) fn plan_request(
         accept: None,
         pow: None,
         bypass: None,
-        cookies: [(0, 0); MAX_COOKIE_FIELDS],
+        cookies: [Span::default(); MAX_COOKIE_FIELDS],
         cookie_count: 0,
     };
     let mut visitor_host = None;
@@ -369,9 +396,9 @@ impl<'h, 'b> Lines<'h, 'b> {
 
     /// Field `i`'s line, CRLF included.
     fn line(&self, i: usize) -> (usize, usize) {
-        let start = range_in(self.head, self.fields[i].name.as_bytes()).0;
+        let start = offset_in(self.head, self.fields[i].name.as_bytes());
         let end = match self.fields.get(i + 1) {
-            Some(next) => range_in(self.head, next.name.as_bytes()).0,
+            Some(next) => offset_in(self.head, next.name.as_bytes()),
             None => self.end,
         };
         (start, end)

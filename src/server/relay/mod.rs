@@ -56,6 +56,7 @@ use crate::h1_guard::GuardHandle;
 use crate::metrics::Outcome;
 use crate::pipeline::relayed::{self, RawRequest, Relayed};
 use crate::pipeline::{ConnInfo, HttpError};
+use crate::proxy::client::OriginClient;
 use crate::proxy::pool::{Pool, SendError};
 use crate::proxy::ForwardError;
 
@@ -94,9 +95,9 @@ const MAX_PIPELINED: usize = 64 * 1024;
 /// Read size for heads and bodies.
 const CHUNK: usize = 8 * 1024;
 
-/// Whether this connection's requests may take the relay under `cfg`.
-pub fn applies(cfg: &Config, app: &App, info: &ConnInfo) -> bool {
-    let origin = app.origin.load();
+/// Whether this connection's requests may take the relay under `cfg`
+/// and `origin` (the client built from it).
+pub fn applies(cfg: &Config, origin: &OriginClient, info: &ConnInfo) -> bool {
     cfg.origin.relay
         && origin.pool.is_some()
         && !origin.built_from.https
@@ -110,8 +111,9 @@ pub struct Turn<'a, S> {
     pub io: &'a mut Guarded<S>,
     pub guard: &'a GuardHandle,
     pub app: &'a App,
-    /// The config [`applies`] looked at.
-    pub cfg: Arc<Config>,
+    /// The config and origin client [`applies`] looked at.
+    pub cfg: &'a Arc<Config>,
+    pub origin: &'a OriginClient,
     pub info: &'a ConnInfo,
     /// Bounds the wait for the head.
     pub head_timeout: Duration,
@@ -134,11 +136,11 @@ where
         app,
         cfg,
         info,
+        origin,
         head_timeout,
         draining,
         alarm,
     } = turn;
-    let origin = app.origin.load();
     let Some(pool) = origin.pool.as_ref() else {
         return Next::Hyper;
     };
@@ -151,13 +153,13 @@ where
         room: false,
         bypass: None,
     };
-    let read = match read_plan(io, guard, app, &cfg, info, head_timeout, &host, reading).await {
+    let read = match read_plan(io, guard, app, cfg, info, head_timeout, &host, reading).await {
         Ok(read) => read,
         Err(next) => return next,
     };
     let _ = guard.next_request();
     // Inline: without a room, forwarding is all this future does.
-    forward(io, alarm, app, &cfg, info, pool, read, draining, None).await
+    forward(io, alarm, app, cfg, info, pool, read, draining, None).await
 }
 
 /// A request head read and planned.

@@ -20,11 +20,11 @@ where
         app,
         cfg,
         info,
+        origin,
         head_timeout,
         draining,
         alarm,
     } = turn;
-    let origin = app.origin.load();
     let (Some(pool), Some(room)) = (origin.pool.as_ref(), cfg.room.as_ref()) else {
         return Next::Hyper;
     };
@@ -37,7 +37,7 @@ where
         room: true,
         bypass: room.bypass_header.as_ref().map(|(name, _)| name.as_str()),
     };
-    let mut read = match read_plan(io, guard, app, &cfg, info, head_timeout, &host, reading).await {
+    let mut read = match read_plan(io, guard, app, cfg, info, head_timeout, &host, reading).await {
         Ok(read) => read,
         Err(next) => return next,
     };
@@ -52,7 +52,7 @@ where
         accept_language: text(plan.accept_language),
         cookies: &cookies[..plan.cookie_count],
         pow: text(plan.pow),
-        bypass: plan.bypass.map(|(from, to)| &head[from..to]),
+        bypass: plan.bypass.map(|span| span.of(head)),
     };
     let said = relayed::decide(app, cfg.clone(), info, &raw).await;
     let answered = |io: &mut Guarded<S>| {
@@ -114,7 +114,7 @@ where
     // Boxed: a waiting visitor's answer (most of a room's requests) need
     // not carry forwarding's state, copied into this future's box.
     Box::pin(forward(
-        io, alarm, app, &cfg, info, pool, read, draining, admitted,
+        io, alarm, app, cfg, info, pool, read, draining, admitted,
     ))
     .await
 }
