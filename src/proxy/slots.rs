@@ -34,7 +34,9 @@ pub struct Slots {
     /// (current size, slots still to retire after a shrink)
     size: Mutex<(usize, usize)>,
     /// Whether slots are still to retire: a slot given back looks here
-    /// before it takes the lock (set and cleared under it).
+    /// before it takes the lock (set and cleared under it). One given
+    /// back on another thread while a shrink is applied may miss it and
+    /// go back to the semaphore: the next one retires in its place.
     in_debt: AtomicBool,
     metrics: Arc<Metrics>,
 }
