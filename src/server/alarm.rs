@@ -40,9 +40,16 @@ pub struct Alarm {
     step: Duration,
 }
 
+/// The shortest step: one under the coarse clock's tick rings again and
+/// again before the tick moves on (a zero timeout in the config made a
+/// zero step, and a wait was woken every millisecond, tokio's timer's
+/// turn).
+const MIN_STEP: Duration = Duration::from_millis(50);
+
 impl Alarm {
-    /// An alarm set `step` from now.
+    /// An alarm set `step` (at least [`MIN_STEP`]) from now.
     pub fn new(step: Duration) -> Self {
+        let step = step.max(MIN_STEP);
         Alarm {
             sleep: Box::pin(tokio::time::sleep(step)),
             set_for: Tick::now() + step,
@@ -99,6 +106,7 @@ impl Future for Until<'_> {
 #[cfg(test)]
 mod tests {
     use super::{Alarm, Tick};
+    use std::future::Future;
     use std::time::{Duration, Instant};
 
     /// Waits on the real clocks (the coarse one is not tokio's): each
@@ -127,6 +135,25 @@ mod tests {
         let started = Instant::now();
         alarm.until(Tick::now() + Duration::from_millis(250)).await;
         ended_on_time(started, Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn a_zero_step_does_not_ring_every_millisecond() {
+        // A config with a zero timeout gives a zero step; a wait of 300 ms
+        // after the alarm rang must not be woken at every turn of tokio's
+        // timer (1 ms) until the coarse tick passes its deadline.
+        let mut alarm = Alarm::new(Duration::ZERO);
+        alarm.until(Tick::now()).await;
+        let started = Instant::now();
+        let mut wait = std::pin::pin!(alarm.until(Tick::now() + Duration::from_millis(300)));
+        let mut polls = 0;
+        std::future::poll_fn(|cx| {
+            polls += 1;
+            wait.as_mut().poll(cx)
+        })
+        .await;
+        ended_on_time(started, Duration::from_millis(300));
+        assert!(polls <= 12, "woken {polls} times in a 300 ms wait");
     }
 
     #[tokio::test]
