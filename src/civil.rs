@@ -62,20 +62,26 @@ mod tests {
 /// what shows seconds only (an answer's `Date`, the holding page's "now"),
 /// read on every holding answer.
 pub fn coarse_unix_secs() -> u64 {
+    match read_clock(libc::CLOCK_REALTIME_COARSE) {
+        Some(now) => now.as_secs(),
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// One of the kernel's clocks now, `None` if it cannot be read (or reads
+/// before its zero).
+fn read_clock(clock: libc::clockid_t) -> Option<std::time::Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid timespec to write; the clock id is a
-    // constant Linux has had since 2.6.32.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    if rc == 0 && ts.tv_sec >= 0 {
-        ts.tv_sec as u64
-    } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
+    // SAFETY: `ts` is a valid timespec to write; the clock ids passed
+    // here are constants Linux has had since 2.6.32.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).ok().filter(|_| rc == 0)?;
+    Some(std::time::Duration::new(secs, ts.tv_nsec as u32))
 }
 
 /// An instant of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`):
@@ -89,17 +95,9 @@ pub struct Tick(std::time::Duration);
 impl Tick {
     /// Now, to the tick.
     pub fn now() -> Tick {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec to write; the clock id is a
-        // constant Linux has had since 2.6.32, and cannot fail with it.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        Tick(std::time::Duration::new(
-            ts.tv_sec as u64,
-            ts.tv_nsec as u32,
-        ))
+        // The monotonic clock reads from boot and cannot fail with a
+        // valid id.
+        Tick(read_clock(libc::CLOCK_MONOTONIC_COARSE).unwrap_or_default())
     }
 
     /// The time from `earlier` to this instant (zero if it is later).

@@ -123,7 +123,7 @@ impl Plan {
 }
 
 /// Where a part lies in a head: `from..to`. In 32 bits (a head is at
-/// most `server.max_header_bytes`, far under 4 GiB): a plan is moved a
+/// most `server.max_header_bytes`, 1 MiB at most): a plan is moved a
 /// few times per request, and its twelve places took half its size in
 /// `usize` pairs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

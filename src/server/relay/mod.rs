@@ -123,6 +123,17 @@ pub struct Turn<'a, S> {
     pub alarm: &'a mut Alarm,
 }
 
+impl<'a, S> Turn<'a, S> {
+    /// The origin's host as the heads sent to it carry it.
+    fn host(&self) -> Host<'a> {
+        let origin: &'a OriginClient = self.origin;
+        Host {
+            origin: origin.host.as_bytes(),
+            replaces: !self.cfg.origin.preserve_host,
+        }
+    }
+}
+
 /// Serves the connection's next request if it is the relay's (see the
 /// module documentation) and the config has no `[room]`
 /// ([`serve_next_in_room`] when it has).
@@ -130,6 +141,7 @@ pub async fn serve_next<S>(turn: Turn<'_, S>) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let host = turn.host();
     let Turn {
         io,
         guard,
@@ -143,10 +155,6 @@ where
     } = turn;
     let Some(pool) = origin.pool.as_ref() else {
         return Next::Hyper;
-    };
-    let host = Host {
-        origin: origin.host.as_bytes(),
-        replaces: !cfg.origin.preserve_host,
     };
     let reading = Reading {
         build: Build::Plain,

@@ -14,6 +14,7 @@ pub async fn serve_next_in_room<S>(turn: Turn<'_, S>) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let host = turn.host();
     let Turn {
         io,
         guard,
@@ -27,10 +28,6 @@ where
     } = turn;
     let (Some(pool), Some(room)) = (origin.pool.as_ref(), cfg.room.as_ref()) else {
         return Next::Hyper;
-    };
-    let host = Host {
-        origin: origin.host.as_bytes(),
-        replaces: !cfg.origin.preserve_host,
     };
     let mut reading = Reading {
         build: Build::Nothing,
