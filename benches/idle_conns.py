@@ -3,10 +3,11 @@
 request on each, keeps them idle, and prints the server's RSS before and
 after (reading /proc/PID/status). Loopback only; stops by itself.
 
-    idle_conns.py PORT PID N [h1|h2c|tls]
+    idle_conns.py PORT PID N [h1|h2c|tls|tls-h2]
 
 h1: HTTP/1.1 over TCP; h2c: HTTP/2 with prior knowledge (one GET on stream
-1); tls: HTTP/1.1 over TLS (ALPN http/1.1, certificate not checked)."""
+1); tls: HTTP/1.1 over TLS (ALPN http/1.1, certificate not checked);
+tls-h2: HTTP/2 over TLS (ALPN h2), as phones connect."""
 import resource, socket, ssl, sys, time
 
 def rss_kib(pid):
@@ -33,7 +34,7 @@ def read_answer(s, proto):
         if not chunk:
             return
         data += chunk
-        if proto == "h2c":
+        if proto in ("h2c", "tls-h2"):
             # Until a frame on stream 1 ends the stream (DATA or HEADERS).
             i = 0
             while i + 9 <= len(data):
@@ -61,18 +62,18 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx = None
-    if proto == "tls":
+    if proto in ("tls", "tls-h2"):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.set_alpn_protocols(["h2" if proto == "tls-h2" else "http/1.1"])
     before = rss_kib(pid)
     socks = []
     for _ in range(n):
         s = socket.create_connection((host, port))
         if ctx:
             s = ctx.wrap_socket(s, server_hostname="localhost")
-        s.sendall(H2C if proto == "h2c" else H1)
+        s.sendall(H2C if proto in ("h2c", "tls-h2") else H1)
         socks.append(s)
     for s in socks:
         s.settimeout(10)

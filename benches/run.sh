@@ -51,7 +51,7 @@ LUA
 fi
 if [[ $what == idle || $what == all ]]; then
   # CONNS connections (default 10,000) that each served one request, idle,
-  # in each of IDLE_PROTOS (h1, h2c, tls: HTTP/1.1 over TLS), one fresh
+  # in each of IDLE_PROTOS (h1, h2c, tls: HTTP/1.1 over TLS, tls-h2), one fresh
   # usher each; then the floor, a bare tokio task per connection.
   tmp=$(mktemp -d) pid=
   trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -61,10 +61,10 @@ if [[ $what == idle || $what == all ]]; then
     printf '[server.tls]\nlisten = ["127.0.0.1:18106"]\n[[server.tls.certificates]]\n'
     printf 'cert = "%s"\nkey = "%s"\n' "$tmp/cert.pem" "$tmp/key.pem"; } >"$tmp/idle.toml"
   ( cd "$BENCH" && ./origin.sh start >/dev/null 2>&1 ) || true
-  for proto in ${IDLE_PROTOS:-h1 h2c tls}; do
+  for proto in ${IDLE_PROTOS:-h1 h2c tls tls-h2}; do
     "$USHER" run -c "$tmp/idle.toml" & pid=$!
     for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18101/healthz && break; sleep 0.1; done
-    port=18100; [[ $proto == tls ]] && port=18106
+    port=18100; [[ $proto == tls* ]] && port=18106
     echo -n "usher: "; python3 benches/idle_conns.py $port "$pid" "${CONNS:-10000}" "$proto"
     kill $pid; wait $pid 2>/dev/null || true
   done

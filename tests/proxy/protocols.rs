@@ -110,6 +110,39 @@ async fn h2c_prior_knowledge() {
     .await;
 }
 
+/// usher's h2 (vendor/h2) lets go of a connection's buffers when it has
+/// nothing to read or write: its next requests, sent as references to
+/// the header tables both sides built, must come through the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_that_went_idle_serves_its_next_requests_the_same() {
+    let dir = TempDir::new("h2-idle");
+    within(15, "h2 after idle", async {
+        let (origin, usher, pem) = setup(&dir).await;
+        let mut h2c = clients::h2c(usher.addr).await;
+        let tls = clients::tls_connect(usher.tls.unwrap(), &pem, &[b"h2"]).await;
+        let mut h2 = clients::h2_over(tls).await;
+        for _ in 0..3 {
+            h2_exchange(&mut h2c, "http").await;
+            h2_exchange(&mut h2, "https").await;
+            let seen = origin.wait_for(4).await;
+            let mut posts = seen
+                .iter()
+                .filter(|r| r.head.first_line.starts_with("POST"));
+            let (a, b) = (posts.next().unwrap(), posts.next().unwrap());
+            let (plain, tls) = if a.head.get_all("x-forwarded-proto") == ["http"] {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            check_h2_request(plain, "http");
+            check_h2_request(tls, "https");
+            // Idle: nothing to read or write on either connection.
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_alpn_h2() {
     let dir = TempDir::new("tls-h2");
