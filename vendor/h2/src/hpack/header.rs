@@ -111,12 +111,18 @@ impl Header {
     pub fn owned(&self) -> Header {
         match self {
             Header::Field { name, value } => {
-                let mut own = HeaderValue::from_bytes(value.as_bytes())
-                    .expect("a header value's own bytes are valid");
-                own.set_sensitive(value.is_sensitive());
+                // A value made unchecked elsewhere may hold bytes
+                // `from_bytes` refuses: that one stays a view.
+                let value = match HeaderValue::from_bytes(value.as_bytes()) {
+                    Ok(mut own) => {
+                        own.set_sensitive(value.is_sensitive());
+                        own
+                    }
+                    Err(_) => value.clone(),
+                };
                 Header::Field {
                     name: name.clone(),
-                    value: own,
+                    value,
                 }
             }
             Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
