@@ -191,12 +191,43 @@ async fn tls_with_alpn_http11_and_plain_http11() {
 
 /// A client that opens a connection and sends its head too slowly
 /// (slowloris), or never finishes a TLS handshake, is cut off.
+/// A TLS connection's first request waits for the socket without a read
+/// buffer (the relay's `read_plan`): one that comes late, and in parts,
+/// is served all the same, and so is the next on the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connections_late_first_request_is_served() {
+    let dir = TempDir::new("tls-late");
+    within(15, "TLS late first request", async {
+        let (origin, usher, pem) = setup(&dir).await;
+        let tls = clients::tls_connect(usher.tls.unwrap(), &pem, &[b"http/1.1"]).await;
+        let mut c = Conn::new(tls);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        c.send(b"GET /late HTTP/1.1\r\nHo").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        c.send(format!("st: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = c.read_response("GET").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text(), "echo 0 bytes");
+        c.send(format!("GET /again HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(c.read_response("GET").await.unwrap().status(), 200);
+        let seen = origin.wait_for(2).await;
+        assert_eq!(seen[0].head.first_line, "GET /late HTTP/1.1");
+        assert_eq!(seen[0].head.get_all("x-forwarded-proto"), ["https"]);
+        assert_eq!(seen[1].head.first_line, "GET /again HTTP/1.1");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let dir = TempDir::new("slowloris");
     within(15, "slow clients", async {
         let origin = Origin::start(origin_replies).await;
-        let (cert, key, _) = common::dev_cert(&dir);
+        let (cert, key, pem) = common::dev_cert(&dir);
         let tail = format!(
             "[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhandshake_timeout = \"500ms\"\n\n\
              [[server.tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
@@ -217,6 +248,16 @@ async fn slow_clients_are_cut_off() {
             .unwrap();
         // a TLS client that never says hello
         let mut mute = clients::connect(usher.tls.unwrap()).await;
+        // TLS, then nothing (the relay waits without a read buffer); TLS,
+        // then half a head
+        let tls = clients::tls_connect(usher.tls.unwrap(), &pem, &[b"http/1.1"]).await;
+        let mut tls_idle = Conn::new(tls);
+        let tls = clients::tls_connect(usher.tls.unwrap(), &pem, &[b"http/1.1"]).await;
+        let mut tls_partial = Conn::new(tls);
+        tls_partial
+            .send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
 
         let started = std::time::Instant::now();
         assert!(idle.closed_within(wait).await, "idle connection kept");
@@ -229,6 +270,15 @@ async fn slow_clients_are_cut_off() {
         assert!(
             mute.closed_within(wait).await,
             "TLS connection without a handshake kept"
+        );
+        assert!(
+            tls_idle.closed_within(wait).await,
+            "TLS connection without a request kept"
+        );
+        let _ = tls_partial.read_response("GET").await;
+        assert!(
+            tls_partial.closed_within(wait).await,
+            "TLS slowloris connection kept"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(3));
         assert_eq!(origin.connections(), 0);

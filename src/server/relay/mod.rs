@@ -48,7 +48,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::alarm::Alarm;
-use super::park::Guarded;
+use super::park::{self, Guarded, Readable};
 use crate::app::App;
 use crate::civil::Tick;
 use crate::config::Config;
@@ -139,7 +139,7 @@ impl<'a, S> Turn<'a, S> {
 /// ([`serve_next_in_room`] when it has).
 pub async fn serve_next<S>(turn: Turn<'_, S>) -> Next
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Readable + Unpin,
 {
     let host = turn.host();
     let Turn {
@@ -215,17 +215,38 @@ async fn read_plan<S>(
     reading: Reading<'_>,
 ) -> Result<Read, Next>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Readable + Unpin,
 {
     let mut buf = Spare::take();
+    let max = cfg.server.max_header_bytes;
     // A keep-alive request is most often here whole already: read at once,
     // with no deadline to work out; the timeout only for a head that waits.
-    let read = {
-        let reading = read_head(io, guard, &mut buf, cfg.server.max_header_bytes);
+    let first = {
+        let reading = read_head(io, guard, &mut buf, max);
         tokio::pin!(reading);
-        match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
-            Poll::Ready(read) => Ok(read),
-            Poll::Pending => tokio::time::timeout(head_timeout, reading).await,
+        std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await
+    };
+    let read = match first {
+        Poll::Ready(read) => Ok(read),
+        // Nothing came yet (a TLS connection's first request, most
+        // often: a plain one waited in the sniff): the wait holds no read
+        // buffer (8 KiB), only the socket's readiness. The read found
+        // nothing buffered, rustls's plaintext included, so the next
+        // bytes come through the socket.
+        Poll::Pending if buf.is_empty() => {
+            // Back to the thread's spares, an empty one in its place.
+            drop(std::mem::replace(&mut buf, Spare(Vec::new())));
+            tokio::time::timeout(head_timeout, async {
+                park::readable(io).await?;
+                buf = Spare::take();
+                read_head(io, guard, &mut buf, max).await
+            })
+            .await
+        }
+        // Part of a head came: the rest within the timeout (`read_head`
+        // goes on from the bytes `buf` holds).
+        Poll::Pending => {
+            tokio::time::timeout(head_timeout, read_head(io, guard, &mut buf, max)).await
         }
     };
     let head_len = match read {

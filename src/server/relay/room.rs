@@ -12,7 +12,7 @@ use super::*;
 /// room none of the room's.
 pub async fn serve_next_in_room<S>(turn: Turn<'_, S>) -> Next
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Readable + Unpin,
 {
     let host = turn.host();
     let Turn {
