@@ -7,8 +7,11 @@ after (reading /proc/PID/status). Loopback only; stops by itself.
 
 h1: HTTP/1.1 over TCP; h2c: HTTP/2 with prior knowledge (one GET on stream
 1); tls: HTTP/1.1 over TLS (ALPN http/1.1, certificate not checked);
-tls-h2: HTTP/2 over TLS (ALPN h2), as phones connect."""
-import resource, socket, ssl, sys, time
+tls-h2: HTTP/2 over TLS (ALPN h2), as phones connect. NOREQ=1 in the
+environment: connect (and shake hands) only, no request."""
+import os, resource, socket, ssl, sys, time
+
+NOREQ = os.environ.get("NOREQ") == "1"
 
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
@@ -73,11 +76,13 @@ def main():
         s = socket.create_connection((host, port))
         if ctx:
             s = ctx.wrap_socket(s, server_hostname="localhost")
-        s.sendall(H2C if proto in ("h2c", "tls-h2") else H1)
+        if not NOREQ:
+            s.sendall(H2C if proto in ("h2c", "tls-h2") else H1)
         socks.append(s)
     for s in socks:
         s.settimeout(10)
-        read_answer(s, proto)
+        if not NOREQ:
+            read_answer(s, proto)
     time.sleep(2)
     after = rss_kib(pid)
     print(f"proto={proto} connections={n} rss_before_kib={before} rss_after_kib={after} "
